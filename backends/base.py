@@ -1,0 +1,116 @@
+"""The backend interface: what every engine wrapper implements.
+
+A backend is created inside a worker process for one cell, so it may hold engine state
+freely. Engines are imported inside methods, never at module import time: the parent
+process imports backend classes to ask `availability()` and `unsupported_reason()` cheaply.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from models import ModelDef, ModelRef
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether the engine can be used here; `reason` says why not and how to fix it."""
+
+    ok: bool
+    reason: str = ""
+
+
+@dataclass
+class PrepareInfo:
+    """What preparation produced: artifact on disk (for its size), and facts worth recording."""
+
+    artifact: Path | None = None
+    engine_precision: str = ""  # the precision the engine reports it really executes
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """One inference engine.
+
+    Life cycle inside a worker: `prepare` once (export/compile/convert; timed by the caller),
+    `to_native` per input set (outside the timed region), `run` + `synchronize` per timed
+    iteration, `to_numpy` for accuracy checks, `close` at the end.
+    """
+
+    name: ClassVar[str]
+    #: Python modules the engine needs; checked with find_spec, without importing them.
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: The pip extra that installs the engine (`pip install 'inferbench[<extra>]'`).
+    extra: ClassVar[str | None] = None
+    #: Distributions whose versions are recorded with every result.
+    version_packages: ClassVar[tuple[str, ...]] = ()
+    precisions: ClassVar[frozenset[str]] = frozenset({"fp32"})
+    accepts_torch: ClassVar[bool] = True
+    accepts_onnx: ClassVar[bool] = False
+
+    def __init__(self, threads: int, cache_dir: Path) -> None:
+        self.threads = threads
+        self.cache_dir = cache_dir
+
+    @classmethod
+    def availability(cls) -> Availability:
+        missing = [name for name in cls.requires if importlib.util.find_spec(name) is None]
+        if missing:
+            fix = f"; install it with: pip install 'inferbench[{cls.extra}]'" if cls.extra else ""
+            return Availability(False, f"{', '.join(missing)} not installed{fix}")
+        return Availability(True)
+
+    @classmethod
+    def unsupported_reason(cls, model: ModelRef, precision: str) -> str | None:
+        """Why this backend cannot run the combination, or None if it can."""
+        if precision not in cls.precisions:
+            return f"{cls.name} does not implement {precision} (supports {', '.join(sorted(cls.precisions))})"
+        if model.kind == "onnx" and not cls.accepts_onnx:
+            return f"{cls.name} needs a torch module; an ONNX file runs on ONNX-capable backends"
+        if model.kind != "onnx" and not cls.accepts_torch:
+            return f"{cls.name} only runs ONNX files"
+        return None
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        found = {}
+        for dist in cls.version_packages:
+            try:
+                found[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                found[dist] = "not installed"
+        return found
+
+    @abstractmethod
+    def prepare(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
+        """Export/compile/convert the model for this precision and batch size."""
+
+    def to_native(self, inputs: dict[str, np.ndarray]) -> Any:
+        """Convert one input set to what `run` takes; called outside the timed region."""
+        return inputs
+
+    @abstractmethod
+    def run(self, inputs: Any) -> Any:
+        """One inference on prepared inputs."""
+
+    def synchronize(self) -> None:
+        """Wait for queued work to finish (a no-op for synchronous CPU engines)."""
+
+    def to_numpy(self, outputs: Any) -> list[np.ndarray]:
+        """Outputs as float64-comparable numpy arrays, in the model's output order."""
+        if isinstance(outputs, dict):
+            outputs = list(outputs.values())
+        if not isinstance(outputs, list | tuple):
+            outputs = [outputs]
+        return [np.asarray(o) for o in outputs]
+
+    def close(self) -> None:
+        """Release engine resources."""

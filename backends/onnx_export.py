@@ -1,0 +1,56 @@
+"""torch -> ONNX export shared by the ONNX-consuming backends, cached on disk.
+
+The TorchScript-based exporter is used (dynamo=False): it emits the attention patterns that
+ONNX Runtime's transformer optimizer knows how to fuse. The batch dimension is dynamic.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.errors import BackendError
+from bench.util import cache_key
+
+if TYPE_CHECKING:
+    from models import ModelDef
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+
+
+def onnx_file(model: ModelDef, cache_dir: Path) -> tuple[Path, bool]:
+    """The model as an ONNX file and whether it came from the cache."""
+    if model.onnx_path is not None:
+        return model.onnx_path, True
+    import torch
+
+    key = cache_key("onnx", model.name, model.seed, torch.__version__, OPSET)
+    path = cache_dir / "onnx" / f"{model.name}-{key}" / "model.onnx"
+    if path.is_file():
+        return path, True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.onnx")
+    dynamic = {name: {0: "batch"} for name in (*model.input_names, *model.output_names)}
+    log.info("exporting %s to ONNX (opset %d)", model.name, OPSET)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model.module,
+                model.torch_inputs(2, model.seed),
+                str(tmp),
+                input_names=list(model.input_names),
+                output_names=list(model.output_names),
+                dynamic_axes=dynamic,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise BackendError(f"ONNX export failed: {exc}") from exc
+    tmp.replace(path)
+    return path, False

@@ -1,0 +1,116 @@
+"""The plain functions behind each CLI subcommand (tests call these directly)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from backends import backend_names, load_backend
+from bench.config import Cell, load_profile, profile_names
+from bench.errors import UserError
+from bench.runner import SweepEvents, new_run_id, run_sweep
+from models import BUILTIN_MODELS
+
+console = Console(stderr=True)
+
+
+def run_command(
+    *,
+    profile: str,
+    models: list[str] | None = None,
+    backends: list[str] | None = None,
+    precisions: list[str] | None = None,
+    batch_sizes: list[int] | None = None,
+    threads: list[int] | None = None,
+    run_id: str | None = None,
+    resume: bool = False,
+    results_dir: Path = Path("results"),
+    cache_dir: Path | None = None,
+    progress: bool = False,
+) -> int:
+    config = load_profile(profile).with_overrides(
+        models=models, backends=backends, precisions=precisions, batch_sizes=batch_sizes,
+        threads=threads,
+    )
+    if run_id is None and resume:
+        run_id = _latest_run(results_dir, config.name)
+    run_dir = results_dir / (run_id or new_run_id(config.name))
+    if run_dir.exists() and not resume and any((run_dir / "cells").glob("*.json")):
+        raise UserError(f"{run_dir} already holds results; pass --resume or another --run-id")
+
+    with _progress(progress) as events:
+        records = run_sweep(config, run_dir, resume=resume, cache_dir=cache_dir, events=events)
+    _print_summary(records)
+    console.print(f"results: {run_dir / 'results.csv'}")
+    return 0
+
+
+def _latest_run(results_dir: Path, profile: str) -> str:
+    runs = sorted(p.name for p in results_dir.glob(f"*-{profile}") if (p / "cells").is_dir())
+    if not runs:
+        raise UserError(f"--resume: no earlier run of profile {profile!r} under {results_dir}")
+    return runs[-1]
+
+
+class _progress:
+    """A rich progress bar fed by the runner's events (or nothing, when not a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        )
+        self.task: Any = None
+
+    def __enter__(self) -> SweepEvents | None:
+        if not self.enabled:
+            return None
+        self.bar.start()
+        return SweepEvents(on_start=self._start, on_cell_start=self._cell, on_cell_done=self._done)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+    def _start(self, total: int) -> None:
+        self.task = self.bar.add_task("starting", total=total)
+
+    def _cell(self, cell: Cell) -> None:
+        self.bar.update(self.task, description=f"{cell.model} {cell.backend} {cell.precision} b{cell.batch_size}")
+
+    def _done(self, cell: Cell, record: dict[str, Any]) -> None:
+        self.bar.advance(self.task)
+
+
+def _print_summary(records: list[dict[str, Any]]) -> None:
+    table = Table(title="p50 latency (ms) / throughput (samples/s)")
+    for col in ("model", "backend", "precision", "batch", "threads", "status", "p50 ms", "samples/s"):
+        table.add_column(col)
+    for r in records:
+        ok = r["status"] == "ok"
+        table.add_row(
+            r["model"], r["backend"], r["precision"], str(r["batch_size"]), str(r["threads"]),
+            r["status"] if ok else f"{r['status']}: {r.get('reason', '')[:60]}",
+            f"{r['latency_p50_ms']:.3f}" if ok else "", f"{r['throughput_sps']:.1f}" if ok else "",
+        )
+    console.print(table)
+
+
+def list_command() -> int:
+    out = Console()
+    table = Table(title="backends on this machine")
+    for col in ("backend", "available", "precisions", "reason"):
+        table.add_column(col)
+    for name in backend_names():
+        cls = load_backend(name)
+        avail = cls.availability()
+        table.add_row(name, "yes" if avail.ok else "no", ", ".join(sorted(cls.precisions)), avail.reason)
+    out.print(table)
+    out.print("models: " + ", ".join(BUILTIN_MODELS) + " (or a .onnx path, or package.module:factory)")
+    out.print("profiles: " + ", ".join(profile_names()))
+    return 0

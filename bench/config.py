@@ -1,0 +1,191 @@
+"""Sweep configuration: profiles (TOML) and the cells they expand to.
+
+Everything here is validated on construction so that a bad profile or flag fails
+before any worker starts, with a message naming the bad value and the allowed ones.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UserError
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """How one cell is timed: warm-up, then timed iterations until both minimums are met."""
+
+    warmup_iterations: int = 5
+    warmup_seconds: float = 0.5
+    min_iterations: int = 20
+    min_seconds: float = 2.0
+    max_iterations: int = 100_000
+    max_seconds: float = 60.0
+    input_sets: int = 4
+    timeout_seconds: float = 900.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            _require(
+                isinstance(value, int | float) and not isinstance(value, bool),
+                f"measure.{f.name} must be a number; got {value!r}",
+            )
+        _require(self.warmup_iterations >= 0, "measure.warmup_iterations must be >= 0")
+        _require(self.min_iterations >= 1, "measure.min_iterations must be >= 1")
+        _require(
+            self.max_iterations >= self.min_iterations,
+            "measure.max_iterations must be >= measure.min_iterations",
+        )
+        _require(self.input_sets >= 1, "measure.input_sets must be >= 1")
+        _require(self.timeout_seconds > 0, "measure.timeout_seconds must be > 0")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the sweep, run in its own worker process."""
+
+    model: str
+    backend: str
+    precision: str
+    batch_size: int
+    threads: int
+
+    @property
+    def key(self) -> str:
+        # Model references can be paths; keep the key filesystem-safe.
+        safe_model = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.model)
+        return f"{safe_model}__{self.backend}__{self.precision}__b{self.batch_size}__t{self.threads}"
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Models x backends x precisions x batch sizes x threads, plus how to measure."""
+
+    models: tuple[str, ...]
+    backends: tuple[str, ...]
+    precisions: tuple[str, ...] = ("fp32",)
+    batch_sizes: tuple[int, ...] = (1,)
+    threads: tuple[int, ...] = (0,)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        _require(len(self.models) > 0, "at least one model is required")
+        _require(len(self.backends) > 0, "at least one backend is required")
+        for p in self.precisions:
+            _require(
+                p in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}; got {p!r}"
+            )
+        for b in self.batch_sizes:
+            _require(
+                isinstance(b, int) and not isinstance(b, bool) and b > 0,
+                f"batch size must be a positive integer; got {b!r}",
+            )
+        for t in self.threads:
+            _require(
+                isinstance(t, int) and not isinstance(t, bool) and t >= 0,
+                f"threads must be a non-negative integer (0 = all cores); got {t!r}",
+            )
+
+    def cells(self) -> list[Cell]:
+        return [
+            Cell(m, b, p, bs, resolve_threads(t))
+            for m, b, p, bs, t in itertools.product(
+                self.models, self.backends, self.precisions, self.batch_sizes, self.threads
+            )
+        ]
+
+    def with_overrides(self, **overrides: Any) -> SweepConfig:
+        """Replace the given axes (those not None), re-validating the result."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        for key in ("models", "backends", "precisions", "batch_sizes", "threads"):
+            if key in given:
+                given[key] = tuple(given[key])
+        return replace(self, **given)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_threads(threads: int) -> int:
+    """0 means every core this process may use."""
+    if threads:
+        return threads
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+_SWEEP_KEYS = {"models", "backends", "precisions", "batch_sizes", "threads"}
+
+
+def profile_names() -> list[str]:
+    folder = resources.files("bench") / "profiles"
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_profile(name_or_path: str) -> SweepConfig:
+    """Load a built-in profile by name (`cpu`, `smoke`, ...) or a TOML file by path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        _require(path.is_file(), f"profile file not found: {name_or_path}")
+        text = path.read_text()
+        name = path.stem
+    else:
+        names = profile_names()
+        _require(
+            name_or_path in names,
+            f"unknown profile {name_or_path!r}; choose one of {', '.join(names)} or a .toml path",
+        )
+        text = (resources.files("bench") / "profiles" / f"{name_or_path}.toml").read_text()
+        name = name_or_path
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"malformed profile {name_or_path}: {exc}") from None
+    return profile_from_dict(data, name)
+
+
+def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig:
+    unknown = set(data) - {"sweep", "measure"}
+    _require(not unknown, f"profile {name}: unknown section(s) {sorted(unknown)}")
+    sweep = data.get("sweep")
+    if not isinstance(sweep, dict):
+        raise UserError(f"profile {name}: missing [sweep] section")
+    bad = set(sweep) - _SWEEP_KEYS
+    _require(not bad, f"profile {name}: unknown [sweep] key(s) {sorted(bad)}")
+    for key in _SWEEP_KEYS & set(sweep):
+        _require(isinstance(sweep[key], list), f"profile {name}: sweep.{key} must be a list")
+    measure_data = data.get("measure", {})
+    if not isinstance(measure_data, dict):
+        raise UserError(f"profile {name}: [measure] must be a table")
+    known = {f.name for f in fields(MeasureConfig)}
+    bad = set(measure_data) - known
+    _require(not bad, f"profile {name}: unknown [measure] key(s) {sorted(bad)}")
+    _require("models" in sweep, f"profile {name}: sweep.models is required")
+    _require("backends" in sweep, f"profile {name}: sweep.backends is required")
+    return SweepConfig(
+        models=tuple(sweep["models"]),
+        backends=tuple(sweep["backends"]),
+        precisions=tuple(sweep.get("precisions", ["fp32"])),
+        batch_sizes=tuple(sweep.get("batch_sizes", [1])),
+        threads=tuple(sweep.get("threads", [0])),
+        measure=MeasureConfig(**measure_data),
+        name=name,
+    )

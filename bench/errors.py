@@ -1,0 +1,13 @@
+"""The error types the CLI knows how to report."""
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit code 2, no traceback."""
+
+
+class BackendError(Exception):
+    """An engine failed while preparing or running a cell; the cell records it as `error`."""
+
+
+class UnsupportedError(Exception):
+    """A backend cannot run this model/precision combination; the cell records why."""

@@ -1,0 +1,89 @@
+"""Result records and the tidy CSV: one row per cell, numbers as numbers.
+
+Each finished cell is stored as `cells/<key>.json` (summary plus raw per-iteration latencies);
+`results.csv` is rebuilt from those after every cell, atomically, so an interrupted sweep
+keeps everything it finished.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.errors import UserError
+from bench.util import atomic_write_json, atomic_write_text
+
+SCHEMA_VERSION = 1
+
+STATUSES = ("ok", "unsupported", "unavailable", "error", "timeout")
+
+# Column order of results.csv. Numeric columns stay numeric (empty = not applicable).
+COLUMNS = (
+    "model", "backend", "precision", "batch_size", "threads", "status", "reason",
+    "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms",
+    "latency_min_ms", "latency_max_ms", "throughput_sps", "iterations", "warmup_iterations",
+    "capped", "prepare_s", "first_inference_ms", "peak_rss_mb", "artifact_mb",
+    "flops_per_sample", "achieved_gflops", "max_abs_err", "rel_l2_err", "cosine",
+    "top1_agreement", "engine_precision", "engine_versions", "wall_s", "cell_key", "run_id",
+    "schema_version",
+)
+NUMERIC = (
+    "batch_size", "threads", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
+    "latency_mean_ms", "latency_std_ms", "latency_min_ms", "latency_max_ms", "throughput_sps",
+    "iterations", "warmup_iterations", "prepare_s", "first_inference_ms", "peak_rss_mb",
+    "artifact_mb", "flops_per_sample", "achieved_gflops", "max_abs_err", "rel_l2_err", "cosine",
+    "top1_agreement", "wall_s", "schema_version",
+)
+
+
+def cell_path(run_dir: Path, key: str) -> Path:
+    return run_dir / "cells" / f"{key}.json"
+
+
+def save_cell(run_dir: Path, record: dict[str, Any]) -> None:
+    atomic_write_json(cell_path(run_dir, record["cell_key"]), record)
+
+
+def load_cells(run_dir: Path) -> list[dict[str, Any]]:
+    records = []
+    for path in sorted((run_dir / "cells").glob("*.json")):
+        record = json.loads(path.read_text())
+        version = record.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise UserError(f"{path}: schema_version {version} is not supported (expected {SCHEMA_VERSION})")
+        records.append(record)
+    return records
+
+
+def to_row(record: dict[str, Any]) -> dict[str, Any]:
+    row = {col: record.get(col) for col in COLUMNS}
+    versions = record.get("versions") or {}
+    row["engine_versions"] = ";".join(f"{k}={v}" for k, v in sorted(versions.items()))
+    flops, throughput = record.get("flops_per_sample"), record.get("throughput_sps")
+    if flops and throughput:
+        row["achieved_gflops"] = flops * throughput / 1e9
+    return row
+
+
+def to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame([to_row(r) for r in records], columns=list(COLUMNS))
+    for col in NUMERIC:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    return frame
+
+
+def write_csv(run_dir: Path, records: list[dict[str, Any]]) -> Path:
+    path = run_dir / "results.csv"
+    atomic_write_text(path, to_frame(records).to_csv(index=False, float_format="%.6g"))
+    return path
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    if path.is_dir():
+        path = path / "results.csv"
+    if not path.is_file():
+        raise UserError(f"no results.csv at {path}")
+    return pd.read_csv(path)

@@ -1,0 +1,182 @@
+"""The sweep runner: one worker subprocess per cell, results written as each cell ends.
+
+A crash, hang or exception in a cell costs that cell only: it becomes a row with status
+`error` or `timeout` and the reason, and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from backends import load_backend
+from bench import env
+from bench.config import Cell, SweepConfig
+from bench.results import SCHEMA_VERSION, cell_path, load_cells, save_cell, write_csv
+from bench.util import atomic_write_json
+from models import ModelRef, resolve_model
+
+log = logging.getLogger(__name__)
+
+#: Statuses `--resume` re-runs; every other recorded cell is kept as it is.
+RETRY_ON_RESUME = frozenset({"error", "timeout"})
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class SweepEvents:
+    """Callbacks for progress display; all optional."""
+
+    on_start: Callable[[int], None] | None = None  # total cells
+    on_cell_start: Callable[[Cell], None] | None = None
+    on_cell_done: Callable[[Cell, dict[str, Any]], None] | None = None
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("INFERBENCH_CACHE", PROJECT_ROOT / ".cache" / "inferbench"))
+
+
+def new_run_id(profile: str) -> str:
+    return f"{dt.datetime.now():%Y%m%d-%H%M%S}-{profile}"
+
+
+def run_sweep(
+    config: SweepConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    cache_dir: Path | None = None,
+    events: SweepEvents | None = None,
+) -> list[dict[str, Any]]:
+    """Run every cell of the sweep into `run_dir`; returns all records (old and new)."""
+    events = events or SweepEvents()
+    cache_dir = cache_dir or default_cache_dir()
+    refs = {m: resolve_model(m) for m in config.models}  # validates before any work starts
+    backend_classes = {b: load_backend(b) for b in config.backends}
+    cells = config.cells()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", {"schema_version": SCHEMA_VERSION, **config.to_dict()})
+    atomic_write_json(run_dir / "env.json", env.capture(sorted({c.threads for c in cells})))
+
+    done = {r["cell_key"]: r for r in load_cells(run_dir)} if resume else {}
+    if events.on_start:
+        events.on_start(len(cells))
+    for cell in cells:
+        previous = done.get(cell.key)
+        if previous is not None and previous["status"] not in RETRY_ON_RESUME:
+            if events.on_cell_done:
+                events.on_cell_done(cell, previous)
+            continue
+        if events.on_cell_start:
+            events.on_cell_start(cell)
+        record = _static_verdict(cell, refs[cell.model], backend_classes[cell.backend])
+        if record is None:
+            record = run_in_worker(cell, refs[cell.model], config, run_dir, cache_dir)
+        record = _finish(record, cell, run_dir.name)
+        save_cell(run_dir, record)
+        done[cell.key] = record
+        write_csv(run_dir, list(done.values()))
+        if events.on_cell_done:
+            events.on_cell_done(cell, record)
+    return list(done.values())
+
+
+def _static_verdict(cell: Cell, ref: ModelRef, backend_cls: Any) -> dict[str, Any] | None:
+    """Rows decided without starting a worker: engine missing, or combination not supported."""
+    available = backend_cls.availability()
+    if not available.ok:
+        return {"status": "unavailable", "reason": available.reason}
+    reason = backend_cls.unsupported_reason(ref, cell.precision)
+    if reason:
+        return {"status": "unsupported", "reason": reason}
+    return None
+
+
+def _finish(record: dict[str, Any], cell: Cell, run_id: str) -> dict[str, Any]:
+    return {**record, **asdict(cell), "cell_key": cell.key, "run_id": run_id,
+            "schema_version": SCHEMA_VERSION}
+
+
+def worker_env(threads: int) -> dict[str, str]:
+    environ = dict(os.environ)
+    for var in THREAD_ENV:
+        environ[var] = str(threads)
+    # Workers import this project's packages (and test plugins) from the source tree too.
+    paths = [str(PROJECT_ROOT), os.getcwd(), *filter(None, environ.get("PYTHONPATH", "").split(os.pathsep))]
+    environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    environ.setdefault("HF_HUB_OFFLINE", "1")
+    environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return environ
+
+
+def run_in_worker(cell: Cell, ref: ModelRef, config: SweepConfig, run_dir: Path,
+                  cache_dir: Path) -> dict[str, Any]:
+    """Run one cell in a fresh process with a timeout; never raises for engine failures."""
+    work = run_dir / "work"
+    work.mkdir(exist_ok=True)
+    spec_path, out_path = work / f"{cell.key}.spec.json", work / f"{cell.key}.out.json"
+    out_path.unlink(missing_ok=True)
+    atomic_write_json(spec_path, {
+        "cell": asdict(cell), "model_ref": asdict(ref), "measure": asdict(config.measure),
+        "cache_dir": str(cache_dir),
+    })
+    log_path = run_dir / "logs" / f"{cell.key}.log"
+    log_path.parent.mkdir(exist_ok=True)
+    timeout = config.measure.timeout_seconds
+    started = time.perf_counter()
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.worker", str(spec_path), str(out_path)],
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=worker_env(cell.threads), start_new_session=True,  # own group: kill it whole
+        )
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return {"status": "timeout", "reason": f"no result after {timeout:g} s (worker killed)",
+                    "wall_s": time.perf_counter() - started}
+        except BaseException:  # Ctrl-C: do not leave an orphan worker behind
+            _kill_group(proc)
+            raise
+    wall = time.perf_counter() - started
+    if out_path.is_file():
+        record = json.loads(out_path.read_text())
+        out_path.unlink()
+        spec_path.unlink(missing_ok=True)
+        return {**record, "wall_s": wall}
+    return {"status": "error", "reason": _death_reason(returncode, log_path), "wall_s": wall}
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _death_reason(returncode: int, log_path: Path) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        what = f"worker killed by {name}"
+        if name == "SIGKILL":
+            what += " (out of memory?)"
+    else:
+        what = f"worker exited with code {returncode} without a result"
+    lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    return f"{what}: {lines[-1][:300]}" if lines else what

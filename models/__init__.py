@@ -1,0 +1,123 @@
+"""Model zoo and user-model resolution.
+
+A model reference is one of:
+- a built-in name (`resnet50`, `bert-base`, `lstm`, `mlp`, `tiny-cnn`, `minilm`);
+- a path to an `.onnx` file (runs on ONNX-capable backends only);
+- `package.module:factory`, a callable returning a `ModelDef` or `(module, inputs)` where
+  inputs maps input names to `(shape_without_batch, dtype)`.
+Built-ins are imported lazily, so listing the zoo imports no engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UserError
+from models.base import InputSpec, ModelDef, count_flops
+
+__all__ = ["BUILTIN_MODELS", "InputSpec", "ModelDef", "ModelRef", "build_model", "count_flops",
+           "resolve_model"]
+
+BUILTIN_MODELS: dict[str, str] = {
+    "resnet50": "models.resnet:build",
+    "bert-base": "models.transformers_zoo:build_bert_base",
+    "minilm": "models.transformers_zoo:build_minilm",
+    "lstm": "models.small:build_lstm",
+    "mlp": "models.small:build_mlp",
+    "tiny-cnn": "models.small:build_tiny_cnn",
+}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A validated model reference; `kind` is builtin, onnx or factory."""
+
+    ref: str
+    kind: str
+
+    @property
+    def has_torch_module(self) -> bool:
+        return self.kind != "onnx"
+
+
+def resolve_model(ref: str) -> ModelRef:
+    """Validate a model reference without building it (cheap; no engine imports)."""
+    if ref in BUILTIN_MODELS:
+        return ModelRef(ref, "builtin")
+    if ref.endswith(".onnx") or Path(ref).suffix:
+        path = Path(ref)
+        if not path.is_file():
+            raise UserError(f"model file not found: {ref}")
+        if path.suffix != ".onnx":
+            raise UserError(f"model file must be an .onnx file; got {ref}")
+        _check_onnx(path)
+        return ModelRef(str(path.resolve()), "onnx")
+    if ":" in ref:
+        module_name, _, attr = ref.partition(":")
+        try:
+            found = importlib.util.find_spec(module_name)
+        except (ImportError, ValueError):
+            found = None
+        if found is None or not attr:
+            raise UserError(f"model factory {ref!r} not importable (expected package.module:function)")
+        return ModelRef(ref, "factory")
+    raise UserError(
+        f"unknown model {ref!r}; choose one of {', '.join(BUILTIN_MODELS)}, "
+        "a path to an .onnx file, or package.module:factory"
+    )
+
+
+def _check_onnx(path: Path) -> None:
+    try:
+        import onnx
+    except ImportError:
+        return  # the backend will report it; nothing to validate with here
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:  # the checker raises several types for a corrupt file
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"broken ONNX model {path}: {first_line}") from None
+
+
+def build_model(ref: ModelRef, seed: int = 0) -> ModelDef:
+    """Build the model in this process (called inside workers)."""
+    if ref.kind == "builtin":
+        return _call(BUILTIN_MODELS[ref.ref], seed=seed)
+    if ref.kind == "onnx":
+        return _onnx_model(Path(ref.ref))
+    produced = _call(ref.ref)
+    if isinstance(produced, ModelDef):
+        return produced
+    module, inputs = produced
+    specs = tuple(InputSpec(name, tuple(shape), dtype) for name, (shape, dtype) in inputs.items())
+    return ModelDef(name=ref.ref, module=module.eval(), inputs=specs, seed=seed)
+
+
+def _call(target: str, **kwargs: Any) -> Any:
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)(**kwargs)
+
+
+_ONNX_DTYPES = {1: "float32", 7: "int64", 6: "int32", 9: "bool"}
+
+
+def _onnx_model(path: Path) -> ModelDef:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {init.name for init in graph.initializer}
+    specs = []
+    for value in graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+        if tensor.elem_type not in _ONNX_DTYPES or any(d <= 0 for d in dims[1:]):
+            raise UserError(f"{path}: input {value.name!r} needs a known dtype and static non-batch dims")
+        specs.append(InputSpec(value.name, tuple(dims[1:]), _ONNX_DTYPES[tensor.elem_type]))
+    outputs = tuple(v.name for v in graph.output)
+    return ModelDef(name=path.stem, inputs=tuple(specs), output_names=outputs, onnx_path=path)

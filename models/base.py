@@ -1,0 +1,119 @@
+"""What a benchmarkable model is: a torch module or an ONNX file, plus how to make its inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+_DTYPES = {"float32": np.float32, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input; `shape` excludes the leading batch dimension."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    low: int = 0  # integer inputs are drawn from [low, high)
+    high: int = 2
+
+    def __post_init__(self) -> None:
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}; got {self.dtype!r}")
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        shape = (batch_size, *self.shape)
+        if self.dtype == "float32":
+            return rng.standard_normal(shape, dtype=np.float32)
+        if self.dtype == "bool":
+            return rng.integers(0, 2, shape).astype(np.bool_)
+        return rng.integers(self.low, self.high, shape).astype(_DTYPES[self.dtype])
+
+
+InputMaker = Callable[[int, int], dict[str, np.ndarray]]
+
+
+@dataclass
+class ModelDef:
+    """A model ready to benchmark.
+
+    `module` is None for ONNX-file models; such models run only on ONNX-capable backends.
+    `make_inputs(batch_size, seed)` returns numpy arrays keyed by input name; models with
+    real data (tokenized sentences) override the random default.
+    """
+
+    name: str
+    inputs: tuple[InputSpec, ...]
+    output_names: tuple[str, ...] = ("output",)
+    module: torch.nn.Module | None = None
+    onnx_path: Path | None = None
+    task: str = "other"  # "classification" enables top-1 agreement checks
+    seed: int = 0
+    # For ORT's transformer optimizer: {"model_type": "bert", "num_heads": 12, "hidden_size": 768}
+    transformer: dict[str, Any] | None = None
+    input_maker: InputMaker | None = field(default=None, repr=False)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.inputs)
+
+    def make_inputs(self, batch_size: int, seed: int) -> dict[str, np.ndarray]:
+        if self.input_maker is not None:
+            return self.input_maker(batch_size, seed)
+        rng = np.random.default_rng(seed)
+        return {spec.name: spec.sample(batch_size, rng) for spec in self.inputs}
+
+    def torch_inputs(self, batch_size: int, seed: int) -> tuple[torch.Tensor, ...]:
+        import torch
+
+        arrays = self.make_inputs(batch_size, seed)
+        return tuple(torch.from_numpy(arrays[name]) for name in self.input_names)
+
+
+def count_flops(model: ModelDef) -> float | None:
+    """FLOPs for one sample: torch's flop counter (matmul, conv, attention) plus recurrent layers.
+
+    torch's counter does not see inside fused RNN kernels, so LSTM/GRU cells are counted
+    analytically: 2 * gates * hidden * (input + hidden) per layer, direction and timestep.
+    """
+    if model.module is None:
+        return None
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    recurrent = 0
+
+    def rnn_hook(module: torch.nn.Module, args: tuple[Any, ...], _out: Any) -> None:
+        nonlocal recurrent
+        gates = {torch.nn.LSTM: 4, torch.nn.GRU: 3}.get(type(module), 1)
+        x = args[0]
+        steps = x.shape[1] if getattr(module, "batch_first", False) else x.shape[0]
+        hidden = int(module.hidden_size)  # type: ignore[arg-type]
+        directions = 2 if module.bidirectional else 1
+        size_in = int(module.input_size)  # type: ignore[arg-type]
+        for layer in range(int(module.num_layers)):  # type: ignore[arg-type]
+            layer_in = size_in if layer == 0 else hidden * directions
+            recurrent += 2 * gates * hidden * (layer_in + hidden) * directions * steps
+
+    handles = [
+        m.register_forward_hook(rnn_hook)
+        for m in model.module.modules()
+        if isinstance(m, torch.nn.RNNBase)
+    ]
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.inference_mode(), counter:
+            model.module(*model.torch_inputs(1, model.seed))
+    finally:
+        for handle in handles:
+            handle.remove()
+    total = counter.get_total_flops() + recurrent
+    return float(total) if total else None
