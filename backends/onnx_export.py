@@ -1,15 +1,18 @@
 """torch -> ONNX export shared by the ONNX-consuming backends, cached on disk.
 
-The TorchScript-based exporter is used (dynamo=False): it emits the attention patterns that
-ONNX Runtime's transformer optimizer knows how to fuse. The batch dimension is dynamic.
+The TorchScript-based exporter is used (dynamo=False), and Hugging Face encoders are exported
+with their eager attention: that graph is the one ONNX Runtime's transformer optimizer fuses
+into its Attention kernel (the SDPA graph is left unfused). The batch dimension is dynamic.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import BackendError
 from bench.util import cache_key
@@ -22,13 +25,31 @@ log = logging.getLogger(__name__)
 OPSET = 17
 
 
+@contextmanager
+def eager_attention(module: Any) -> Iterator[None]:
+    """Temporarily switch Hugging Face submodules to their eager attention implementation."""
+    changed = []
+    for sub in module.modules():
+        config = getattr(sub, "config", None)
+        impl = getattr(config, "_attn_implementation", None)
+        if hasattr(sub, "set_attn_implementation") and impl not in (None, "eager"):
+            changed.append((sub, config._attn_implementation))
+    try:
+        for sub, _ in changed:
+            sub.set_attn_implementation("eager")
+        yield
+    finally:
+        for sub, impl in changed:
+            sub.set_attn_implementation(impl)
+
+
 def onnx_file(model: ModelDef, cache_dir: Path) -> tuple[Path, bool]:
     """The model as an ONNX file and whether it came from the cache."""
     if model.onnx_path is not None:
         return model.onnx_path, True
     import torch
 
-    key = cache_key("onnx", model.name, model.seed, torch.__version__, OPSET)
+    key = cache_key("onnx", model.name, model.seed, torch.__version__, OPSET, "eager-attention")
     path = cache_dir / "onnx" / f"{model.name}-{key}" / "model.onnx"
     if path.is_file():
         return path, True
@@ -37,7 +58,7 @@ def onnx_file(model: ModelDef, cache_dir: Path) -> tuple[Path, bool]:
     dynamic = {name: {0: "batch"} for name in (*model.input_names, *model.output_names)}
     log.info("exporting %s to ONNX (opset %d)", model.name, OPSET)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), eager_attention(model.module):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model.module,

@@ -29,8 +29,8 @@ def runtime_precisions(compiled: Any) -> Counter[str]:
     counts: Counter[str] = Counter()
     for op in compiled.get_runtime_model().get_ops():
         info = op.get_rt_info()
-        if str(info["layerType"]) in COMPUTE_LAYERS:
-            counts[str(info["runtimePrecision"])] += 1
+        if info["layerType"].astype(str) in COMPUTE_LAYERS:
+            counts[info["runtimePrecision"].astype(str)] += 1
     return counts
 
 

@@ -90,7 +90,7 @@ class _progress:
 def _print_summary(records: list[dict[str, Any]]) -> None:
     table = Table(title="p50 latency (ms) / throughput (samples/s)")
     for col in ("model", "backend", "precision", "batch", "threads", "status", "p50 ms", "samples/s"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=60 if col == "status" else None)
     for r in records:
         ok = r["status"] == "ok"
         table.add_row(

@@ -86,10 +86,16 @@ def run_sweep(
         record = _finish(record, cell, run_dir.name)
         save_cell(run_dir, record)
         done[cell.key] = record
-        write_csv(run_dir, list(done.values()))
+        write_csv(run_dir, _in_sweep_order(done, cells))
         if events.on_cell_done:
             events.on_cell_done(cell, record)
-    return list(done.values())
+    return _in_sweep_order(done, cells)
+
+
+def _in_sweep_order(done: dict[str, dict[str, Any]], cells: list[Cell]) -> list[dict[str, Any]]:
+    """Records in the sweep's cell order; cells of an earlier, wider sweep (resume) go last."""
+    order = {cell.key: i for i, cell in enumerate(cells)}
+    return sorted(done.values(), key=lambda r: order.get(r["cell_key"], len(order)))
 
 
 def _static_verdict(cell: Cell, ref: ModelRef, backend_cls: Any) -> dict[str, Any] | None:
