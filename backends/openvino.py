@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 # Layers whose runtime precision tells what the arithmetic ran in.
-COMPUTE_LAYERS = {"Convolution", "FullyConnected", "MatMul", "RNNSeq", "RNNCell", "MHA", "ScaledAttn"}
+COMPUTE_LAYERS = {
+    "Convolution", "FullyConnected", "MatMul", "RNNSeq", "RNNCell", "MHA", "ScaledAttn",
+    "Subgraph",  # snippets-fused blocks (a whole small MLP can become one)
+}
 
 
 def runtime_precisions(compiled: Any) -> Counter[str]:
@@ -73,7 +76,7 @@ class OpenVinoBackend(Backend):
         details = {
             "onnx_cached": cached,
             "config": {k: str(v) for k, v in config.items()},
-            "inference_precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
             "runtime_precisions": dict(counts),
         }
         ran = ",".join(sorted(counts)) if counts else "unknown"

@@ -48,7 +48,8 @@ def resolve_model(ref: str) -> ModelRef:
     """Validate a model reference without building it (cheap; no engine imports)."""
     if ref in BUILTIN_MODELS:
         return ModelRef(ref, "builtin")
-    if ref.endswith(".onnx") or Path(ref).suffix:
+    looks_like_factory = ":" in ref and "/" not in ref and not ref.endswith(".onnx")
+    if not looks_like_factory and (Path(ref).suffix or "/" in ref):
         path = Path(ref)
         if not path.is_file():
             raise UserError(f"model file not found: {ref}")
@@ -56,7 +57,7 @@ def resolve_model(ref: str) -> ModelRef:
             raise UserError(f"model file must be an .onnx file; got {ref}")
         _check_onnx(path)
         return ModelRef(str(path.resolve()), "onnx")
-    if ":" in ref:
+    if looks_like_factory:
         module_name, _, attr = ref.partition(":")
         try:
             found = importlib.util.find_spec(module_name)

@@ -1,0 +1,73 @@
+"""Fake backends and a numpy-only model: exercise the runner without any engine.
+
+Workers import these by "module:Class" name, the same way as a plugin's entry point.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from backends.base import Backend, PrepareInfo
+from bench.errors import UnsupportedError
+from models import InputSpec, ModelDef
+
+
+def numpy_model(seed: int = 0) -> ModelDef:
+    """A model with no torch module: the fake backends compute y = 2x in numpy."""
+    return ModelDef(name="numpy-model", inputs=(InputSpec("x", (4,)),), seed=seed)
+
+
+class FakeBackend(Backend):
+    name = "fake"
+    precisions = frozenset({"fp32", "bf16"})
+
+    def prepare(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
+        self.calls = 0
+        return PrepareInfo(engine_precision=precision, details={"fake": True})
+
+    def run(self, inputs: Any) -> Any:
+        self.calls += 1
+        return [inputs["x"] * 2]
+
+
+class CrashBackend(FakeBackend):
+    """Dies the way a buggy native engine does: a segfault, no Python exception."""
+
+    name = "crash"
+
+    def prepare(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
+        os.kill(os.getpid(), signal.SIGSEGV)
+        raise AssertionError("unreachable")
+
+
+class HangBackend(FakeBackend):
+    name = "hang"
+
+    def prepare(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
+        time.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+class RaiseBackend(FakeBackend):
+    name = "raise"
+
+    def run(self, inputs: Any) -> Any:
+        raise RuntimeError("engine exploded\nsecond line of detail")
+
+
+class RefuseBackend(FakeBackend):
+    """Finds out only at prepare time that it cannot run the model."""
+
+    name = "refuse"
+
+    def prepare(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
+        raise UnsupportedError("refuse cannot run numpy-model: no kernels for it")
+
+
+class MissingEngineBackend(FakeBackend):
+    name = "missing"
+    requires = ("inferbench_no_such_engine",)
+    extra = "no-such-engine"

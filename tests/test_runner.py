@@ -1,0 +1,123 @@
+"""The runner with fake backends: isolation, statuses, resume, and the CSV schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.config import MeasureConfig
+from bench.results import COLUMNS, NUMERIC, SCHEMA_VERSION, load_cells, read_csv
+from bench.runner import SweepEvents, run_sweep
+from tests.conftest import FAST_MEASURE, fake_sweep
+
+pytestmark = pytest.mark.slow
+FAKE = "tests.fakes:FakeBackend"
+
+
+def _by_backend(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    return {name: group for name, group in frame.groupby("backend")}
+
+
+def test_sweep_records_every_outcome_and_goes_on(run_dir: Path, cache_dir: Path) -> None:
+    backends = ["tests.fakes:CrashBackend", "tests.fakes:RaiseBackend", FAKE,
+                "tests.fakes:RefuseBackend", "tests.fakes:MissingEngineBackend"]
+    config = fake_sweep(backends, precisions=("fp32", "int8"), batch_sizes=(1,))
+    run_sweep(config, run_dir, cache_dir=cache_dir)
+    frame = read_csv(run_dir)
+    assert len(frame) == len(backends) * 2  # nothing dropped
+    groups = _by_backend(frame)
+
+    crash = groups["tests.fakes:CrashBackend"].set_index("precision")
+    assert crash.loc["fp32", "status"] == "error"
+    assert "SIGSEGV" in crash.loc["fp32", "reason"]
+    raised = groups["tests.fakes:RaiseBackend"].set_index("precision")
+    assert raised.loc["fp32", "status"] == "error"
+    assert raised.loc["fp32", "reason"] == "RuntimeError: engine exploded"
+
+    ok = groups[FAKE].set_index("precision")
+    assert ok.loc["fp32", "status"] == "ok"
+    assert ok.loc["fp32", "iterations"] >= FAST_MEASURE.min_iterations
+    assert ok.loc["fp32", "latency_p50_ms"] > 0
+    # int8 is not among FakeBackend's precisions: a row with the reason, decided up front.
+    assert ok.loc["int8", "status"] == "unsupported"
+    assert "does not implement int8" in ok.loc["int8", "reason"]
+
+    refused = groups["tests.fakes:RefuseBackend"].set_index("precision")
+    assert refused.loc["fp32", "status"] == "unsupported"
+    assert "no kernels" in refused.loc["fp32", "reason"]
+
+    missing = groups["tests.fakes:MissingEngineBackend"]
+    assert set(missing["status"]) == {"unavailable"}
+    assert "pip install 'inferbench[no-such-engine]'" in missing["reason"].iloc[0]
+
+
+def test_hanging_cell_times_out_and_sweep_continues(run_dir: Path, cache_dir: Path) -> None:
+    measure = MeasureConfig(**{**FAST_MEASURE.__dict__, "timeout_seconds": 3.0})
+    config = fake_sweep(["tests.fakes:HangBackend", FAKE], batch_sizes=(1,), measure=measure)
+    records = run_sweep(config, run_dir, cache_dir=cache_dir)
+    statuses = {r["backend"]: r["status"] for r in records}
+    assert statuses == {"tests.fakes:HangBackend": "timeout", FAKE: "ok"}
+    hang = next(r for r in records if r["status"] == "timeout")
+    assert "no result after 3 s" in hang["reason"]
+
+
+def test_csv_schema_and_numeric_types(run_dir: Path, cache_dir: Path) -> None:
+    run_sweep(fake_sweep([FAKE]), run_dir, cache_dir=cache_dir)
+    frame = read_csv(run_dir)
+    assert tuple(frame.columns) == COLUMNS
+    for col in ("batch_size", "threads", "latency_p50_ms", "latency_p99_ms", "throughput_sps",
+                "iterations", "peak_rss_mb", "prepare_s", "first_inference_ms"):
+        assert pd.api.types.is_numeric_dtype(frame[col]), col
+        assert frame[col].notna().all(), col
+    assert set(NUMERIC) <= set(COLUMNS)
+    assert (frame["schema_version"] == SCHEMA_VERSION).all()
+    # Percentiles are ordered, throughput agrees with the latencies in latency mode.
+    row = frame.iloc[0]
+    assert row["latency_min_ms"] <= row["latency_p50_ms"] <= row["latency_p90_ms"] <= row["latency_p99_ms"] <= row["latency_max_ms"]
+    # Raw samples are kept per cell, and env/config beside the CSV.
+    cells = load_cells(run_dir)
+    assert all(len(c["latencies_ns"]) == c["iterations"] for c in cells)
+    env = json.loads((run_dir / "env.json").read_text())
+    assert {"cpu", "packages", "threads", "python"} <= set(env)
+    assert "native_bf16" in env["cpu"]
+
+
+def test_resume_skips_finished_cells_and_retries_failed(run_dir: Path, cache_dir: Path) -> None:
+    config = fake_sweep([FAKE, "tests.fakes:RaiseBackend"], batch_sizes=(1,))
+    first = {r["cell_key"]: r for r in run_sweep(config, run_dir, cache_dir=cache_dir)}
+    started: list[str] = []
+    events = SweepEvents(on_cell_start=lambda cell: started.append(cell.backend))
+    second = {r["cell_key"]: r for r in run_sweep(config, run_dir, resume=True, cache_dir=cache_dir, events=events)}
+    assert started == ["tests.fakes:RaiseBackend"]  # only the failed cell runs again
+    ok_key = next(k for k, r in first.items() if r["status"] == "ok")
+    assert second[ok_key]["latencies_ns"] == first[ok_key]["latencies_ns"]
+    assert len(read_csv(run_dir)) == 2
+
+
+def test_interrupted_sweep_keeps_finished_cells(run_dir: Path, cache_dir: Path) -> None:
+    config = fake_sweep([FAKE], batch_sizes=(1, 2, 3))
+
+    def stop_after_first(cell: object, record: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(config, run_dir, cache_dir=cache_dir, events=SweepEvents(on_cell_done=stop_after_first))
+    frame = read_csv(run_dir)
+    assert len(frame) == 1 and frame["status"].iloc[0] == "ok"
+    records = run_sweep(config, run_dir, resume=True, cache_dir=cache_dir)
+    assert [r["batch_size"] for r in records] == [1, 2, 3]
+
+
+def test_old_schema_is_refused(run_dir: Path, cache_dir: Path) -> None:
+    run_sweep(fake_sweep([FAKE], batch_sizes=(1,)), run_dir, cache_dir=cache_dir)
+    cell_file = next((run_dir / "cells").glob("*.json"))
+    record = json.loads(cell_file.read_text())
+    record["schema_version"] = 0
+    cell_file.write_text(json.dumps(record))
+    from bench.errors import UserError
+
+    with pytest.raises(UserError, match="schema_version 0 is not supported"):
+        load_cells(run_dir)
