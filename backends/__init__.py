@@ -17,8 +17,15 @@ import importlib.metadata
 from backends.base import Availability, Backend, PrepareInfo
 from bench.errors import UserError
 
-__all__ = ["BUILTIN_BACKENDS", "ENTRY_POINT_GROUP", "Availability", "Backend", "PrepareInfo",
-           "backend_names", "load_backend"]
+__all__ = [
+    "BUILTIN_BACKENDS",
+    "ENTRY_POINT_GROUP",
+    "Availability",
+    "Backend",
+    "PrepareInfo",
+    "backend_names",
+    "load_backend",
+]
 
 ENTRY_POINT_GROUP = "inferbench.backends"
 

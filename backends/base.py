@@ -72,7 +72,8 @@ class Backend(ABC):
     def unsupported_reason(cls, model: ModelRef, precision: str) -> str | None:
         """Why this backend cannot run the combination, or None if it can."""
         if precision not in cls.precisions:
-            return f"{cls.name} does not implement {precision} (supports {', '.join(sorted(cls.precisions))})"
+            supported = ", ".join(sorted(cls.precisions))
+            return f"{cls.name} does not implement {precision} (supports {supported})"
         if model.kind == "onnx" and not cls.accepts_onnx:
             return f"{cls.name} needs a torch module; an ONNX file runs on ONNX-capable backends"
         if model.kind != "onnx" and not cls.accepts_torch:
@@ -101,7 +102,7 @@ class Backend(ABC):
     def run(self, inputs: Any) -> Any:
         """One inference on prepared inputs."""
 
-    def synchronize(self) -> None:
+    def synchronize(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Wait for queued work to finish (a no-op for synchronous CPU engines)."""
 
     def to_numpy(self, outputs: Any) -> list[np.ndarray]:
@@ -112,5 +113,5 @@ class Backend(ABC):
             outputs = [outputs]
         return [np.asarray(o) for o in outputs]
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release engine resources."""

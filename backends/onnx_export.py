@@ -28,25 +28,26 @@ OPSET = 17
 @contextmanager
 def eager_attention(module: Any) -> Iterator[None]:
     """Temporarily switch Hugging Face submodules to their eager attention implementation."""
-    changed = []
+    changed: list[tuple[Any, str]] = []
     for sub in module.modules():
-        config = getattr(sub, "config", None)
-        impl = getattr(config, "_attn_implementation", None)
+        impl = getattr(getattr(sub, "config", None), "_attn_implementation", None)
         if hasattr(sub, "set_attn_implementation") and impl not in (None, "eager"):
-            changed.append((sub, config._attn_implementation))
+            changed.append((sub, impl))
     try:
         for sub, _ in changed:
             sub.set_attn_implementation("eager")
         yield
     finally:
-        for sub, impl in changed:
-            sub.set_attn_implementation(impl)
+        for sub, previous in changed:
+            sub.set_attn_implementation(previous)
 
 
 def onnx_file(model: ModelDef, cache_dir: Path) -> tuple[Path, bool]:
     """The model as an ONNX file and whether it came from the cache."""
     if model.onnx_path is not None:
         return model.onnx_path, True
+    if model.module is None:
+        raise BackendError(f"{model.name} has neither a torch module nor an ONNX file")
     import torch
 
     key = cache_key("onnx", model.name, model.seed, torch.__version__, OPSET, "eager-attention")

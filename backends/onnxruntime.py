@@ -53,7 +53,9 @@ class OrtBackend(Backend):
         details["threads"] = {"intra_op": self.threads, "inter_op": 1}
         return PrepareInfo(artifact=path, engine_precision="fp32", details=details)
 
-    def _optimize_transformer(self, path: Path, info: dict[str, Any]) -> tuple[Path, dict[str, int]]:
+    def _optimize_transformer(
+        self, path: Path, info: dict[str, Any]
+    ) -> tuple[Path, dict[str, int]]:
         from onnxruntime.transformers import optimizer
 
         out = path.with_name("model.ort-transformer.onnx")

@@ -22,7 +22,13 @@ if TYPE_CHECKING:
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 # Layers whose runtime precision tells what the arithmetic ran in.
 COMPUTE_LAYERS = {
-    "Convolution", "FullyConnected", "MatMul", "RNNSeq", "RNNCell", "MHA", "ScaledAttn",
+    "Convolution",
+    "FullyConnected",
+    "MatMul",
+    "RNNSeq",
+    "RNNCell",
+    "MHA",
+    "ScaledAttn",
     "Subgraph",  # snippets-fused blocks (a whole small MLP can become one)
 }
 
@@ -80,7 +86,9 @@ class OpenVinoBackend(Backend):
             "runtime_precisions": dict(counts),
         }
         ran = ",".join(sorted(counts)) if counts else "unknown"
-        return PrepareInfo(artifact=ir_path.with_suffix(".bin"), engine_precision=ran, details=details)
+        return PrepareInfo(
+            artifact=ir_path.with_suffix(".bin"), engine_precision=ran, details=details
+        )
 
     def run(self, inputs: Any) -> Any:
         return self.request.infer(inputs, share_inputs=True, share_outputs=True)

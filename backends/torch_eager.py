@@ -1,4 +1,7 @@
-"""Eager PyTorch under `torch.inference_mode()`: the FP32 reference every other cell is checked against."""
+"""Eager PyTorch under `torch.inference_mode()`.
+
+Its FP32 outputs are the reference every other cell is checked against.
+"""
 
 from __future__ import annotations
 

@@ -49,8 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", action="append", help="batch size(s)")
     run.add_argument("--threads", action="append", help="intra-op threads (0 = all cores)")
     run.add_argument("--run-id", help="name of the run directory (default: timestamp-profile)")
-    run.add_argument("--resume", action="store_true",
-                     help="keep finished cells of --run-id (or the latest run of the profile)")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep finished cells of --run-id (or the latest run of the profile)",
+    )
     run.add_argument("--results-dir", type=Path, default=Path("results"))
     run.add_argument("--cache-dir", type=Path, help="artifact cache (default .cache/inferbench)")
     run.add_argument("--no-progress", action="store_true")
@@ -94,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"inferbench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("inferbench: interrupted; finished cells are saved (rerun with --resume)",
-              file=sys.stderr)
+        print(
+            "inferbench: interrupted; finished cells are saved (rerun with --resume)",
+            file=sys.stderr,
+        )
         return 130

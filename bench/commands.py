@@ -33,7 +33,10 @@ def run_command(
     progress: bool = False,
 ) -> int:
     config = load_profile(profile).with_overrides(
-        models=models, backends=backends, precisions=precisions, batch_sizes=batch_sizes,
+        models=models,
+        backends=backends,
+        precisions=precisions,
+        batch_sizes=batch_sizes,
         threads=threads,
     )
     if run_id is None and resume:
@@ -62,8 +65,13 @@ class _progress:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
         )
         self.task: Any = None
 
@@ -81,7 +89,10 @@ class _progress:
         self.task = self.bar.add_task("starting", total=total)
 
     def _cell(self, cell: Cell) -> None:
-        self.bar.update(self.task, description=f"{cell.model} {cell.backend} {cell.precision} b{cell.batch_size}")
+        self.bar.update(
+            self.task,
+            description=f"{cell.model} {cell.backend} {cell.precision} b{cell.batch_size}",
+        )
 
     def _done(self, cell: Cell, record: dict[str, Any]) -> None:
         self.bar.advance(self.task)
@@ -89,14 +100,30 @@ class _progress:
 
 def _print_summary(records: list[dict[str, Any]]) -> None:
     table = Table(title="p50 latency (ms) / throughput (samples/s)")
-    for col in ("model", "backend", "precision", "batch", "threads", "status", "p50 ms", "samples/s"):
-        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=60 if col == "status" else None)
+    for col in (
+        "model",
+        "backend",
+        "precision",
+        "batch",
+        "threads",
+        "status",
+        "p50 ms",
+        "samples/s",
+    ):
+        table.add_column(
+            col, no_wrap=True, overflow="ellipsis", max_width=60 if col == "status" else None
+        )
     for r in records:
         ok = r["status"] == "ok"
         table.add_row(
-            r["model"], r["backend"], r["precision"], str(r["batch_size"]), str(r["threads"]),
+            r["model"],
+            r["backend"],
+            r["precision"],
+            str(r["batch_size"]),
+            str(r["threads"]),
             r["status"] if ok else f"{r['status']}: {r.get('reason', '')[:60]}",
-            f"{r['latency_p50_ms']:.3f}" if ok else "", f"{r['throughput_sps']:.1f}" if ok else "",
+            f"{r['latency_p50_ms']:.3f}" if ok else "",
+            f"{r['throughput_sps']:.1f}" if ok else "",
         )
     console.print(table)
 
@@ -109,8 +136,12 @@ def list_command() -> int:
     for name in backend_names():
         cls = load_backend(name)
         avail = cls.availability()
-        table.add_row(name, "yes" if avail.ok else "no", ", ".join(sorted(cls.precisions)), avail.reason)
+        table.add_row(
+            name, "yes" if avail.ok else "no", ", ".join(sorted(cls.precisions)), avail.reason
+        )
     out.print(table)
-    out.print("models: " + ", ".join(BUILTIN_MODELS) + " (or a .onnx path, or package.module:factory)")
+    out.print(
+        "models: " + ", ".join(BUILTIN_MODELS) + " (or a .onnx path, or package.module:factory)"
+    )
     out.print("profiles: " + ", ".join(profile_names()))
     return 0

@@ -69,7 +69,9 @@ class Cell:
     def key(self) -> str:
         # Model references can be paths; keep the key filesystem-safe.
         safe_model = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.model)
-        return f"{safe_model}__{self.backend}__{self.precision}__b{self.batch_size}__t{self.threads}"
+        return (
+            f"{safe_model}__{self.backend}__{self.precision}__b{self.batch_size}__t{self.threads}"
+        )
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,9 @@ _SWEEP_KEYS = {"models", "backends", "precisions", "batch_sizes", "threads"}
 
 def profile_names() -> list[str]:
     folder = resources.files("bench") / "profiles"
-    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
 
 
 def load_profile(name_or_path: str) -> SweepConfig:

@@ -12,11 +12,28 @@ from pathlib import Path
 from typing import Any
 
 # ISA features that decide which precisions run natively.
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
-             "amx_tile", "amx_bf16", "amx_int8", "avx512_fp16")
+ISA_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "avx512_fp16",
+)
 PACKAGES = ("torch", "onnxruntime", "onnx", "openvino", "transformers", "numpy", "pandas")
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "KMP_AFFINITY",
-               "KMP_BLOCKTIME", "OMP_PROC_BIND", "OMP_PLACES")
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "KMP_AFFINITY",
+    "KMP_BLOCKTIME",
+    "OMP_PROC_BIND",
+    "OMP_PLACES",
+)
 
 
 def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
@@ -74,7 +91,11 @@ def capture(threads: list[int]) -> dict[str, Any]:
         "load_average": list(load) if load else None,
         "packages": package_versions(),
         "torch_build": torch_build(),
-        "threads": {"swept": threads, "inter_op": 1, "env": {v: os.environ.get(v) for v in THREAD_VARS}},
+        "threads": {
+            "swept": threads,
+            "inter_op": 1,
+            "env": {v: os.environ.get(v) for v in THREAD_VARS},
+        },
     }
 
 

@@ -24,8 +24,9 @@ class Measurement:
     capped: bool  # stopped by a maximum before both minimums were met
 
 
-def measure(call: Callable[[int], None], config: MeasureConfig,
-            clock: Clock = time.perf_counter_ns) -> Measurement:
+def measure(
+    call: Callable[[int], None], config: MeasureConfig, clock: Clock = time.perf_counter_ns
+) -> Measurement:
     """Time `call(i)` (i = iteration number, for cycling inputs) per the config's stop rule."""
     i = 0
     start = clock()

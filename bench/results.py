@@ -22,20 +22,66 @@ STATUSES = ("ok", "unsupported", "unavailable", "error", "timeout")
 
 # Column order of results.csv. Numeric columns stay numeric (empty = not applicable).
 COLUMNS = (
-    "model", "backend", "precision", "batch_size", "threads", "status", "reason",
-    "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms",
-    "latency_min_ms", "latency_max_ms", "throughput_sps", "iterations", "warmup_iterations",
-    "capped", "prepare_s", "first_inference_ms", "peak_rss_mb", "artifact_mb",
-    "flops_per_sample", "achieved_gflops", "max_abs_err", "rel_l2_err", "cosine",
-    "top1_agreement", "engine_precision", "engine_versions", "wall_s", "cell_key", "run_id",
+    "model",
+    "backend",
+    "precision",
+    "batch_size",
+    "threads",
+    "status",
+    "reason",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "latency_mean_ms",
+    "latency_std_ms",
+    "latency_min_ms",
+    "latency_max_ms",
+    "throughput_sps",
+    "iterations",
+    "warmup_iterations",
+    "capped",
+    "prepare_s",
+    "first_inference_ms",
+    "peak_rss_mb",
+    "artifact_mb",
+    "flops_per_sample",
+    "achieved_gflops",
+    "max_abs_err",
+    "rel_l2_err",
+    "cosine",
+    "top1_agreement",
+    "engine_precision",
+    "engine_versions",
+    "wall_s",
+    "cell_key",
+    "run_id",
     "schema_version",
 )
 NUMERIC = (
-    "batch_size", "threads", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
-    "latency_mean_ms", "latency_std_ms", "latency_min_ms", "latency_max_ms", "throughput_sps",
-    "iterations", "warmup_iterations", "prepare_s", "first_inference_ms", "peak_rss_mb",
-    "artifact_mb", "flops_per_sample", "achieved_gflops", "max_abs_err", "rel_l2_err", "cosine",
-    "top1_agreement", "wall_s", "schema_version",
+    "batch_size",
+    "threads",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "latency_mean_ms",
+    "latency_std_ms",
+    "latency_min_ms",
+    "latency_max_ms",
+    "throughput_sps",
+    "iterations",
+    "warmup_iterations",
+    "prepare_s",
+    "first_inference_ms",
+    "peak_rss_mb",
+    "artifact_mb",
+    "flops_per_sample",
+    "achieved_gflops",
+    "max_abs_err",
+    "rel_l2_err",
+    "cosine",
+    "top1_agreement",
+    "wall_s",
+    "schema_version",
 )
 
 
@@ -53,7 +99,9 @@ def load_cells(run_dir: Path) -> list[dict[str, Any]]:
         record = json.loads(path.read_text())
         version = record.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise UserError(f"{path}: schema_version {version} is not supported (expected {SCHEMA_VERSION})")
+            raise UserError(
+                f"{path}: schema_version {version} is not supported (expected {SCHEMA_VERSION})"
+            )
         records.append(record)
     return records
 

@@ -22,7 +22,7 @@ from typing import Any
 from backends import load_backend
 from bench import env
 from bench.config import Cell, SweepConfig
-from bench.results import SCHEMA_VERSION, cell_path, load_cells, save_cell, write_csv
+from bench.results import SCHEMA_VERSION, load_cells, save_cell, write_csv
 from bench.util import atomic_write_json
 from models import ModelRef, resolve_model
 
@@ -66,7 +66,9 @@ def run_sweep(
     backend_classes = {b: load_backend(b) for b in config.backends}
     cells = config.cells()
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", {"schema_version": SCHEMA_VERSION, **config.to_dict()})
+    atomic_write_json(
+        run_dir / "config.json", {"schema_version": SCHEMA_VERSION, **config.to_dict()}
+    )
     atomic_write_json(run_dir / "env.json", env.capture(sorted({c.threads for c in cells})))
 
     done = {r["cell_key"]: r for r in load_cells(run_dir)} if resume else {}
@@ -110,8 +112,13 @@ def _static_verdict(cell: Cell, ref: ModelRef, backend_cls: Any) -> dict[str, An
 
 
 def _finish(record: dict[str, Any], cell: Cell, run_id: str) -> dict[str, Any]:
-    return {**record, **asdict(cell), "cell_key": cell.key, "run_id": run_id,
-            "schema_version": SCHEMA_VERSION}
+    return {
+        **record,
+        **asdict(cell),
+        "cell_key": cell.key,
+        "run_id": run_id,
+        "schema_version": SCHEMA_VERSION,
+    }
 
 
 def worker_env(threads: int) -> dict[str, str]:
@@ -119,24 +126,34 @@ def worker_env(threads: int) -> dict[str, str]:
     for var in THREAD_ENV:
         environ[var] = str(threads)
     # Workers import this project's packages (and test plugins) from the source tree too.
-    paths = [str(PROJECT_ROOT), os.getcwd(), *filter(None, environ.get("PYTHONPATH", "").split(os.pathsep))]
+    paths = [
+        str(PROJECT_ROOT),
+        os.getcwd(),
+        *filter(None, environ.get("PYTHONPATH", "").split(os.pathsep)),
+    ]
     environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     environ.setdefault("HF_HUB_OFFLINE", "1")
     environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return environ
 
 
-def run_in_worker(cell: Cell, ref: ModelRef, config: SweepConfig, run_dir: Path,
-                  cache_dir: Path) -> dict[str, Any]:
+def run_in_worker(
+    cell: Cell, ref: ModelRef, config: SweepConfig, run_dir: Path, cache_dir: Path
+) -> dict[str, Any]:
     """Run one cell in a fresh process with a timeout; never raises for engine failures."""
     work = run_dir / "work"
     work.mkdir(exist_ok=True)
     spec_path, out_path = work / f"{cell.key}.spec.json", work / f"{cell.key}.out.json"
     out_path.unlink(missing_ok=True)
-    atomic_write_json(spec_path, {
-        "cell": asdict(cell), "model_ref": asdict(ref), "measure": asdict(config.measure),
-        "cache_dir": str(cache_dir),
-    })
+    atomic_write_json(
+        spec_path,
+        {
+            "cell": asdict(cell),
+            "model_ref": asdict(ref),
+            "measure": asdict(config.measure),
+            "cache_dir": str(cache_dir),
+        },
+    )
     log_path = run_dir / "logs" / f"{cell.key}.log"
     log_path.parent.mkdir(exist_ok=True)
     timeout = config.measure.timeout_seconds
@@ -144,15 +161,21 @@ def run_in_worker(cell: Cell, ref: ModelRef, config: SweepConfig, run_dir: Path,
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bench.worker", str(spec_path), str(out_path)],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=worker_env(cell.threads), start_new_session=True,  # own group: kill it whole
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=worker_env(cell.threads),
+            start_new_session=True,  # own group: kill it whole
         )
         try:
             returncode = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            return {"status": "timeout", "reason": f"no result after {timeout:g} s (worker killed)",
-                    "wall_s": time.perf_counter() - started}
+            return {
+                "status": "timeout",
+                "reason": f"no result after {timeout:g} s (worker killed)",
+                "wall_s": time.perf_counter() - started,
+            }
         except BaseException:  # Ctrl-C: do not leave an orphan worker behind
             _kill_group(proc)
             raise

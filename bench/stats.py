@@ -30,8 +30,9 @@ def summarize(latencies_ns: Sequence[int], batch_size: int) -> dict[str, float]:
     }
 
 
-def accuracy(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
-             classification: bool) -> dict[str, float]:
+def accuracy(
+    reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], classification: bool
+) -> dict[str, float]:
     """How far an engine's outputs are from the FP32 eager reference on the same inputs."""
     if len(reference) != len(candidate):
         raise ValueError(f"{len(reference)} reference outputs vs {len(candidate)} from the engine")
@@ -44,7 +45,9 @@ def accuracy(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
     result = {
         "max_abs_err": float(np.abs(diff).max()) if diff.size else 0.0,
         "rel_l2_err": float(np.linalg.norm(diff) / ref_norm) if ref_norm else float("nan"),
-        "cosine": float(ref @ out / (ref_norm * out_norm)) if ref_norm and out_norm else float("nan"),
+        "cosine": float(ref @ out / (ref_norm * out_norm))
+        if ref_norm and out_norm
+        else float("nan"),
         "top1_agreement": float("nan"),
     }
     if classification:

@@ -73,7 +73,9 @@ def build_bert_base(seed: int = 0) -> ModelDef:
     try:
         from transformers import BertConfig, BertModel
     except ImportError as exc:
-        raise UnsupportedError("bert-base needs transformers: pip install 'inferbench[transformers]'") from exc
+        raise UnsupportedError(
+            "bert-base needs transformers: pip install 'inferbench[transformers]'"
+        ) from exc
     torch.manual_seed(seed)
     config = BertConfig()  # bert-base-uncased geometry: 12 layers, 768 hidden, 12 heads
     encoder = BertModel(config, add_pooling_layer=False)

@@ -7,16 +7,25 @@ import pytest
 from bench.config import MeasureConfig, SweepConfig
 
 FAST_MEASURE = MeasureConfig(
-    warmup_iterations=1, warmup_seconds=0.0, min_iterations=5, min_seconds=0.0,
-    max_seconds=2.0, input_sets=2, timeout_seconds=60.0,
+    warmup_iterations=1,
+    warmup_seconds=0.0,
+    min_iterations=5,
+    min_seconds=0.0,
+    max_seconds=2.0,
+    input_sets=2,
+    timeout_seconds=60.0,
 )
 NUMPY_MODEL = "tests.fakes:numpy_model"
 
 
 def fake_sweep(backends: list[str], **kwargs: object) -> SweepConfig:
     defaults: dict[str, object] = {
-        "models": (NUMPY_MODEL,), "backends": tuple(backends), "batch_sizes": (1, 2),
-        "threads": (1,), "measure": FAST_MEASURE, "name": "fake",
+        "models": (NUMPY_MODEL,),
+        "backends": tuple(backends),
+        "batch_sizes": (1, 2),
+        "threads": (1,),
+        "measure": FAST_MEASURE,
+        "name": "fake",
     }
     defaults.update(kwargs)
     return SweepConfig(**defaults)  # type: ignore[arg-type]

@@ -35,42 +35,75 @@ def _error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
         (["run", "--bogus-flag"], "unrecognized arguments: --bogus-flag"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], argv: list[str],
-                                         expected: str, tmp_path: Path) -> None:
-    line = _error_line(capsys, [*argv, "--results-dir", str(tmp_path)] if argv[0] == "run" and "--bogus-flag" not in argv else argv)
+def test_bad_input_exits_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], expected: str, tmp_path: Path
+) -> None:
+    line = _error_line(
+        capsys,
+        [*argv, "--results-dir", str(tmp_path)]
+        if argv[0] == "run" and "--bogus-flag" not in argv
+        else argv,
+    )
     assert expected in line
 
 
-def test_malformed_profile_and_broken_onnx(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_malformed_profile_and_broken_onnx(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     profile = tmp_path / "p.toml"
     profile.write_text("[sweep]\nmodels = [\n")
     assert "malformed profile" in _error_line(capsys, ["run", "--profile", str(profile)])
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"\x08\x07this is not a protobuf model")
-    line = _error_line(capsys, ["run", "--profile", "smoke", "--model", str(broken),
-                                "--results-dir", str(tmp_path)])
+    line = _error_line(
+        capsys,
+        ["run", "--profile", "smoke", "--model", str(broken), "--results-dir", str(tmp_path)],
+    )
     assert "broken ONNX model" in line
 
 
-def test_existing_run_is_not_overwritten(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_existing_run_is_not_overwritten(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     cells = tmp_path / "r1" / "cells"
     cells.mkdir(parents=True)
     (cells / "x.json").write_text("{}")
-    line = _error_line(capsys, ["run", "--profile", "smoke", "--run-id", "r1", "--results-dir", str(tmp_path)])
+    line = _error_line(
+        capsys, ["run", "--profile", "smoke", "--run-id", "r1", "--results-dir", str(tmp_path)]
+    )
     assert "already holds results" in line
 
 
 def test_list_shows_backends_and_models(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in ("torch", "torchscript", "torch-compile", "onnxruntime", "openvino", "resnet50", "smoke"):
+    for name in (
+        "torch",
+        "torchscript",
+        "torch-compile",
+        "onnxruntime",
+        "openvino",
+        "resnet50",
+        "smoke",
+    ):
         assert name in out
 
 
 @pytest.mark.slow
 def test_smoke_profile_end_to_end(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code = main(["run", "--profile", "smoke", "--run-id", "smoke-1", "--results-dir", str(tmp_path),
-                 "--cache-dir", str(tmp_path / "cache")])
+    code = main(
+        [
+            "run",
+            "--profile",
+            "smoke",
+            "--run-id",
+            "smoke-1",
+            "--results-dir",
+            str(tmp_path),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert code == 0
     frame = pd.read_csv(tmp_path / "smoke-1" / "results.csv")
     # smoke = mlp x (torch, onnxruntime) x fp32 x batch (1, 4)

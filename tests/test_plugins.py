@@ -44,8 +44,11 @@ def test_entry_point_backend_is_listed_and_loaded(installed_plugin: str) -> None
 
 @pytest.mark.slow
 def test_entry_point_backend_runs_in_a_sweep(installed_plugin: str, tmp_path: Path) -> None:
-    records = run_sweep(fake_sweep([installed_plugin], batch_sizes=(1,)), tmp_path / "run",
-                        cache_dir=tmp_path / "cache")
+    records = run_sweep(
+        fake_sweep([installed_plugin], batch_sizes=(1,)),
+        tmp_path / "run",
+        cache_dir=tmp_path / "cache",
+    )
     assert [r["status"] for r in records] == ["ok"]
 
 
@@ -61,8 +64,11 @@ def test_unknown_and_broken_backends_are_user_errors() -> None:
 def test_importing_bench_imports_no_engine() -> None:
     import subprocess
 
-    code = ("import bench, bench.cli, bench.runner, backends, models; import sys; "
-            "loaded = [m for m in ('onnxruntime', 'openvino', 'tensorrt', 'transformers') if m in sys.modules]; "
-            "print(','.join(loaded))")
+    code = (
+        "import bench, bench.cli, bench.runner, backends, models; import sys; "
+        "engines = ('onnxruntime', 'openvino', 'tensorrt', 'transformers'); "
+        "loaded = [m for m in engines if m in sys.modules]; "
+        "print(','.join(loaded))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -22,8 +22,13 @@ def _by_backend(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def test_sweep_records_every_outcome_and_goes_on(run_dir: Path, cache_dir: Path) -> None:
-    backends = ["tests.fakes:CrashBackend", "tests.fakes:RaiseBackend", FAKE,
-                "tests.fakes:RefuseBackend", "tests.fakes:MissingEngineBackend"]
+    backends = [
+        "tests.fakes:CrashBackend",
+        "tests.fakes:RaiseBackend",
+        FAKE,
+        "tests.fakes:RefuseBackend",
+        "tests.fakes:MissingEngineBackend",
+    ]
     config = fake_sweep(backends, precisions=("fp32", "int8"), batch_sizes=(1,))
     run_sweep(config, run_dir, cache_dir=cache_dir)
     frame = read_csv(run_dir)
@@ -68,15 +73,30 @@ def test_csv_schema_and_numeric_types(run_dir: Path, cache_dir: Path) -> None:
     run_sweep(fake_sweep([FAKE]), run_dir, cache_dir=cache_dir)
     frame = read_csv(run_dir)
     assert tuple(frame.columns) == COLUMNS
-    for col in ("batch_size", "threads", "latency_p50_ms", "latency_p99_ms", "throughput_sps",
-                "iterations", "peak_rss_mb", "prepare_s", "first_inference_ms"):
+    for col in (
+        "batch_size",
+        "threads",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "throughput_sps",
+        "iterations",
+        "peak_rss_mb",
+        "prepare_s",
+        "first_inference_ms",
+    ):
         assert pd.api.types.is_numeric_dtype(frame[col]), col
         assert frame[col].notna().all(), col
     assert set(NUMERIC) <= set(COLUMNS)
     assert (frame["schema_version"] == SCHEMA_VERSION).all()
     # Percentiles are ordered, throughput agrees with the latencies in latency mode.
     row = frame.iloc[0]
-    assert row["latency_min_ms"] <= row["latency_p50_ms"] <= row["latency_p90_ms"] <= row["latency_p99_ms"] <= row["latency_max_ms"]
+    assert (
+        row["latency_min_ms"]
+        <= row["latency_p50_ms"]
+        <= row["latency_p90_ms"]
+        <= row["latency_p99_ms"]
+        <= row["latency_max_ms"]
+    )
     # Raw samples are kept per cell, and env/config beside the CSV.
     cells = load_cells(run_dir)
     assert all(len(c["latencies_ns"]) == c["iterations"] for c in cells)
@@ -90,7 +110,10 @@ def test_resume_skips_finished_cells_and_retries_failed(run_dir: Path, cache_dir
     first = {r["cell_key"]: r for r in run_sweep(config, run_dir, cache_dir=cache_dir)}
     started: list[str] = []
     events = SweepEvents(on_cell_start=lambda cell: started.append(cell.backend))
-    second = {r["cell_key"]: r for r in run_sweep(config, run_dir, resume=True, cache_dir=cache_dir, events=events)}
+    second = {
+        r["cell_key"]: r
+        for r in run_sweep(config, run_dir, resume=True, cache_dir=cache_dir, events=events)
+    }
     assert started == ["tests.fakes:RaiseBackend"]  # only the failed cell runs again
     ok_key = next(k for k, r in first.items() if r["status"] == "ok")
     assert second[ok_key]["latencies_ns"] == first[ok_key]["latencies_ns"]
@@ -104,7 +127,9 @@ def test_interrupted_sweep_keeps_finished_cells(run_dir: Path, cache_dir: Path) 
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(config, run_dir, cache_dir=cache_dir, events=SweepEvents(on_cell_done=stop_after_first))
+        run_sweep(
+            config, run_dir, cache_dir=cache_dir, events=SweepEvents(on_cell_done=stop_after_first)
+        )
     frame = read_csv(run_dir)
     assert len(frame) == 1 and frame["status"].iloc[0] == "ok"
     records = run_sweep(config, run_dir, resume=True, cache_dir=cache_dir)
