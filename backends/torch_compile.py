@@ -22,10 +22,12 @@ class TorchCompileBackend(TorchBackend):
         # the setting PyTorch recommends for CPU inference.
         inductor_config.freezing = True
         self.module = torch.compile(model.module, backend="inductor", dynamic=False)
-        # torch.compile is lazy: run once so the compile lands in prepare time, not in
-        # the first-inference latency.
-        with torch.inference_mode():
-            self.module(*model.torch_inputs(batch_size, model.seed))
+        # torch.compile is lazy: run once so the compile lands in prepare time, not in the
+        # first-inference latency. The example must be made like the timed inputs (outside
+        # inference_mode): an inference tensor here fails a dispatch-key guard later and
+        # recompiles on the first timed call.
+        self.input_names = model.input_names
+        self.run(self.to_native(model.make_inputs(batch_size, model.seed)))
         return PrepareInfo(
             engine_precision="fp32",
             details={"mode": "inductor, freezing, dynamic=False"},
