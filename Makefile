@@ -9,7 +9,11 @@ EXTRAS ?= cpu,dev
 ARGS ?=
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup bench test lint clean
+BASE ?=
+NEW ?=
+RUN ?=
+
+.PHONY: setup browser bench report compare gate baseline test lint clean
 
 setup: $(STAMP)
 
@@ -20,10 +24,34 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import bench, torch; print('inferbench', bench.__version__, 'torch', torch.__version__)"
 	touch $@
 
+# The report test drives Debian's chromium; install it when we can (root + apt), else it skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1; } \
+	  || echo "chromium not installed: the browser test will be skipped"
+
 bench: setup
 	$(PY) -m bench run --profile $(HW) $(ARGS)
 
-test: setup
+report: setup
+	$(PY) -m bench report $(RUN)
+
+compare: setup
+	$(PY) -m bench compare $(BASE) $(NEW) $(ARGS)
+
+# Run the gate profile and compare it with the committed baseline (exit 1 on a regression).
+gate: setup
+	rm -rf results/gate-$(HW)
+	$(PY) -m bench run --profile gate-$(HW) --run-id gate-$(HW) --no-report --no-progress
+	$(PY) -m bench compare results/baselines/$(HW) results/gate-$(HW) $(ARGS)
+
+# Refresh the committed baseline (run on the gate's own machine, then commit the folder).
+baseline: setup
+	rm -rf results/baselines/$(HW)
+	$(PY) -m bench run --profile gate-$(HW) --run-id $(HW) --results-dir results/baselines --no-report --no-progress
+	rm -rf results/baselines/$(HW)/logs results/baselines/$(HW)/work
+
+test: setup browser
 	$(PY) -m pytest $(ARGS)
 
 lint: setup

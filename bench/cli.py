@@ -57,7 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results-dir", type=Path, default=Path("results"))
     run.add_argument("--cache-dir", type=Path, help="artifact cache (default .cache/inferbench)")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    run.add_argument("--no-report", action="store_true", help="skip the HTML report and summary.md")
     run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="write reports/<run-id>.html and summary.md for a run")
+    report.add_argument("run_dir", type=Path)
+    report.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    report.set_defaults(func=cmd_report)
+
+    compare = sub.add_parser(
+        "compare", help="compare two runs; exit 0 = no regression, 1 = regression, 2 = usage error"
+    )
+    compare.add_argument("base", type=Path, help="baseline run directory (or its results.csv)")
+    compare.add_argument("new", type=Path, help="new run directory (or its results.csv)")
+    compare.add_argument("--max-regression", default="5%", help="allowed slowdown, e.g. 5%% or 0.05")
+    compare.add_argument("--threshold", action="append", default=[], metavar="METRIC=PCT",
+                         help="per-metric override, e.g. p99=10%% (metrics: p50, p99, throughput)")
+    compare.add_argument("--alpha", type=float, default=0.05, help="false discovery rate (BH)")
+    compare.add_argument("--out", type=Path, help="where compare.md/.csv go (default: NEW)")
+    compare.set_defaults(func=cmd_compare)
 
     lst = sub.add_parser("list", help="backends (with availability), models and profiles")
     lst.set_defaults(func=cmd_list)
@@ -79,6 +98,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         results_dir=args.results_dir,
         cache_dir=args.cache_dir,
         progress=not args.no_progress and sys.stderr.isatty(),
+        reports_dir=None if args.no_report else args.reports_dir,
+    )
+
+
+def _fraction(text: str) -> float:
+    raw = text.strip()
+    try:
+        return float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise UserError(f"expected a percentage like 5% or 0.05; got {text!r}") from None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.commands import report_command
+
+    return report_command(args.run_dir, args.reports_dir)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.commands import compare_command
+
+    thresholds = {}
+    for item in args.threshold:
+        metric, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--threshold expects METRIC=PCT (e.g. p99=10%); got {item!r}")
+        thresholds[metric.strip()] = _fraction(value)
+    return compare_command(
+        args.base, args.new, max_regression=_fraction(args.max_regression),
+        thresholds=thresholds, alpha=args.alpha, out_dir=args.out,
     )
 
 

@@ -31,6 +31,7 @@ def run_command(
     results_dir: Path = Path("results"),
     cache_dir: Path | None = None,
     progress: bool = False,
+    reports_dir: Path | None = Path("reports"),
 ) -> int:
     config = load_profile(profile).with_overrides(
         models=models,
@@ -49,7 +50,50 @@ def run_command(
         records = run_sweep(config, run_dir, resume=resume, cache_dir=cache_dir, events=events)
     _print_summary(records)
     console.print(f"results: {run_dir / 'results.csv'}")
+    if reports_dir is not None:
+        report_command(run_dir, reports_dir)
     return 0
+
+
+def report_command(run_dir: Path, reports_dir: Path) -> int:
+    from bench.report import write_report
+
+    html_path, md_path = write_report(run_dir, reports_dir)
+    console.print(f"report: {html_path}  summary: {md_path}")
+    return 0
+
+
+def compare_command(base: Path, new: Path, *, max_regression: float = 0.05,
+                    thresholds: dict[str, float] | None = None, alpha: float = 0.05,
+                    out_dir: Path | None = None) -> int:
+    """Exit code 0 = no regression, 1 = regression (usage errors raise UserError -> 2)."""
+    from bench.compare import CompareOptions, compare_runs
+
+    options = CompareOptions(max_regression=max_regression, thresholds=thresholds or {}, alpha=alpha)
+    frame, unmatched, md_path = compare_runs(base, new, options, out_dir)
+    table = Table(title=f"{base.name} -> {new.name} (ratio NEW/BASE, 95% CI)")
+    for col in ("cell", "metric", "change", "ratio [CI]", ""):
+        table.add_column(col, no_wrap=True)
+    for row in frame.itertuples(index=False):
+        ratio = getattr(row, "ratio", float("nan"))
+        ci = "" if ratio != ratio else f"{ratio:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]"
+        cell = f"{row.model} {row.backend} {row.precision} b{row.batch_size} t{row.threads}"
+        table.add_row(cell, str(row.metric), str(row.change), ci,
+                      "REGRESSION" if row.regression else "",
+                      style="bold red" if row.regression else None)
+    console.print(table)
+    for item in unmatched.to_dict("records"):
+        console.print(f"unmatched (only in {item['only_in']}): {item['model']} {item['backend']} "
+                      f"{item['precision']} b{item['batch_size']} t{item['threads']}")
+    regressed = bool(len(frame)) and bool(frame["regression"].any())
+    if regressed:
+        slower = frame[frame["regression"]]
+        names = sorted({f"{r.model}/{r.backend}/{r.precision}/b{r.batch_size}" for r in slower.itertuples()})
+        console.print(f"[bold red]REGRESSION[/] in {len(names)} cell(s): {', '.join(names)}")
+    else:
+        console.print("no regression")
+    console.print(f"summary: {md_path}")
+    return 1 if regressed else 0
 
 
 def _latest_run(results_dir: Path, profile: str) -> str:

@@ -72,9 +72,11 @@ def torch_build() -> dict[str, str]:
     except ImportError:
         return {}
     config = torch.__config__.show()
-    onednn = re.search(r"oneDNN v([\d.]+)", config) or re.search(r"MKLDNN.*?v([\d.]+)", config)
+    onednn = re.search(r"(?:oneDNN|MKL-DNN) v([\d.]+)", config)
+    capability = re.search(r"CPU capability usage: (\S+)", config)
     return {
         "onednn": onednn.group(1) if onednn else "unknown",
+        "cpu_capability": capability.group(1) if capability else "unknown",
         "parallel": torch.__config__.parallel_info().splitlines()[-1].strip(),
     }
 

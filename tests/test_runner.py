@@ -73,6 +73,8 @@ def test_csv_schema_and_numeric_types(run_dir: Path, cache_dir: Path) -> None:
     run_sweep(fake_sweep([FAKE]), run_dir, cache_dir=cache_dir)
     frame = read_csv(run_dir)
     assert tuple(frame.columns) == COLUMNS
+    golden = Path(__file__).parent / "golden" / "results_header.csv"
+    assert (run_dir / "results.csv").read_text().splitlines()[0] == golden.read_text().strip()
     for col in (
         "batch_size",
         "threads",
