@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from models import ModelDef, ModelRef
 
 
+CALIBRATION_SEED = 2000
+
+
 @dataclass(frozen=True)
 class Availability:
     """Whether the engine can be used here; `reason` says why not and how to fix it."""
@@ -33,6 +36,7 @@ class PrepareInfo:
     """What preparation produced: artifact on disk (for its size), and facts worth recording."""
 
     artifact: Path | None = None
+    artifact_cached: bool | None = None  # None: the engine keeps no artifact on disk
     engine_precision: str = ""  # the precision the engine reports it really executes
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -53,12 +57,22 @@ class Backend(ABC):
     #: Distributions whose versions are recorded with every result.
     version_packages: ClassVar[tuple[str, ...]] = ()
     precisions: ClassVar[frozenset[str]] = frozenset({"fp32"})
+    #: How each precision is realised (and its limits), shown by `inferbench doctor`.
+    precision_notes: ClassVar[dict[str, str]] = {}
     accepts_torch: ClassVar[bool] = True
     accepts_onnx: ClassVar[bool] = False
 
-    def __init__(self, threads: int, cache_dir: Path) -> None:
+    def __init__(self, threads: int, cache_dir: Path, calibration_samples: int = 32) -> None:
         self.threads = threads
         self.cache_dir = cache_dir
+        self.calibration_samples = calibration_samples
+
+    def calibration_batches(self, model: ModelDef, batch_size: int = 1) -> list[dict[str, np.ndarray]]:
+        """Inputs for static quantization, about `calibration_samples` samples in batches: the
+        model's own generator (real sentences for minilm) with seeds that differ from the
+        timed and evaluation inputs."""
+        count = max(1, -(-self.calibration_samples // batch_size))
+        return [model.make_inputs(batch_size, CALIBRATION_SEED + k) for k in range(count)]
 
     @classmethod
     def availability(cls) -> Availability:

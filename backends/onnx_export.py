@@ -42,6 +42,21 @@ def eager_attention(module: Any) -> Iterator[None]:
             sub.set_attn_implementation(previous)
 
 
+def derived_dir(onnx_path: Path, cache_dir: Path) -> Path:
+    """Where files derived from an ONNX file go (optimized, quantized, IR): beside it when it is
+    our own export, in the cache when it is the user's (never next to the user's file)."""
+    if cache_dir.resolve() in onnx_path.resolve().parents:
+        return onnx_path.parent
+    stat = onnx_path.stat()
+    folder = (
+        cache_dir
+        / "derived"
+        / f"{onnx_path.stem}-{cache_key(str(onnx_path.resolve()), stat.st_size, stat.st_mtime_ns)}"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def onnx_file(model: ModelDef, cache_dir: Path) -> tuple[Path, bool]:
     """The model as an ONNX file and whether it came from the cache."""
     if model.onnx_path is not None:

@@ -2,22 +2,51 @@
 
 Transformer models first go through ORT's transformer optimizer (attention/LayerNorm/GELU
 fusions), the step ORT's own benchmark script applies; the fused-op counts are recorded.
+INT8 is static QDQ quantization (per-channel int8 weights, uint8 activations, MinMax
+calibration on the model's own inputs) for convolutional models, and dynamic quantization
+(int8 weights, activations quantized per call) for transformers and recurrent models, as
+ORT's quantization guide recommends. BF16 is not offered: the CPU provider has no bf16
+MatMul/Conv kernels, so a bf16 graph does not load.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from backends.base import Backend, PrepareInfo
-from backends.onnx_export import onnx_file
+from backends.onnx_export import derived_dir, onnx_file
 from bench.errors import BackendError
+from bench.util import cache_key
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from models import ModelDef, ModelRef
 
-    from models import ModelDef
+BF16_REASON = (
+    "ONNX Runtime's CPU execution provider has no bf16 MatMul/Conv kernels "
+    "(a bf16 graph fails with NOT_IMPLEMENTED)"
+)
+QUANT_OPS = (
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "QLinearConv",
+    "QLinearMatMul",
+    "DynamicQuantizeLSTM",
+    "ConvInteger",
+)
+
+
+def count_ops(path: Path, names: tuple[str, ...]) -> dict[str, int]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    counts = Counter(node.op_type for node in graph.node)
+    return {name: counts[name] for name in names if counts[name]}
 
 
 class OrtBackend(Backend):
@@ -26,11 +55,19 @@ class OrtBackend(Backend):
     extra = "onnxruntime"
     version_packages: ClassVar[tuple[str, ...]] = ("onnxruntime", "onnx", "torch")
     accepts_onnx = True
+    precisions = frozenset({"fp32", "int8"})
+    precision_notes: ClassVar[dict[str, str]] = {
+        "int8": "static QDQ (per-channel) for CNNs, dynamic for transformers/LSTM",
+    }
     provider = "CPUExecutionProvider"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.session: Any = None
+
+    @classmethod
+    def unsupported_reason(cls, model: ModelRef, precision: str) -> str | None:
+        return BF16_REASON if precision == "bf16" else super().unsupported_reason(model, precision)
 
     def prepare(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
         import onnxruntime as ort
@@ -38,8 +75,15 @@ class OrtBackend(Backend):
         path, cached = onnx_file(model, self.cache_dir)
         details: dict[str, Any] = {"onnx_cached": cached, "provider": self.provider}
         if model.transformer:
-            path, fused = self._optimize_transformer(path, model.transformer)
+            path, fused = self._optimize_transformer(
+                path, model.transformer, derived_dir(path, self.cache_dir)
+            )
             details["fused_ops"] = fused
+        artifact_cached = cached
+        if precision == "int8":
+            path, artifact_cached, method = self._quantize(model, path, batch_size)
+            details["quantization"] = method
+            details["quant_ops"] = count_ops(path, QUANT_OPS)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -51,14 +95,19 @@ class OrtBackend(Backend):
         except Exception as exc:
             raise BackendError(f"ONNX Runtime could not load {path.name}: {exc}") from exc
         details["threads"] = {"intra_op": self.threads, "inter_op": 1}
-        return PrepareInfo(artifact=path, engine_precision="fp32", details=details)
+        return PrepareInfo(
+            artifact=path,
+            artifact_cached=artifact_cached,
+            engine_precision=precision,
+            details=details,
+        )
 
     def _optimize_transformer(
-        self, path: Path, info: dict[str, Any]
+        self, path: Path, info: dict[str, Any], folder: Path
     ) -> tuple[Path, dict[str, int]]:
         from onnxruntime.transformers import optimizer
 
-        out = path.with_name("model.ort-transformer.onnx")
+        out = folder / "model.ort-transformer.onnx"
         opt = optimizer.optimize_model(
             str(path),
             model_type=info["model_type"],
@@ -70,6 +119,48 @@ class OrtBackend(Backend):
         opt.save_model_to_file(str(out))
         return out, fused
 
+    def _quantize(self, model: ModelDef, path: Path, batch_size: int) -> tuple[Path, bool, str]:
+        """Quantized copy of `path` (cached); returns (path, from_cache, method)."""
+        import onnxruntime
+        from onnxruntime import quantization as q
+
+        recurrent = bool(count_ops(path, ("LSTM", "GRU", "RNN")))
+        method = "dynamic" if model.transformer or recurrent else "static-qdq"
+        key = cache_key(onnxruntime.__version__, method, self.calibration_samples, path.stat().st_size)
+        folder = derived_dir(path, self.cache_dir)
+        out = folder / f"{path.stem}.int8-{method}-{key}.onnx"
+        if out.is_file():
+            return out, True, method
+        tmp = out.with_suffix(".tmp.onnx")
+        if method == "dynamic":
+            import onnx
+
+            # Fused contrib ops (Attention, SkipLayerNorm) defeat ONNX shape inference; their
+            # outputs are float, which is what DefaultTensorType tells the quantizer.
+            q.quantize_dynamic(
+                str(path),
+                str(tmp),
+                weight_type=q.QuantType.QInt8,
+                per_channel=False,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+        else:
+            prepped = folder / f"{path.stem}.preprocessed.onnx"
+            q.quant_pre_process(str(path), str(prepped), skip_symbolic_shape=True)
+            reader = _CalibrationReader(self.calibration_batches(model))
+            q.quantize_static(
+                str(prepped),
+                str(tmp),
+                reader,
+                quant_format=q.QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=q.QuantType.QUInt8,
+                weight_type=q.QuantType.QInt8,
+                calibrate_method=q.CalibrationMethod.MinMax,
+            )
+        tmp.replace(out)
+        return out, False, method
+
     def run(self, inputs: Any) -> Any:
         return self.session.run(None, inputs)
 
@@ -78,3 +169,13 @@ class OrtBackend(Backend):
 
     def close(self) -> None:
         self.session = None
+
+
+class _CalibrationReader:
+    """onnxruntime.quantization.CalibrationDataReader over a list of input dicts."""
+
+    def __init__(self, batches: list[dict[str, np.ndarray]]) -> None:
+        self._batches = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)

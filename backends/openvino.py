@@ -2,7 +2,11 @@
 
 The inference precision is always set explicitly: on CPUs with AVX512_BF16 or AMX the
 plugin otherwise runs bf16 silently. The precision that really ran is read back from the
-compiled model's runtime graph and recorded.
+compiled model's runtime graph and recorded; a bf16 request that ran in f32 (no native bf16)
+is reported `unsupported` rather than passed off as bf16. INT8 is NNCF post-training
+quantization (`nncf.quantize`) calibrated on `calibration_samples` samples of the model's own
+inputs (default 32; NNCF's own default subset is 300), with the transformer model type for
+transformers; the non-quantized remainder runs in f32.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from backends.base import Backend, PrepareInfo
-from backends.onnx_export import onnx_file
-from bench.errors import BackendError
+from backends.onnx_export import derived_dir, onnx_file
+from bench.errors import BackendError, UnsupportedError
+from bench.util import cache_key
 
 if TYPE_CHECKING:
     from models import ModelDef
 
-OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 # Layers whose runtime precision tells what the arithmetic ran in.
 COMPUTE_LAYERS = {
     "Convolution",
@@ -47,8 +52,14 @@ class OpenVinoBackend(Backend):
     name = "openvino"
     requires = ("openvino", "onnx")
     extra = "openvino"
-    version_packages: ClassVar[tuple[str, ...]] = ("openvino", "onnx", "torch")
     accepts_onnx = True
+    precisions = frozenset({"fp32", "bf16", "int8"})
+    precision_notes: ClassVar[dict[str, str]] = {
+        "fp32": "INFERENCE_PRECISION_HINT=f32 (explicit: the default is bf16 on bf16-capable CPUs)",
+        "bf16": "INFERENCE_PRECISION_HINT=bf16; runtime precision checked",
+        "int8": "NNCF post-training quantization; runtime precision checked",
+    }
+    version_packages: ClassVar[tuple[str, ...]] = ("openvino", "nncf", "onnx", "torch")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -63,9 +74,12 @@ class OpenVinoBackend(Backend):
             ov_model = core.read_model(str(path))
         except Exception as exc:
             raise BackendError(f"OpenVINO could not read {path.name}: {exc}") from exc
-        ir_path = path.with_name("model.xml")
+        ir_path = derived_dir(path, self.cache_dir) / "model.xml"
         if not ir_path.is_file():
             ov.save_model(ov_model, str(ir_path), compress_to_fp16=False)
+        artifact_cached = cached
+        if precision == "int8":
+            ov_model, ir_path, artifact_cached = self._nncf_int8(core, model, ov_model, ir_path)
         # Static shapes let the CPU plugin pick its fastest kernels.
         ov_model.reshape({spec.name: [batch_size, *spec.shape] for spec in model.inputs})
         config = {
@@ -79,6 +93,15 @@ class OpenVinoBackend(Backend):
         compiled = core.compile_model(ov_model, "CPU", config)
         self.request = compiled.create_infer_request()
         counts = runtime_precisions(compiled)
+        # Report what ran, not what was asked for.
+        if precision == "bf16" and "bf16" not in counts:
+            raise UnsupportedError(
+                f"the CPU plugin ran no compute layer in bf16 despite the bf16 hint (ran {dict(counts)})"
+            )
+        if precision == "int8" and not {"i8", "u8"} & set(counts):
+            raise UnsupportedError(
+                f"after NNCF quantization the CPU plugin ran no compute layer in int8 (ran {dict(counts)})"
+            )
         details = {
             "onnx_cached": cached,
             "config": {k: str(v) for k, v in config.items()},
@@ -87,8 +110,30 @@ class OpenVinoBackend(Backend):
         }
         ran = ",".join(sorted(counts)) if counts else "unknown"
         return PrepareInfo(
-            artifact=ir_path.with_suffix(".bin"), engine_precision=ran, details=details
+            artifact=ir_path.with_suffix(".bin"),
+            artifact_cached=artifact_cached,
+            engine_precision=ran,
+            details=details,
         )
+
+    def _nncf_int8(self, core: Any, model: ModelDef, ov_model: Any, ir_path: Any) -> tuple[Any, Any, bool]:
+        """NNCF-quantized IR beside the FP32 one (cached); returns (model, path, from_cache)."""
+        import nncf
+        import openvino as ov
+
+        key = cache_key(ov.__version__, nncf.__version__, self.calibration_samples, bool(model.transformer))
+        out = ir_path.with_name(f"model.int8-{key}.xml")
+        if out.is_file():
+            return core.read_model(str(out)), out, True
+        batches = self.calibration_batches(model)
+        quantized = nncf.quantize(
+            ov_model,
+            nncf.Dataset(batches),
+            subset_size=len(batches),
+            model_type=nncf.ModelType.TRANSFORMER if model.transformer else None,
+        )
+        ov.save_model(quantized, str(out), compress_to_fp16=False)
+        return quantized, out, False
 
     def run(self, inputs: Any) -> Any:
         return self.request.infer(inputs, share_inputs=True, share_outputs=True)

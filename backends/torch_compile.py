@@ -1,11 +1,18 @@
-"""`torch.compile` with the inductor backend; compilation happens (and is timed) in prepare."""
+"""`torch.compile` with the inductor backend; compilation happens (and is timed) in prepare.
+
+BF16 compiles under autocast. INT8 is static post-training quantization through PT2E with
+torchao's X86InductorQuantizer (int8 activations and per-channel int8 weights, calibrated on
+the model's own inputs), lowered by inductor to oneDNN int8 kernels.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib.util
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from backends.base import PrepareInfo
 from backends.torch_eager import TorchBackend
+from bench.errors import BackendError, UnsupportedError
 
 if TYPE_CHECKING:
     from models import ModelDef
@@ -13,6 +20,10 @@ if TYPE_CHECKING:
 
 class TorchCompileBackend(TorchBackend):
     name = "torch-compile"
+    precision_notes: ClassVar[dict[str, str]] = {
+        "bf16": "autocast, compiled",
+        "int8": "PT2E static quantization (torchao X86InductorQuantizer), compiled",
+    }
 
     def _prepare_module(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
         import torch
@@ -21,14 +32,48 @@ class TorchCompileBackend(TorchBackend):
         # Freezing folds weights into constants and lets inductor pre-pack them for oneDNN:
         # the setting PyTorch recommends for CPU inference.
         inductor_config.freezing = True
-        self.module = torch.compile(model.module, backend="inductor", dynamic=False)
+        self.input_names = model.input_names
+        details: dict[str, Any] = {"mode": "inductor, freezing, dynamic=False"}
+        module = model.module
+        if precision == "bf16":
+            self.autocast = True
+            details["mode"] += ", autocast bf16"
+        elif precision == "int8":
+            module = self._pt2e_int8(model, batch_size)
+            details["mode"] += ", PT2E static int8 (X86InductorQuantizer)"
+            details["calibration_samples"] = self.calibration_samples
+        self.module = torch.compile(module, backend="inductor", dynamic=False)
         # torch.compile is lazy: run once so the compile lands in prepare time, not in the
         # first-inference latency. The example must be made like the timed inputs (outside
         # inference_mode): an inference tensor here fails a dispatch-key guard later and
         # recompiles on the first timed call.
-        self.input_names = model.input_names
         self.run(self.to_native(model.make_inputs(batch_size, model.seed)))
-        return PrepareInfo(
-            engine_precision="fp32",
-            details={"mode": "inductor, freezing, dynamic=False"},
-        )
+        return PrepareInfo(engine_precision=precision, details=details)
+
+    def _pt2e_int8(self, model: ModelDef, batch_size: int) -> Any:
+        if importlib.util.find_spec("torchao") is None:
+            raise UnsupportedError("int8 needs torchao's PT2E quantizer: pip install 'inferbench[torchao]'")
+        import torch
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+        example = self.to_native(model.make_inputs(batch_size, model.seed))
+        try:
+            exported = torch.export.export(model.module, example, strict=False).module()  # type: ignore[arg-type]
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UnsupportedError(f"torch.export failed, so PT2E cannot quantize: {first}") from exc
+        quantizer = xiq.X86InductorQuantizer()
+        quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+        try:
+            prepared = prepare_pt2e(exported, quantizer)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BackendError(
+                f"torchao's X86InductorQuantizer failed on this graph: {type(exc).__name__}: {first}"
+            ) from exc
+        # The exported graph is specialised to the cell's batch size: calibrate in batches of it.
+        with torch.no_grad():
+            for batch in self.calibration_batches(model, batch_size):
+                prepared(*self.to_native(batch))
+        return convert_pt2e(prepared)

@@ -1,10 +1,15 @@
 """Eager PyTorch under `torch.inference_mode()`.
 
-Its FP32 outputs are the reference every other cell is checked against.
+Its FP32 outputs are the reference every other cell is checked against. BF16 runs under
+`torch.autocast("cpu", dtype=torch.bfloat16)` (matmuls and convolutions in bf16, numerically
+sensitive ops kept in fp32); INT8 is dynamic quantization of Linear and LSTM layers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import warnings
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -27,17 +32,50 @@ def set_torch_threads(threads: int) -> None:
         pass  # already set in this process (inter-op pool starts once)
 
 
+def dynamic_int8(module: Any) -> tuple[Any, int]:
+    """Dynamically quantized copy (int8 weights, activations quantized per call) and the
+    number of quantized layers. Convolutions have no dynamic kernels: refuse such models
+    rather than report a mostly-fp32 model as int8."""
+    import torch
+
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao, which has no dynamic LSTM
+        # and no fbgemm-backed eager int8 Linear; it still runs real int8 kernels here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torch.ao.quantization import quantize_dynamic
+
+    convs = [m for m in module.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    if convs:
+        raise UnsupportedError(
+            f"dynamic int8 quantizes Linear/LSTM only; the {len(convs)} convolutions would stay fp32 "
+            "(static int8: torch-compile, onnxruntime, openvino)"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        quantized = quantize_dynamic(copy.deepcopy(module), {torch.nn.Linear, torch.nn.LSTM}, dtype=torch.qint8)
+    count = sum(1 for m in quantized.modules() if "quantized.dynamic" in type(m).__module__)
+    if count == 0:
+        raise UnsupportedError("dynamic int8: the model has no Linear or LSTM layer to quantize")
+    return quantized, count
+
+
 class TorchBackend(Backend):
     """Eager execution of the model's torch module."""
 
     name = "torch"
     requires = ("torch",)
     version_packages: ClassVar[tuple[str, ...]] = ("torch",)
+    precisions = frozenset({"fp32", "bf16", "int8"})
+    precision_notes: ClassVar[dict[str, str]] = {
+        "bf16": "autocast (bf16 matmul/conv, fp32 for sensitive ops)",
+        "int8": "dynamic quantization of Linear/LSTM; models with convolutions are unsupported",
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.module: Any = None
         self.input_names: tuple[str, ...] = ()
+        self.autocast = False
 
     def prepare(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
         if model.module is None:
@@ -47,8 +85,24 @@ class TorchBackend(Backend):
         return self._prepare_module(model, precision, batch_size)
 
     def _prepare_module(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
+        if precision == "bf16":
+            self.module, self.autocast = model.module, True
+            return PrepareInfo(engine_precision="bf16", details={"mode": "eager, autocast bf16"})
+        if precision == "int8":
+            self.module, count = dynamic_int8(model.module)
+            return PrepareInfo(
+                engine_precision="int8",
+                details={"mode": "eager, dynamic int8", "quantized_layers": count},
+            )
         self.module = model.module
         return PrepareInfo(engine_precision="fp32", details={"mode": "eager, inference_mode"})
+
+    def _context(self) -> Any:
+        import torch
+
+        if self.autocast:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def to_native(self, inputs: dict[str, np.ndarray]) -> Any:
         import torch
@@ -58,7 +112,7 @@ class TorchBackend(Backend):
     def run(self, inputs: Any) -> Any:
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), self._context():
             return self.module(*inputs)
 
     def to_numpy(self, outputs: Any) -> list[np.ndarray]:

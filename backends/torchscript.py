@@ -1,12 +1,19 @@
-"""TorchScript: `torch.jit.trace`, then `torch.jit.freeze` (weights folded in as constants)."""
+"""TorchScript: `torch.jit.trace`, then `torch.jit.freeze` (weights folded in as constants).
+
+BF16 traces a bf16 copy of the model (weights and activations in bf16); INT8 traces the
+dynamically quantized model. A model that does not trace in a precision is `unsupported`.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import copy
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
 
 from backends.base import PrepareInfo
-from backends.torch_eager import TorchBackend
-from bench.errors import BackendError
+from backends.torch_eager import TorchBackend, dynamic_int8
+from bench.errors import BackendError, UnsupportedError
 from bench.util import artifact_path
 
 if TYPE_CHECKING:
@@ -15,18 +22,49 @@ if TYPE_CHECKING:
 
 class TorchScriptBackend(TorchBackend):
     name = "torchscript"
+    precision_notes: ClassVar[dict[str, str]] = {
+        "bf16": "bf16 weights and activations, traced",
+        "int8": "traced dynamically quantized model (Linear/LSTM); convolutional models unsupported",
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bf16_inputs = False
 
     def _prepare_module(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
         import torch
 
-        example = model.torch_inputs(batch_size, model.seed)
+        details: dict[str, Any] = {"mode": "trace+freeze"}
+        module: Any = model.module
+        if precision == "bf16":
+            module = copy.deepcopy(module).to(torch.bfloat16)
+            self.bf16_inputs = True
+            details["mode"] += ", bf16 weights and activations"
+        elif precision == "int8":
+            module, details["quantized_layers"] = dynamic_int8(module)
+            details["mode"] += ", dynamic int8"
+        self.input_names = model.input_names
+        example = self.to_native(model.make_inputs(batch_size, model.seed))
         try:
             with torch.inference_mode(False), torch.no_grad():
-                traced = torch.jit.trace(model.module, example, check_trace=False)
+                traced = torch.jit.trace(module, example, check_trace=False)
                 frozen = torch.jit.freeze(traced.eval())
         except Exception as exc:
-            raise BackendError(f"torch.jit.trace failed: {exc}") from exc
-        path = artifact_path(self.cache_dir, "torchscript", model, precision, batch_size, ".pt")
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if precision != "fp32":
+                raise UnsupportedError(f"the {precision} model does not trace: {first}") from exc
+            raise BackendError(f"torch.jit.trace failed: {first}") from exc
+        path = artifact_path(
+            self.cache_dir, "torchscript", model, precision, batch_size, ".pt", torch.__version__
+        )
         torch.jit.save(frozen, str(path))
         self.module = frozen
-        return PrepareInfo(artifact=path, engine_precision="fp32", details={"mode": "trace+freeze"})
+        return PrepareInfo(artifact=path, artifact_cached=False, engine_precision=precision, details=details)
+
+    def to_native(self, inputs: dict[str, np.ndarray]) -> Any:
+        import torch
+
+        tensors = super().to_native(inputs)
+        if not self.bf16_inputs:
+            return tensors
+        return tuple(t.to(torch.bfloat16) if t.is_floating_point() else t for t in tensors)

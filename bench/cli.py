@@ -72,14 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("base", type=Path, help="baseline run directory (or its results.csv)")
     compare.add_argument("new", type=Path, help="new run directory (or its results.csv)")
     compare.add_argument("--max-regression", default="5%", help="allowed slowdown, e.g. 5%% or 0.05")
-    compare.add_argument("--threshold", action="append", default=[], metavar="METRIC=PCT",
-                         help="per-metric override, e.g. p99=10%% (metrics: p50, p99, throughput)")
+    compare.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="METRIC=PCT",
+        help="per-metric override, e.g. p99=10%% (metrics: p50, p99, throughput)",
+    )
     compare.add_argument("--alpha", type=float, default=0.05, help="false discovery rate (BH)")
     compare.add_argument("--out", type=Path, help="where compare.md/.csv go (default: NEW)")
     compare.set_defaults(func=cmd_compare)
 
     lst = sub.add_parser("list", help="backends (with availability), models and profiles")
     lst.set_defaults(func=cmd_list)
+
+    doctor = sub.add_parser("doctor", help="this CPU's capabilities and the backend x precision matrix")
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 
@@ -126,9 +134,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise UserError(f"--threshold expects METRIC=PCT (e.g. p99=10%); got {item!r}")
         thresholds[metric.strip()] = _fraction(value)
     return compare_command(
-        args.base, args.new, max_regression=_fraction(args.max_regression),
-        thresholds=thresholds, alpha=args.alpha, out_dir=args.out,
+        args.base,
+        args.new,
+        max_regression=_fraction(args.max_regression),
+        thresholds=thresholds,
+        alpha=args.alpha,
+        out_dir=args.out,
     )
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from bench.commands import doctor_command
+
+    return doctor_command()
 
 
 def cmd_list(args: argparse.Namespace) -> int:

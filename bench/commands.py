@@ -63,9 +63,15 @@ def report_command(run_dir: Path, reports_dir: Path) -> int:
     return 0
 
 
-def compare_command(base: Path, new: Path, *, max_regression: float = 0.05,
-                    thresholds: dict[str, float] | None = None, alpha: float = 0.05,
-                    out_dir: Path | None = None) -> int:
+def compare_command(
+    base: Path,
+    new: Path,
+    *,
+    max_regression: float = 0.05,
+    thresholds: dict[str, float] | None = None,
+    alpha: float = 0.05,
+    out_dir: Path | None = None,
+) -> int:
     """Exit code 0 = no regression, 1 = regression (usage errors raise UserError -> 2)."""
     from bench.compare import CompareOptions, compare_runs
 
@@ -78,13 +84,20 @@ def compare_command(base: Path, new: Path, *, max_regression: float = 0.05,
         ratio = getattr(row, "ratio", float("nan"))
         ci = "" if ratio != ratio else f"{ratio:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]"
         cell = f"{row.model} {row.backend} {row.precision} b{row.batch_size} t{row.threads}"
-        table.add_row(cell, str(row.metric), str(row.change), ci,
-                      "REGRESSION" if row.regression else "",
-                      style="bold red" if row.regression else None)
+        table.add_row(
+            cell,
+            str(row.metric),
+            str(row.change),
+            ci,
+            "REGRESSION" if row.regression else "",
+            style="bold red" if row.regression else None,
+        )
     console.print(table)
     for item in unmatched.to_dict("records"):
-        console.print(f"unmatched (only in {item['only_in']}): {item['model']} {item['backend']} "
-                      f"{item['precision']} b{item['batch_size']} t{item['threads']}")
+        console.print(
+            f"unmatched (only in {item['only_in']}): {item['model']} {item['backend']} "
+            f"{item['precision']} b{item['batch_size']} t{item['threads']}"
+        )
     regressed = bool(len(frame)) and bool(frame["regression"].any())
     if regressed:
         slower = frame[frame["regression"]]
@@ -154,9 +167,7 @@ def _print_summary(records: list[dict[str, Any]]) -> None:
         "p50 ms",
         "samples/s",
     ):
-        table.add_column(
-            col, no_wrap=True, overflow="ellipsis", max_width=60 if col == "status" else None
-        )
+        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=60 if col == "status" else None)
     for r in records:
         ok = r["status"] == "ok"
         table.add_row(
@@ -180,12 +191,38 @@ def list_command() -> int:
     for name in backend_names():
         cls = load_backend(name)
         avail = cls.availability()
-        table.add_row(
-            name, "yes" if avail.ok else "no", ", ".join(sorted(cls.precisions)), avail.reason
-        )
+        table.add_row(name, "yes" if avail.ok else "no", ", ".join(sorted(cls.precisions)), avail.reason)
     out.print(table)
-    out.print(
-        "models: " + ", ".join(BUILTIN_MODELS) + " (or a .onnx path, or package.module:factory)"
-    )
+    out.print("models: " + ", ".join(BUILTIN_MODELS) + " (or a .onnx path, or package.module:factory)")
     out.print("profiles: " + ", ".join(profile_names()))
+    return 0
+
+
+def doctor_command() -> int:
+    """What this machine can run: CPU features, then every backend x precision with the reason
+    for each gap (model-specific limits are in the notes)."""
+    from bench.config import PRECISIONS
+    from bench.env import cpu_info
+    from models import ModelRef
+
+    out = Console()
+    cpu = cpu_info()
+    flags = ", ".join(f for f, present in cpu["isa"].items() if present)
+    out.print(f"CPU: {cpu['model']}, {cpu['logical_cpus']} logical CPUs; ISA: {flags}")
+    out.print(f"native bf16: {cpu['native_bf16']}   native int8 dot product: {cpu['native_int8_dot']}")
+    table = Table(title="backend x precision on this machine")
+    table.add_column("backend")
+    for precision in PRECISIONS:
+        table.add_column(precision)
+    probe = ModelRef("resnet50", "builtin")
+    for name in backend_names():
+        cls = load_backend(name)
+        avail = cls.availability()
+        cells = []
+        for precision in PRECISIONS:
+            reason = avail.reason if not avail.ok else cls.unsupported_reason(probe, precision)
+            note = cls.precision_notes.get(precision, "")
+            cells.append(f"[red]no[/]: {reason}" if reason else f"[green]yes[/] {note}".strip())
+        table.add_row(name, *cells)
+    out.print(table)
     return 0

@@ -75,17 +75,29 @@ class CompareOptions:
         return self.thresholds.get(metric, self.max_regression)
 
 
-def bootstrap_ratio(base: np.ndarray, new: np.ndarray, metric: Metric,
-                    options: CompareOptions, rng: np.random.Generator) -> tuple[float, float, float, float]:
+def bootstrap_ratio(
+    base: np.ndarray,
+    new: np.ndarray,
+    metric: Metric,
+    options: CompareOptions,
+    rng: np.random.Generator,
+) -> tuple[float, float, float, float]:
     """(ratio, ci_low, ci_high, p_value) for NEW/BASE of one metric."""
     from scipy.stats import bootstrap
 
     def stat(b: np.ndarray, n: np.ndarray, axis: int = -1) -> Any:
         return metric.ratio(b, n, axis=axis)
 
-    result = bootstrap((base, new), stat, n_resamples=options.n_resamples, paired=False,
-                       vectorized=True, confidence_level=options.confidence,
-                       method="percentile", random_state=rng)
+    result = bootstrap(
+        (base, new),
+        stat,
+        n_resamples=options.n_resamples,
+        paired=False,
+        vectorized=True,
+        confidence_level=options.confidence,
+        method="percentile",
+        random_state=rng,
+    )
     dist = result.bootstrap_distribution
     # Two-sided bootstrap p-value for "no change": how often the resampled ratio is on the
     # other side of 1 than most of the distribution.
@@ -95,8 +107,9 @@ def bootstrap_ratio(base: np.ndarray, new: np.ndarray, metric: Metric,
     return float(metric.ratio(base, new)), float(ci.low), float(ci.high), p
 
 
-def compare_records(base: list[dict[str, Any]], new: list[dict[str, Any]],
-                    options: CompareOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compare_records(
+    base: list[dict[str, Any]], new: list[dict[str, Any]], options: CompareOptions
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-metric comparison rows and the unmatched cells."""
     from scipy.stats import false_discovery_control
 
@@ -114,26 +127,47 @@ def compare_records(base: list[dict[str, Any]], new: list[dict[str, Any]],
             continue
         cell = dict(zip(KEY, key, strict=True))
         if b["status"] != "ok" or n["status"] != "ok":
-            rows.append({**cell, "metric": "status", "base_status": b["status"], "new_status": n["status"],
-                         "change": _status_change(b["status"], n["status"]),
-                         "regression": b["status"] == "ok" and n["status"] in FAILED,
-                         "reason": n.get("reason", "")})
+            rows.append(
+                {
+                    **cell,
+                    "metric": "status",
+                    "base_status": b["status"],
+                    "new_status": n["status"],
+                    "change": _status_change(b["status"], n["status"]),
+                    "regression": b["status"] == "ok" and n["status"] in FAILED,
+                    "reason": n.get("reason", ""),
+                }
+            )
             continue
         b_ms = np.asarray(b["latencies_ns"], dtype=np.float64) / 1e6
         n_ms = np.asarray(n["latencies_ns"], dtype=np.float64) / 1e6
         for name in options.metrics:
             ratio, low, high, p = bootstrap_ratio(b_ms, n_ms, METRICS[name], options, rng)
-            rows.append({**cell, "metric": name, "base_status": "ok", "new_status": "ok",
-                         "base_value": _value(b, name), "new_value": _value(n, name),
-                         "ratio": ratio, "ci_low": low, "ci_high": high, "p_value": p,
-                         "n_base": len(b_ms), "n_new": len(n_ms)})
+            rows.append(
+                {
+                    **cell,
+                    "metric": name,
+                    "base_status": "ok",
+                    "new_status": "ok",
+                    "base_value": _value(b, name),
+                    "new_value": _value(n, name),
+                    "ratio": ratio,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "p_value": p,
+                    "n_base": len(b_ms),
+                    "n_new": len(n_ms),
+                }
+            )
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame, pd.DataFrame(unmatched)
     timed = frame["metric"] != "status"
     frame["q_value"] = np.nan
     if timed.any():
-        frame.loc[timed, "q_value"] = false_discovery_control(frame.loc[timed, "p_value"].to_numpy(), method="bh")
+        frame.loc[timed, "q_value"] = false_discovery_control(
+            frame.loc[timed, "p_value"].to_numpy(), method="bh"
+        )
     for i in frame.index[timed]:
         frame.loc[i, ["change", "regression"]] = _classify(frame.loc[i], options)
     frame["regression"] = frame["regression"].astype(bool)
@@ -168,22 +202,37 @@ def _classify(row: pd.Series, options: CompareOptions) -> tuple[str, bool]:
 # ---------------------------------------------------------------- output
 
 
-def compare_markdown(frame: pd.DataFrame, unmatched: pd.DataFrame, options: CompareOptions,
-                     base_name: str, new_name: str) -> str:
+def compare_markdown(
+    frame: pd.DataFrame,
+    unmatched: pd.DataFrame,
+    options: CompareOptions,
+    base_name: str,
+    new_name: str,
+) -> str:
     regressions = frame[frame["regression"]] if not frame.empty else frame
     verdict = "**FAIL**: performance regression" if len(regressions) else "**PASS**: no regression"
-    parts = [f"## InferBench comparison: `{base_name}` → `{new_name}`", "", verdict, "",
-             f"Regression = significant after Benjamini-Hochberg at alpha={options.alpha} and worse than "
-             f"{options.max_regression:.0%}" + "".join(f", {m} {t:.0%}" for m, t in options.thresholds.items())
-             + f". Ratios are NEW/BASE with {options.confidence:.0%} bootstrap intervals."]
+    parts = [
+        f"## InferBench comparison: `{base_name}` → `{new_name}`",
+        "",
+        verdict,
+        "",
+        f"Regression = significant after Benjamini-Hochberg at alpha={options.alpha} and worse than "
+        f"{options.max_regression:.0%}"
+        + "".join(f", {m} {t:.0%}" for m, t in options.thresholds.items())
+        + f". Ratios are NEW/BASE with {options.confidence:.0%} bootstrap intervals.",
+    ]
     if frame.empty:
         parts += ["", "No cells in common."]
     else:
         shown = frame.copy()
         shown["ratio (CI)"] = [
             f"{r:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(r) else ""
-            for r, lo, hi in zip(shown.get("ratio", np.nan), shown.get("ci_low", np.nan),
-                                 shown.get("ci_high", np.nan), strict=True)
+            for r, lo, hi in zip(
+                shown.get("ratio", np.nan),
+                shown.get("ci_low", np.nan),
+                shown.get("ci_high", np.nan),
+                strict=True,
+            )
         ]
         cols = [*KEY, "metric", "change", "ratio (CI)", "q_value", "regression"]
         if len(regressions):
@@ -194,8 +243,9 @@ def compare_markdown(frame: pd.DataFrame, unmatched: pd.DataFrame, options: Comp
     return "\n".join(parts) + "\n"
 
 
-def compare_runs(base_dir: Path, new_dir: Path, options: CompareOptions,
-                 out_dir: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
+def compare_runs(
+    base_dir: Path, new_dir: Path, options: CompareOptions, out_dir: Path | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     """Compare two run directories; writes compare.csv and compare.md into out_dir (default NEW)."""
     base_dir, new_dir = _run_dir(base_dir), _run_dir(new_dir)
     _, base, _ = load_run(base_dir)

@@ -55,6 +55,37 @@ class MeasureConfig:
         _require(self.timeout_seconds > 0, "measure.timeout_seconds must be > 0")
 
 
+# Relative L2 error allowed against the FP32 eager reference before a cell is `accuracy-fail`.
+DEFAULT_MAX_REL_L2 = {"fp32": 1e-3, "bf16": 5e-2, "int8": 0.25}
+
+
+@dataclass(frozen=True)
+class AccuracyConfig:
+    """Accuracy thresholds per precision and the calibration set for static quantization."""
+
+    max_rel_l2: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MAX_REL_L2))
+    calibration_samples: int = 32
+
+    def __post_init__(self) -> None:
+        bad = set(self.max_rel_l2) - set(PRECISIONS)
+        _require(
+            not bad,
+            f"accuracy.max_rel_l2: precision must be one of {', '.join(PRECISIONS)}; got {sorted(bad)}",
+        )
+        for p, v in self.max_rel_l2.items():
+            _require(
+                isinstance(v, int | float) and v > 0,
+                f"accuracy.max_rel_l2.{p} must be > 0; got {v!r}",
+            )
+        _require(
+            isinstance(self.calibration_samples, int) and self.calibration_samples >= 1,
+            f"accuracy.calibration_samples must be a positive integer; got {self.calibration_samples!r}",
+        )
+
+    def threshold(self, precision: str) -> float:
+        return float(self.max_rel_l2.get(precision, DEFAULT_MAX_REL_L2[precision]))
+
+
 @dataclass(frozen=True)
 class Cell:
     """One point of the sweep, run in its own worker process."""
@@ -69,9 +100,7 @@ class Cell:
     def key(self) -> str:
         # Model references can be paths; keep the key filesystem-safe.
         safe_model = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.model)
-        return (
-            f"{safe_model}__{self.backend}__{self.precision}__b{self.batch_size}__t{self.threads}"
-        )
+        return f"{safe_model}__{self.backend}__{self.precision}__b{self.batch_size}__t{self.threads}"
 
 
 @dataclass(frozen=True)
@@ -84,15 +113,14 @@ class SweepConfig:
     batch_sizes: tuple[int, ...] = (1,)
     threads: tuple[int, ...] = (0,)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    accuracy: AccuracyConfig = field(default_factory=AccuracyConfig)
     name: str = "custom"
 
     def __post_init__(self) -> None:
         _require(len(self.models) > 0, "at least one model is required")
         _require(len(self.backends) > 0, "at least one backend is required")
         for p in self.precisions:
-            _require(
-                p in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}; got {p!r}"
-            )
+            _require(p in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}; got {p!r}")
         for b in self.batch_sizes:
             _require(
                 isinstance(b, int) and not isinstance(b, bool) and b > 0,
@@ -139,9 +167,7 @@ _SWEEP_KEYS = {"models", "backends", "precisions", "batch_sizes", "threads"}
 
 def profile_names() -> list[str]:
     folder = resources.files("bench") / "profiles"
-    return sorted(
-        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
-    )
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
 def load_profile(name_or_path: str) -> SweepConfig:
@@ -167,7 +193,7 @@ def load_profile(name_or_path: str) -> SweepConfig:
 
 
 def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig:
-    unknown = set(data) - {"sweep", "measure"}
+    unknown = set(data) - {"sweep", "measure", "accuracy"}
     _require(not unknown, f"profile {name}: unknown section(s) {sorted(unknown)}")
     sweep = data.get("sweep")
     if not isinstance(sweep, dict):
@@ -182,6 +208,16 @@ def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig
     known = {f.name for f in fields(MeasureConfig)}
     bad = set(measure_data) - known
     _require(not bad, f"profile {name}: unknown [measure] key(s) {sorted(bad)}")
+    accuracy_data = data.get("accuracy", {})
+    if not isinstance(accuracy_data, dict):
+        raise UserError(f"profile {name}: [accuracy] must be a table")
+    bad = set(accuracy_data) - {f.name for f in fields(AccuracyConfig)}
+    _require(not bad, f"profile {name}: unknown [accuracy] key(s) {sorted(bad)}")
+    if "max_rel_l2" in accuracy_data:
+        accuracy_data = {
+            **accuracy_data,
+            "max_rel_l2": {**DEFAULT_MAX_REL_L2, **accuracy_data["max_rel_l2"]},
+        }
     _require("models" in sweep, f"profile {name}: sweep.models is required")
     _require("backends" in sweep, f"profile {name}: sweep.backends is required")
     return SweepConfig(
@@ -191,5 +227,6 @@ def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig
         batch_sizes=tuple(sweep.get("batch_sizes", [1])),
         threads=tuple(sweep.get("threads", [0])),
         measure=MeasureConfig(**measure_data),
+        accuracy=AccuracyConfig(**accuracy_data),
         name=name,
     )

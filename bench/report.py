@@ -20,9 +20,23 @@ from bench.util import atomic_write_text
 
 REFERENCE = ("torch", "fp32")  # speed-ups are against eager FP32 at the same batch size
 TABLE_COLUMNS = (
-    "model", "backend", "precision", "batch_size", "threads", "status", "latency_p50_ms",
-    "latency_p99_ms", "throughput_sps", "prepare_s", "first_inference_ms", "peak_rss_mb",
-    "achieved_gflops", "max_abs_err", "cosine", "engine_precision", "reason",
+    "model",
+    "backend",
+    "precision",
+    "batch_size",
+    "threads",
+    "status",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "throughput_sps",
+    "prepare_s",
+    "first_inference_ms",
+    "peak_rss_mb",
+    "achieved_gflops",
+    "max_abs_err",
+    "cosine",
+    "engine_precision",
+    "reason",
 )
 
 
@@ -55,8 +69,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     front = []
     for i, (speed, err) in enumerate(points):
         dominated = any(
-            s >= speed and e <= err and (s > speed or e < err)
-            for j, (s, e) in enumerate(points) if j != i
+            s >= speed and e <= err and (s > speed or e < err) for j, (s, e) in enumerate(points) if j != i
         )
         if not dominated:
             front.append(i)
@@ -79,7 +92,9 @@ def markdown_table(frame: pd.DataFrame, columns: list[str]) -> str:
         return _fmt(value).replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame[columns].itertuples(index=False)]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame[columns].itertuples(index=False)
+    ]
     return "\n".join(lines)
 
 
@@ -88,19 +103,35 @@ def summary_markdown(frame: pd.DataFrame, env: dict[str, Any], run_id: str) -> s
     cpu = env.get("cpu", {})
     parts = [f"# InferBench run `{run_id}`", ""]
     if cpu:
-        parts.append(f"CPU: {cpu.get('model')} ({cpu.get('logical_cpus')} logical CPUs); "
-                     f"native bf16: {cpu.get('native_bf16')}; int8 dot product: {cpu.get('native_int8_dot')}")
+        parts.append(
+            f"CPU: {cpu.get('model')} ({cpu.get('logical_cpus')} logical CPUs); "
+            f"native bf16: {cpu.get('native_bf16')}; int8 dot product: {cpu.get('native_int8_dot')}"
+        )
         parts.append("")
     counts = frame["status"].value_counts().to_dict()
     parts.append("Cells: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    cols = ["backend", "precision", "batch_size", "threads", "status", "latency_p50_ms",
-            "latency_p99_ms", "throughput_sps", "speedup_vs_eager_fp32", "max_abs_err"]
+    cols = [
+        "backend",
+        "precision",
+        "batch_size",
+        "threads",
+        "status",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "throughput_sps",
+        "speedup_vs_eager_fp32",
+        "max_abs_err",
+    ]
     for model, group in frame.groupby("model", sort=False):
         parts += ["", f"## {model}", "", markdown_table(group, cols)]
     problems = frame[~frame["status"].isin(["ok"])]
     if len(problems):
-        parts += ["", "## Cells that did not run", "",
-                  markdown_table(problems, ["model", "backend", "precision", "batch_size", "status", "reason"])]
+        parts += [
+            "",
+            "## Cells that did not run",
+            "",
+            markdown_table(problems, ["model", "backend", "precision", "batch_size", "status", "reason"]),
+        ]
     return "\n".join(parts) + "\n"
 
 
@@ -118,19 +149,38 @@ def _figures(frame: pd.DataFrame, records: list[dict[str, Any]]) -> list[tuple[s
     ok["engine"] = ok["backend"] + " " + ok["precision"]
     for model, group in ok.groupby("model", sort=False):
         group = group.sort_values("batch_size")
-        for metric, title, log in (("latency_p50_ms", "p50 latency (ms)", True),
-                                   ("throughput_sps", "throughput (samples/s)", False)):
-            fig = px.line(group, x="batch_size", y=metric, color="engine", markers=True,
-                          log_y=log, title=f"{model}: {title} vs batch size")
+        for metric, title, log in (
+            ("latency_p50_ms", "p50 latency (ms)", True),
+            ("throughput_sps", "throughput (samples/s)", False),
+        ):
+            fig = px.line(
+                group,
+                x="batch_size",
+                y=metric,
+                color="engine",
+                markers=True,
+                log_y=log,
+                title=f"{model}: {title} vs batch size",
+            )
             fig.update_xaxes(type="category")
             figs.append((f"{model}-{metric}", fig))
         heat = group.pivot_table(index="engine", columns="batch_size", values="speedup_vs_eager_fp32")
         if heat.notna().any().any():
-            fig = go.Figure(go.Heatmap(z=heat.values, x=[str(c) for c in heat.columns], y=list(heat.index),
-                                       colorscale="RdYlGn", zmid=1.0, text=np.round(heat.values, 2),
-                                       texttemplate="%{text}x", colorbar={"title": "speed-up"}))
-            fig.update_layout(title=f"{model}: speed-up over eager FP32 (same batch)",
-                              xaxis_title="batch size")
+            fig = go.Figure(
+                go.Heatmap(
+                    z=heat.values,
+                    x=[str(c) for c in heat.columns],
+                    y=list(heat.index),
+                    colorscale="RdYlGn",
+                    zmid=1.0,
+                    text=np.round(heat.values, 2),
+                    texttemplate="%{text}x",
+                    colorbar={"title": "speed-up"},
+                )
+            )
+            fig.update_layout(
+                title=f"{model}: speed-up over eager FP32 (same batch)", xaxis_title="batch size"
+            )
             figs.append((f"{model}-heatmap", fig))
         figs.append((f"{model}-pareto", _pareto_figure(model, group)))
     figs.append(("distributions", _distribution_figure(records)))
@@ -147,13 +197,22 @@ def _pareto_figure(model: str, group: pd.DataFrame) -> Any:
     fig = go.Figure()
     for on_front in (False, True):
         idx = [i for i in range(len(points)) if (i in front) == on_front]
-        fig.add_trace(go.Scatter(
-            x=[points[i][0] for i in idx], y=[points[i][1] for i in idx], text=[labels[i] for i in idx],
-            mode="markers", name="Pareto front" if on_front else "dominated",
-            marker={"size": 11 if on_front else 7, "symbol": "star" if on_front else "circle"},
-        ))
-    fig.update_layout(title=f"{model}: accuracy vs speed (relative L2 error vs eager FP32)",
-                      xaxis_title="throughput (samples/s)", yaxis_title="relative L2 error", yaxis_type="log")
+        fig.add_trace(
+            go.Scatter(
+                x=[points[i][0] for i in idx],
+                y=[points[i][1] for i in idx],
+                text=[labels[i] for i in idx],
+                mode="markers",
+                name="Pareto front" if on_front else "dominated",
+                marker={"size": 11 if on_front else 7, "symbol": "star" if on_front else "circle"},
+            )
+        )
+    fig.update_layout(
+        title=f"{model}: accuracy vs speed (relative L2 error vs eager FP32)",
+        xaxis_title="throughput (samples/s)",
+        yaxis_title="relative L2 error",
+        yaxis_type="log",
+    )
     return fig
 
 
@@ -166,8 +225,12 @@ def _distribution_figure(records: list[dict[str, Any]]) -> Any:
             ms = np.asarray(r["latencies_ns"]) / 1e6
             name = f"{r['model']} {r['backend']} {r['precision']} b{r['batch_size']}"
             fig.add_trace(go.Box(x=ms / np.median(ms), name=name, boxpoints=False, orientation="h"))
-    fig.update_layout(title="Latency distributions (each cell relative to its own median)",
-                      xaxis_title="latency / median", height=max(400, 18 * len(fig.data)), showlegend=False)
+    fig.update_layout(
+        title="Latency distributions (each cell relative to its own median)",
+        xaxis_title="latency / median",
+        height=max(400, 18 * len(fig.data)),
+        showlegend=False,
+    )
     return fig
 
 
@@ -175,7 +238,9 @@ _SORT_JS = """
 document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventListener('click', () => {
   const body = th.closest('table').tBodies[0];
   const asc = th.dataset.asc !== '1'; th.dataset.asc = asc ? '1' : '0';
-  const key = tr => { const t = tr.cells[col].textContent; const n = Number(t); return t === '' ? null : isNaN(n) ? t : n; };
+  const key = tr => {
+    const t = tr.cells[col].textContent; const n = Number(t);
+    return t === '' ? null : isNaN(n) ? t : n; };
   [...body.rows].sort((a, b) => { const x = key(a), y = key(b);
     if (x === null || y === null) return (x === null) - (y === null);  // blanks always last
     return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1); }).forEach(r => body.appendChild(r));
@@ -192,7 +257,9 @@ tr.status-unsupported td,tr.status-unavailable td{background:#f4f4f4;color:#666}
 
 def _table_html(frame: pd.DataFrame) -> str:
     text_cols = {"model", "backend", "precision", "status", "engine_precision", "reason"}
-    head = "".join(f'<th class="{"s" if c in text_cols else ""}">{html.escape(c)}</th>' for c in TABLE_COLUMNS)
+    head = "".join(
+        f'<th class="{"s" if c in text_cols else ""}">{html.escape(c)}</th>' for c in TABLE_COLUMNS
+    )
     rows = []
     for _, row in frame.iterrows():
         cells = "".join(
@@ -200,20 +267,27 @@ def _table_html(frame: pd.DataFrame) -> str:
             for c in TABLE_COLUMNS
         )
         rows.append(f'<tr class="status-{html.escape(str(row["status"]))}">{cells}</tr>')
-    return f'<table class="sortable" id="results"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    body = "".join(rows)
+    return f'<table class="sortable" id="results"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _env_html(env: dict[str, Any]) -> str:
     cpu = env.get("cpu", {})
     items = {
-        "CPU": cpu.get("model"), "logical CPUs": cpu.get("logical_cpus"),
-        "native bf16": cpu.get("native_bf16"), "native int8 dot product": cpu.get("native_int8_dot"),
-        "load average": env.get("load_average"), "python": env.get("python"),
+        "CPU": cpu.get("model"),
+        "logical CPUs": cpu.get("logical_cpus"),
+        "native bf16": cpu.get("native_bf16"),
+        "native int8 dot product": cpu.get("native_int8_dot"),
+        "load average": env.get("load_average"),
+        "python": env.get("python"),
         "packages": ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()),
-        "oneDNN (torch)": env.get("torch_build", {}).get("onednn"), "captured": env.get("captured_at"),
+        "oneDNN (torch)": env.get("torch_build", {}).get("onednn"),
+        "captured": env.get("captured_at"),
     }
-    rows = "".join(f'<tr><th class="s">{html.escape(k)}</th><td class="s">{html.escape(str(v))}</td></tr>'
-                   for k, v in items.items())
+    rows = "".join(
+        f'<tr><th class="s">{html.escape(k)}</th><td class="s">{html.escape(str(v))}</td></tr>'
+        for k, v in items.items()
+    )
     return f"<table>{rows}</table>"
 
 
@@ -223,7 +297,7 @@ def render_html(frame: pd.DataFrame, records: list[dict[str, Any]], env: dict[st
 
     charts = "".join(
         f'<div class="chart" id="chart-{html.escape(name)}">'
-        f'{pio.to_html(fig, include_plotlyjs=False, full_html=False)}</div>'
+        f"{pio.to_html(fig, include_plotlyjs=False, full_html=False)}</div>"
         for name, fig in _figures(frame, records)
     )
     title = html.escape(f"InferBench report: {run_id}")

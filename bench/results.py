@@ -18,7 +18,7 @@ from bench.util import atomic_write_json, atomic_write_text
 
 SCHEMA_VERSION = 1
 
-STATUSES = ("ok", "unsupported", "unavailable", "error", "timeout")
+STATUSES = ("ok", "accuracy-fail", "unsupported", "unavailable", "error", "timeout")
 
 # Column order of results.csv. Numeric columns stay numeric (empty = not applicable).
 COLUMNS = (
@@ -50,7 +50,11 @@ COLUMNS = (
     "rel_l2_err",
     "cosine",
     "top1_agreement",
+    "accuracy_threshold",
     "engine_precision",
+    "artifact_cached",
+    "cpu_native_bf16",
+    "cpu_native_int8",
     "engine_versions",
     "wall_s",
     "cell_key",
@@ -80,6 +84,7 @@ NUMERIC = (
     "rel_l2_err",
     "cosine",
     "top1_agreement",
+    "accuracy_threshold",
     "wall_s",
     "schema_version",
 )
@@ -99,9 +104,7 @@ def load_cells(run_dir: Path) -> list[dict[str, Any]]:
         record = json.loads(path.read_text())
         version = record.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise UserError(
-                f"{path}: schema_version {version} is not supported (expected {SCHEMA_VERSION})"
-            )
+            raise UserError(f"{path}: schema_version {version} is not supported (expected {SCHEMA_VERSION})")
         records.append(record)
     return records
 

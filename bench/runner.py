@@ -66,10 +66,14 @@ def run_sweep(
     backend_classes = {b: load_backend(b) for b in config.backends}
     cells = config.cells()
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(
-        run_dir / "config.json", {"schema_version": SCHEMA_VERSION, **config.to_dict()}
-    )
-    atomic_write_json(run_dir / "env.json", env.capture(sorted({c.threads for c in cells})))
+    atomic_write_json(run_dir / "config.json", {"schema_version": SCHEMA_VERSION, **config.to_dict()})
+    environment = env.capture(sorted({c.threads for c in cells}))
+    atomic_write_json(run_dir / "env.json", environment)
+    # Every row carries what the CPU can do natively, so a slow bf16 cell explains itself.
+    caps = {
+        "cpu_native_bf16": environment["cpu"]["native_bf16"],
+        "cpu_native_int8": environment["cpu"]["native_int8_dot"],
+    }
 
     done = {r["cell_key"]: r for r in load_cells(run_dir)} if resume else {}
     if events.on_start:
@@ -85,7 +89,7 @@ def run_sweep(
         record = _static_verdict(cell, refs[cell.model], backend_classes[cell.backend])
         if record is None:
             record = run_in_worker(cell, refs[cell.model], config, run_dir, cache_dir)
-        record = _finish(record, cell, run_dir.name)
+        record = _finish({**caps, **record}, cell, run_dir.name)
         save_cell(run_dir, record)
         done[cell.key] = record
         write_csv(run_dir, _in_sweep_order(done, cells))
@@ -151,6 +155,7 @@ def run_in_worker(
             "cell": asdict(cell),
             "model_ref": asdict(ref),
             "measure": asdict(config.measure),
+            "accuracy": asdict(config.accuracy),
             "cache_dir": str(cache_dir),
         },
     )

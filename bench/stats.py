@@ -45,9 +45,7 @@ def accuracy(
     result = {
         "max_abs_err": float(np.abs(diff).max()) if diff.size else 0.0,
         "rel_l2_err": float(np.linalg.norm(diff) / ref_norm) if ref_norm else float("nan"),
-        "cosine": float(ref @ out / (ref_norm * out_norm))
-        if ref_norm and out_norm
-        else float("nan"),
+        "cosine": float(ref @ out / (ref_norm * out_norm)) if ref_norm and out_norm else float("nan"),
         "top1_agreement": float("nan"),
     }
     if classification:

@@ -39,10 +39,17 @@ def cache_key(*parts: Any) -> str:
 
 
 def artifact_path(
-    cache_dir: Path, engine: str, model: ModelDef, precision: str, batch_size: int, suffix: str
+    cache_dir: Path,
+    engine: str,
+    model: ModelDef,
+    precision: str,
+    batch_size: int,
+    suffix: str,
+    *options: Any,
 ) -> Path:
-    """Where an engine keeps a prepared artifact for this model, precision and batch."""
-    key = cache_key(engine, model.name, model.seed, precision, batch_size)
+    """Where an engine keeps a prepared artifact: keyed by model, weights seed, precision,
+    batch and the caller's options (engine version, quantization settings, ...)."""
+    key = cache_key(engine, model.name, model.seed, str(model.onnx_path), precision, batch_size, options)
     folder = cache_dir / engine
     folder.mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in model.name)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from backends import load_backend
-from bench.config import Cell, MeasureConfig
+from bench.config import AccuracyConfig, Cell, MeasureConfig
 from bench.errors import UnsupportedError
 from bench.measure import measure
 from bench.stats import accuracy, summarize
@@ -32,11 +32,12 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     """Prepare, check and time one cell; the returned record is JSON-serialisable."""
     cell = Cell(**spec["cell"])
     config = MeasureConfig(**spec["measure"])
+    checks = AccuracyConfig(**spec.get("accuracy", {}))
     ref = ModelRef(**spec["model_ref"])
     record: dict[str, Any] = {"status": "ok", "reason": ""}
     backend_cls = load_backend(cell.backend)
     record["versions"] = backend_cls.versions()
-    backend = backend_cls(cell.threads, Path(spec["cache_dir"]))
+    backend = backend_cls(cell.threads, Path(spec["cache_dir"]), checks.calibration_samples)
     model = build_model(ref, seed=config.seed)
     record["flops_per_sample"] = _safe_flops(model)
 
@@ -48,6 +49,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     record["prepare_s"] = time.perf_counter() - t0
     record["engine_precision"] = info.engine_precision
     record["details"] = info.details
+    record["artifact_cached"] = info.artifact_cached
     if info.artifact is not None and info.artifact.exists():
         record["artifact_mb"] = info.artifact.stat().st_size / 2**20
 
@@ -63,6 +65,14 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     if reference is not None:
         candidate = backend.to_numpy(backend.run(backend.to_native(eval_inputs)))
         record.update(accuracy(reference, candidate, model.task == "classification"))
+        limit = checks.threshold(cell.precision)
+        record["accuracy_threshold"] = limit
+        if not record["rel_l2_err"] <= limit:  # NaN fails too
+            # Still timed and reported: a fast wrong answer is worth seeing, never hiding.
+            record["status"] = "accuracy-fail"
+            record["reason"] = (
+                f"rel_l2_err {record['rel_l2_err']:.3g} > {limit:g} ({cell.precision} threshold)"
+            )
 
     def one_iteration(i: int) -> None:
         backend.run(natives[i % len(natives)])

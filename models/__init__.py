@@ -71,9 +71,7 @@ def resolve_model(ref: str) -> ModelRef:
         except (ImportError, ValueError):
             found = None
         if found is None or not attr:
-            raise UserError(
-                f"model factory {ref!r} not importable (expected package.module:function)"
-            )
+            raise UserError(f"model factory {ref!r} not importable (expected package.module:function)")
         return ModelRef(ref, "factory")
     raise UserError(
         f"unknown model {ref!r}; choose one of {', '.join(BUILTIN_MODELS)}, "
@@ -127,9 +125,7 @@ def _onnx_model(path: Path) -> ModelDef:
         tensor = value.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
         if tensor.elem_type not in _ONNX_DTYPES or any(d <= 0 for d in dims[1:]):
-            raise UserError(
-                f"{path}: input {value.name!r} needs a known dtype and static non-batch dims"
-            )
+            raise UserError(f"{path}: input {value.name!r} needs a known dtype and static non-batch dims")
         specs.append(InputSpec(value.name, tuple(dims[1:]), _ONNX_DTYPES[tensor.elem_type]))
     outputs = tuple(v.name for v in graph.output)
     return ModelDef(name=path.stem, inputs=tuple(specs), output_names=outputs, onnx_path=path)

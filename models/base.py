@@ -104,9 +104,7 @@ def count_flops(model: ModelDef) -> float | None:
             recurrent += 2 * gates * hidden * (layer_in + hidden) * directions * steps
 
     handles = [
-        m.register_forward_hook(rnn_hook)
-        for m in model.module.modules()
-        if isinstance(m, torch.nn.RNNBase)
+        m.register_forward_hook(rnn_hook) for m in model.module.modules() if isinstance(m, torch.nn.RNNBase)
     ]
     counter = FlopCounterMode(display=False)
     try:

@@ -71,3 +71,22 @@ class MissingEngineBackend(FakeBackend):
     name = "missing"
     requires = ("inferbench_no_such_engine",)
     extra = "no-such-engine"
+
+
+def torch_linear_model(seed: int = 0) -> ModelDef:
+    """A torch model, so the worker computes an FP32 eager reference for accuracy checks."""
+    import torch
+
+    torch.manual_seed(seed)
+    return ModelDef(name="torch-linear", module=torch.nn.Linear(4, 3).eval(), inputs=(InputSpec("x", (4,)),))
+
+
+class WrongAnswerBackend(FakeBackend):
+    """Fast and wrong: returns zeros of the reference's shape."""
+
+    name = "wrong"
+
+    def run(self, inputs: Any) -> Any:
+        import numpy as np
+
+        return [np.zeros((inputs["x"].shape[0], 3), dtype=np.float32)]

@@ -40,16 +40,12 @@ def test_bad_input_exits_2_with_one_line(
 ) -> None:
     line = _error_line(
         capsys,
-        [*argv, "--results-dir", str(tmp_path)]
-        if argv[0] == "run" and "--bogus-flag" not in argv
-        else argv,
+        [*argv, "--results-dir", str(tmp_path)] if argv[0] == "run" and "--bogus-flag" not in argv else argv,
     )
     assert expected in line
 
 
-def test_malformed_profile_and_broken_onnx(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def test_malformed_profile_and_broken_onnx(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     profile = tmp_path / "p.toml"
     profile.write_text("[sweep]\nmodels = [\n")
     assert "malformed profile" in _error_line(capsys, ["run", "--profile", str(profile)])
@@ -62,9 +58,7 @@ def test_malformed_profile_and_broken_onnx(
     assert "broken ONNX model" in line
 
 
-def test_existing_run_is_not_overwritten(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def test_existing_run_is_not_overwritten(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     cells = tmp_path / "r1" / "cells"
     cells.mkdir(parents=True)
     (cells / "x.json").write_text("{}")
@@ -113,3 +107,10 @@ def test_smoke_profile_end_to_end(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert (frame["max_abs_err"] < 1e-4).all()
     assert (frame["flops_per_sample"] == 2 * (64 * 128 + 128 * 10)).all()
     assert "results.csv" in capsys.readouterr().err
+
+
+def test_doctor_prints_the_precision_matrix(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "native bf16:" in out and "native int8 dot product:" in out
+    assert "NOT_IMPLEMENTED" in out  # the onnxruntime bf16 gap, with its reason

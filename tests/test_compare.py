@@ -19,16 +19,27 @@ GOLDEN = Path(__file__).parent / "golden"
 FAST = CompareOptions(n_resamples=1000)
 
 
-def _record(model: str, latencies_ms: np.ndarray, backend: str = "torch", status: str = "ok",
-            batch: int = 1) -> dict[str, Any]:
+def _record(
+    model: str, latencies_ms: np.ndarray, backend: str = "torch", status: str = "ok", batch: int = 1
+) -> dict[str, Any]:
     ns = [int(x) for x in latencies_ms * 1e6]
     ms = np.asarray(ns) / 1e6
     return {
-        "model": model, "backend": backend, "precision": "fp32", "batch_size": batch, "threads": 1,
-        "status": status, "reason": "" if status == "ok" else "boom", "latencies_ns": ns if status == "ok" else None,
-        "latency_p50_ms": float(np.median(ms)), "latency_p99_ms": float(np.percentile(ms, 99)),
-        "throughput_sps": float(batch / ms.mean() * 1e3), "iterations": len(ns),
-        "cell_key": f"{model}__{backend}__fp32__b{batch}__t1", "run_id": "x", "schema_version": SCHEMA_VERSION,
+        "model": model,
+        "backend": backend,
+        "precision": "fp32",
+        "batch_size": batch,
+        "threads": 1,
+        "status": status,
+        "reason": "" if status == "ok" else "boom",
+        "latencies_ns": ns if status == "ok" else None,
+        "latency_p50_ms": float(np.median(ms)),
+        "latency_p99_ms": float(np.percentile(ms, 99)),
+        "throughput_sps": float(batch / ms.mean() * 1e3),
+        "iterations": len(ns),
+        "cell_key": f"{model}__{backend}__fp32__b{batch}__t1",
+        "run_id": "x",
+        "schema_version": SCHEMA_VERSION,
     }
 
 
@@ -36,7 +47,9 @@ def _samples(rng: np.random.Generator, n: int = 200, scale: float = 10.0, cv: fl
     return scale * rng.lognormal(0.0, cv, n)
 
 
-def _sweep(rng: np.random.Generator, cells: int, shift: float = 1.0, cv: float = 0.02) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _sweep(
+    rng: np.random.Generator, cells: int, shift: float = 1.0, cv: float = 0.02
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     base = [_record(f"m{i}", _samples(rng, cv=cv)) for i in range(cells)]
     new = [_record(f"m{i}", _samples(rng, cv=cv) * shift) for i in range(cells)]
     return base, new
@@ -88,11 +101,21 @@ def test_speedup_is_faster_not_a_regression() -> None:
 
 def test_unmatched_cells_are_listed_and_broken_cells_regress() -> None:
     rng = np.random.default_rng(1)
-    base = [_record("a", _samples(rng)), _record("b", _samples(rng)), _record("gone", _samples(rng))]
-    new = [_record("a", _samples(rng)), _record("b", _samples(rng), status="error"),
-           _record("added", _samples(rng))]
+    base = [
+        _record("a", _samples(rng)),
+        _record("b", _samples(rng)),
+        _record("gone", _samples(rng)),
+    ]
+    new = [
+        _record("a", _samples(rng)),
+        _record("b", _samples(rng), status="error"),
+        _record("added", _samples(rng)),
+    ]
     frame, unmatched = compare_records(base, new, FAST)
-    assert sorted(zip(unmatched["model"], unmatched["only_in"], strict=True)) == [("added", "new"), ("gone", "base")]
+    assert sorted(zip(unmatched["model"], unmatched["only_in"], strict=True)) == [
+        ("added", "new"),
+        ("gone", "base"),
+    ]
     broken = frame[frame["model"] == "b"].iloc[0]
     assert broken["metric"] == "status" and broken["regression"] and broken["change"] == "broke (error)"
     assert not frame[frame["model"] == "a"]["regression"].any()

@@ -61,9 +61,7 @@ def test_fp32_matches_eager(backend_name: str, model_name: str, engine_cache: Pa
 
 
 @pytest.mark.parametrize("backend_name", ["onnxruntime", "openvino"])
-def test_user_onnx_file_runs_on_onnx_backends(
-    backend_name: str, engine_cache: Path, tmp_path: Path
-) -> None:
+def test_user_onnx_file_runs_on_onnx_backends(backend_name: str, engine_cache: Path, tmp_path: Path) -> None:
     backend = _backend(backend_name, engine_cache)
     from backends.onnx_export import onnx_file
 
@@ -126,3 +124,83 @@ def test_ort_fuses_transformer_attention(engine_cache: Path) -> None:
     inputs = model.make_inputs(2, 1)
     out = backend.to_numpy(backend.run(backend.to_native(inputs)))
     np.testing.assert_allclose(out[0], _eager(model, inputs), atol=1e-4)
+
+
+LOW_PRECISION = [(b, p) for b in BUILTIN_BACKENDS for p in ("bf16", "int8")]
+
+
+@pytest.mark.parametrize(("backend_name", "precision"), LOW_PRECISION)
+@pytest.mark.parametrize("model_name", ["mlp", "tiny-cnn"])
+def test_low_precision_within_threshold_or_unsupported_with_reason(
+    backend_name: str, precision: str, model_name: str, engine_cache: Path
+) -> None:
+    """Every backend x precision either runs within its accuracy threshold or says why not."""
+    from bench.config import AccuracyConfig
+    from bench.errors import UnsupportedError
+
+    backend = _backend(backend_name, engine_cache)
+    model = build_model(resolve_model(model_name))
+    static = backend.unsupported_reason(resolve_model(model_name), precision)
+    if static is not None:
+        assert len(static) > 20  # a reason a user can act on, not a bare "no"
+        return
+    try:
+        info = backend.prepare(model, precision, 4)
+    except UnsupportedError as exc:
+        assert str(exc)
+        return
+    inputs = model.make_inputs(4, 21)
+    out = backend.to_numpy(backend.run(backend.to_native(inputs)))
+    metrics = accuracy([_eager(model, inputs)], out, classification=True)
+    assert 0 < metrics["rel_l2_err"] <= AccuracyConfig().threshold(precision), metrics
+    assert precision in info.engine_precision or precision.replace("int8", "8") in info.engine_precision
+
+
+def test_quantization_really_changes_the_graph(engine_cache: Path) -> None:
+    model = build_model(resolve_model("tiny-cnn"))
+    ort = _backend("onnxruntime", engine_cache)
+    info = ort.prepare(model, "int8", 2)
+    assert info.details["quantization"] == "static-qdq"
+    assert info.details["quant_ops"]["QuantizeLinear"] > 0 and info.details["quant_ops"]["DequantizeLinear"] > 0
+    ov = _backend("openvino", engine_cache)
+    info = ov.prepare(model, "int8", 2)
+    assert {"u8", "i8"} & set(info.details["runtime_precisions"])  # int8 kernels really ran
+    torch_int8 = _backend("torch", engine_cache).prepare(build_model(resolve_model("lstm")), "int8", 1)
+    assert torch_int8.details["quantized_layers"] >= 3  # 2 LSTM layers (one module) + fc... at least
+
+
+def test_openvino_bf16_really_runs_bf16(engine_cache: Path) -> None:
+    from bench.env import cpu_info
+    from bench.errors import UnsupportedError
+
+    backend = _backend("openvino", engine_cache)
+    model = build_model(resolve_model("tiny-cnn"))
+    if not cpu_info()["native_bf16"]:
+        with pytest.raises(UnsupportedError, match="ran no compute layer in bf16"):
+            backend.prepare(model, "bf16", 1)
+        return
+    info = backend.prepare(model, "bf16", 1)
+    assert info.details["inference_precision"] == "bf16"
+    assert "bf16" in info.details["runtime_precisions"]
+
+
+def test_quantized_artifacts_come_from_cache_the_second_time(tmp_path: Path) -> None:
+    model = build_model(resolve_model("tiny-cnn"))
+    for name in ("onnxruntime", "openvino"):
+        first = _backend(name, tmp_path).prepare(model, "int8", 2)
+        second = _backend(name, tmp_path).prepare(model, "int8", 8)  # other batch: same artifact
+        assert first.artifact_cached is False, name
+        assert second.artifact_cached is True, name
+        assert first.artifact == second.artifact
+
+
+def test_torch_int8_refuses_convolutional_models(engine_cache: Path) -> None:
+    from bench.errors import UnsupportedError
+
+    with pytest.raises(UnsupportedError, match="convolutions would stay fp32"):
+        _backend("torch", engine_cache).prepare(build_model(resolve_model("tiny-cnn")), "int8", 1)
+
+
+def test_onnxruntime_bf16_is_unsupported_with_reason() -> None:
+    reason = load_backend("onnxruntime").unsupported_reason(resolve_model("mlp"), "bf16")
+    assert reason is not None and "no bf16 MatMul/Conv kernels" in reason

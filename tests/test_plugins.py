@@ -22,12 +22,9 @@ def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     dist = site / "acme_engine-1.0.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-engine\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[inferbench.backends]\nacme = acme_engine:AcmeBackend\n"
-    )
+    (dist / "entry_points.txt").write_text("[inferbench.backends]\nacme = acme_engine:AcmeBackend\n")
     (site / "acme_engine.py").write_text(
-        "from tests.fakes import FakeBackend\n\n"
-        "class AcmeBackend(FakeBackend):\n    name = 'acme'\n"
+        "from tests.fakes import FakeBackend\n\nclass AcmeBackend(FakeBackend):\n    name = 'acme'\n"
     )
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("PYTHONPATH", str(site))  # for the worker processes

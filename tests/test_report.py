@@ -24,14 +24,21 @@ def _record(model: str, backend: str, batch: int, p50: float, status: str = "ok"
     ms = p50 * rng.lognormal(0, 0.03, 60)
     ok = status == "ok"
     return {
-        "model": model, "backend": backend, "precision": "fp32", "batch_size": batch, "threads": 2,
-        "status": status, "reason": "" if ok else f"engine said {EVIL}",
+        "model": model,
+        "backend": backend,
+        "precision": "fp32",
+        "batch_size": batch,
+        "threads": 2,
+        "status": status,
+        "reason": "" if ok else f"engine said {EVIL}",
         "latencies_ns": [int(x * 1e6) for x in ms] if ok else None,
         "latency_p50_ms": float(np.median(ms)) if ok else None,
         "latency_p99_ms": float(np.percentile(ms, 99)) if ok else None,
         "throughput_sps": batch * 1e3 / float(ms.mean()) if ok else None,
-        "rel_l2_err": 0.0 if backend == "torch" else 1e-6 * batch, "max_abs_err": 1e-6,
-        "cell_key": Cell(model, backend, "fp32", batch, 2).key, "schema_version": SCHEMA_VERSION,
+        "rel_l2_err": 0.0 if backend == "torch" else 1e-6 * batch,
+        "max_abs_err": 1e-6,
+        "cell_key": Cell(model, backend, "fp32", batch, 2).key,
+        "schema_version": SCHEMA_VERSION,
     }
 
 
@@ -39,7 +46,7 @@ def _record(model: str, backend: str, batch: int, p50: float, status: str = "ok"
 def run_dir(tmp_path: Path) -> Path:
     run = tmp_path / "results" / "run-1"
     records = [
-        _record(model, backend, batch, p50 * batch ** 0.8)
+        _record(model, backend, batch, p50 * batch**0.8)
         for model in ("resnet50", EVIL)
         for backend, p50 in (("torch", 10.0), ("onnxruntime", 6.0), ("openvino", 5.0))
         for batch in (1, 8)
@@ -48,8 +55,9 @@ def run_dir(tmp_path: Path) -> Path:
     for r in records:
         save_cell(run, {**r, "run_id": run.name})
     write_csv(run, records)
-    (run / "env.json").write_text(json.dumps({"cpu": {"model": "Test CPU", "logical_cpus": 2,
-                                                      "native_bf16": True}, "packages": {}}))
+    (run / "env.json").write_text(
+        json.dumps({"cpu": {"model": "Test CPU", "logical_cpus": 2, "native_bf16": True}, "packages": {}})
+    )
     return run
 
 
@@ -101,9 +109,17 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
     html_path, _ = write_report(run_dir, tmp_path / "reports")
     errors: list[str] = []
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=executable,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))

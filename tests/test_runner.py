@@ -113,8 +113,7 @@ def test_resume_skips_finished_cells_and_retries_failed(run_dir: Path, cache_dir
     started: list[str] = []
     events = SweepEvents(on_cell_start=lambda cell: started.append(cell.backend))
     second = {
-        r["cell_key"]: r
-        for r in run_sweep(config, run_dir, resume=True, cache_dir=cache_dir, events=events)
+        r["cell_key"]: r for r in run_sweep(config, run_dir, resume=True, cache_dir=cache_dir, events=events)
     }
     assert started == ["tests.fakes:RaiseBackend"]  # only the failed cell runs again
     ok_key = next(k for k, r in first.items() if r["status"] == "ok")
@@ -129,9 +128,7 @@ def test_interrupted_sweep_keeps_finished_cells(run_dir: Path, cache_dir: Path) 
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(
-            config, run_dir, cache_dir=cache_dir, events=SweepEvents(on_cell_done=stop_after_first)
-        )
+        run_sweep(config, run_dir, cache_dir=cache_dir, events=SweepEvents(on_cell_done=stop_after_first))
     frame = read_csv(run_dir)
     assert len(frame) == 1 and frame["status"].iloc[0] == "ok"
     records = run_sweep(config, run_dir, resume=True, cache_dir=cache_dir)
@@ -148,3 +145,13 @@ def test_old_schema_is_refused(run_dir: Path, cache_dir: Path) -> None:
 
     with pytest.raises(UserError, match="schema_version 0 is not supported"):
         load_cells(run_dir)
+
+
+def test_wrong_outputs_are_accuracy_fail_but_still_timed(run_dir: Path, cache_dir: Path) -> None:
+    config = fake_sweep(["tests.fakes:WrongAnswerBackend"], models=("tests.fakes:torch_linear_model",),
+                        batch_sizes=(2,))
+    (record,) = run_sweep(config, run_dir, cache_dir=cache_dir)
+    assert record["status"] == "accuracy-fail"
+    assert record["reason"].startswith("rel_l2_err 1 > 0.001 (fp32 threshold)")
+    assert record["latency_p50_ms"] > 0 and len(record["latencies_ns"]) >= FAST_MEASURE.min_iterations
+    assert record["cpu_native_bf16"] in (True, False)
