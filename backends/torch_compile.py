@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from backends.base import PrepareInfo
 from backends.torch_eager import TorchBackend
-from bench.errors import BackendError, UnsupportedError
+from bench.errors import BackendError, UnsupportedError, first_line
 
 if TYPE_CHECKING:
     from models import ModelDef
@@ -61,16 +61,16 @@ class TorchCompileBackend(TorchBackend):
         try:
             exported = torch.export.export(model.module, example, strict=False).module()  # type: ignore[arg-type]
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UnsupportedError(f"torch.export failed, so PT2E cannot quantize: {first}") from exc
+            raise UnsupportedError(
+                f"torch.export failed, so PT2E cannot quantize: {first_line(exc)}"
+            ) from exc
         quantizer = xiq.X86InductorQuantizer()
         quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
         try:
             prepared = prepare_pt2e(exported, quantizer)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BackendError(
-                f"torchao's X86InductorQuantizer failed on this graph: {type(exc).__name__}: {first}"
+                f"torchao X86InductorQuantizer failed on this graph: {type(exc).__name__}: {first_line(exc)}"
             ) from exc
         # The exported graph is specialised to the cell's batch size: calibrate in batches of it.
         with torch.no_grad():

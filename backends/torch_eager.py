@@ -52,7 +52,9 @@ def dynamic_int8(module: Any) -> tuple[Any, int]:
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        quantized = quantize_dynamic(copy.deepcopy(module), {torch.nn.Linear, torch.nn.LSTM}, dtype=torch.qint8)
+        quantized = quantize_dynamic(
+            copy.deepcopy(module), {torch.nn.Linear, torch.nn.LSTM}, dtype=torch.qint8
+        )
     count = sum(1 for m in quantized.modules() if "quantized.dynamic" in type(m).__module__)
     if count == 0:
         raise UnsupportedError("dynamic int8: the model has no Linear or LSTM layer to quantize")

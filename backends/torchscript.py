@@ -13,7 +13,7 @@ import numpy as np
 
 from backends.base import PrepareInfo
 from backends.torch_eager import TorchBackend, dynamic_int8
-from bench.errors import BackendError, UnsupportedError
+from bench.errors import BackendError, UnsupportedError, first_line
 from bench.util import artifact_path
 
 if TYPE_CHECKING:
@@ -50,10 +50,9 @@ class TorchScriptBackend(TorchBackend):
                 traced = torch.jit.trace(module, example, check_trace=False)
                 frozen = torch.jit.freeze(traced.eval())
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if precision != "fp32":
-                raise UnsupportedError(f"the {precision} model does not trace: {first}") from exc
-            raise BackendError(f"torch.jit.trace failed: {first}") from exc
+                raise UnsupportedError(f"the {precision} model does not trace: {first_line(exc)}") from exc
+            raise BackendError(f"torch.jit.trace failed: {first_line(exc)}") from exc
         path = artifact_path(
             self.cache_dir, "torchscript", model, precision, batch_size, ".pt", torch.__version__
         )

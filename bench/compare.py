@@ -1,12 +1,16 @@
 """Noise-aware comparison of two runs, usable as a CI performance gate.
 
 For each cell present in both runs and each metric (p50, p99 latency, throughput) the ratio
-NEW/BASE gets a bootstrap confidence interval from the raw per-iteration samples
-(`scipy.stats.bootstrap`, ratio of the two statistics). The same bootstrap distribution gives
-a two-sided p-value for "ratio = 1"; p-values of all comparisons are adjusted together with
-Benjamini-Hochberg (`scipy.stats.false_discovery_control`) so a 200-cell sweep does not fail
-by chance. A regression is a change that is significant after that correction AND larger than
-the threshold (default 5%). A cell that ran in BASE but fails in NEW is a regression too.
+NEW/BASE gets a bootstrap confidence interval (`scipy.stats.bootstrap`, ratio of the two
+statistics). When both runs measured the cell in several fresh processes (`repeats`), the
+process is the unit that is resampled: each process contributes its own statistic, so the
+process-to-process variation, which on a shared machine dwarfs the within-process noise,
+is part of the interval. Otherwise the raw per-iteration samples are resampled. The same
+bootstrap distribution gives a two-sided p-value for "ratio = 1"; the p-values of all
+comparisons are adjusted together with Benjamini-Hochberg (`scipy.stats.false_discovery_control`)
+so a 200-cell sweep does not fail by chance. A regression is a change that is significant after
+that correction AND larger than the threshold (default 5%). A cell that ran in BASE but fails
+in NEW is a regression too.
 """
 
 from __future__ import annotations
@@ -81,11 +85,18 @@ def bootstrap_ratio(
     metric: Metric,
     options: CompareOptions,
     rng: np.random.Generator,
+    per_process: bool = False,
 ) -> tuple[float, float, float, float]:
-    """(ratio, ci_low, ci_high, p_value) for NEW/BASE of one metric."""
+    """(ratio, ci_low, ci_high, p_value) for NEW/BASE of one metric.
+
+    With `per_process`, `base` and `new` hold the metric's value per process and the ratio is
+    of their means; otherwise they are raw per-iteration samples."""
     from scipy.stats import bootstrap
 
     def stat(b: np.ndarray, n: np.ndarray, axis: int = -1) -> Any:
+        if per_process:
+            mean_b, mean_n = np.mean(b, axis=axis), np.mean(n, axis=axis)
+            return mean_b / mean_n if metric.higher_is_better else mean_n / mean_b
         return metric.ratio(b, n, axis=axis)
 
     result = bootstrap(
@@ -104,7 +115,7 @@ def bootstrap_ratio(
     tail = min(np.mean(dist <= 1.0), np.mean(dist >= 1.0))
     p = float(np.clip(2 * tail, 1 / (options.n_resamples + 1), 1.0))
     ci = result.confidence_interval
-    return float(metric.ratio(base, new)), float(ci.low), float(ci.high), p
+    return float(stat(base, new)), float(ci.low), float(ci.high), p
 
 
 def compare_records(
@@ -139,10 +150,17 @@ def compare_records(
                 }
             )
             continue
-        b_ms = np.asarray(b["latencies_ns"], dtype=np.float64) / 1e6
-        n_ms = np.asarray(n["latencies_ns"], dtype=np.float64) / 1e6
+        b_procs, n_procs = _processes_ms(b), _processes_ms(n)
+        per_process = len(b_procs) > 1 and len(n_procs) > 1
+        b_ms, n_ms = np.concatenate(b_procs), np.concatenate(n_procs)
         for name in options.metrics:
-            ratio, low, high, p = bootstrap_ratio(b_ms, n_ms, METRICS[name], options, rng)
+            metric = METRICS[name]
+            if per_process:
+                b_units = np.array([metric.statistic(x) for x in b_procs])
+                n_units = np.array([metric.statistic(x) for x in n_procs])
+                ratio, low, high, p = bootstrap_ratio(b_units, n_units, metric, options, rng, True)
+            else:
+                ratio, low, high, p = bootstrap_ratio(b_ms, n_ms, metric, options, rng)
             rows.append(
                 {
                     **cell,
@@ -157,6 +175,7 @@ def compare_records(
                     "p_value": p,
                     "n_base": len(b_ms),
                     "n_new": len(n_ms),
+                    "unit": "process" if per_process else "iteration",
                 }
             )
     frame = pd.DataFrame(rows)
@@ -172,6 +191,11 @@ def compare_records(
         frame.loc[i, ["change", "regression"]] = _classify(frame.loc[i], options)
     frame["regression"] = frame["regression"].astype(bool)
     return frame, pd.DataFrame(unmatched)
+
+
+def _processes_ms(record: dict[str, Any]) -> list[np.ndarray]:
+    groups = record.get("process_latencies_ns") or [record["latencies_ns"]]
+    return [np.asarray(g, dtype=np.float64) / 1e6 for g in groups]
 
 
 def _value(record: dict[str, Any], metric: str) -> float:

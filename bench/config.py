@@ -36,6 +36,9 @@ class MeasureConfig:
     max_seconds: float = 60.0
     input_sets: int = 4
     timeout_seconds: float = 900.0
+    # Fresh worker processes per cell. Run-to-run variation between processes (memory layout,
+    # thread placement, frequency) is often larger than within one; comparisons use it when >1.
+    repeats: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -52,6 +55,7 @@ class MeasureConfig:
             "measure.max_iterations must be >= measure.min_iterations",
         )
         _require(self.input_sets >= 1, "measure.input_sets must be >= 1")
+        _require(self.repeats >= 1, "measure.repeats must be >= 1")
         _require(self.timeout_seconds > 0, "measure.timeout_seconds must be > 0")
 
 

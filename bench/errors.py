@@ -1,6 +1,12 @@
 """The error types the CLI knows how to report."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (engines put pages of detail after it)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class UserError(Exception):
     """Bad input from the user: printed as one line, exit code 2, no traceback."""
 

@@ -38,6 +38,8 @@ COLUMNS = (
     "latency_max_ms",
     "throughput_sps",
     "iterations",
+    "repeats",
+    "process_p50_spread_pct",
     "warmup_iterations",
     "capped",
     "prepare_s",
@@ -61,33 +63,25 @@ COLUMNS = (
     "run_id",
     "schema_version",
 )
-NUMERIC = (
-    "batch_size",
-    "threads",
-    "latency_p50_ms",
-    "latency_p90_ms",
-    "latency_p99_ms",
-    "latency_mean_ms",
-    "latency_std_ms",
-    "latency_min_ms",
-    "latency_max_ms",
-    "throughput_sps",
-    "iterations",
-    "warmup_iterations",
-    "prepare_s",
-    "first_inference_ms",
-    "peak_rss_mb",
-    "artifact_mb",
-    "flops_per_sample",
-    "achieved_gflops",
-    "max_abs_err",
-    "rel_l2_err",
-    "cosine",
-    "top1_agreement",
-    "accuracy_threshold",
-    "wall_s",
-    "schema_version",
+# Everything else is a number (empty = not applicable).
+TEXT_COLUMNS = frozenset(
+    {
+        "model",
+        "backend",
+        "precision",
+        "status",
+        "reason",
+        "capped",
+        "engine_precision",
+        "artifact_cached",
+        "cpu_native_bf16",
+        "cpu_native_int8",
+        "engine_versions",
+        "cell_key",
+        "run_id",
+    }
 )
+NUMERIC = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)
 
 
 def cell_path(run_dir: Path, key: str) -> Path:

@@ -19,10 +19,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from backends import load_backend
 from bench import env
 from bench.config import Cell, SweepConfig
 from bench.results import SCHEMA_VERSION, load_cells, save_cell, write_csv
+from bench.stats import summarize
 from bench.util import atomic_write_json
 from models import ModelRef, resolve_model
 
@@ -88,7 +91,7 @@ def run_sweep(
             events.on_cell_start(cell)
         record = _static_verdict(cell, refs[cell.model], backend_classes[cell.backend])
         if record is None:
-            record = run_in_worker(cell, refs[cell.model], config, run_dir, cache_dir)
+            record = run_repeats(cell, refs[cell.model], config, run_dir, cache_dir)
         record = _finish({**caps, **record}, cell, run_dir.name)
         save_cell(run_dir, record)
         done[cell.key] = record
@@ -139,6 +142,44 @@ def worker_env(threads: int) -> dict[str, str]:
     environ.setdefault("HF_HUB_OFFLINE", "1")
     environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return environ
+
+
+def run_repeats(
+    cell: Cell, ref: ModelRef, config: SweepConfig, run_dir: Path, cache_dir: Path
+) -> dict[str, Any]:
+    """Run the cell in `repeats` fresh processes and merge them; a failed repeat stops it."""
+    records = []
+    for _ in range(config.measure.repeats):
+        record = run_in_worker(cell, ref, config, run_dir, cache_dir)
+        records.append(record)
+        if record["status"] not in MEASURED:
+            break
+    return merge_repeats(records, cell.batch_size)
+
+
+MEASURED = frozenset({"ok", "accuracy-fail"})
+
+
+def merge_repeats(records: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
+    """One record from several processes: samples pooled for the summary, kept per process for
+    comparisons, and the spread of the per-process medians reported."""
+    last = records[-1]
+    if last["status"] not in MEASURED or len(records) == 1:
+        return {**last, "repeats": len(records)}
+    per_process = [r["latencies_ns"] for r in records]
+    medians = [r["latency_p50_ms"] for r in records]
+    merged = {**records[0], **summarize([x for p in per_process for x in p], batch_size)}
+    merged.update(
+        {
+            "latencies_ns": [x for p in per_process for x in p],
+            "process_latencies_ns": per_process,
+            "repeats": len(records),
+            "process_p50_spread_pct": 100 * (max(medians) - min(medians)) / float(np.median(medians)),
+            "peak_rss_mb": max(r.get("peak_rss_mb") or 0 for r in records),
+            "wall_s": sum(r.get("wall_s") or 0 for r in records),
+        }
+    )
+    return merged
 
 
 def run_in_worker(

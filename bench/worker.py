@@ -17,7 +17,7 @@ from typing import Any
 
 from backends import load_backend
 from bench.config import AccuracyConfig, Cell, MeasureConfig
-from bench.errors import UnsupportedError
+from bench.errors import UnsupportedError, first_line
 from bench.measure import measure
 from bench.stats import accuracy, summarize
 from bench.util import atomic_write_json
@@ -126,8 +126,7 @@ def main(argv: list[str]) -> int:
         record = {"status": "unsupported", "reason": str(exc)}
     except Exception as exc:
         traceback.print_exc()
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        record = {"status": "error", "reason": f"{type(exc).__name__}: {message}"[:500]}
+        record = {"status": "error", "reason": f"{type(exc).__name__}: {first_line(exc)}"[:500]}
     record["peak_rss_mb"] = peak_rss_mb()
     atomic_write_json(out_path, record)
     return 0

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.errors import UserError
+from bench.errors import UserError, first_line
 from models.base import InputSpec, ModelDef, count_flops
 
 __all__ = [
@@ -87,8 +87,7 @@ def _check_onnx(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:  # the checker raises several types for a corrupt file
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"broken ONNX model {path}: {first_line}") from None
+        raise UserError(f"broken ONNX model {path}: {first_line(exc)}") from None
 
 
 def build_model(ref: ModelRef, seed: int = 0) -> ModelDef:

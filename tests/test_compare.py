@@ -167,3 +167,31 @@ def test_golden_compare_markdown_and_csv(tmp_path: Path) -> None:
         if os.environ.get("INFERBENCH_UPDATE_GOLDEN"):  # regenerate deliberately, then review
             golden.write_text(produced)
         assert produced == golden.read_text(), name
+
+
+def _multi(model: str, processes: list[np.ndarray]) -> dict[str, Any]:
+    record = _record(model, np.concatenate(processes))
+    record["process_latencies_ns"] = [[int(x * 1e6) for x in p] for p in processes]
+    return record
+
+
+def test_process_level_noise_is_not_a_regression() -> None:
+    """Each process has its own level (a shared machine): pooled samples would call a 6% shift
+    between processes significant; resampling processes does not."""
+    for seed in range(10):
+        rng = np.random.default_rng(300 + seed)
+
+        def run(rng: np.random.Generator = rng) -> list[np.ndarray]:
+            return [_samples(rng, n=300, cv=0.01) * rng.normal(1.0, 0.06) for _ in range(5)]
+
+        frame, _ = compare_records([_multi("m", run())], [_multi("m", run())], FAST)
+        assert set(frame["unit"]) == {"process"}
+        assert not frame["regression"].any(), frame
+
+
+def test_process_level_comparison_still_catches_a_clear_slowdown() -> None:
+    rng = np.random.default_rng(9)
+    base = [_multi("m", [_samples(rng, cv=0.01) * rng.normal(1.0, 0.02) for _ in range(5)])]
+    new = [_multi("m", [_samples(rng, cv=0.01) * 1.3 * rng.normal(1.0, 0.02) for _ in range(5)])]
+    frame, _ = compare_records(base, new, FAST)
+    assert frame[frame["metric"] == "p50"]["regression"].all()

@@ -161,7 +161,9 @@ def test_quantization_really_changes_the_graph(engine_cache: Path) -> None:
     ort = _backend("onnxruntime", engine_cache)
     info = ort.prepare(model, "int8", 2)
     assert info.details["quantization"] == "static-qdq"
-    assert info.details["quant_ops"]["QuantizeLinear"] > 0 and info.details["quant_ops"]["DequantizeLinear"] > 0
+    assert (
+        info.details["quant_ops"]["QuantizeLinear"] > 0 and info.details["quant_ops"]["DequantizeLinear"] > 0
+    )
     ov = _backend("openvino", engine_cache)
     info = ov.prepare(model, "int8", 2)
     assert {"u8", "i8"} & set(info.details["runtime_precisions"])  # int8 kernels really ran

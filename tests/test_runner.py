@@ -148,8 +148,9 @@ def test_old_schema_is_refused(run_dir: Path, cache_dir: Path) -> None:
 
 
 def test_wrong_outputs_are_accuracy_fail_but_still_timed(run_dir: Path, cache_dir: Path) -> None:
-    config = fake_sweep(["tests.fakes:WrongAnswerBackend"], models=("tests.fakes:torch_linear_model",),
-                        batch_sizes=(2,))
+    config = fake_sweep(
+        ["tests.fakes:WrongAnswerBackend"], models=("tests.fakes:torch_linear_model",), batch_sizes=(2,)
+    )
     (record,) = run_sweep(config, run_dir, cache_dir=cache_dir)
     assert record["status"] == "accuracy-fail"
     assert record["reason"].startswith("rel_l2_err 1 > 0.001 (fp32 threshold)")
