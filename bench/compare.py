@@ -2,13 +2,14 @@
 
 For each cell present in both runs and each metric (p50, p99 latency, throughput) the ratio
 NEW/BASE gets a bootstrap confidence interval (`scipy.stats.bootstrap`, ratio of the two
-statistics). When both runs measured the cell in several fresh processes (`repeats`), the
-process is the unit that is resampled: each process contributes its own statistic, so the
-process-to-process variation, which on a shared machine dwarfs the within-process noise,
-is part of the interval. Otherwise the raw per-iteration samples are resampled. The same
-bootstrap distribution gives a two-sided p-value for "ratio = 1"; the p-values of all
-comparisons are adjusted together with Benjamini-Hochberg (`scipy.stats.false_discovery_control`)
-so a 200-cell sweep does not fail by chance. A regression is a change that is significant after
+statistics) from the raw per-iteration samples, and a two-sided p-value for "ratio = 1" from
+the same bootstrap distribution. When both runs measured the cell in several fresh processes
+(`repeats`), the process is the unit instead: each process contributes its own statistic and
+Welch's t-test across processes (on logs) gives the interval and p-value, so the
+process-to-process variation, which on a shared machine dwarfs the within-process noise, is
+part of the verdict. The p-values of all comparisons are adjusted together with
+Benjamini-Hochberg (`scipy.stats.false_discovery_control`) so a 200-cell sweep does not fail
+by chance. A regression is a change that is significant after
 that correction AND larger than the threshold (default 5%). A cell that ran in BASE but fails
 in NEW is a regression too.
 """
@@ -85,18 +86,11 @@ def bootstrap_ratio(
     metric: Metric,
     options: CompareOptions,
     rng: np.random.Generator,
-    per_process: bool = False,
 ) -> tuple[float, float, float, float]:
-    """(ratio, ci_low, ci_high, p_value) for NEW/BASE of one metric.
-
-    With `per_process`, `base` and `new` hold the metric's value per process and the ratio is
-    of their means; otherwise they are raw per-iteration samples."""
+    """(ratio, ci_low, ci_high, p_value) for NEW/BASE of one metric from raw samples."""
     from scipy.stats import bootstrap
 
     def stat(b: np.ndarray, n: np.ndarray, axis: int = -1) -> Any:
-        if per_process:
-            mean_b, mean_n = np.mean(b, axis=axis), np.mean(n, axis=axis)
-            return mean_b / mean_n if metric.higher_is_better else mean_n / mean_b
         return metric.ratio(b, n, axis=axis)
 
     result = bootstrap(
@@ -115,7 +109,28 @@ def bootstrap_ratio(
     tail = min(np.mean(dist <= 1.0), np.mean(dist >= 1.0))
     p = float(np.clip(2 * tail, 1 / (options.n_resamples + 1), 1.0))
     ci = result.confidence_interval
-    return float(stat(base, new)), float(ci.low), float(ci.high), p
+    return float(metric.ratio(base, new)), float(ci.low), float(ci.high), p
+
+
+def process_ratio(
+    base: np.ndarray, new: np.ndarray, metric: Metric, options: CompareOptions
+) -> tuple[float, float, float, float]:
+    """(ratio, ci_low, ci_high, p_value) from one value of the metric per process.
+
+    A handful of processes is too few to bootstrap (3 vs 3 has 20 distinct splits), so this is
+    pyperf's approach: Welch's t-test across processes, here on log values so the interval is
+    one of the ratio of geometric means."""
+    from scipy.stats import ttest_ind
+
+    # `base`/`new` are latency statistics; throughput's ratio is the inverse of its latency's.
+    log_b, log_n = np.log(base), np.log(new)
+    result = ttest_ind(log_n, log_b, equal_var=False)
+    ci = result.confidence_interval(options.confidence)
+    diff = float(np.mean(log_n) - np.mean(log_b))
+    p = float(result.pvalue) if np.isfinite(result.pvalue) else 1.0
+    if metric.higher_is_better:
+        return float(np.exp(-diff)), float(np.exp(-ci.high)), float(np.exp(-ci.low)), p
+    return float(np.exp(diff)), float(np.exp(ci.low)), float(np.exp(ci.high)), p
 
 
 def compare_records(
@@ -158,7 +173,7 @@ def compare_records(
             if per_process:
                 b_units = np.array([metric.statistic(x) for x in b_procs])
                 n_units = np.array([metric.statistic(x) for x in n_procs])
-                ratio, low, high, p = bootstrap_ratio(b_units, n_units, metric, options, rng, True)
+                ratio, low, high, p = process_ratio(b_units, n_units, metric, options)
             else:
                 ratio, low, high, p = bootstrap_ratio(b_ms, n_ms, metric, options, rng)
             rows.append(
