@@ -74,7 +74,7 @@ class OpenVinoBackend(Backend):
             ov_model = core.read_model(str(path))
         except Exception as exc:
             raise BackendError(f"OpenVINO could not read {path.name}: {exc}") from exc
-        ir_path = derived_dir(path, self.cache_dir) / "model.xml"
+        ir_path = derived_dir(path, self.cache_dir) / f"model.ov-{ov.__version__.split('-')[0]}.xml"
         if not ir_path.is_file():
             ov.save_model(ov_model, str(ir_path), compress_to_fp16=False)
         artifact_cached = cached
