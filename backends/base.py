@@ -62,10 +62,33 @@ class Backend(ABC):
     accepts_torch: ClassVar[bool] = True
     accepts_onnx: ClassVar[bool] = False
 
-    def __init__(self, threads: int, cache_dir: Path, calibration_samples: int = 32) -> None:
+    #: Options this backend accepts (profile `[backend_options.<name>]`, CLI `--backend-option`),
+    #: with their allowed values; the first is the default.
+    options: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def __init__(
+        self,
+        threads: int,
+        cache_dir: Path,
+        calibration_samples: int = 32,
+        options: dict[str, str] | None = None,
+    ) -> None:
         self.threads = threads
         self.cache_dir = cache_dir
         self.calibration_samples = calibration_samples
+        self.settings = {key: allowed[0] for key, allowed in self.options.items()}
+        self.settings.update(options or {})
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> str | None:
+        """Why these options are invalid for this backend, or None."""
+        for key, value in options.items():
+            if key not in cls.options:
+                known = ", ".join(cls.options) or "none"
+                return f"backend {cls.name} has no option {key!r} (options: {known})"
+            if value not in cls.options[key]:
+                return f"{cls.name} option {key} must be one of {', '.join(cls.options[key])}; got {value!r}"
+        return None
 
     def calibration_batches(self, model: ModelDef, batch_size: int = 1) -> list[dict[str, np.ndarray]]:
         """Inputs for static quantization, about `calibration_samples` samples in batches: the

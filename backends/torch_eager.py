@@ -68,8 +68,9 @@ class TorchBackend(Backend):
     requires = ("torch",)
     version_packages: ClassVar[tuple[str, ...]] = ("torch",)
     precisions = frozenset({"fp32", "bf16", "int8"})
+    options: ClassVar[dict[str, tuple[str, ...]]] = {"bf16_mode": ("autocast", "full")}
     precision_notes: ClassVar[dict[str, str]] = {
-        "bf16": "autocast (bf16 matmul/conv, fp32 for sensitive ops)",
+        "bf16": "autocast (bf16 matmul/conv, fp32 for sensitive ops); bf16_mode=full: bf16 weights",
         "int8": "dynamic quantization of Linear/LSTM; models with convolutions are unsupported",
     }
 
@@ -78,6 +79,7 @@ class TorchBackend(Backend):
         self.module: Any = None
         self.input_names: tuple[str, ...] = ()
         self.autocast = False
+        self.bf16_inputs = False  # float inputs cast to bf16 (full-bf16 models)
 
     def prepare(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
         if model.module is None:
@@ -87,6 +89,13 @@ class TorchBackend(Backend):
         return self._prepare_module(model, precision, batch_size)
 
     def _prepare_module(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
+        if precision == "bf16" and self.settings.get("bf16_mode") == "full":
+            import torch
+
+            # The whole model in bf16: weights, activations and every op, no fp32 islands.
+            module: Any = copy.deepcopy(model.module)
+            self.module, self.bf16_inputs = module.to(torch.bfloat16), True
+            return PrepareInfo(engine_precision="bf16", details={"mode": "eager, full bf16 model"})
         if precision == "bf16":
             self.module, self.autocast = model.module, True
             return PrepareInfo(engine_precision="bf16", details={"mode": "eager, autocast bf16"})
@@ -109,7 +118,10 @@ class TorchBackend(Backend):
     def to_native(self, inputs: dict[str, np.ndarray]) -> Any:
         import torch
 
-        return tuple(torch.from_numpy(inputs[name]) for name in self.input_names)
+        tensors = tuple(torch.from_numpy(inputs[name]) for name in self.input_names)
+        if not self.bf16_inputs:
+            return tensors
+        return tuple(t.to(torch.bfloat16) if t.is_floating_point() else t for t in tensors)
 
     def run(self, inputs: Any) -> Any:
         import torch

@@ -9,8 +9,6 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-
 from backends.base import PrepareInfo
 from backends.torch_eager import TorchBackend, dynamic_int8
 from bench.errors import BackendError, UnsupportedError, first_line
@@ -26,10 +24,6 @@ class TorchScriptBackend(TorchBackend):
         "bf16": "bf16 weights and activations, traced",
         "int8": "traced dynamically quantized model (Linear/LSTM); convolutional models unsupported",
     }
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.bf16_inputs = False
 
     def _prepare_module(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
         import torch
@@ -59,11 +53,3 @@ class TorchScriptBackend(TorchBackend):
         torch.jit.save(frozen, str(path))
         self.module = frozen
         return PrepareInfo(artifact=path, artifact_cached=False, engine_precision=precision, details=details)
-
-    def to_native(self, inputs: dict[str, np.ndarray]) -> Any:
-        import torch
-
-        tensors = super().to_native(inputs)
-        if not self.bf16_inputs:
-            return tensors
-        return tuple(t.to(torch.bfloat16) if t.is_floating_point() else t for t in tensors)

@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--precision", "-p", action="append", help="fp32, bf16, int8")
     run.add_argument("--batch-size", action="append", help="batch size(s)")
     run.add_argument("--threads", action="append", help="intra-op threads (0 = all cores)")
+    run.add_argument(
+        "--backend-option",
+        action="append",
+        default=[],
+        metavar="BACKEND.KEY=VALUE",
+        help="e.g. torch.bf16_mode=full (see `inferbench doctor`)",
+    )
     run.add_argument("--run-id", help="name of the run directory (default: timestamp-profile)")
     run.add_argument(
         "--resume",
@@ -101,6 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         precisions=_split(args.precision),
         batch_sizes=_ints(args.batch_size, "batch sizes"),
         threads=_ints(args.threads, "threads"),
+        backend_options=_backend_options(args.backend_option),
         run_id=args.run_id,
         resume=args.resume,
         results_dir=args.results_dir,
@@ -108,6 +116,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
         reports_dir=None if args.no_report else args.reports_dir,
     )
+
+
+def _backend_options(items: Sequence[str]) -> dict[str, dict[str, str]] | None:
+    options: dict[str, dict[str, str]] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        backend, dot, key = target.rpartition(".")
+        if not (sep and dot and backend and key):
+            raise UserError(
+                f"--backend-option expects BACKEND.KEY=VALUE (e.g. torch.bf16_mode=full); got {item!r}"
+            )
+        options.setdefault(backend, {})[key] = value
+    return options or None
 
 
 def _fraction(text: str) -> float:

@@ -26,6 +26,7 @@ def run_command(
     precisions: list[str] | None = None,
     batch_sizes: list[int] | None = None,
     threads: list[int] | None = None,
+    backend_options: dict[str, dict[str, str]] | None = None,
     run_id: str | None = None,
     resume: bool = False,
     results_dir: Path = Path("results"),
@@ -39,6 +40,7 @@ def run_command(
         precisions=precisions,
         batch_sizes=batch_sizes,
         threads=threads,
+        backend_options=backend_options,
     )
     if run_id is None and resume:
         run_id = _latest_run(results_dir, config.name)

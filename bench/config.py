@@ -118,6 +118,8 @@ class SweepConfig:
     threads: tuple[int, ...] = (0,)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     accuracy: AccuracyConfig = field(default_factory=AccuracyConfig)
+    # Per-backend settings, e.g. {"torch": {"bf16_mode": "full"}}; each backend declares its own.
+    backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     name: str = "custom"
 
     def __post_init__(self) -> None:
@@ -150,6 +152,11 @@ class SweepConfig:
         for key in ("models", "backends", "precisions", "batch_sizes", "threads"):
             if key in given:
                 given[key] = tuple(given[key])
+        if "backend_options" in given:  # merged over the profile's, option by option
+            merged = {b: dict(o) for b, o in self.backend_options.items()}
+            for backend, options in given["backend_options"].items():
+                merged.setdefault(backend, {}).update(options)
+            given["backend_options"] = merged
         return replace(self, **given)
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,7 +204,7 @@ def load_profile(name_or_path: str) -> SweepConfig:
 
 
 def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig:
-    unknown = set(data) - {"sweep", "measure", "accuracy"}
+    unknown = set(data) - {"sweep", "measure", "accuracy", "backend_options"}
     _require(not unknown, f"profile {name}: unknown section(s) {sorted(unknown)}")
     sweep = data.get("sweep")
     if not isinstance(sweep, dict):
@@ -232,5 +239,12 @@ def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig
         threads=tuple(sweep.get("threads", [0])),
         measure=MeasureConfig(**measure_data),
         accuracy=AccuracyConfig(**accuracy_data),
+        backend_options=_backend_options(data.get("backend_options", {}), name),
         name=name,
     )
+
+
+def _backend_options(data: Any, name: str) -> dict[str, dict[str, Any]]:
+    ok = isinstance(data, dict) and all(isinstance(v, dict) for v in data.values())
+    _require(ok, f"profile {name}: [backend_options] must hold one table per backend")
+    return {backend: dict(options) for backend, options in data.items()}

@@ -24,6 +24,7 @@ import numpy as np
 from backends import load_backend
 from bench import env
 from bench.config import Cell, SweepConfig
+from bench.errors import UserError
 from bench.results import SCHEMA_VERSION, load_cells, save_cell, write_csv
 from bench.stats import summarize
 from bench.util import atomic_write_json
@@ -67,6 +68,12 @@ def run_sweep(
     cache_dir = cache_dir or default_cache_dir()
     refs = {m: resolve_model(m) for m in config.models}  # validates before any work starts
     backend_classes = {b: load_backend(b) for b in config.backends}
+    for name, options in config.backend_options.items():
+        if name not in backend_classes:
+            raise UserError(f"backend options given for {name!r}, which is not in this sweep")
+        problem = backend_classes[name].check_options(options)
+        if problem:
+            raise UserError(problem)
     cells = config.cells()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", {"schema_version": SCHEMA_VERSION, **config.to_dict()})
@@ -197,6 +204,7 @@ def run_in_worker(
             "model_ref": asdict(ref),
             "measure": asdict(config.measure),
             "accuracy": asdict(config.accuracy),
+            "options": config.backend_options.get(cell.backend, {}),
             "cache_dir": str(cache_dir),
         },
     )

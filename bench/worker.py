@@ -37,7 +37,10 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     record: dict[str, Any] = {"status": "ok", "reason": ""}
     backend_cls = load_backend(cell.backend)
     record["versions"] = backend_cls.versions()
-    backend = backend_cls(cell.threads, Path(spec["cache_dir"]), checks.calibration_samples)
+    backend = backend_cls(
+        cell.threads, Path(spec["cache_dir"]), checks.calibration_samples, spec.get("options", {})
+    )
+    record["backend_options"] = backend.settings
     model = build_model(ref, seed=config.seed)
     record["flops_per_sample"] = _safe_flops(model)
 

@@ -206,3 +206,23 @@ def test_torch_int8_refuses_convolutional_models(engine_cache: Path) -> None:
 def test_onnxruntime_bf16_is_unsupported_with_reason() -> None:
     reason = load_backend("onnxruntime").unsupported_reason(resolve_model("mlp"), "bf16")
     assert reason is not None and "no bf16 MatMul/Conv kernels" in reason
+
+
+def test_torch_bf16_full_model_mode(engine_cache: Path) -> None:
+    """bf16_mode=full runs the whole model in bf16 (weights too); autocast is the default."""
+    import torch
+
+    model = build_model(resolve_model("mlp"))
+    cls = load_backend("torch")
+    full = cls(1, engine_cache, options={"bf16_mode": "full"})
+    info = full.prepare(model, "bf16", 2)
+    assert info.details["mode"] == "eager, full bf16 model"
+    assert next(full.module.parameters()).dtype == torch.bfloat16
+    assert next(model.module.parameters()).dtype == torch.float32  # the reference is untouched
+    inputs = model.make_inputs(2, 3)
+    out = full.to_numpy(full.run(full.to_native(inputs)))
+    assert 0 < accuracy([_eager(model, inputs)], out, classification=True)["rel_l2_err"] < 5e-2
+    assert cls(1, engine_cache).prepare(model, "bf16", 2).details["mode"] == "eager, autocast bf16"
+    assert cls.check_options({"bf16_mode": "half"}) == (
+        "torch option bf16_mode must be one of autocast, full; got 'half'"
+    )
