@@ -118,15 +118,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
 
-def _backend_options(items: Sequence[str]) -> dict[str, dict[str, str]] | None:
-    options: dict[str, dict[str, str]] = {}
+def _assignments(items: Sequence[str], flag: str, form: str) -> list[tuple[str, str]]:
+    """`NAME=VALUE` flag values as pairs; `form` is the shape shown when one is malformed."""
+    pairs = []
     for item in items:
-        target, sep, value = item.partition("=")
+        name, sep, value = item.partition("=")
+        if not (sep and name.strip()):
+            raise UserError(f"{flag} expects {form}; got {item!r}")
+        pairs.append((name.strip(), value.strip()))
+    return pairs
+
+
+def _backend_options(items: Sequence[str]) -> dict[str, dict[str, str]] | None:
+    form = "BACKEND.KEY=VALUE (e.g. torch.bf16_mode=full)"
+    options: dict[str, dict[str, str]] = {}
+    for target, value in _assignments(items, "--backend-option", form):
         backend, dot, key = target.rpartition(".")
-        if not (sep and dot and backend and key):
-            raise UserError(
-                f"--backend-option expects BACKEND.KEY=VALUE (e.g. torch.bf16_mode=full); got {item!r}"
-            )
+        if not (dot and backend and key):
+            raise UserError(f"--backend-option expects {form}; got {target + '=' + value!r}")
         options.setdefault(backend, {})[key] = value
     return options or None
 
@@ -148,12 +157,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from bench.commands import compare_command
 
-    thresholds = {}
-    for item in args.threshold:
-        metric, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"--threshold expects METRIC=PCT (e.g. p99=10%); got {item!r}")
-        thresholds[metric.strip()] = _fraction(value)
+    pairs = _assignments(args.threshold, "--threshold", "METRIC=PCT (e.g. p99=10%)")
+    thresholds = {metric: _fraction(value) for metric, value in pairs}
     return compare_command(
         args.base,
         args.new,
