@@ -23,6 +23,15 @@ if TYPE_CHECKING:
 CALIBRATION_SEED = 2000
 
 
+def output_list(outputs: Any) -> list[Any]:
+    """A model's outputs as a list, whether it returned one value, a sequence or a dict."""
+    if isinstance(outputs, dict):
+        return list(outputs.values())
+    if isinstance(outputs, list | tuple):
+        return list(outputs)
+    return [outputs]
+
+
 @dataclass(frozen=True)
 class Availability:
     """Whether the engine can be used here; `reason` says why not and how to fix it."""
@@ -144,11 +153,7 @@ class Backend(ABC):
 
     def to_numpy(self, outputs: Any) -> list[np.ndarray]:
         """Outputs as float64-comparable numpy arrays, in the model's output order."""
-        if isinstance(outputs, dict):
-            outputs = list(outputs.values())
-        if not isinstance(outputs, list | tuple):
-            outputs = [outputs]
-        return [np.asarray(o) for o in outputs]
+        return [np.asarray(o) for o in output_list(outputs)]
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release engine resources."""

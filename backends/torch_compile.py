@@ -32,7 +32,6 @@ class TorchCompileBackend(TorchBackend):
         # Freezing folds weights into constants and lets inductor pre-pack them for oneDNN:
         # the setting PyTorch recommends for CPU inference.
         inductor_config.freezing = True
-        self.input_names = model.input_names
         details: dict[str, Any] = {"mode": "inductor, freezing, dynamic=False"}
         module = model.module
         if precision == "bf16":

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from backends.base import Backend, PrepareInfo
+from backends.base import Backend, PrepareInfo, output_list
 from bench.errors import UnsupportedError
 
 if TYPE_CHECKING:
@@ -130,8 +130,4 @@ class TorchBackend(Backend):
             return self.module(*inputs)
 
     def to_numpy(self, outputs: Any) -> list[np.ndarray]:
-        if isinstance(outputs, dict):
-            outputs = list(outputs.values())
-        if not isinstance(outputs, list | tuple):
-            outputs = [outputs]
-        return [o.detach().float().numpy() for o in outputs]
+        return [o.detach().float().numpy() for o in output_list(outputs)]

@@ -37,7 +37,6 @@ class TorchScriptBackend(TorchBackend):
         elif precision == "int8":
             module, details["quantized_layers"] = dynamic_int8(module)
             details["mode"] += ", dynamic int8"
-        self.input_names = model.input_names
         example = self.to_native(model.make_inputs(batch_size, model.seed))
         try:
             with torch.inference_mode(False), torch.no_grad():

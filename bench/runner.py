@@ -175,10 +175,11 @@ def merge_repeats(records: list[dict[str, Any]], batch_size: int) -> dict[str, A
         return {**last, "repeats": len(records)}
     per_process = [r["latencies_ns"] for r in records]
     medians = [r["latency_p50_ms"] for r in records]
-    merged = {**records[0], **summarize([x for p in per_process for x in p], batch_size)}
+    pooled = [x for p in per_process for x in p]
+    merged = {**records[0], **summarize(pooled, batch_size)}
     merged.update(
         {
-            "latencies_ns": [x for p in per_process for x in p],
+            "latencies_ns": pooled,
             "process_latencies_ns": per_process,
             "repeats": len(records),
             "process_p50_spread_pct": 100 * (max(medians) - min(medians)) / float(np.median(medians)),

@@ -156,12 +156,25 @@ def test_real_a_a_two_smoke_runs_do_not_regress(capsys: pytest.CaptureFixture[st
 
 
 def test_backend_option_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    line = _error_line(capsys, ["run", "--profile", "smoke", "--backend-option", "torch.bf16_mode=half",
-                                "--results-dir", str(tmp_path)])
+    line = _error_line(
+        capsys,
+        [
+            "run",
+            "--profile",
+            "smoke",
+            "--backend-option",
+            "torch.bf16_mode=half",
+            "--results-dir",
+            str(tmp_path),
+        ],
+    )
     assert "torch option bf16_mode must be one of autocast, full; got 'half'" in line
-    line = _error_line(capsys, ["run", "--profile", "smoke", "--backend-option", "torch.speed=max",
-                                "--results-dir", str(tmp_path)])
+    line = _error_line(
+        capsys,
+        ["run", "--profile", "smoke", "--backend-option", "torch.speed=max", "--results-dir", str(tmp_path)],
+    )
     assert "backend torch has no option 'speed'" in line
-    line = _error_line(capsys, ["run", "--profile", "smoke", "--backend-option", "bf16_mode",
-                                "--results-dir", str(tmp_path)])
+    line = _error_line(
+        capsys, ["run", "--profile", "smoke", "--backend-option", "bf16_mode", "--results-dir", str(tmp_path)]
+    )
     assert "expects BACKEND.KEY=VALUE" in line
