@@ -13,7 +13,7 @@ BASE ?=
 NEW ?=
 RUN ?=
 
-.PHONY: setup browser bench report compare gate baseline test lint clean
+.PHONY: setup browser bench report compare gate baseline crosscheck peak test lint clean
 
 setup: $(STAMP)
 
@@ -50,6 +50,14 @@ baseline: setup
 	rm -rf results/baselines/$(HW)
 	$(PY) -m bench run --profile gate-$(HW) --run-id $(HW) --results-dir results/baselines --no-report --no-progress
 	rm -rf results/baselines/$(HW)/logs results/baselines/$(HW)/work
+
+# Our numbers beside OpenVINO's benchmark_app and ORT's own IO-binding loop, same files/settings.
+crosscheck: setup
+	$(PY) -m bench.tools.crosscheck $(ARGS)
+
+# This machine's FP32/BF16/INT8 matmul and memory-bandwidth ceilings (cached).
+peak: setup
+	$(PY) -m bench peak $(ARGS)
 
 test: setup browser
 	$(PY) -m pytest $(ARGS)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import threading
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -40,6 +43,26 @@ class Availability:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class ThroughputRun:
+    """What a saturated run did: every completed request's start and end (ns, one clock)."""
+
+    starts_ns: list[int]
+    ends_ns: list[int]
+    samples_per_request: int
+    streams: int  # requests kept in flight
+    begin_ns: int
+    end_ns: int
+
+    @property
+    def samples(self) -> int:
+        return len(self.ends_ns) * self.samples_per_request
+
+    @property
+    def wall_seconds(self) -> float:
+        return (self.end_ns - self.begin_ns) / 1e9
+
+
 @dataclass
 class PrepareInfo:
     """What preparation produced: artifact on disk (for its size), and facts worth recording."""
@@ -56,6 +79,11 @@ class Backend(ABC):
     Life cycle inside a worker: `prepare` once (export/compile/convert; timed by the caller),
     `to_native` per input set (outside the timed region), `run` + `synchronize` per timed
     iteration, `to_numpy` for accuracy checks, `close` at the end.
+
+    In throughput mode (`mode == "throughput"`) `prepare` readies the engine for `stream_count()`
+    concurrent requests and `run_throughput` keeps them in flight. The default drives one
+    Python thread per stream through `run_on`; engines with their own asynchronous API
+    (OpenVINO's infer-request queue) override `run_throughput`.
     """
 
     name: ClassVar[str]
@@ -75,16 +103,23 @@ class Backend(ABC):
     #: with their allowed values; the first is the default.
     options: ClassVar[dict[str, tuple[str, ...]]] = {}
 
+    #: What the timed region covers, stated per backend in every row.
+    timing_scope: ClassVar[str] = "host call: run + synchronize, inputs already in engine format"
+
     def __init__(
         self,
         threads: int,
         cache_dir: Path,
         calibration_samples: int = 32,
         options: dict[str, str] | None = None,
+        mode: str = "latency",
+        streams: int = 0,
     ) -> None:
         self.threads = threads
         self.cache_dir = cache_dir
         self.calibration_samples = calibration_samples
+        self.mode = mode
+        self.streams = streams  # throughput mode: requested concurrent requests, 0 = default
         self.settings = {key: allowed[0] for key, allowed in self.options.items()}
         self.settings.update(options or {})
 
@@ -150,6 +185,80 @@ class Backend(ABC):
 
     def synchronize(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Wait for queued work to finish (a no-op for synchronous CPU engines)."""
+
+    def device_time_ns(self) -> int | None:
+        """Device-side duration of the last `run` (e.g. from CUDA events), or None when the
+        engine has no separate device clock; recorded beside the host-side latency."""
+        return None
+
+    # -- throughput mode -------------------------------------------------------------------
+
+    def stream_count(self) -> int:
+        """Concurrent requests in throughput mode: as configured, else one per thread."""
+        return self.streams or max(1, self.threads)
+
+    def threads_per_stream(self) -> int:
+        return max(1, self.threads // self.stream_count())
+
+    def enter_stream(self, stream: int) -> None:  # noqa: B027 - optional hook
+        """Called once in each stream's thread before its first request (thread settings)."""
+
+    def run_on(self, stream: int, inputs: Any) -> Any:
+        """One request on a stream; engines with per-stream state override this."""
+        return self.run(inputs)
+
+    def run_throughput(
+        self,
+        inputs: list[Any],
+        batch_size: int,
+        seconds: float,
+        min_requests: int,
+        clock: Callable[[], int] = time.perf_counter_ns,
+    ) -> ThroughputRun:
+        """Keep `stream_count()` requests in flight for at least `seconds` and `min_requests`
+        completions; every request's start and end are recorded."""
+        streams = self.stream_count()
+        starts: list[list[int]] = [[] for _ in range(streams)]
+        ends: list[list[int]] = [[] for _ in range(streams)]
+        stop = threading.Event()
+        failures: list[BaseException] = []
+        begin = clock()
+
+        def drive(k: int) -> None:
+            try:
+                self.enter_stream(k)
+                i = k
+                while not stop.is_set():
+                    t0 = clock()
+                    self.run_on(k, inputs[i % len(inputs)])
+                    self.synchronize()
+                    starts[k].append(t0)
+                    ends[k].append(clock())
+                    i += streams
+            except BaseException as exc:  # surfaced in the calling thread below
+                failures.append(exc)
+                stop.set()
+
+        workers = [threading.Thread(target=drive, args=(k,), daemon=True) for k in range(streams)]
+        for w in workers:
+            w.start()
+        while not stop.wait(0.01):
+            done = sum(len(e) for e in ends)
+            if clock() - begin >= seconds * 1e9 and done >= min_requests:
+                stop.set()
+        for w in workers:
+            w.join()
+        if failures:
+            raise failures[0]
+        end = clock()
+        return ThroughputRun(
+            starts_ns=[t for s in starts for t in s],
+            ends_ns=[t for e in ends for t in e],
+            samples_per_request=batch_size,
+            streams=streams,
+            begin_ns=begin,
+            end_ns=end,
+        )
 
     def to_numpy(self, outputs: Any) -> list[np.ndarray]:
         """Outputs as float64-comparable numpy arrays, in the model's output order."""

@@ -16,7 +16,9 @@ from typing import Any
 
 from bench.errors import UserError
 
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+# latency: one request in flight. throughput: the engine kept saturated with concurrent requests.
+MODES = ("latency", "throughput")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -30,12 +32,24 @@ class MeasureConfig:
 
     warmup_iterations: int = 5
     warmup_seconds: float = 0.5
+    # After both warm-up minimums, warm up on until the median of the last `stable_window`
+    # iterations moves less than `stable_tolerance` between windows (or `warmup_max_seconds`).
+    stable_window: int = 10
+    stable_tolerance: float = 0.02
+    warmup_max_seconds: float = 10.0
     min_iterations: int = 20
     min_seconds: float = 2.0
     max_iterations: int = 100_000
     max_seconds: float = 60.0
+    # Samples needed before p99 is reported as trustworthy (about 100 per 1% tail sample);
+    # the loop runs on towards it until max_seconds, and marks p99 when it falls short.
+    tail_samples: int = 500
+    # Bootstrap resamples for the confidence intervals of p50 and throughput.
+    bootstrap_resamples: int = 2000
     input_sets: int = 4
     timeout_seconds: float = 900.0
+    # Throughput mode: concurrent requests (streams) kept in flight; 0 = the engine's choice.
+    streams: int = 0
     # Fresh worker processes per cell. Run-to-run variation between processes (memory layout,
     # thread placement, frequency) is often larger than within one; comparisons use it when >1.
     repeats: int = 1
@@ -56,11 +70,16 @@ class MeasureConfig:
         )
         _require(self.input_sets >= 1, "measure.input_sets must be >= 1")
         _require(self.repeats >= 1, "measure.repeats must be >= 1")
+        _require(self.stable_window >= 2, "measure.stable_window must be >= 2")
+        _require(self.stable_tolerance > 0, "measure.stable_tolerance must be > 0")
+        _require(self.tail_samples >= 1, "measure.tail_samples must be >= 1")
+        _require(self.bootstrap_resamples >= 100, "measure.bootstrap_resamples must be >= 100")
+        _require(self.streams >= 0, "measure.streams must be >= 0 (0 = the engine's choice)")
         _require(self.timeout_seconds > 0, "measure.timeout_seconds must be > 0")
 
 
 # Relative L2 error allowed against the FP32 eager reference before a cell is `accuracy-fail`.
-DEFAULT_MAX_REL_L2 = {"fp32": 1e-3, "bf16": 5e-2, "int8": 0.25}
+DEFAULT_MAX_REL_L2 = {"fp32": 1e-3, "bf16": 5e-2, "fp16": 2e-2, "int8": 0.25}
 
 
 @dataclass(frozen=True)
@@ -99,12 +118,15 @@ class Cell:
     precision: str
     batch_size: int
     threads: int
+    mode: str = "latency"
 
     @property
     def key(self) -> str:
         # Model references can be paths; keep the key filesystem-safe.
         safe_model = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.model)
-        return f"{safe_model}__{self.backend}__{self.precision}__b{self.batch_size}__t{self.threads}"
+        key = f"{safe_model}__{self.backend}__{self.precision}__b{self.batch_size}__t{self.threads}"
+        # Latency keys predate the mode axis; keeping them lets old baselines still match.
+        return key if self.mode == "latency" else f"{key}__{self.mode}"
 
 
 @dataclass(frozen=True)
@@ -116,6 +138,9 @@ class SweepConfig:
     precisions: tuple[str, ...] = ("fp32",)
     batch_sizes: tuple[int, ...] = (1,)
     threads: tuple[int, ...] = (0,)
+    modes: tuple[str, ...] = ("latency",)
+    # Pin each worker to its first `threads` allowed cores (os.sched_setaffinity).
+    pin: bool = False
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     accuracy: AccuracyConfig = field(default_factory=AccuracyConfig)
     # Per-backend settings, e.g. {"torch": {"bf16_mode": "full"}}; each backend declares its own.
@@ -137,19 +162,22 @@ class SweepConfig:
                 isinstance(t, int) and not isinstance(t, bool) and t >= 0,
                 f"threads must be a non-negative integer (0 = all cores); got {t!r}",
             )
+        for m in self.modes:
+            _require(m in MODES, f"mode must be one of {', '.join(MODES)}; got {m!r}")
+        _require(isinstance(self.pin, bool), f"pin must be true or false; got {self.pin!r}")
 
     def cells(self) -> list[Cell]:
         return [
-            Cell(m, b, p, bs, resolve_threads(t))
-            for m, b, p, bs, t in itertools.product(
-                self.models, self.backends, self.precisions, self.batch_sizes, self.threads
+            Cell(m, b, p, bs, resolve_threads(t), mode)
+            for mode, m, b, p, bs, t in itertools.product(
+                self.modes, self.models, self.backends, self.precisions, self.batch_sizes, self.threads
             )
         ]
 
     def with_overrides(self, **overrides: Any) -> SweepConfig:
         """Replace the given axes (those not None), re-validating the result."""
         given = {k: v for k, v in overrides.items() if v is not None}
-        for key in ("models", "backends", "precisions", "batch_sizes", "threads"):
+        for key in ("models", "backends", "precisions", "batch_sizes", "threads", "modes"):
             if key in given:
                 given[key] = tuple(given[key])
         if "backend_options" in given:  # merged over the profile's, option by option
@@ -173,7 +201,7 @@ def resolve_threads(threads: int) -> int:
         return os.cpu_count() or 1
 
 
-_SWEEP_KEYS = {"models", "backends", "precisions", "batch_sizes", "threads"}
+_SWEEP_KEYS = {"models", "backends", "precisions", "batch_sizes", "threads", "modes", "pin"}
 
 
 def profile_names() -> list[str]:
@@ -211,7 +239,7 @@ def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig
         raise UserError(f"profile {name}: missing [sweep] section")
     bad = set(sweep) - _SWEEP_KEYS
     _require(not bad, f"profile {name}: unknown [sweep] key(s) {sorted(bad)}")
-    for key in _SWEEP_KEYS & set(sweep):
+    for key in _SWEEP_KEYS & set(sweep) - {"pin"}:
         _require(isinstance(sweep[key], list), f"profile {name}: sweep.{key} must be a list")
     measure_data = data.get("measure", {})
     if not isinstance(measure_data, dict):
@@ -237,6 +265,8 @@ def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig
         precisions=tuple(sweep.get("precisions", ["fp32"])),
         batch_sizes=tuple(sweep.get("batch_sizes", [1])),
         threads=tuple(sweep.get("threads", [0])),
+        modes=tuple(sweep.get("modes", ["latency"])),
+        pin=sweep.get("pin", False),
         measure=MeasureConfig(**measure_data),
         accuracy=AccuracyConfig(**accuracy_data),
         backend_options=_backend_options(data.get("backend_options", {}), name),
