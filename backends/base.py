@@ -98,6 +98,8 @@ class Backend(ABC):
     precision_notes: ClassVar[dict[str, str]] = {}
     accepts_torch: ClassVar[bool] = True
     accepts_onnx: ClassVar[bool] = False
+    #: Where the model runs: "cpu" rows get `% of peak` against the CPU ceilings.
+    device: ClassVar[str] = "cpu"
 
     #: Options this backend accepts (profile `[backend_options.<name>]`, CLI `--backend-option`),
     #: with their allowed values; the first is the default.

@@ -11,12 +11,14 @@ transformers; the non-quantized remainder runs in f32.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from backends.base import Backend, PrepareInfo
+from backends.base import Backend, PrepareInfo, ThroughputRun
 from backends.onnx_export import derived_dir, onnx_file
 from bench.errors import BackendError, UnsupportedError
 from bench.util import cache_key
@@ -64,6 +66,8 @@ class OpenVinoBackend(Backend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.request: Any = None
+        self.compiled: Any = None
+        self.infer_requests = 1
 
     def prepare(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
         import openvino as ov
@@ -82,16 +86,23 @@ class OpenVinoBackend(Backend):
             ov_model, ir_path, artifact_cached = self._nncf_int8(core, model, ov_model, ir_path)
         # Static shapes let the CPU plugin pick its fastest kernels.
         ov_model.reshape({spec.name: [batch_size, *spec.shape] for spec in model.inputs})
-        config = {
+        config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": OV_PRECISION[precision],
             "INFERENCE_NUM_THREADS": self.threads,
-            "NUM_STREAMS": 1,
-            "PERFORMANCE_HINT": "LATENCY",
             # Off: it would quantize activations of FC layers on the fly.
             "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,
         }
+        if self.mode == "throughput":
+            # The plugin picks streams for the THROUGHPUT hint unless told (benchmark_app's way).
+            config["PERFORMANCE_HINT"] = "THROUGHPUT"
+            if self.streams:
+                config["NUM_STREAMS"] = self.streams
+        else:
+            config.update({"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
         compiled = core.compile_model(ov_model, "CPU", config)
+        self.compiled = compiled
         self.request = compiled.create_infer_request()
+        self.infer_requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         counts = runtime_precisions(compiled)
         # Report what ran, not what was asked for.
         if precision == "bf16" and "bf16" not in counts:
@@ -107,6 +118,8 @@ class OpenVinoBackend(Backend):
             "config": {k: str(v) for k, v in config.items()},
             "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
             "runtime_precisions": dict(counts),
+            "num_streams": str(compiled.get_property("NUM_STREAMS")),
+            "infer_requests": self.infer_requests,
         }
         ran = ",".join(sorted(counts)) if counts else "unknown"
         return PrepareInfo(
@@ -138,8 +151,42 @@ class OpenVinoBackend(Backend):
     def run(self, inputs: Any) -> Any:
         return self.request.infer(inputs, share_inputs=True, share_outputs=True)
 
+    def stream_count(self) -> int:
+        return self.infer_requests
+
+    def run_throughput(
+        self,
+        inputs: list[Any],
+        batch_size: int,
+        seconds: float,
+        min_requests: int,
+        clock: Callable[[], int] = time.perf_counter_ns,
+    ) -> ThroughputRun:
+        """The plugin's optimal number of infer requests kept busy through an AsyncInferQueue,
+        as benchmark_app does; each request is timed from its start to its callback."""
+        import openvino as ov
+
+        queue = ov.AsyncInferQueue(self.compiled, self.infer_requests)
+        starts: list[int] = []
+        ends: list[int] = []
+
+        def completed(request: Any, started: int) -> None:
+            ends.append(clock())
+            starts.append(started)
+
+        queue.set_callback(completed)
+        begin, i = clock(), 0
+        while clock() - begin < seconds * 1e9 or len(ends) < min_requests:
+            queue.get_idle_request_id()  # wait here, so a request's start is its real start
+            queue.start_async(inputs[i % len(inputs)], userdata=clock(), share_inputs=True)
+            i += 1
+        queue.wait_all()
+        end = clock()
+        return ThroughputRun(list(starts), list(ends), batch_size, self.infer_requests, begin, end)
+
     def to_numpy(self, outputs: Any) -> list[np.ndarray]:
         return [np.array(v, dtype=np.float32) for v in outputs.values()]
 
     def close(self) -> None:
         self.request = None
+        self.compiled = None

@@ -129,5 +129,11 @@ class TorchBackend(Backend):
         with torch.inference_mode(), self._context():
             return self.module(*inputs)
 
+    def enter_stream(self, stream: int) -> None:
+        import torch
+
+        # OpenMP thread counts are per calling thread: each stream gets its share of the cores.
+        torch.set_num_threads(self.threads_per_stream())
+
     def to_numpy(self, outputs: Any) -> list[np.ndarray]:
         return [o.detach().float().numpy() for o in output_list(outputs)]

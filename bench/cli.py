@@ -48,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--precision", "-p", action="append", help="fp32, bf16, int8")
     run.add_argument("--batch-size", action="append", help="batch size(s)")
     run.add_argument("--threads", action="append", help="intra-op threads (0 = all cores)")
+    run.add_argument("--mode", action="append", help="latency (one request in flight), throughput")
+    run.add_argument("--pin", action="store_true", help="pin each worker to its first THREADS cores")
+    run.add_argument("--repeats", type=int, help="fresh worker processes per cell")
+    run.add_argument(
+        "--peak",
+        choices=("cached", "measure", "off"),
+        default="cached",
+        help="%% of peak per row: cached ceilings only (default), measure them if missing, or off",
+    )
     run.add_argument(
         "--backend-option",
         action="append",
@@ -93,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="backends (with availability), models and profiles")
     lst.set_defaults(func=cmd_list)
 
+    peak = sub.add_parser(
+        "peak", help="measure (once, then cached) this machine's compute and memory ceilings"
+    )
+    peak.add_argument("--threads", action="append", help="thread count(s) (default: all cores)")
+    peak.add_argument("--refresh", action="store_true", help="measure again even if cached")
+    peak.add_argument("--cache-dir", type=Path, help="cache (default .cache/inferbench)")
+    peak.set_defaults(func=cmd_peak)
+
     doctor = sub.add_parser("doctor", help="this CPU's capabilities and the backend x precision matrix")
     doctor.set_defaults(func=cmd_doctor)
     return parser
@@ -108,6 +125,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         precisions=_split(args.precision),
         batch_sizes=_ints(args.batch_size, "batch sizes"),
         threads=_ints(args.threads, "threads"),
+        modes=_split(args.mode),
+        pin=args.pin or None,
+        repeats=args.repeats,
+        peak=args.peak,
         backend_options=_backend_options(args.backend_option),
         run_id=args.run_id,
         resume=args.resume,
@@ -173,6 +194,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from bench.commands import doctor_command
 
     return doctor_command()
+
+
+def cmd_peak(args: argparse.Namespace) -> int:
+    from bench.commands import peak_command
+
+    return peak_command(_ints(args.threads, "threads") or [0], refresh=args.refresh, cache_dir=args.cache_dir)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

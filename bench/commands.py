@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,10 @@ def run_command(
     precisions: list[str] | None = None,
     batch_sizes: list[int] | None = None,
     threads: list[int] | None = None,
+    modes: list[str] | None = None,
+    pin: bool | None = None,
+    repeats: int | None = None,
+    peak: str = "off",
     backend_options: dict[str, dict[str, str]] | None = None,
     run_id: str | None = None,
     resume: bool = False,
@@ -40,8 +45,14 @@ def run_command(
         precisions=precisions,
         batch_sizes=batch_sizes,
         threads=threads,
+        modes=modes,
+        pin=pin,
         backend_options=backend_options,
     )
+    if repeats is not None:
+        if repeats < 1:
+            raise UserError(f"--repeats must be >= 1; got {repeats}")
+        config = replace(config, measure=replace(config.measure, repeats=repeats))
     if run_id is None and resume:
         run_id = _latest_run(results_dir, config.name)
     run_dir = results_dir / (run_id or new_run_id(config.name))
@@ -49,7 +60,7 @@ def run_command(
         raise UserError(f"{run_dir} already holds results; pass --resume or another --run-id")
 
     with _progress(progress) as events:
-        records = run_sweep(config, run_dir, resume=resume, cache_dir=cache_dir, events=events)
+        records = run_sweep(config, run_dir, resume=resume, cache_dir=cache_dir, events=events, peak=peak)
     _print_summary(records)
     console.print(f"results: {run_dir / 'results.csv'}")
     if reports_dir is not None:
@@ -150,7 +161,7 @@ class _progress:
     def _cell(self, cell: Cell) -> None:
         self.bar.update(
             self.task,
-            description=f"{cell.model} {cell.backend} {cell.precision} b{cell.batch_size}",
+            description=f"{cell.model} {cell.backend} {cell.precision} b{cell.batch_size} {cell.mode}",
         )
 
     def _done(self, cell: Cell, record: dict[str, Any]) -> None:
@@ -165,6 +176,7 @@ def _print_summary(records: list[dict[str, Any]]) -> None:
         "precision",
         "batch",
         "threads",
+        "mode",
         "status",
         "p50 ms",
         "samples/s",
@@ -178,6 +190,7 @@ def _print_summary(records: list[dict[str, Any]]) -> None:
             r["precision"],
             str(r["batch_size"]),
             str(r["threads"]),
+            r.get("mode") or "latency",
             r["status"] if ok else f"{r['status']}: {r.get('reason', '')[:60]}",
             f"{r['latency_p50_ms']:.3f}" if ok else "",
             f"{r['throughput_sps']:.1f}" if ok else "",
@@ -217,14 +230,43 @@ def doctor_command() -> int:
     for precision in PRECISIONS:
         table.add_column(precision)
     probe = ModelRef("resnet50", "builtin")
+    notes: dict[str, int] = {}  # footnote text -> number; keeps the table narrow
+
+    def footnote(text: str) -> str:
+        return f"({notes.setdefault(text, len(notes) + 1)})" if text else ""
+
     for name in backend_names():
         cls = load_backend(name)
         avail = cls.availability()
         cells = []
         for precision in PRECISIONS:
             reason = avail.reason if not avail.ok else cls.unsupported_reason(probe, precision)
-            note = cls.precision_notes.get(precision, "")
-            cells.append(f"[red]no[/]: {reason}" if reason else f"[green]yes[/] {note}".strip())
+            if reason:
+                cells.append(f"[red]no[/] {footnote(reason)}")
+            else:
+                cells.append(f"[green]yes[/] {footnote(cls.precision_notes.get(precision, ''))}".strip())
         table.add_row(name, *cells)
     out.print(table)
+    for text, number in notes.items():
+        out.print(f"({number}) {text}", soft_wrap=True)
+    return 0
+
+
+def peak_command(threads: list[int], *, refresh: bool = False, cache_dir: Path | None = None) -> int:
+    from bench.config import resolve_threads
+    from bench.peak import PEAK_KEYS, get_peaks
+    from bench.runner import default_cache_dir
+
+    table = Table("threads", "FP32 GFLOP/s", "BF16 GFLOP/s", "INT8 GOP/s", "memory GB/s", "source")
+    for t in dict.fromkeys(resolve_threads(t) for t in threads):
+        peaks = get_peaks(cache_dir or default_cache_dir(), t, refresh=refresh)
+        if peaks["cached"]:
+            console.print(f"threads={t}: from the cache ({peaks.get('measured_at')}); --refresh re-measures")
+        table.add_row(
+            str(t),
+            *(f"{peaks[k]:.0f}" if peaks.get(k) else "-" for k in PEAK_KEYS.values()),
+            f"{peaks['memory_gbps']:.1f}",
+            "cache" if peaks["cached"] else "measured now",
+        )
+    console.print(table)
     return 0

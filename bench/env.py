@@ -24,7 +24,18 @@ ISA_FLAGS = (
     "amx_int8",
     "avx512_fp16",
 )
-PACKAGES = ("torch", "onnxruntime", "onnx", "openvino", "transformers", "numpy", "pandas")
+PACKAGES = (
+    "torch",
+    "onnxruntime",
+    "onnx",
+    "openvino",
+    "nncf",
+    "torchao",
+    "transformers",
+    "numpy",
+    "pandas",
+    "pyperf",
+)
 THREAD_VARS = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
@@ -33,6 +44,11 @@ THREAD_VARS = (
     "KMP_BLOCKTIME",
     "OMP_PROC_BIND",
     "OMP_PLACES",
+    "OMP_WAIT_POLICY",
+    "KMP_HW_SUBSET",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
 )
 
 
@@ -81,6 +97,65 @@ def torch_build() -> dict[str, str]:
     }
 
 
+# A run is flagged noisy when the 1-minute load average exceeds this share of the usable cores
+# (someone else is computing) or a cell's p50 interval is wider than NOISY_CI_PCT of its p50.
+NOISY_LOAD_PER_CPU = 0.5
+NOISY_CI_PCT = 5.0
+NOISY_SPREAD_PCT = 10.0
+
+
+def system_metadata() -> dict[str, Any]:
+    """pyperf's machine metadata: CPU model and frequency, cpufreq governor / idle driver
+    (`cpu_config`), ASLR, load average, runnable threads, boot time, isolated CPUs."""
+    try:
+        from pyperf import _collect_metadata
+    except ImportError:
+        return {}
+    try:
+        # A private module, but the collection pyperf itself stores with every result.
+        return dict(_collect_metadata.collect_metadata(process=False))
+    except Exception as exc:  # metadata is informative; never fail a run over it
+        return {"error": f"pyperf metadata collection failed: {exc}"}
+
+
+def noise_warnings(environment: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """Reasons to distrust a run's numbers, for the report's banner."""
+    warnings = []
+    load = environment.get("load_average")
+    cpus = len(environment.get("cpu", {}).get("affinity") or []) or 1
+    if load and load[0] > NOISY_LOAD_PER_CPU * cpus:
+        warnings.append(
+            f"load average {load[0]:.2f} on {cpus} usable CPUs when the run started: "
+            "other work was competing for the cores"
+        )
+    governor = str(environment.get("system", {}).get("cpu_config", ""))
+    if "governor" in governor and "performance" not in governor:
+        warnings.append(f"CPU frequency governor is not 'performance' ({governor})")
+    wide = [r for r in rows if _ci_width_pct(r) > NOISY_CI_PCT]
+    if wide:
+        worst = max(wide, key=_ci_width_pct)
+        warnings.append(
+            f"{len(wide)} cell(s) have a p50 95% interval wider than {NOISY_CI_PCT:g}% of p50 "
+            f"(worst {_ci_width_pct(worst):.0f}%: {worst.get('cell_key')})"
+        )
+    spread = [r for r in rows if (r.get("process_p50_spread_pct") or 0) > NOISY_SPREAD_PCT]
+    if spread:
+        warnings.append(
+            f"{len(spread)} cell(s) moved more than {NOISY_SPREAD_PCT:g}% between fresh processes"
+        )
+    return warnings
+
+
+def _ci_width_pct(row: dict[str, Any]) -> float:
+    keys = ("latency_p50_ci_low_ms", "latency_p50_ci_high_ms", "latency_p50_ms")
+    try:
+        low, high, p50 = (float(row[k]) for k in keys)
+        width = 100 * (high - low) / p50
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return 0.0
+    return width if width == width else 0.0  # NaN (empty CSV cell) is not noise
+
+
 def capture(threads: list[int]) -> dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
@@ -93,12 +168,25 @@ def capture(threads: list[int]) -> dict[str, Any]:
         "load_average": list(load) if load else None,
         "packages": package_versions(),
         "torch_build": torch_build(),
+        "openvino_build": openvino_build(),
+        "system": system_metadata(),
         "threads": {
             "swept": threads,
             "inter_op": 1,
             "env": {v: os.environ.get(v) for v in THREAD_VARS},
         },
     }
+
+
+def openvino_build() -> dict[str, str]:
+    """OpenVINO's build string, without importing it when it is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        return {}
+    import openvino as ov
+
+    return {"version": ov.get_version()}
 
 
 def _memory_gb() -> float | None:

@@ -1,55 +1,148 @@
 """The timed loop. One definition of "an iteration" for every backend: `run` + `synchronize`.
 
-Warm-up runs until both a minimum count and a minimum duration are reached; the timed loop
-then runs until both its minimums are met, or a maximum (count or seconds) caps it. Inputs
-are cycled through several distinct, pre-converted sets so no engine sees one reused tensor.
+Warm-up runs until a minimum count and a minimum duration are reached, then on until the
+engine's speed has settled: the median of the last window of iterations is within a tolerance
+of the window before it (capped by `warmup_max_seconds`). The timed loop then runs until its
+minimum count and duration are met and, within the maximums, until there are enough samples
+for the reported tail (p99). Inputs are cycled through several distinct, pre-converted sets so
+no engine sees one reused tensor. See docs/methodology.md.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bench.config import MeasureConfig
 
+if TYPE_CHECKING:
+    from backends.base import ThroughputRun
+
 Clock = Callable[[], int]
+#: One iteration: called with the iteration number (to cycle inputs); may return the device-side
+#: duration in ns when the engine has its own clock (CUDA events), else None.
+Iteration = Callable[[int], "int | None"]
+
+
+@dataclass(frozen=True)
+class Warmup:
+    iterations: int
+    seconds: float
+    stable: bool  # the window medians settled before the cap
+    window: int  # iterations per window used for the stability check
 
 
 @dataclass(frozen=True)
 class Measurement:
     latencies_ns: list[int]
-    warmup_iterations: int
+    warmup: Warmup
     total_seconds: float
     capped: bool  # stopped by a maximum before both minimums were met
+    tail_ok: bool  # at least `tail_samples` samples: p99 is backed by enough data
+    device_ns: list[int] | None = None  # per-iteration device time, when the engine reports it
+
+    @property
+    def warmup_iterations(self) -> int:
+        return self.warmup.iterations
 
 
-def measure(
-    call: Callable[[int], None], config: MeasureConfig, clock: Clock = time.perf_counter_ns
-) -> Measurement:
-    """Time `call(i)` (i = iteration number, for cycling inputs) per the config's stop rule."""
-    i = 0
+def stability_window(config: MeasureConfig, seconds_per_iteration: float) -> int:
+    """Iterations per stability window: `stable_window`, fewer for slow cells so that two
+    windows fit in about half the warm-up cap, never fewer than 3."""
+    if seconds_per_iteration <= 0:
+        return config.stable_window
+    affordable = int(config.warmup_max_seconds / 4 / seconds_per_iteration)
+    return max(3, min(config.stable_window, affordable))
+
+
+def settled(samples: list[int], window: int, tolerance: float) -> bool:
+    """The median of the last `window` samples is within `tolerance` of the window before."""
+    if len(samples) < 2 * window:
+        return False
+    last = statistics.median(samples[-window:])
+    before = statistics.median(samples[-2 * window : -window])
+    return abs(last - before) <= tolerance * before
+
+
+def warm_up(call: Iteration, config: MeasureConfig, clock: Clock) -> Warmup:
+    min_ns = config.warmup_seconds * 1e9
+    cap_ns = max(config.warmup_max_seconds, config.warmup_seconds) * 1e9
+    samples: list[int] = []
     start = clock()
-    warmup_ns = config.warmup_seconds * 1e9
-    while i < config.warmup_iterations or clock() - start < warmup_ns:
-        call(i)
-        i += 1
-    warmup = i
+    window = config.stable_window
+    while True:
+        t0 = clock()
+        call(len(samples))
+        t1 = clock()
+        samples.append(t1 - t0)
+        elapsed = t1 - start
+        if len(samples) < config.warmup_iterations or elapsed < min_ns:
+            continue
+        window = stability_window(config, elapsed / 1e9 / len(samples))
+        if settled(samples, window, config.stable_tolerance):
+            return Warmup(len(samples), elapsed / 1e9, True, window)
+        if elapsed >= cap_ns:
+            return Warmup(len(samples), elapsed / 1e9, False, window)
 
+
+def measure(call: Iteration, config: MeasureConfig, clock: Clock = time.perf_counter_ns) -> Measurement:
+    """Time `call(i)` per the config's warm-up and stop rules."""
+    warmup = warm_up(call, config, clock) if config.warmup_iterations or config.warmup_seconds else None
+    warmup = warmup or Warmup(0, 0.0, False, 0)
+    i = warmup.iterations
     latencies: list[int] = []
+    device: list[int] = []
     min_ns, max_ns = config.min_seconds * 1e9, config.max_seconds * 1e9
+    tail = max(config.tail_samples, config.min_iterations)
     begin = clock()
     while True:
         t0 = clock()
-        call(i)
+        device_ns = call(i)
         t1 = clock()
         latencies.append(t1 - t0)
+        if device_ns is not None:
+            device.append(device_ns)
         i += 1
-        elapsed = t1 - begin
-        if len(latencies) >= config.min_iterations and elapsed >= min_ns:
-            capped = False
+        n, elapsed = len(latencies), t1 - begin
+        minimums_met = n >= config.min_iterations and elapsed >= min_ns
+        if minimums_met and n >= tail:
             break
-        if len(latencies) >= config.max_iterations or elapsed >= max_ns:
-            capped = True
+        if n >= config.max_iterations or elapsed >= max_ns:
             break
-    return Measurement(latencies, warmup, (clock() - begin) / 1e9, capped)
+    return Measurement(
+        latencies_ns=latencies,
+        warmup=warmup,
+        total_seconds=(clock() - begin) / 1e9,
+        capped=not minimums_met,
+        tail_ok=len(latencies) >= config.tail_samples,
+        device_ns=device or None,
+    )
+
+
+def measure_throughput(
+    run: Callable[[float, int], ThroughputRun], config: MeasureConfig
+) -> tuple[Warmup, ThroughputRun]:
+    """Saturated mode: `run(seconds, min_requests)` keeps the engine's streams busy.
+
+    Warm-up is repeated slices (at least `warmup_seconds`, or 0.2 s) until two consecutive
+    slices' throughputs agree within `stable_tolerance` (capped by `warmup_max_seconds`);
+    the timed run then lasts `min_seconds` and at least `min_iterations` requests.
+    """
+    slice_seconds = max(config.warmup_seconds, 0.2)
+    rates: list[float] = []
+    spent, requests, stable = 0.0, 0, False
+    while config.warmup_iterations or config.warmup_seconds:
+        done = run(slice_seconds, config.warmup_iterations)
+        rates.append(done.samples / done.wall_seconds)
+        spent += done.wall_seconds
+        requests += len(done.ends_ns)
+        if len(rates) >= 2 and abs(rates[-1] - rates[-2]) <= config.stable_tolerance * rates[-2]:
+            stable = True
+            break
+        if spent >= config.warmup_max_seconds:
+            break
+    timed = run(config.min_seconds, config.min_iterations)
+    return Warmup(requests, spent, stable, len(rates)), timed

@@ -27,9 +27,12 @@ COLUMNS = (
     "precision",
     "batch_size",
     "threads",
+    "mode",
     "status",
     "reason",
     "latency_p50_ms",
+    "latency_p50_ci_low_ms",
+    "latency_p50_ci_high_ms",
     "latency_p90_ms",
     "latency_p99_ms",
     "latency_mean_ms",
@@ -37,10 +40,17 @@ COLUMNS = (
     "latency_min_ms",
     "latency_max_ms",
     "throughput_sps",
+    "throughput_ci_low_sps",
+    "throughput_ci_high_sps",
+    "streams",
     "iterations",
+    "p99_reliable",
     "repeats",
     "process_p50_spread_pct",
+    "process_throughput_spread_pct",
     "warmup_iterations",
+    "warmup_s",
+    "warmup_stable",
     "capped",
     "prepare_s",
     "first_inference_ms",
@@ -48,6 +58,9 @@ COLUMNS = (
     "artifact_mb",
     "flops_per_sample",
     "achieved_gflops",
+    "peak_gflops",
+    "pct_of_peak",
+    "device_p50_ms",
     "max_abs_err",
     "rel_l2_err",
     "cosine",
@@ -58,6 +71,8 @@ COLUMNS = (
     "cpu_native_bf16",
     "cpu_native_int8",
     "engine_versions",
+    "timing_scope",
+    "pinned_cpus",
     "wall_s",
     "cell_key",
     "run_id",
@@ -69,8 +84,13 @@ TEXT_COLUMNS = frozenset(
         "model",
         "backend",
         "precision",
+        "mode",
         "status",
         "reason",
+        "p99_reliable",
+        "warmup_stable",
+        "timing_scope",
+        "pinned_cpus",
         "capped",
         "engine_precision",
         "artifact_cached",
@@ -107,9 +127,7 @@ def to_row(record: dict[str, Any]) -> dict[str, Any]:
     row = {col: record.get(col) for col in COLUMNS}
     versions = record.get("versions") or {}
     row["engine_versions"] = ";".join(f"{k}={v}" for k, v in sorted(versions.items()))
-    flops, throughput = record.get("flops_per_sample"), record.get("throughput_sps")
-    if flops and throughput:
-        row["achieved_gflops"] = flops * throughput / 1e9
+    row["mode"] = record.get("mode") or "latency"  # cells recorded before the mode axis
     return row
 
 

@@ -25,8 +25,9 @@ from backends import load_backend
 from bench import env
 from bench.config import Cell, SweepConfig
 from bench.errors import UserError
+from bench.peak import get_peaks, load_peaks, percent_of_peak
 from bench.results import SCHEMA_VERSION, load_cells, save_cell, write_csv
-from bench.stats import summarize
+from bench.stats import bootstrap_ci, latency_intervals, summarize
 from bench.util import atomic_write_json
 from models import ModelRef, resolve_model
 
@@ -62,8 +63,12 @@ def run_sweep(
     resume: bool = False,
     cache_dir: Path | None = None,
     events: SweepEvents | None = None,
+    peak: str = "off",
 ) -> list[dict[str, Any]]:
-    """Run every cell of the sweep into `run_dir`; returns all records (old and new)."""
+    """Run every cell of the sweep into `run_dir`; returns all records (old and new).
+
+    `peak`: "off", "cached" (use this machine's cached ceilings if any) or "measure" (measure
+    them first when not cached) for each row's `% of peak`."""
     events = events or SweepEvents()
     cache_dir = cache_dir or default_cache_dir()
     refs = {m: resolve_model(m) for m in config.models}  # validates before any work starts
@@ -77,7 +82,10 @@ def run_sweep(
     cells = config.cells()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", {"schema_version": SCHEMA_VERSION, **config.to_dict()})
-    environment = env.capture(sorted({c.threads for c in cells}))
+    thread_counts = sorted({c.threads for c in cells})
+    environment = env.capture(thread_counts)
+    peaks = {t: _peaks(peak, cache_dir, t) for t in thread_counts}
+    environment["peaks"] = {str(t): p for t, p in peaks.items() if p}
     atomic_write_json(run_dir / "env.json", environment)
     # Every row carries what the CPU can do natively, so a slow bf16 cell explains itself.
     caps = {
@@ -99,13 +107,24 @@ def run_sweep(
         record = _static_verdict(cell, refs[cell.model], backend_classes[cell.backend])
         if record is None:
             record = run_repeats(cell, refs[cell.model], config, run_dir, cache_dir)
-        record = _finish({**caps, **record}, cell, run_dir.name)
+        pinned = ",".join(map(str, pin_cpus(cell.threads))) if config.pin else ""
+        record = _finish({**caps, "pinned_cpus": pinned, **record}, cell, run_dir.name)
+        on_cpu = backend_classes[cell.backend].device == "cpu"  # the ceilings are the CPU's
+        record.update(percent_of_peak(record, peaks[cell.threads] if on_cpu else None))
         save_cell(run_dir, record)
         done[cell.key] = record
         write_csv(run_dir, _in_sweep_order(done, cells))
         if events.on_cell_done:
             events.on_cell_done(cell, record)
     return _in_sweep_order(done, cells)
+
+
+def _peaks(mode: str, cache_dir: Path, threads: int) -> dict[str, Any] | None:
+    if mode == "measure":
+        return get_peaks(cache_dir, threads)
+    if mode == "cached":
+        return load_peaks(cache_dir, threads)
+    return None
 
 
 def _in_sweep_order(done: dict[str, dict[str, Any]], cells: list[Cell]) -> list[dict[str, Any]]:
@@ -135,6 +154,12 @@ def _finish(record: dict[str, Any], cell: Cell, run_id: str) -> dict[str, Any]:
     }
 
 
+def pin_cpus(threads: int) -> list[int]:
+    """The first `threads` cores this process may use: where a pinned worker runs."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return allowed[: max(1, threads)]
+
+
 def worker_env(threads: int) -> dict[str, str]:
     environ = dict(os.environ)
     for var in THREAD_ENV:
@@ -161,33 +186,57 @@ def run_repeats(
         records.append(record)
         if record["status"] not in MEASURED:
             break
-    return merge_repeats(records, cell.batch_size)
+    measure = config.measure
+    return merge_repeats(records, cell.batch_size, measure.bootstrap_resamples, measure.tail_samples)
 
 
 MEASURED = frozenset({"ok", "accuracy-fail"})
 
 
-def merge_repeats(records: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
+def merge_repeats(
+    records: list[dict[str, Any]], batch_size: int, resamples: int = 2000, tail_samples: int = 500
+) -> dict[str, Any]:
     """One record from several processes: samples pooled for the summary, kept per process for
-    comparisons, and the spread of the per-process medians reported."""
+    comparisons, intervals bootstrapped over processes then samples, and the spread of the
+    per-process medians (and throughputs) reported."""
     last = records[-1]
     if last["status"] not in MEASURED or len(records) == 1:
         return {**last, "repeats": len(records)}
     per_process = [r["latencies_ns"] for r in records]
     medians = [r["latency_p50_ms"] for r in records]
+    throughputs = [r["throughput_sps"] for r in records]
     pooled = [x for p in per_process for x in p]
     merged = {**records[0], **summarize(pooled, batch_size)}
+    merged.update(latency_intervals(per_process, batch_size, resamples))
+    if "throughput_slices_sps" in records[0]:  # throughput mode: counted, not from latency
+        slices = [r["throughput_slices_sps"] for r in records]
+        low, high = bootstrap_ci(slices, lambda x: float(x.mean()), resamples)
+        merged.update(
+            {
+                "throughput_sps": float(np.mean(throughputs)),
+                "throughput_ci_low_sps": low,
+                "throughput_ci_high_sps": high,
+            }
+        )
     merged.update(
         {
             "latencies_ns": pooled,
             "process_latencies_ns": per_process,
             "repeats": len(records),
-            "process_p50_spread_pct": 100 * (max(medians) - min(medians)) / float(np.median(medians)),
+            "process_p50_spread_pct": _spread_pct(medians),
+            "process_throughput_spread_pct": _spread_pct(throughputs),
+            "p99_reliable": len(pooled) >= tail_samples,
+            "capped": any(r.get("capped") for r in records),
+            "warmup_stable": all(r.get("warmup_stable") for r in records),
             "peak_rss_mb": max(r.get("peak_rss_mb") or 0 for r in records),
             "wall_s": sum(r.get("wall_s") or 0 for r in records),
         }
     )
     return merged
+
+
+def _spread_pct(values: list[float]) -> float:
+    return 100 * (max(values) - min(values)) / float(np.median(values))
 
 
 def run_in_worker(
@@ -207,6 +256,7 @@ def run_in_worker(
             "accuracy": asdict(config.accuracy),
             "options": config.backend_options.get(cell.backend, {}),
             "cache_dir": str(cache_dir),
+            "pin_cpus": pin_cpus(cell.threads) if config.pin else None,
         },
     )
     log_path = run_dir / "logs" / f"{cell.key}.log"

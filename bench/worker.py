@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import sys
 import time
@@ -15,11 +16,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from backends import load_backend
 from bench.config import AccuracyConfig, Cell, MeasureConfig
 from bench.errors import UnsupportedError, first_line
-from bench.measure import measure
-from bench.stats import accuracy, summarize
+from bench.measure import measure, measure_throughput
+from bench.stats import accuracy, latency_intervals, slice_rates, summarize, throughput_summary
 from bench.util import atomic_write_json
 from models import ModelRef, build_model, count_flops
 
@@ -38,7 +41,12 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     backend_cls = load_backend(cell.backend)
     record["versions"] = backend_cls.versions()
     backend = backend_cls(
-        cell.threads, Path(spec["cache_dir"]), checks.calibration_samples, spec.get("options", {})
+        cell.threads,
+        Path(spec["cache_dir"]),
+        checks.calibration_samples,
+        spec.get("options", {}),
+        mode=cell.mode,
+        streams=config.streams,
     )
     record["backend_options"] = backend.settings
     model = build_model(ref, seed=config.seed)
@@ -77,16 +85,63 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
                 f"rel_l2_err {record['rel_l2_err']:.3g} > {limit:g} ({cell.precision} threshold)"
             )
 
-    def one_iteration(i: int) -> None:
+    record["timing_scope"] = backend.timing_scope
+    if cell.mode == "throughput":
+        record.update(_time_throughput(backend, natives, cell.batch_size, config))
+    else:
+        record.update(_time_latency(backend, natives, cell.batch_size, config))
+    backend.close()
+    return record
+
+
+def _time_latency(backend: Any, natives: list[Any], batch_size: int, config: MeasureConfig) -> dict[str, Any]:
+    def one_iteration(i: int) -> int | None:
         backend.run(natives[i % len(natives)])
         backend.synchronize()
+        return backend.device_time_ns()
 
     result = measure(one_iteration, config)
-    record["latencies_ns"] = result.latencies_ns
-    record["warmup_iterations"] = result.warmup_iterations
-    record["capped"] = result.capped
-    record.update(summarize(result.latencies_ns, cell.batch_size))
-    backend.close()
+    record: dict[str, Any] = {
+        "latencies_ns": result.latencies_ns,
+        "warmup_iterations": result.warmup.iterations,
+        "warmup_s": result.warmup.seconds,
+        "warmup_stable": result.warmup.stable,
+        "capped": result.capped,
+        "p99_reliable": result.tail_ok,
+        **summarize(result.latencies_ns, batch_size),
+        **latency_intervals([result.latencies_ns], batch_size, config.bootstrap_resamples),
+    }
+    if result.device_ns:
+        record["device_latencies_ns"] = result.device_ns
+        record["device_p50_ms"] = float(np.median(result.device_ns)) / 1e6
+    return record
+
+
+def _time_throughput(
+    backend: Any, natives: list[Any], batch_size: int, config: MeasureConfig
+) -> dict[str, Any]:
+    def saturate(seconds: float, min_requests: int) -> Any:
+        return backend.run_throughput(natives, batch_size, seconds, min_requests)
+
+    warmup, run = measure_throughput(saturate, config)
+    latencies = [end - start for start, end in zip(run.starts_ns, run.ends_ns, strict=True)]
+    record: dict[str, Any] = {
+        "latencies_ns": latencies,
+        "warmup_iterations": warmup.iterations,
+        "warmup_s": warmup.seconds,
+        "warmup_stable": warmup.stable,
+        "capped": len(latencies) < config.min_iterations,
+        "p99_reliable": len(latencies) >= config.tail_samples,
+        "streams": run.streams,
+        # Request latency under load: what each request waited, not the engine's best case.
+        **summarize(latencies, batch_size),
+        **latency_intervals([latencies], batch_size, config.bootstrap_resamples),
+    }
+    counted = throughput_summary(
+        run.ends_ns, run.begin_ns, run.end_ns, batch_size, config.bootstrap_resamples
+    )
+    record.update(counted)  # completed samples over wall time, never derived from latency
+    record["throughput_slices_sps"] = slice_rates(run.ends_ns, run.begin_ns, run.end_ns, batch_size)
     return record
 
 
@@ -123,6 +178,9 @@ def main(argv: list[str]) -> int:
     )
     spec_path, out_path = Path(argv[0]), Path(argv[1])
     spec = json.loads(spec_path.read_text())
+    if spec.get("pin_cpus"):
+        # Before any engine starts its thread pools: they inherit this mask.
+        os.sched_setaffinity(0, spec["pin_cpus"])
     try:
         record = run_cell(spec)
     except UnsupportedError as exc:

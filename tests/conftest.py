@@ -14,6 +14,8 @@ FAST_MEASURE = MeasureConfig(
     max_seconds=2.0,
     input_sets=2,
     timeout_seconds=60.0,
+    tail_samples=50,
+    bootstrap_resamples=200,
 )
 NUMPY_MODEL = "tests.fakes:numpy_model"
 

@@ -33,6 +33,22 @@ class FakeBackend(Backend):
         return [inputs["x"] * 2]
 
 
+class SleepBackend(FakeBackend):
+    """1 ms per call spent off the GIL, like a native engine: concurrent streams overlap."""
+
+    name = "sleep"
+
+    def prepare(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
+        info = super().prepare(model, precision, batch_size)
+        # Where the worker was allowed to run: the runner's pinning shows up here.
+        info.details["affinity"] = sorted(os.sched_getaffinity(0))
+        return info
+
+    def run(self, inputs: Any) -> Any:
+        time.sleep(0.001)
+        return [inputs["x"] * 2]
+
+
 class CrashBackend(FakeBackend):
     """Dies the way a buggy native engine does: a segfault, no Python exception."""
 

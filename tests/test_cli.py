@@ -25,7 +25,7 @@ def _error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     [
         (["run", "--model", "resnet5"], "unknown model 'resnet5'; choose one of resnet50"),
         (["run", "--backend", "tensorflow"], "unknown backend 'tensorflow'; choose one of torch"),
-        (["run", "--precision", "fp8"], "precision must be one of fp32, bf16, int8; got 'fp8'"),
+        (["run", "--precision", "fp8"], "precision must be one of fp32, bf16, fp16, int8; got 'fp8'"),
         (["run", "--batch-size", "0"], "batch size must be a positive integer; got 0"),
         (["run", "--batch-size", "eight"], "batch sizes must be integers; got eight"),
         (["run", "--profile", "nosuch"], "unknown profile 'nosuch'"),

@@ -39,7 +39,7 @@ def test_cell_key_is_filesystem_safe() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"precisions": ("fp8",)}, "precision must be one of fp32, bf16, int8; got 'fp8'"),
+        ({"precisions": ("fp8",)}, "precision must be one of fp32, bf16, fp16, int8; got 'fp8'"),
         ({"batch_sizes": (0,)}, "batch size must be a positive integer; got 0"),
         ({"batch_sizes": (-4,)}, "got -4"),
         ({"threads": (-1,)}, "threads must be a non-negative integer"),

@@ -3,9 +3,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from backends.base import ThroughputRun
 from bench.config import MeasureConfig
-from bench.measure import measure
-from bench.stats import accuracy, summarize
+from bench.measure import measure, measure_throughput, settled, stability_window
+from bench.stats import (
+    accuracy,
+    bootstrap_ci,
+    latency_intervals,
+    slice_rates,
+    summarize,
+    throughput_summary,
+)
 
 
 class FakeClock:
@@ -28,6 +36,7 @@ def _config(**kwargs: float) -> MeasureConfig:
         "min_iterations": 10,
         "min_seconds": 0.0,
         "max_seconds": 100.0,
+        "tail_samples": 1,  # the tail rule has its own tests
     }
     base.update(kwargs)
     return MeasureConfig(**base)  # type: ignore[arg-type]
@@ -42,10 +51,11 @@ def test_stops_when_min_iterations_reached_if_duration_already_met() -> None:
         clock.work(1_000_000)  # 1 ms per iteration
 
     result = measure(call, _config(), clock)
-    assert result.warmup_iterations == 3
+    # Constant speed: settled as soon as two stability windows (10 each) exist.
+    assert result.warmup_iterations == 20 and result.warmup.stable
     assert len(result.latencies_ns) == 10
     assert all(lat == 1_000_000 for lat in result.latencies_ns)
-    assert calls == list(range(13))  # warm-up iterations continue the input cycle
+    assert calls == list(range(30))  # warm-up iterations continue the input cycle
     assert not result.capped
 
 
@@ -58,8 +68,9 @@ def test_min_duration_extends_the_loop() -> None:
 
 def test_warmup_duration_is_respected() -> None:
     clock = FakeClock()
-    result = measure(lambda i: clock.work(100_000_000), _config(warmup_seconds=1.0), clock)
-    assert result.warmup_iterations == 10  # 1 s of 100 ms calls, more than the 3 asked for
+    result = measure(lambda i: clock.work(100_000_000), _config(warmup_seconds=3.0), clock)
+    assert result.warmup_iterations == 30  # 3 s of 100 ms calls, more than the 3 asked for
+    assert result.warmup.seconds == pytest.approx(3.0)
 
 
 def test_max_seconds_caps_a_slow_cell() -> None:
@@ -99,3 +110,115 @@ def test_accuracy_metrics() -> None:
     assert np.isnan(accuracy(ref, ref, classification=False)["top1_agreement"])
     with pytest.raises(ValueError, match="output sizes differ"):
         accuracy(ref, [np.zeros(5)], classification=False)
+
+
+def test_warmup_runs_until_the_speed_settles() -> None:
+    clock = FakeClock()
+    # A cold engine: 10 ms per call falling to 1 ms over the first 100 calls, then steady.
+    result = measure(lambda i: clock.work(max(1_000_000, 10_000_000 - 90_000 * i)), _config(), clock)
+    assert result.warmup.stable
+    assert 100 <= result.warmup_iterations <= 125  # just past the end of the slope
+    assert all(lat == 1_000_000 for lat in result.latencies_ns)
+
+
+def test_warmup_that_never_settles_stops_at_its_cap() -> None:
+    clock = FakeClock()
+    # Drifting 3% per 10 calls (a throttling CPU): window medians never agree within 2%.
+    result = measure(lambda i: clock.work(int(1_000_000 * 1.003**i)), _config(warmup_max_seconds=1.0), clock)
+    assert not result.warmup.stable
+    assert result.warmup.seconds == pytest.approx(1.0, abs=0.01)
+
+
+def test_stability_window_shrinks_for_slow_cells_but_not_below_three() -> None:
+    config = _config(warmup_max_seconds=10.0, stable_window=10)
+    assert stability_window(config, 0.001) == 10
+    assert stability_window(config, 0.5) == 5  # two windows fit in half the cap
+    assert stability_window(config, 30.0) == 3
+    assert settled([100] * 6, 3, 0.02) and not settled([100, 100, 100, 200, 200, 200], 3, 0.02)
+    assert not settled([100] * 5, 3, 0.02)  # fewer than two windows
+
+
+def test_loop_runs_on_for_enough_tail_samples() -> None:
+    clock = FakeClock()
+    result = measure(lambda i: clock.work(1_000_000), _config(tail_samples=300), clock)
+    assert len(result.latencies_ns) == 300 and result.tail_ok
+
+
+def test_p99_is_marked_when_the_cap_comes_first() -> None:
+    clock = FakeClock()
+    # 100 ms per call, 5 s cap: 50 samples, enough for the minimums but not for p99.
+    result = measure(lambda i: clock.work(100_000_000), _config(tail_samples=500, max_seconds=5.0), clock)
+    assert len(result.latencies_ns) == 50
+    assert not result.capped and not result.tail_ok
+
+
+def test_device_times_are_collected_when_the_engine_reports_them() -> None:
+    clock = FakeClock()
+
+    def call(i: int) -> int:
+        clock.work(2_000_000)
+        return 1_500_000  # device time from the engine's own events
+
+    result = measure(call, _config(), clock)
+    assert result.device_ns == [1_500_000] * len(result.latencies_ns)
+    assert measure(lambda i: clock.work(1), _config(), clock).device_ns is None
+
+
+def test_bootstrap_interval_covers_the_true_median_and_narrows_with_more_samples() -> None:
+    rng = np.random.default_rng(0)
+    misses = 0
+    for _ in range(40):
+        sample = rng.lognormal(mean=0.0, sigma=0.3, size=200)  # true median exp(0) = 1
+        low, high = bootstrap_ci([sample], np.median, resamples=500)
+        misses += not (low <= 1.0 <= high)
+    assert misses <= 6  # a 95% interval misses about 2 in 40
+    small = bootstrap_ci([rng.normal(10, 1, 50)], np.median, resamples=500)
+    large = bootstrap_ci([rng.normal(10, 1, 5000)], np.median, resamples=500)
+    assert large[1] - large[0] < (small[1] - small[0]) / 4  # ~1/sqrt(n): 10x fewer -> ~3x wider
+
+
+def test_hierarchical_bootstrap_carries_process_to_process_variation() -> None:
+    rng = np.random.default_rng(1)
+    # Three processes, each tight around its own level 10, 11, 12.
+    groups = [rng.normal(level, 0.05, 500) for level in (10.0, 11.0, 12.0)]
+    pooled = bootstrap_ci([np.concatenate(groups)], np.median, resamples=500)
+    nested = bootstrap_ci(groups, np.median, resamples=500)
+    assert nested[1] - nested[0] > 5 * (pooled[1] - pooled[0])
+    assert nested[0] < 10.5 and nested[1] > 11.5
+
+
+def test_latency_intervals_bracket_the_point_estimates() -> None:
+    latencies = list(np.random.default_rng(2).integers(900_000, 1_100_000, 1000))
+    s = summarize(latencies, batch_size=2)
+    ci = latency_intervals([latencies], batch_size=2, resamples=300)
+    assert ci["latency_p50_ci_low_ms"] <= s["latency_p50_ms"] <= ci["latency_p50_ci_high_ms"]
+    assert ci["throughput_ci_low_sps"] <= s["throughput_sps"] <= ci["throughput_ci_high_sps"]
+
+
+def test_throughput_is_counted_completions_over_wall_time() -> None:
+    # 1000 requests of batch 4 finishing evenly over 2 s: 2000 samples/s.
+    ends = [int(2e9 * (k + 1) / 1000) for k in range(1000)]
+    t = throughput_summary(ends, 0, 2_000_000_000, 4, resamples=300)
+    assert t["throughput_sps"] == pytest.approx(2000)
+    assert t["throughput_ci_low_sps"] <= 2000 <= t["throughput_ci_high_sps"]
+    rates = slice_rates(ends, 0, 2_000_000_000, 4)
+    assert len(rates) == 20 and sum(rates) / 20 == pytest.approx(2000)
+    with pytest.raises(ValueError):
+        throughput_summary([], 0, 1, 1, resamples=300)
+
+
+def test_throughput_warmup_repeats_slices_until_two_agree() -> None:
+    rates = iter([100.0, 300.0, 500.0, 505.0, 999.0])
+    calls: list[tuple[float, int]] = []
+
+    def run(seconds: float, min_requests: int) -> ThroughputRun:
+        calls.append((seconds, min_requests))
+        rate = next(rates)
+        n = int(rate * seconds)
+        ends = [int(1e9 * seconds * (k + 1) / n) for k in range(n)]
+        return ThroughputRun([0] * n, ends, 1, 2, 0, int(seconds * 1e9))
+
+    warmup, timed = measure_throughput(run, _config(warmup_seconds=0.0, min_seconds=1.0))
+    assert warmup.stable and warmup.window == 4  # 500 then 505: within 2%
+    assert calls[-1] == (1.0, 10)  # the timed run: min_seconds and min_iterations
+    assert timed.samples == 999 and timed.streams == 2

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from bench.config import MeasureConfig
+from bench.peak import peak_cache_path
 from bench.results import COLUMNS, NUMERIC, SCHEMA_VERSION, load_cells, read_csv
 from bench.runner import SweepEvents, run_sweep
 from tests.conftest import FAST_MEASURE, fake_sweep
 
 pytestmark = pytest.mark.slow
 FAKE = "tests.fakes:FakeBackend"
+SLEEP = "tests.fakes:SleepBackend"
 
 
 def _by_backend(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -156,3 +160,59 @@ def test_wrong_outputs_are_accuracy_fail_but_still_timed(run_dir: Path, cache_di
     assert record["reason"].startswith("rel_l2_err 1 > 0.001 (fp32 threshold)")
     assert record["latency_p50_ms"] > 0 and len(record["latencies_ns"]) >= FAST_MEASURE.min_iterations
     assert record["cpu_native_bf16"] in (True, False)
+
+
+def test_throughput_mode_counts_completions_of_concurrent_streams(run_dir: Path, cache_dir: Path) -> None:
+    measure = replace(FAST_MEASURE, min_seconds=0.3, streams=4)
+    config = fake_sweep([SLEEP], batch_sizes=(2,), modes=("latency", "throughput"), measure=measure)
+    latency, throughput = run_sweep(config, run_dir, cache_dir=cache_dir)
+    assert (latency["mode"], throughput["mode"]) == ("latency", "throughput")
+    assert throughput["cell_key"] == latency["cell_key"] + "__throughput"
+    assert throughput["streams"] == 4 and "streams" not in latency
+    # Four 1 ms requests in flight at once: far more than one at a time, counted not derived.
+    assert throughput["throughput_sps"] > 2 * latency["throughput_sps"]
+    assert (
+        throughput["throughput_ci_low_sps"]
+        <= throughput["throughput_sps"]
+        <= throughput["throughput_ci_high_sps"]
+    )
+    assert len(throughput["throughput_slices_sps"]) == 20
+    frame = read_csv(run_dir)
+    assert list(frame["mode"]) == ["latency", "throughput"]
+
+
+def test_repeats_merge_intervals_and_spreads(run_dir: Path, cache_dir: Path) -> None:
+    measure = replace(FAST_MEASURE, repeats=2)
+    (record,) = run_sweep(fake_sweep([FAKE], batch_sizes=(1,), measure=measure), run_dir, cache_dir=cache_dir)
+    assert record["repeats"] == 2 and len(record["process_latencies_ns"]) == 2
+    assert record["latency_p50_ci_low_ms"] <= record["latency_p50_ms"] <= record["latency_p50_ci_high_ms"]
+    assert record["process_p50_spread_pct"] >= 0 and record["process_throughput_spread_pct"] >= 0
+    assert record["p99_reliable"] is True  # 2 processes x >= 50 samples
+
+
+def test_pinned_worker_runs_on_its_first_cores(run_dir: Path, cache_dir: Path) -> None:
+    config = fake_sweep([SLEEP], batch_sizes=(1,), threads=(1,), pin=True)
+    (record,) = run_sweep(config, run_dir, cache_dir=cache_dir)
+    first = min(os.sched_getaffinity(0))
+    assert record["pinned_cpus"] == str(first)
+    assert record["details"]["affinity"] == [first]
+
+
+def test_rows_get_percent_of_the_cached_peak(run_dir: Path, cache_dir: Path) -> None:
+    peaks = {"fp32_gflops": 100.0, "bf16_gflops": 400.0, "int8_gops": 800.0, "memory_gbps": 20.0}
+    path = peak_cache_path(cache_dir, 1)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(peaks))
+    # Accuracy-fail rows are timed too, so they get their share of the peak like any other.
+    backend = "tests.fakes:WrongAnswerBackend"
+    config = fake_sweep([backend], models=("tests.fakes:torch_linear_model",), batch_sizes=(1,))
+    (record,) = run_sweep(config, run_dir, cache_dir=cache_dir, peak="cached")
+    assert record["flops_per_sample"] > 0
+    assert record["achieved_gflops"] == pytest.approx(
+        record["flops_per_sample"] * record["throughput_sps"] / 1e9
+    )
+    assert record["pct_of_peak"] == pytest.approx(record["achieved_gflops"])  # peak 100 -> same number
+    assert json.loads((run_dir / "env.json").read_text())["peaks"]["1"]["fp32_gflops"] == 100.0
+    # Without a cached ceiling the achieved rate is still there, the share is not.
+    (plain,) = run_sweep(config, run_dir.with_name("other"), cache_dir=cache_dir / "empty", peak="cached")
+    assert plain["achieved_gflops"] > 0 and "pct_of_peak" not in plain

@@ -1,0 +1,214 @@
+"""This machine's ceilings: dense matrix-multiply throughput per precision and memory bandwidth.
+
+A vendor's theoretical peak is rarely knowable on a VM (frequency, SMT, FMA units), so the
+ceiling is measured: the best rate the installed libraries reach on large GEMMs with the given
+thread count (OpenVINO's oneDNN FullyConnected and torch's matmul, several shapes, best of
+each), and the best of a copy and an add over buffers far larger than the caches. A model cell
+can beat it (fused kernels, Winograd, a lucky frequency): `% of peak` above 100 says so rather
+than hiding it. Run in a fresh process with the thread environment set, cached per machine,
+thread count and library versions.
+
+`python -m bench.peak THREADS OUT.json` is the subprocess entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UserError
+from bench.util import atomic_write_json, cache_key
+
+log = logging.getLogger(__name__)
+
+# (M, K, N) of the probes: a transformer-like and a square one; both fit no cache level whole.
+GEMM_SHAPES = ((512, 2048, 2048), (2048, 2048, 2048))
+MEMORY_BYTES = 256 * 2**20
+PROBE_SECONDS = 0.6
+#: Precision -> key in the peaks record; fp16 has no CPU probe.
+PEAK_KEYS = {"fp32": "fp32_gflops", "bf16": "bf16_gflops", "int8": "int8_gops"}
+
+
+def best_seconds(call: Callable[[], Any], seconds: float = PROBE_SECONDS) -> float:
+    """Fastest of repeated calls within about `seconds` (after two warm-up calls)."""
+    call()
+    call()
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _openvino_gemm(precision: str, threads: int, shape: tuple[int, int, int]) -> float:
+    """GOP/s of one OpenVINO FullyConnected; int8 through FakeQuantize on both operands, the
+    way quantized models reach the plugin's u8 x i8 kernels."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    x = ops.parameter([m, k], np.float32, name="x")
+    w: Any = ops.constant(rng.standard_normal((n, k)).astype(np.float32))
+    a: Any = x
+    if precision == "int8":
+        lo, hi = ops.constant(np.float32(0)), ops.constant(np.float32(4))
+        a = ops.fake_quantize(x, lo, hi, lo, hi, 256)
+        wlo, whi = ops.constant(np.float32(-4)), ops.constant(np.float32(4))
+        w = ops.fake_quantize(w, wlo, whi, wlo, whi, 255)
+    model = ov.Model([ops.matmul(a, w, False, True)], [x])
+    config = {
+        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+        "INFERENCE_NUM_THREADS": threads,
+        "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    compiled = ov.Core().compile_model(model, "CPU", config)
+    ran = {
+        op.get_rt_info()["runtimePrecision"].astype(str)
+        for op in compiled.get_runtime_model().get_ops()
+        if op.get_rt_info()["layerType"].astype(str) in {"FullyConnected", "MatMul"}
+    }
+    wanted = {"fp32": {"f32"}, "bf16": {"bf16"}, "int8": {"u8", "i8"}}[precision]
+    if not ran & wanted:
+        raise RuntimeError(f"OpenVINO ran the {precision} probe in {sorted(ran)}")
+    request = compiled.create_infer_request()
+    data = rng.uniform(0, 4, (m, k)).astype(np.float32)
+    return 2 * m * k * n / best_seconds(lambda: request.infer([data], share_inputs=True)) / 1e9
+
+
+def _torch_gemm(precision: str, threads: int, shape: tuple[int, int, int]) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    m, k, n = shape
+    if precision == "int8":
+        a = torch.randint(-128, 127, (m, k), dtype=torch.int8)
+        b = torch.randint(-128, 127, (k, n), dtype=torch.int8)
+
+        def call() -> Any:
+            return torch._int_mm(a, b)
+    else:
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+
+        def call() -> Any:
+            return a @ b
+
+    with torch.inference_mode():
+        return 2 * m * k * n / best_seconds(call) / 1e9
+
+
+def _memory_bandwidth(threads: int) -> tuple[float, str]:
+    """GB/s of the faster of a copy (read + write) and an add (two reads + a write)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    count = MEMORY_BYTES // 4
+    a, b, c = torch.ones(count), torch.ones(count), torch.empty(count)
+    copy = 2 * MEMORY_BYTES / best_seconds(lambda: c.copy_(a)) / 1e9
+    add = 3 * MEMORY_BYTES / best_seconds(lambda: torch.add(a, b, out=c)) / 1e9
+    return (copy, "torch copy") if copy >= add else (add, "torch add")
+
+
+PROBES: dict[str, Callable[[str, int, tuple[int, int, int]], float]] = {
+    "openvino": _openvino_gemm,
+    "torch": _torch_gemm,
+}
+
+
+def measure_peaks(threads: int) -> dict[str, Any]:
+    """Run every probe here (call in a process whose thread environment is set)."""
+    import importlib.util
+
+    peaks: dict[str, Any] = {"threads": threads, "probes": {}}
+    for precision, key in PEAK_KEYS.items():
+        best, method = 0.0, ""
+        for library, probe in PROBES.items():
+            if importlib.util.find_spec(library) is None:
+                continue
+            for shape in GEMM_SHAPES:
+                try:
+                    rate = probe(precision, threads, shape)
+                except Exception as exc:  # one library failing a probe leaves the others
+                    log.warning("%s %s probe failed: %s", library, precision, exc)
+                    continue
+                peaks["probes"][f"{library} {precision} {'x'.join(map(str, shape))}"] = round(rate, 1)
+                if rate > best:
+                    best, method = rate, f"{library} gemm {'x'.join(map(str, shape))}"
+        peaks[key] = best or None
+        peaks[f"{key}_method"] = method
+    peaks["memory_gbps"], peaks["memory_gbps_method"] = _memory_bandwidth(threads)
+    return peaks
+
+
+def peak_cache_path(cache_dir: Path, threads: int) -> Path:
+    from bench import env
+
+    versions = env.package_versions()
+    key = cache_key(env.cpu_info()["model"], threads, versions["torch"], versions["openvino"])
+    return cache_dir / "peaks" / f"peaks-t{threads}-{key}.json"
+
+
+def load_peaks(cache_dir: Path, threads: int) -> dict[str, Any] | None:
+    path = peak_cache_path(cache_dir, threads)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def get_peaks(cache_dir: Path, threads: int, *, refresh: bool = False) -> dict[str, Any]:
+    """Cached peaks for this machine and thread count, measured in a fresh process if absent."""
+    path = peak_cache_path(cache_dir, threads)
+    if path.is_file() and not refresh:
+        return dict(json.loads(path.read_text()), cached=True)
+    from bench.runner import worker_env
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".new.json")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.peak", str(threads), str(tmp)],
+        env=worker_env(threads),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0 or not tmp.is_file():
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"peak measurement failed: {last}")
+    peaks = json.loads(tmp.read_text())
+    peaks["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    atomic_write_json(path, peaks)
+    tmp.unlink()
+    return dict(peaks, cached=False)
+
+
+def percent_of_peak(record: dict[str, Any], peaks: dict[str, Any] | None) -> dict[str, float]:
+    """Achieved GFLOP/s of a row and its share of the ceiling for the row's precision."""
+    flops, throughput = record.get("flops_per_sample"), record.get("throughput_sps")
+    if not flops or not throughput:
+        return {}
+    achieved = flops * throughput / 1e9
+    result = {"achieved_gflops": achieved}
+    ceiling = (peaks or {}).get(PEAK_KEYS.get(record.get("precision", ""), ""))
+    if ceiling:
+        result["peak_gflops"] = float(ceiling)
+        result["pct_of_peak"] = 100 * achieved / float(ceiling)
+    return result
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    threads, out = int(argv[0]), Path(argv[1])
+    atomic_write_json(out, measure_peaks(threads))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
