@@ -3,9 +3,16 @@ SHELL := /bin/bash
 comma := ,
 PYTHON ?= python3
 HW ?= cpu
+# HW=gpu gets its own environment: torch's CUDA build (from TORCH_INDEX) plus the [gpu] extra.
+ifeq ($(HW),gpu)
+VENV ?= .venv-gpu
+EXTRAS ?= gpu,dev
+else
 VENV ?= .venv
-PY := $(VENV)/bin/python
 EXTRAS ?= cpu,dev
+endif
+TORCH_INDEX ?= https://download.pytorch.org/whl/cu130
+PY := $(VENV)/bin/python
 ARGS ?=
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
@@ -20,8 +27,10 @@ setup: $(STAMP)
 # Re-install when the project's dependency list changes.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(if $(filter gpu,$(HW)),$(PY) -m pip install --quiet "torch==2.13.0" --index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	$(PY) -c "import bench, torch; print('inferbench', bench.__version__, 'torch', torch.__version__)"
+	$(if $(filter gpu,$(HW)),$(PY) -c "import sys; import torch; sys.exit(0 if torch.version.cuda else 'torch ' + torch.__version__ + ' is a CPU build: set TORCH_INDEX to a CUDA wheel index')")
 	touch $@
 
 # The report test drives Debian's chromium; install it when we can (root + apt), else it skips.

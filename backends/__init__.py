@@ -35,6 +35,12 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "torch-compile": "backends.torch_compile:TorchCompileBackend",
     "onnxruntime": "backends.onnxruntime:OrtBackend",
     "openvino": "backends.openvino:OpenVinoBackend",
+    # CUDA GPUs (`pip install 'inferbench[gpu]'`, or `make setup HW=gpu`).
+    "tensorrt": "backends.tensorrt:TensorRtBackend",
+    "torch-tensorrt": "backends.torch_tensorrt:TorchTensorRtBackend",
+    "torch-cuda": "backends.torch_cuda:TorchCudaBackend",
+    "torch-compile-cuda": "backends.torch_cuda:TorchCompileCudaBackend",
+    "onnxruntime-cuda": "backends.onnxruntime_cuda:OrtCudaBackend",
 }
 
 

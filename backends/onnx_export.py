@@ -3,10 +3,15 @@
 The TorchScript-based exporter is used (dynamo=False), and Hugging Face encoders are exported
 with their eager attention: that graph is the one ONNX Runtime's transformer optimizer fuses
 into its Attention kernel (the SDPA graph is left unfused). The batch dimension is dynamic.
+
+For engines whose networks are strongly typed (TensorRT), fp16/bf16 come from the graph itself:
+the module is converted to that dtype and exported with float32 inputs and outputs (a Cast at
+each end), so the engine is handed the same fp32 arrays at every precision.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from collections.abc import Iterator
@@ -14,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.errors import BackendError
+from bench.errors import BackendError, UnsupportedError
 from bench.util import cache_key
 
 if TYPE_CHECKING:
@@ -23,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OPSET = 17
+LOW_PRECISION = ("fp16", "bf16")
 
 
 @contextmanager
@@ -57,16 +63,30 @@ def derived_dir(onnx_path: Path, cache_dir: Path) -> Path:
     return folder
 
 
-def onnx_file(model: ModelDef, cache_dir: Path) -> tuple[Path, bool]:
-    """The model as an ONNX file and whether it came from the cache."""
+def onnx_file(model: ModelDef, cache_dir: Path, precision: str = "fp32") -> tuple[Path, bool]:
+    """The model as an ONNX file and whether it came from the cache. `precision` fp16/bf16: the
+    whole model in that dtype, inputs and outputs kept float32."""
+    if precision not in ("fp32", *LOW_PRECISION):
+        raise ValueError(f"precision must be one of fp32, {', '.join(LOW_PRECISION)}; got {precision!r}")
     if model.onnx_path is not None:
+        if precision != "fp32":
+            raise UnsupportedError(
+                f"an ONNX file is exported already: convert it to {precision} yourself "
+                "(e.g. ModelOpt AutoCast) and benchmark the converted file"
+            )
         return model.onnx_path, True
     if model.module is None:
         raise BackendError(f"{model.name} has neither a torch module nor an ONNX file")
     import torch
 
-    key = cache_key("onnx", model.name, model.seed, torch.__version__, OPSET, "eager-attention")
-    path = cache_dir / "onnx" / f"{model.name}-{key}" / "model.onnx"
+    parts: tuple[object, ...] = ("onnx", model.name, model.seed, torch.__version__, OPSET, "eager-attention")
+    filename = "model.onnx"
+    module = model.module
+    if precision != "fp32":
+        # fp32 keeps the key it always had; low-precision graphs get their own file.
+        parts, filename = (*parts, precision, "fp32-io"), f"model.{precision}.onnx"
+        module = _cast_io(model.module, {"fp16": torch.float16, "bf16": torch.bfloat16}[precision])
+    path = cache_dir / "onnx" / f"{model.name}-{cache_key(*parts)}" / filename
     if path.is_file():
         return path, True
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,10 +94,10 @@ def onnx_file(model: ModelDef, cache_dir: Path) -> tuple[Path, bool]:
     dynamic = {name: {0: "batch"} for name in (*model.input_names, *model.output_names)}
     log.info("exporting %s to ONNX (opset %d)", model.name, OPSET)
     try:
-        with warnings.catch_warnings(), torch.no_grad(), eager_attention(model.module):
+        with warnings.catch_warnings(), torch.no_grad(), eager_attention(module):
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model.module,
+                module,
                 model.torch_inputs(2, model.seed),
                 str(tmp),
                 input_names=list(model.input_names),
@@ -91,3 +111,22 @@ def onnx_file(model: ModelDef, cache_dir: Path) -> tuple[Path, bool]:
         raise BackendError(f"ONNX export failed: {exc}") from exc
     tmp.replace(path)
     return path, False
+
+
+def _cast_io(module: Any, dtype: Any) -> Any:
+    """A copy of `module` in `dtype` that takes and returns float32 tensors."""
+    import torch
+
+    class CastIO(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = copy.deepcopy(module).to(dtype)
+
+        def forward(self, *inputs: torch.Tensor) -> Any:
+            cast = [x.to(dtype) if x.is_floating_point() else x for x in inputs]
+            out = self.inner(*cast)
+            if isinstance(out, list | tuple):
+                return type(out)(o.float() for o in out)
+            return out.float()
+
+    return CastIO().eval()

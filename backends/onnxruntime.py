@@ -19,6 +19,7 @@ import numpy as np
 
 from backends.base import Backend, PrepareInfo
 from backends.onnx_export import derived_dir, onnx_file
+from backends.qdq import static_qdq
 from bench.errors import BackendError
 from bench.util import cache_key
 
@@ -126,38 +127,26 @@ class OrtBackend(Backend):
 
         recurrent = bool(count_ops(path, ("LSTM", "GRU", "RNN")))
         method = "dynamic" if model.transformer or recurrent else "static-qdq"
-        key = cache_key(onnxruntime.__version__, method, self.calibration_samples, path.stat().st_size)
         folder = derived_dir(path, self.cache_dir)
+        if method == "static-qdq":
+            out, cached = static_qdq(path, folder, self.calibration_batches(model), self.calibration_samples)
+            return out, cached, method
+        key = cache_key(onnxruntime.__version__, method, self.calibration_samples, path.stat().st_size)
         out = folder / f"{path.stem}.int8-{method}-{key}.onnx"
         if out.is_file():
             return out, True, method
         tmp = out.with_suffix(".tmp.onnx")
-        if method == "dynamic":
-            import onnx
+        import onnx
 
-            # Fused contrib ops (Attention, SkipLayerNorm) defeat ONNX shape inference; their
-            # outputs are float, which is what DefaultTensorType tells the quantizer.
-            q.quantize_dynamic(
-                str(path),
-                str(tmp),
-                weight_type=q.QuantType.QInt8,
-                per_channel=False,
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-            )
-        else:
-            prepped = folder / f"{path.stem}.preprocessed.onnx"
-            q.quant_pre_process(str(path), str(prepped), skip_symbolic_shape=True)
-            reader = _CalibrationReader(self.calibration_batches(model))
-            q.quantize_static(
-                str(prepped),
-                str(tmp),
-                reader,
-                quant_format=q.QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=q.QuantType.QUInt8,
-                weight_type=q.QuantType.QInt8,
-                calibrate_method=q.CalibrationMethod.MinMax,
-            )
+        # Fused contrib ops (Attention, SkipLayerNorm) defeat ONNX shape inference; their
+        # outputs are float, which is what DefaultTensorType tells the quantizer.
+        q.quantize_dynamic(
+            str(path),
+            str(tmp),
+            weight_type=q.QuantType.QInt8,
+            per_channel=False,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
         tmp.replace(out)
         return out, False, method
 
@@ -169,13 +158,3 @@ class OrtBackend(Backend):
 
     def close(self) -> None:
         self.session = None
-
-
-class _CalibrationReader:
-    """onnxruntime.quantization.CalibrationDataReader over a list of input dicts."""
-
-    def __init__(self, batches: list[dict[str, np.ndarray]]) -> None:
-        self._batches = iter(batches)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._batches, None)

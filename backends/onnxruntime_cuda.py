@@ -1,0 +1,270 @@
+"""ONNX Runtime on a CUDA GPU: the CUDA execution provider, or its TensorRT provider.
+
+Inputs and outputs stay on the device through IO binding (the copies happen in `to_native`,
+outside the timed region), and the session runs on a CUDA stream of ours, so CUDA events
+bracket exactly its kernels. FP16 is ONNX Runtime's own float16 conversion (inputs and outputs
+kept float32), after its transformer optimizer for transformers on the CUDA provider. INT8 is
+the static QDQ graph with symmetric int8 activations, which only the TensorRT provider runs as
+int8. BF16 is not offered (see BF16_REASON).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from backends.base import Availability, PrepareInfo
+from backends.cuda import (
+    GPU_EXTRA,
+    INSTALL_HINT,
+    TIMING_SCOPE,
+    CudaEventTimer,
+    copy_details,
+    cuda_availability,
+    gpu_info,
+    memory_details,
+    require_cuda,
+    reset_peak_memory,
+)
+from backends.onnx_export import derived_dir, onnx_file
+from backends.onnxruntime import OrtBackend
+from backends.qdq import TENSORRT, static_qdq
+from bench.errors import BackendError, UnsupportedError, first_line
+from bench.util import cache_key
+
+if TYPE_CHECKING:
+    from models import ModelDef, ModelRef
+
+PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+BF16_REASON = (
+    "not offered on onnxruntime-cuda: ONNX Runtime's float16 converter has no bf16 mode and the "
+    "CUDA provider lacks bf16 kernels for part of the operator set (Conv among them); "
+    "bf16 on the GPU: tensorrt, torch-tensorrt, torch-cuda"
+)
+INT8_CUDA_REASON = (
+    "the CUDA execution provider has no int8 kernels for QDQ graphs (it would dequantize and run "
+    "fp32); int8 needs --backend-option onnxruntime-cuda.provider=tensorrt"
+)
+
+
+class OrtCudaBackend(OrtBackend):
+    name = "onnxruntime-cuda"
+    device = "cuda"
+    requires = ("onnxruntime", "onnx", "torch")  # type: ignore[assignment]
+    extra = GPU_EXTRA
+    version_packages: ClassVar[tuple[str, ...]] = ("onnxruntime-gpu", "onnx", "torch", "tensorrt")
+    precisions = frozenset({"fp32", "fp16", "int8"})
+    precision_notes: ClassVar[dict[str, str]] = {
+        "fp32": "CUDA provider, TF32 off",
+        "fp16": "ORT float16 conversion, fp32 I/O",
+        "int8": "static QDQ (symmetric int8); provider=tensorrt only",
+    }
+    options: ClassVar[dict[str, tuple[str, ...]]] = {"provider": ("cuda", "tensorrt")}
+    timing_scope = TIMING_SCOPE
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stream: Any = None
+        self.timer: CudaEventTimer | None = None
+        self.input_names: list[str] = []
+        self.output_names: list[str] = []
+
+    @classmethod
+    def availability(cls) -> Availability:
+        try:
+            # The distribution, not the module: the CPU wheel installs `onnxruntime` too.
+            importlib.metadata.version("onnxruntime-gpu")
+        except importlib.metadata.PackageNotFoundError:
+            return Availability(
+                False, f"onnxruntime-gpu not installed (no CUDA provider in this onnxruntime); {INSTALL_HINT}"
+            )
+        return cuda_availability(cls.requires)
+
+    @classmethod
+    def unsupported_reason(cls, model: ModelRef, precision: str) -> str | None:
+        if precision == "bf16":
+            return BF16_REASON
+        return super().unsupported_reason(model, precision)
+
+    def stream_count(self) -> int:
+        return 1  # one session on one stream of ours: concurrent requests would only queue
+
+    def prepare(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
+        import onnxruntime as ort
+        import torch
+
+        require_cuda()
+        provider = self.settings["provider"]
+        if precision == "int8" and provider == "cuda":
+            raise UnsupportedError(INT8_CUDA_REASON)
+        if PROVIDERS[provider] not in ort.get_available_providers():
+            raise UnsupportedError(f"this onnxruntime build has no {PROVIDERS[provider]}")
+        reset_peak_memory()
+        path, artifact_cached = onnx_file(model, self.cache_dir)
+        folder = derived_dir(path, self.cache_dir)
+        details: dict[str, Any] = {
+            "provider": PROVIDERS[provider],
+            "gpu": gpu_info(),
+            "onnx_cached": artifact_cached,
+        }
+        if model.transformer and provider == "cuda":
+            # Fused contrib ops (Attention, SkipLayerNorm) are CUDA-provider kernels; the TensorRT
+            # provider fuses the plain graph itself.
+            path, details["fused_ops"] = self._optimize_for_gpu(path, model.transformer, folder)
+        if precision == "fp16":
+            path, artifact_cached = self._to_fp16(path, folder)
+        elif precision == "int8":
+            batches = self.calibration_batches(model)
+            path, artifact_cached = static_qdq(path, folder, batches, self.calibration_samples, TENSORRT)
+            details["quantization"] = TENSORRT.tag
+        self.stream = torch.cuda.Stream()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        providers = self._providers(provider, precision, folder)
+        if provider == "tensorrt" and importlib.util.find_spec("tensorrt") is not None:
+            import tensorrt  # noqa: F401 - loads libnvinfer for the provider to find
+
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:
+            raise BackendError(f"ONNX Runtime could not load {path.name}: {first_line(exc)}") from exc
+        used = self.session.get_providers()
+        if used[0] != PROVIDERS[provider]:
+            # ONNX Runtime drops a provider that fails to initialise and goes on without it.
+            raise BackendError(f"{PROVIDERS[provider]} did not initialise; ONNX Runtime fell back to {used}")
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        details["providers"] = used
+        details["provider_options"] = {k: v for k, v in providers[0][1].items() if k != "user_compute_stream"}
+        arrays = model.make_inputs(batch_size, model.seed)
+        example = self.to_native(arrays)
+        for _ in range(3):  # the TensorRT provider builds its engine on the first run
+            self.session.run_with_iobinding(example[0])
+        details.update(
+            copy_details(
+                h2d=lambda: self.to_native(arrays),
+                d2h=lambda: example[0].copy_outputs_to_cpu(),
+                h2d_bytes=sum(a.nbytes for a in arrays.values()),
+                d2h_bytes=sum(np.asarray(o).nbytes for o in example[0].copy_outputs_to_cpu()),
+            )
+        )
+        details.update(memory_details())
+        self.timer = CudaEventTimer(self.stream) if self.mode == "latency" else None
+        return PrepareInfo(
+            artifact=path, artifact_cached=artifact_cached, engine_precision=precision, details=details
+        )
+
+    def _providers(self, provider: str, precision: str, folder: Path) -> list[tuple[str, dict[str, Any]]]:
+        stream = {"has_user_compute_stream": "1", "user_compute_stream": str(self.stream.cuda_stream)}
+        cuda = {"device_id": "0", "use_tf32": "0", "cudnn_conv_algo_search": "EXHAUSTIVE", **stream}
+        if provider == "cuda":
+            return [("CUDAExecutionProvider", cuda), ("CPUExecutionProvider", {})]
+        trt: dict[str, Any] = {
+            "device_id": "0",
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": str(folder / "ort-tensorrt-engines"),
+            "trt_timing_cache_enable": "True",
+            **stream,
+        }
+        if _tensorrt_major() == 10:
+            # TensorRT 10 builds weakly typed networks: the precisions must be switched on. 11 and
+            # later are strongly typed and take them from the graph.
+            trt["trt_fp16_enable"] = str(precision == "fp16")
+            trt["trt_int8_enable"] = str(precision == "int8")
+        return [
+            ("TensorrtExecutionProvider", trt),
+            ("CUDAExecutionProvider", cuda),
+            ("CPUExecutionProvider", {}),
+        ]
+
+    def _optimize_for_gpu(
+        self, path: Path, info: dict[str, Any], folder: Path
+    ) -> tuple[Path, dict[str, int]]:
+        from onnxruntime.transformers import optimizer
+
+        out = folder / "model.ort-transformer-gpu.onnx"
+        opt = optimizer.optimize_model(
+            str(path),
+            model_type=info["model_type"],
+            num_heads=info["num_heads"],
+            hidden_size=info["hidden_size"],
+            opt_level=0,
+            use_gpu=True,
+        )
+        fused = {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
+        opt.save_model_to_file(str(out))
+        return out, fused
+
+    def _to_fp16(self, path: Path, folder: Path) -> tuple[Path, bool]:
+        return ort_fp16(path, folder)
+
+    def to_native(self, inputs: dict[str, np.ndarray]) -> Any:
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()
+        values = []  # the device copies must outlive the binding's use of them
+        for name in self.input_names:
+            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(inputs[name]), "cuda", 0)
+            binding.bind_ortvalue_input(name, value)
+            values.append(value)
+        for name in self.output_names:
+            binding.bind_output(name, "cuda", 0)
+        return binding, values
+
+    def run(self, inputs: Any) -> Any:
+        binding = inputs[0]
+        if self.timer is not None:
+            self.timer.start()
+        self.session.run_with_iobinding(binding)
+        if self.timer is not None:
+            self.timer.stop()
+        return binding
+
+    def run_on(self, stream: int, inputs: Any) -> Any:
+        return self.run(inputs)
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def device_time_ns(self) -> int | None:
+        return self.timer.elapsed_ns() if self.timer is not None else None
+
+    def to_numpy(self, outputs: Any) -> list[np.ndarray]:
+        return [np.asarray(o, dtype=np.float32) for o in outputs.copy_outputs_to_cpu()]
+
+    def close(self) -> None:
+        super().close()
+        self.stream = self.timer = None
+
+
+def ort_fp16(path: Path, folder: Path) -> tuple[Path, bool]:
+    """ONNX Runtime's float16 conversion of `path` (inputs and outputs kept float32), cached
+    beside it; returns (path, from_cache)."""
+    import onnx
+    import onnxruntime
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    key = cache_key(onnxruntime.__version__, "fp16-keep-io", path.stat().st_size)
+    out = folder / f"{path.stem}.fp16-{key}.onnx"
+    if out.is_file():
+        return out, True
+    model = OnnxModel(onnx.load(str(path)))
+    model.convert_float_to_float16(keep_io_types=True)
+    tmp = out.with_suffix(".tmp.onnx")
+    model.save_model_to_file(str(tmp))
+    tmp.replace(out)
+    return out, False
+
+
+def _tensorrt_major() -> int | None:
+    try:
+        return int(importlib.metadata.version("tensorrt").split(".")[0])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return None

@@ -1,0 +1,85 @@
+"""Static INT8 quantization of an ONNX file into explicit QuantizeLinear/DequantizeLinear pairs.
+
+ONNX Runtime's quantization tool does the work, calibrated (MinMax) on the model's own inputs.
+ONNX Runtime's CPU provider runs the result directly; TensorRT, whose networks are strongly
+typed, takes its INT8 from exactly these Q/DQ nodes. The two differ in one setting: TensorRT
+accepts only symmetric int8 activations (zero point 0), ONNX Runtime prefers asymmetric uint8.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.util import cache_key
+
+
+@dataclass(frozen=True)
+class QdqSettings:
+    """How the quantizer is configured; `tag` names the artifact and keys its cache entry."""
+
+    tag: str = "static-qdq"
+    activation_type: str = "uint8"  # "int8": symmetric activations, the only kind TensorRT takes
+    # Op types whose inputs get Q/DQ pairs; empty = every op type the quantizer knows.
+    op_types: tuple[str, ...] = ()
+
+    def key_parts(self) -> tuple[object, ...]:
+        # ONNX Runtime's default settings keep the key they always had (existing caches stay valid).
+        return () if self == QdqSettings() else (self.activation_type, self.op_types)
+
+
+#: ONNX Runtime CPU: per-channel int8 weights, asymmetric uint8 activations.
+ORT_CPU = QdqSettings()
+#: TensorRT (and ORT's TensorRT provider): symmetric int8 activations, Q/DQ on the compute ops,
+#: where TensorRT fuses them into int8 kernels.
+TENSORRT = QdqSettings(tag="static-qdq-s8", activation_type="int8", op_types=("Conv", "MatMul", "Gemm"))
+
+
+def static_qdq(
+    path: Path,
+    folder: Path,
+    batches: list[dict[str, np.ndarray]],
+    calibration_samples: int,
+    settings: QdqSettings = ORT_CPU,
+) -> tuple[Path, bool]:
+    """Statically quantized copy of `path` in `folder` (cached); returns (path, from_cache)."""
+    import onnxruntime
+    from onnxruntime import quantization as q
+
+    key = cache_key(
+        onnxruntime.__version__, settings.tag, calibration_samples, path.stat().st_size, *settings.key_parts()
+    )
+    out = folder / f"{path.stem}.int8-{settings.tag}-{key}.onnx"
+    if out.is_file():
+        return out, True
+    tmp = out.with_suffix(".tmp.onnx")
+    prepped = folder / f"{path.stem}.preprocessed.onnx"
+    q.quant_pre_process(str(path), str(prepped), skip_symbolic_shape=True)
+    symmetric = settings.activation_type == "int8"
+    extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else None
+    q.quantize_static(
+        str(prepped),
+        str(tmp),
+        CalibrationReader(batches),
+        quant_format=q.QuantFormat.QDQ,
+        op_types_to_quantize=list(settings.op_types) or None,
+        per_channel=True,
+        activation_type=q.QuantType.QInt8 if symmetric else q.QuantType.QUInt8,
+        weight_type=q.QuantType.QInt8,
+        calibrate_method=q.CalibrationMethod.MinMax,
+        extra_options=extra,
+    )
+    tmp.replace(out)
+    return out, False
+
+
+class CalibrationReader:
+    """onnxruntime.quantization.CalibrationDataReader over a list of input dicts."""
+
+    def __init__(self, batches: list[dict[str, np.ndarray]]) -> None:
+        self._batches = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)

@@ -1,0 +1,208 @@
+"""Torch-TensorRT, dynamo path: `torch.export` then `torch_tensorrt.dynamo.compile`.
+
+Its networks are explicitly typed (the `enabled_precisions` switch is gone): FP16/BF16 use
+Torch-TensorRT's autocast (`enable_autocast`, `autocast_low_precision_type`), which keeps
+numerically sensitive layers in fp32. INT8 is NVIDIA ModelOpt post-training quantization
+(`mtq.INT8_DEFAULT_CFG`: per-channel int8 weights, per-tensor int8 activations, calibrated on
+the model's own inputs), exported with its Q/DQ nodes, which Torch-TensorRT turns into int8
+layers. Operators TensorRT cannot take stay in PyTorch; the number of TensorRT and PyTorch
+subgraphs is recorded. `cuda_graph=on` wraps the module in Torch-TensorRT's CUDA-graph runtime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from backends.base import Availability, PrepareInfo, output_list
+from backends.cuda import (
+    GPU_EXTRA,
+    INSTALL_HINT,
+    TIMING_SCOPE,
+    CudaEventTimer,
+    check_bf16,
+    copy_details,
+    cuda_availability,
+    gpu_info,
+    memory_details,
+    require_cuda,
+    reset_peak_memory,
+    torch_dtype,
+)
+from backends.torch_eager import TorchBackend, set_torch_threads
+from bench.errors import BackendError, UnsupportedError, first_line
+
+if TYPE_CHECKING:
+    from models import ModelDef
+
+
+class TorchTensorRtBackend(TorchBackend):
+    name = "torch-tensorrt"
+    device = "cuda"
+    requires = ("torch_tensorrt", "tensorrt", "torch")  # type: ignore[assignment]
+    extra = GPU_EXTRA
+    version_packages: ClassVar[tuple[str, ...]] = ("torch-tensorrt", "tensorrt", "torch", "nvidia-modelopt")
+    precisions = frozenset({"fp32", "fp16", "bf16", "int8"})
+    precision_notes: ClassVar[dict[str, str]] = {
+        "fp32": "explicit typing, TF32 off",
+        "fp16": "Torch-TensorRT autocast fp16",
+        "bf16": "Torch-TensorRT autocast bf16; compute capability 8.0+",
+        "int8": "ModelOpt PTQ (INT8_DEFAULT_CFG) -> Q/DQ -> TensorRT int8",
+    }
+    options: ClassVar[dict[str, tuple[str, ...]]] = {"cuda_graph": ("off", "on")}
+    timing_scope = TIMING_SCOPE
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timer: CudaEventTimer | None = None
+        self._exit = contextlib.ExitStack()
+
+    @classmethod
+    def availability(cls) -> Availability:
+        return cuda_availability(cls.requires)
+
+    def stream_count(self) -> int:
+        # One execution context per compiled engine: requests must not overlap on it.
+        return 1
+
+    def prepare(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
+        import torch
+        import torch_tensorrt
+
+        if model.module is None:
+            raise UnsupportedError(f"{self.name} needs a torch module")
+        require_cuda()
+        if precision == "bf16":
+            check_bf16()
+        set_torch_threads(self.threads)
+        reset_peak_memory()
+        self.input_names = model.input_names
+        module = copy.deepcopy(model.module).to("cuda").eval()
+        example = self.to_native(model.make_inputs(batch_size, model.seed))
+        details: dict[str, Any] = {"gpu": gpu_info(), "torch_tensorrt_version": torch_tensorrt.__version__}
+        settings: dict[str, Any] = {}
+        if precision in ("fp16", "bf16"):
+            settings = {"enable_autocast": True, "autocast_low_precision_type": torch_dtype(precision)}
+            details["mode"] = f"dynamo, explicit typing, autocast {precision}"
+        elif precision == "int8":
+            module = self._modelopt_int8(module, model)
+            details["mode"] = "dynamo, ModelOpt INT8_DEFAULT_CFG (Q/DQ)"
+            details["calibration_samples"] = self.calibration_samples
+        else:
+            details["mode"] = "dynamo, explicit typing, TF32 off"
+        try:
+            exported = self._export(module, example, precision)
+            compiled = torch_tensorrt.dynamo.compile(
+                exported,
+                arg_inputs=list(example),
+                min_block_size=1,
+                disable_tf32=True,
+                timing_cache_path=str(self.cache_dir / "torch-tensorrt" / "timing.cache"),
+                cache_built_engines=True,
+                reuse_cached_engines=True,
+                engine_cache_dir=str(self.cache_dir / "torch-tensorrt" / "engines"),
+                **settings,
+            )
+        except (UnsupportedError, BackendError):
+            raise
+        except Exception as exc:
+            raise BackendError(
+                f"Torch-TensorRT compile failed: {type(exc).__name__}: {first_line(exc)}"
+            ) from exc
+        children = [name for name, _ in compiled.named_children()]
+        details["trt_subgraphs"] = sum(1 for n in children if "_run_on_acc" in n)
+        details["torch_subgraphs"] = sum(1 for n in children if "_run_on_gpu" in n)
+        if self.settings.get("cuda_graph") == "on":
+            compiled = self._exit.enter_context(torch_tensorrt.runtime.enable_cudagraphs(compiled))
+        details["cuda_graph"] = self.settings.get("cuda_graph")
+        self.module = compiled
+        for _ in range(3):
+            self._forward(example)
+        torch.cuda.synchronize()
+        arrays = model.make_inputs(batch_size, model.seed)
+        outputs = output_list(self._forward(example))
+        details.update(
+            copy_details(
+                h2d=lambda: self.to_native(arrays),
+                d2h=lambda: [o.cpu() for o in outputs],
+                h2d_bytes=sum(a.nbytes for a in arrays.values()),
+                d2h_bytes=sum(o.numel() * o.element_size() for o in outputs),
+            )
+        )
+        details.update(memory_details())
+        self.timer = CudaEventTimer() if self.mode == "latency" else None
+        # Artifacts live in Torch-TensorRT's own engine cache; whether this one came from it is
+        # not reported by its API.
+        return PrepareInfo(engine_precision=precision, details=details)
+
+    def _export(self, module: Any, example: tuple[Any, ...], precision: str) -> Any:
+        import torch
+
+        with torch.no_grad():
+            if precision != "int8":
+                return torch.export.export(module, example)
+            from modelopt.torch.quantization.utils import export_torch_mode
+
+            with export_torch_mode():  # traces ModelOpt's Q/DQ as custom ops
+                return torch.export.export(module, example)
+
+    def _modelopt_int8(self, module: Any, model: ModelDef) -> Any:
+        if importlib.util.find_spec("modelopt") is None:
+            raise UnsupportedError(
+                "Torch-TensorRT takes int8 from NVIDIA ModelOpt's quantization (nvidia-modelopt); "
+                + INSTALL_HINT
+            )
+        import modelopt.torch.quantization as mtq
+        import torch
+
+        batches = [self.to_native(batch) for batch in self.calibration_batches(model)]
+
+        def calibrate(quantized: Any) -> None:
+            with torch.no_grad():
+                for batch in batches:
+                    quantized(*batch)
+
+        return mtq.quantize(module, mtq.INT8_DEFAULT_CFG, forward_loop=calibrate)
+
+    def _forward(self, inputs: Any) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            return self.module(*inputs)
+
+    def to_native(self, inputs: dict[str, np.ndarray]) -> Any:
+        import torch
+
+        tensors = tuple(torch.from_numpy(inputs[name]).to("cuda") for name in self.input_names)
+        torch.cuda.synchronize()
+        return tensors
+
+    def run(self, inputs: Any) -> Any:
+        if self.timer is not None:
+            self.timer.start()
+        out = self._forward(inputs)
+        if self.timer is not None:
+            self.timer.stop()
+        return out
+
+    def synchronize(self) -> None:
+        import torch
+
+        torch.cuda.current_stream().synchronize()
+
+    def device_time_ns(self) -> int | None:
+        return self.timer.elapsed_ns() if self.timer is not None else None
+
+    def enter_stream(self, stream: int) -> None:
+        pass  # one stream (see stream_count)
+
+    def to_numpy(self, outputs: Any) -> list[np.ndarray]:
+        return [o.detach().float().cpu().numpy() for o in output_list(outputs)]
+
+    def close(self) -> None:
+        self._exit.close()
+        self.module = self.timer = None
