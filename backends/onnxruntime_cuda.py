@@ -166,10 +166,12 @@ class OrtCudaBackend(OrtBackend):
         cuda = {"device_id": "0", "use_tf32": "0", "cudnn_conv_algo_search": "EXHAUSTIVE", **stream}
         if provider == "cuda":
             return [("CUDAExecutionProvider", cuda), ("CPUExecutionProvider", {})]
+        engines = folder / "ort-tensorrt-engines"
+        engines.mkdir(parents=True, exist_ok=True)
         trt: dict[str, Any] = {
             "device_id": "0",
             "trt_engine_cache_enable": "True",
-            "trt_engine_cache_path": str(folder / "ort-tensorrt-engines"),
+            "trt_engine_cache_path": str(engines),
             "trt_timing_cache_enable": "True",
             **stream,
         }

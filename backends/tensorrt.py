@@ -154,6 +154,7 @@ class TensorRtBackend(Backend):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.runtime: Any = None
         self.engine: Any = None
         self.slots: list[_Slot] = []
         self.input_names: list[str] = []
@@ -194,7 +195,8 @@ class TensorRtBackend(Backend):
             timing = timing_cache_path(self.cache_dir, trt.__version__, gpu)
             details["timing_cache"] = {"file": timing.name, "existed": timing.is_file()}
             self._build(trt, source, engine_file, timing, model, batch_size)
-        self.engine = trt.Runtime(_logger(trt)).deserialize_cuda_engine(engine_file.read_bytes())
+        self.runtime = trt.Runtime(_logger(trt))  # kept: it must outlive the engine it made
+        self.engine = self.runtime.deserialize_cuda_engine(engine_file.read_bytes())
         if self.engine is None:
             raise BackendError(f"TensorRT could not deserialize {engine_file.name}")
         found = layer_precisions(
@@ -383,7 +385,8 @@ class TensorRtBackend(Backend):
 
     def close(self) -> None:
         self.slots = []
-        self.engine = self.timer = None
+        self.timer = None
+        self.engine = self.runtime = None  # the engine goes first
 
 
 _LOGGER: Any = None
