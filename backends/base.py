@@ -188,10 +188,15 @@ class Backend(ABC):
     def synchronize(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Wait for queued work to finish (a no-op for synchronous CPU engines)."""
 
-    def device_time_ns(self) -> int | None:
-        """Device-side duration of the last `run` (e.g. from CUDA events), or None when the
-        engine has no separate device clock; recorded beside the host-side latency."""
+    def engine_time_ns(self) -> int | None:
+        """The engine's own measurement of the last `run` (CUDA events around it on a GPU,
+        OpenVINO's request latency), or None; recorded beside the host-side latency."""
         return None
+
+    def run_details(self) -> dict[str, Any]:
+        """Facts known only after the timed loop (e.g. peak device memory), merged into the
+        row's details before `close`."""
+        return {}
 
     # -- throughput mode -------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ INSTALL_HINT = f"install it with: pip install 'inferbench[{GPU_EXTRA}]' (or: mak
 TIMING_SCOPE = (
     "CUDA compute: run + synchronize with inputs and outputs resident on the device; "
     "host<->device copies excluded (measured once, in details copy_h2d_ms / copy_d2h_ms); "
-    "device_time_ns from CUDA events around the run"
+    "engine_time_ns from CUDA events around the run"
 )
 
 # nvidia-smi fields, in the order they are asked for and parsed.

@@ -65,6 +65,7 @@ class OrtBackend(Backend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.session: Any = None
+        self.sessions: list[Any] = []
 
     @classmethod
     def unsupported_reason(cls, model: ModelRef, precision: str) -> str | None:
@@ -85,17 +86,24 @@ class OrtBackend(Backend):
             path, artifact_cached, method = self._quantize(model, path, batch_size)
             details["quantization"] = method
             details["quant_ops"] = count_ops(path, QUANT_OPS)
+        # Throughput mode: one session per stream, the threads split between them (like
+        # OpenVINO's CPU streams); concurrent runs on one session would share one thread pool.
+        sessions = self.stream_count() if self.mode == "throughput" else 1
+        intra = self.threads_per_stream() if self.mode == "throughput" else self.threads
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
+        options.intra_op_num_threads = intra
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=[self.provider])
+            self.sessions = [
+                ort.InferenceSession(str(path), options, providers=[self.provider]) for _ in range(sessions)
+            ]
         except Exception as exc:
             raise BackendError(f"ONNX Runtime could not load {path.name}: {exc}") from exc
-        details["threads"] = {"intra_op": self.threads, "inter_op": 1}
+        self.session = self.sessions[0]
+        details["threads"] = {"intra_op": intra, "inter_op": 1, "sessions": sessions}
         return PrepareInfo(
             artifact=path,
             artifact_cached=artifact_cached,
@@ -153,8 +161,12 @@ class OrtBackend(Backend):
     def run(self, inputs: Any) -> Any:
         return self.session.run(None, inputs)
 
+    def run_on(self, stream: int, inputs: Any) -> Any:
+        return self.sessions[stream].run(None, inputs)
+
     def to_numpy(self, outputs: Any) -> list[np.ndarray]:
         return [np.asarray(o, dtype=np.float32) for o in outputs]
 
     def close(self) -> None:
         self.session = None
+        self.sessions = []

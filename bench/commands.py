@@ -225,6 +225,7 @@ def doctor_command() -> int:
     flags = ", ".join(f for f, present in cpu["isa"].items() if present)
     out.print(f"CPU: {cpu['model']}, {cpu['logical_cpus']} logical CPUs; ISA: {flags}")
     out.print(f"native bf16: {cpu['native_bf16']}   native int8 dot product: {cpu['native_int8_dot']}")
+    out.print(f"GPU: {_gpu_line()}")
     table = Table(title="backend x precision on this machine")
     table.add_column("backend")
     for precision in PRECISIONS:
@@ -250,6 +251,20 @@ def doctor_command() -> int:
     for text, number in notes.items():
         out.print(f"({number}) {text}", soft_wrap=True)
     return 0
+
+
+def _gpu_line() -> str:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return "unknown (torch not installed)"
+    from backends.cuda import gpu_info
+
+    gpu = gpu_info()
+    if not gpu:
+        return "none usable (no CUDA device, or a CPU-only torch build)"
+    facts = (f"compute capability {gpu.get('compute_capability')}", f"driver {gpu.get('driver')}")
+    return f"{gpu.get('name')}, " + ", ".join(facts)
 
 
 def peak_command(threads: list[int], *, refresh: bool = False, cache_dir: Path | None = None) -> int:

@@ -35,6 +35,11 @@ PACKAGES = (
     "numpy",
     "pandas",
     "pyperf",
+    "tensorrt",
+    "torch-tensorrt",
+    "onnxruntime-gpu",
+    "nvidia-modelopt",
+    "nvidia-ml-py",
 )
 THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -156,9 +161,16 @@ def _ci_width_pct(row: dict[str, Any]) -> float:
     return width if width == width else 0.0  # NaN (empty CSV cell) is not noise
 
 
-def capture(threads: list[int]) -> dict[str, Any]:
+def capture(threads: list[int], gpu: bool = False) -> dict[str, Any]:
+    """Everything about the machine a run is measured on; `gpu` adds the CUDA device's facts."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    found = {}
+    if gpu:
+        from backends.cuda import gpu_info
+
+        found["gpu"] = gpu_info()
     return {
+        **found,
         "captured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "hostname": platform.node(),
         "platform": platform.platform(),

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.env import noise_warnings
 from bench.errors import UserError
 from bench.results import load_cells, to_frame
 from bench.util import atomic_write_text
@@ -25,14 +26,24 @@ TABLE_COLUMNS = (
     "precision",
     "batch_size",
     "threads",
+    "mode",
     "status",
     "latency_p50_ms",
+    "latency_p50_ci_low_ms",
+    "latency_p50_ci_high_ms",
     "latency_p99_ms",
+    "engine_p50_ms",
     "throughput_sps",
+    "throughput_ci_low_sps",
+    "throughput_ci_high_sps",
+    "streams",
+    "speedup_vs_eager_fp32",
+    "achieved_gflops",
+    "pct_of_peak",
+    "process_p50_spread_pct",
     "prepare_s",
     "first_inference_ms",
     "peak_rss_mb",
-    "achieved_gflops",
     "max_abs_err",
     "cosine",
     "engine_precision",
@@ -54,14 +65,21 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[st
 
 
 def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add `speedup_vs_eager_fp32`: reference p50 / this p50, same model, batch and threads."""
-    keys = ["model", "batch_size", "threads"]
+    """Add `speedup_vs_eager_fp32` against eager FP32 at the same model, batch, threads and mode:
+    reference p50 / this p50 in latency mode, this throughput / reference's in throughput mode."""
+    keys = ["model", "batch_size", "threads", "mode"]
     ok = frame[frame["status"] == "ok"]
     ref = ok[(ok["backend"] == REFERENCE[0]) & (ok["precision"] == REFERENCE[1])]
-    ref = ref[[*keys, "latency_p50_ms"]].rename(columns={"latency_p50_ms": "_ref_p50"})
-    merged = frame.merge(ref, on=keys, how="left")
-    merged["speedup_vs_eager_fp32"] = merged["_ref_p50"] / merged["latency_p50_ms"]
-    return merged.drop(columns="_ref_p50")
+    ref = ref[[*keys, "latency_p50_ms", "throughput_sps"]].rename(
+        columns={"latency_p50_ms": "_ref_p50", "throughput_sps": "_ref_sps"}
+    )
+    merged = frame.drop(columns="speedup_vs_eager_fp32", errors="ignore").merge(ref, on=keys, how="left")
+    merged["speedup_vs_eager_fp32"] = np.where(
+        merged["mode"] == "throughput",
+        merged["throughput_sps"] / merged["_ref_sps"],
+        merged["_ref_p50"] / merged["latency_p50_ms"],
+    )
+    return merged.drop(columns=["_ref_p50", "_ref_sps"])
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -108,6 +126,8 @@ def summary_markdown(frame: pd.DataFrame, env: dict[str, Any], run_id: str) -> s
             f"native bf16: {cpu.get('native_bf16')}; int8 dot product: {cpu.get('native_int8_dot')}"
         )
         parts.append("")
+    for warning in noise_warnings(env, frame.to_dict("records")):
+        parts += [f"> **Noise warning:** {warning}", ""]
     counts = frame["status"].value_counts().to_dict()
     parts.append("Cells: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     cols = [
@@ -115,11 +135,15 @@ def summary_markdown(frame: pd.DataFrame, env: dict[str, Any], run_id: str) -> s
         "precision",
         "batch_size",
         "threads",
+        "mode",
         "status",
         "latency_p50_ms",
+        "latency_p50_ci_low_ms",
+        "latency_p50_ci_high_ms",
         "latency_p99_ms",
         "throughput_sps",
         "speedup_vs_eager_fp32",
+        "pct_of_peak",
         "max_abs_err",
     ]
     for model, group in frame.groupby("model", sort=False):
@@ -146,7 +170,9 @@ def _figures(frame: pd.DataFrame, records: list[dict[str, Any]]) -> list[tuple[s
     ok = with_speedup(frame[frame["status"] == "ok"]).copy()
     if ok.empty:
         return figs
-    ok["engine"] = ok["backend"] + " " + ok["precision"]
+    ok["engine"] = (
+        ok["backend"] + " " + ok["precision"] + ok["mode"].map({"throughput": " (tput)"}).fillna("")
+    )
     for model, group in ok.groupby("model", sort=False):
         group = group.sort_values("batch_size")
         for metric, title, log in (
@@ -254,18 +280,24 @@ body{font-family:system-ui,sans-serif;margin:2em;color:#222} table{border-collap
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:right} th{background:#f0f0f0;cursor:pointer}
 td.s,th.s{text-align:left} tr.status-error td,tr.status-timeout td{background:#fde2e2}
 tr.status-unsupported td,tr.status-unavailable td{background:#f4f4f4;color:#666} .warn{color:#a00}
+td.few{color:#999;font-style:italic} .noise{background:#fff4d6;border:1px solid #e0b000;padding:6px 10px}
 """
+_FEW_SAMPLES = "fewer samples than measure.tail_samples: p99 rests on too few observations"
 
 
 def _table_html(frame: pd.DataFrame) -> str:
-    text_cols = {"model", "backend", "precision", "status", "engine_precision", "reason"}
+    text_cols = {"model", "backend", "precision", "mode", "status", "engine_precision", "reason"}
     head = "".join(
         f'<th class="{"s" if c in text_cols else ""}">{html.escape(c)}</th>' for c in TABLE_COLUMNS
     )
     rows = []
+    frame = with_speedup(frame)
     for _, row in frame.iterrows():
+        few = str(row.get("p99_reliable")) == "False"
         cells = "".join(
-            f'<td class="{"s" if c in text_cols else ""}">{html.escape(_fmt(row[c], 4))}</td>'
+            f'<td class="few" title="{_FEW_SAMPLES}">{html.escape(_fmt(row[c], 4))}</td>'
+            if c == "latency_p99_ms" and few
+            else f'<td class="{"s" if c in text_cols else ""}">{html.escape(_fmt(row[c], 4))}</td>'
             for c in TABLE_COLUMNS
         )
         rows.append(f'<tr class="status-{html.escape(str(row["status"]))}">{cells}</tr>')
@@ -275,17 +307,35 @@ def _table_html(frame: pd.DataFrame) -> str:
 
 def _env_html(env: dict[str, Any]) -> str:
     cpu = env.get("cpu", {})
+    system = env.get("system", {})
     items = {
         "CPU": cpu.get("model"),
         "logical CPUs": cpu.get("logical_cpus"),
+        "affinity": cpu.get("affinity"),
         "native bf16": cpu.get("native_bf16"),
         "native int8 dot product": cpu.get("native_int8_dot"),
+        "CPU frequency": system.get("cpu_freq"),
+        "CPU config (governor, idle)": system.get("cpu_config"),
+        "ASLR": system.get("aslr"),
         "load average": env.get("load_average"),
+        "thread variables": {k: v for k, v in env.get("threads", {}).get("env", {}).items() if v},
         "python": env.get("python"),
         "packages": ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()),
         "oneDNN (torch)": env.get("torch_build", {}).get("onednn"),
+        "GPU": env.get("gpu", {}).get("name") if env.get("gpu") else None,
         "captured": env.get("captured_at"),
     }
+    for threads, peaks in env.get("peaks", {}).items():
+        items[f"ceilings, {threads} threads"] = ", ".join(
+            f"{label} {peaks[key]:.0f}"
+            for key, label in (
+                ("fp32_gflops", "FP32 GFLOP/s"),
+                ("bf16_gflops", "BF16 GFLOP/s"),
+                ("int8_gops", "INT8 GOP/s"),
+                ("memory_gbps", "memory GB/s"),
+            )
+            if peaks.get(key)
+        )
     rows = "".join(
         f'<tr><th class="s">{html.escape(k)}</th><td class="s">{html.escape(str(v))}</td></tr>'
         for k, v in items.items()
@@ -303,10 +353,13 @@ def render_html(frame: pd.DataFrame, records: list[dict[str, Any]], env: dict[st
         for name, fig in _figures(frame, records)
     )
     title = html.escape(f"InferBench report: {run_id}")
+    warnings = "".join(
+        f'<p class="noise">Noise warning: {html.escape(w)}</p>' for w in noise_warnings(env, records)
+    )
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>"
-        f"<h1>{title}</h1><h2>Environment</h2>{_env_html(env)}"
+        f"<h1>{title}</h1>{warnings}<h2>Environment</h2>{_env_html(env)}"
         f"<h2>Results</h2><p>Click a header to sort.</p>{_table_html(frame)}"
         f"<h2>Charts</h2>{charts}<script>{_SORT_JS}</script></body></html>"
     )

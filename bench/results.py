@@ -60,7 +60,7 @@ COLUMNS = (
     "achieved_gflops",
     "peak_gflops",
     "pct_of_peak",
-    "device_p50_ms",
+    "engine_p50_ms",
     "max_abs_err",
     "rel_l2_err",
     "cosine",

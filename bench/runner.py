@@ -83,7 +83,7 @@ def run_sweep(
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", {"schema_version": SCHEMA_VERSION, **config.to_dict()})
     thread_counts = sorted({c.threads for c in cells})
-    environment = env.capture(thread_counts)
+    environment = env.capture(thread_counts, gpu=any(c.device != "cpu" for c in backend_classes.values()))
     peaks = {t: _peaks(peak, cache_dir, t) for t in thread_counts}
     environment["peaks"] = {str(t): p for t, p in peaks.items() if p}
     atomic_write_json(run_dir / "env.json", environment)

@@ -406,7 +406,7 @@ def test_gpu_backend_matches_eager(
         inputs = model.make_inputs(4, seed)
         out = backend.to_numpy(backend.run(backend.to_native(inputs)))
         backend.synchronize()
-        device_ns = backend.device_time_ns()
+        device_ns = backend.engine_time_ns()
         assert device_ns is not None and device_ns > 0
         limit = AccuracyConfig().threshold(precision)
         assert _rel_l2(model, inputs, out[0]) <= limit, (backend_name, precision)

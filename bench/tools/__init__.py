@@ -1,0 +1,1 @@
+"""Tools beside the harness: cross-checks against the engines' own benchmark tools."""
