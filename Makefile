@@ -40,7 +40,7 @@ browser:
 	  || echo "chromium not installed: the browser test will be skipped"
 
 bench: setup
-	$(PY) -m bench run --profile $(HW) $(ARGS)
+	$(PY) -m bench run --profile $(HW) $(if $(filter cpu,$(HW)),--peak measure) $(ARGS)
 
 report: setup
 	$(PY) -m bench report $(RUN)

@@ -28,7 +28,7 @@ from bench.errors import UserError
 from bench.report import load_run, markdown_table
 from bench.util import atomic_write_text
 
-KEY = ["model", "backend", "precision", "batch_size", "threads"]
+KEY = ["model", "backend", "precision", "batch_size", "threads", "mode"]
 FAILED = {"error", "timeout", "accuracy-fail"}
 
 
@@ -37,11 +37,13 @@ class Metric:
     name: str
     statistic: Callable[..., Any]  # f(samples, axis) -> value, vectorized over axis
     higher_is_better: bool
+    # Samples are rates (throughput mode's per-slice samples/s), not latencies.
+    from_rates: bool = False
 
     def ratio(self, base: np.ndarray, new: np.ndarray, axis: int = -1) -> Any:
         """NEW relative to BASE, in the metric's own units (>1 = bigger number)."""
         b, n = self.statistic(base, axis=axis), self.statistic(new, axis=axis)
-        return b / n if self.higher_is_better else n / b
+        return b / n if self.higher_is_better and not self.from_rates else n / b
 
 
 def _p99(x: np.ndarray, axis: int = -1) -> Any:
@@ -54,6 +56,8 @@ METRICS = {
     "p99": Metric("p99", _p99, higher_is_better=False),
     "throughput": Metric("throughput", np.mean, higher_is_better=True),
 }
+# Throughput mode counts completions: its samples are the run's per-slice rates.
+COUNTED_THROUGHPUT = Metric("throughput", np.mean, higher_is_better=True, from_rates=True)
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,7 @@ def process_ratio(
     ci = result.confidence_interval(options.confidence)
     diff = float(np.mean(log_n) - np.mean(log_b))
     p = float(result.pvalue) if np.isfinite(result.pvalue) else 1.0
-    if metric.higher_is_better:
+    if metric.higher_is_better and not metric.from_rates:
         return float(np.exp(-diff)), float(np.exp(-ci.high)), float(np.exp(-ci.low)), p
     return float(np.exp(diff)), float(np.exp(ci.low)), float(np.exp(ci.high)), p
 
@@ -140,7 +144,8 @@ def compare_records(
     from scipy.stats import false_discovery_control
 
     def index(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
-        return {tuple(r[k] for k in KEY): r for r in records}
+        # Records from before the mode axis are latency mode.
+        return {tuple(r.get(k) or "latency" if k == "mode" else r[k] for k in KEY): r for r in records}
 
     base_ix, new_ix = index(base), index(new)
     unmatched = [{**dict(zip(KEY, k, strict=True)), "only_in": "base"} for k in base_ix if k not in new_ix]
@@ -165,11 +170,10 @@ def compare_records(
                 }
             )
             continue
-        b_procs, n_procs = _processes_ms(b), _processes_ms(n)
-        per_process = len(b_procs) > 1 and len(n_procs) > 1
-        b_ms, n_ms = np.concatenate(b_procs), np.concatenate(n_procs)
         for name in options.metrics:
-            metric = METRICS[name]
+            metric, b_procs, n_procs = _samples(b, n, name)
+            per_process = len(b_procs) > 1 and len(n_procs) > 1
+            b_ms, n_ms = np.concatenate(b_procs), np.concatenate(n_procs)
             if per_process:
                 b_units = np.array([metric.statistic(x) for x in b_procs])
                 n_units = np.array([metric.statistic(x) for x in n_procs])
@@ -206,6 +210,21 @@ def compare_records(
         frame.loc[i, ["change", "regression"]] = _classify(frame.loc[i], options)
     frame["regression"] = frame["regression"].astype(bool)
     return frame, pd.DataFrame(unmatched)
+
+
+def _samples(
+    base: dict[str, Any], new: dict[str, Any], name: str
+) -> tuple[Metric, list[np.ndarray], list[np.ndarray]]:
+    """The metric and the samples per process it is computed from, for both records."""
+    counted = all("throughput_slices_sps" in r for r in (base, new))
+    if name == "throughput" and counted:
+        return COUNTED_THROUGHPUT, _process_rates(base), _process_rates(new)
+    return METRICS[name], _processes_ms(base), _processes_ms(new)
+
+
+def _process_rates(record: dict[str, Any]) -> list[np.ndarray]:
+    groups = record.get("process_throughput_slices_sps") or [record["throughput_slices_sps"]]
+    return [np.asarray(g, dtype=np.float64) for g in groups]
 
 
 def _processes_ms(record: dict[str, Any]) -> list[np.ndarray]:

@@ -216,6 +216,7 @@ def merge_repeats(
                 "throughput_sps": float(np.mean(throughputs)),
                 "throughput_ci_low_sps": low,
                 "throughput_ci_high_sps": high,
+                "process_throughput_slices_sps": slices,
             }
         )
     merged.update(

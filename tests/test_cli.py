@@ -100,10 +100,15 @@ def test_smoke_profile_end_to_end(capsys: pytest.CaptureFixture[str], tmp_path: 
     )
     assert code == 0
     frame = pd.read_csv(tmp_path / "smoke-1" / "results.csv")
-    # smoke = mlp x (torch, onnxruntime) x fp32 x batch (1, 4)
-    assert len(frame) == 4
+    # smoke = mlp x (torch, onnxruntime) x fp32 x batch (1, 4) x (latency, throughput)
+    assert len(frame) == 8
     assert set(frame["status"]) == {"ok"}
+    assert list(frame["mode"]) == ["latency"] * 4 + ["throughput"] * 4
     assert (frame["latency_p50_ms"] > 0).all()
+    assert (frame["latency_p50_ci_low_ms"] <= frame["latency_p50_ms"]).all()
+    assert (frame["throughput_ci_low_sps"] <= frame["throughput_ci_high_sps"]).all()
+    assert (frame.loc[frame["mode"] == "throughput", "streams"] == 1).all()  # one thread, one stream
+    assert frame["timing_scope"].str.startswith("host call").all()
     assert (frame["max_abs_err"] < 1e-4).all()
     assert (frame["flops_per_sample"] == 2 * (64 * 128 + 128 * 10)).all()
     assert "results.csv" in capsys.readouterr().err

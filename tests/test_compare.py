@@ -195,3 +195,32 @@ def test_process_level_comparison_still_catches_a_clear_slowdown() -> None:
     new = [_multi("m", [_samples(rng, cv=0.01) * 1.3 * rng.normal(1.0, 0.02) for _ in range(5)])]
     frame, _ = compare_records(base, new, FAST)
     assert frame[frame["metric"] == "p50"]["regression"].all()
+
+
+def _throughput_record(model: str, rates: np.ndarray) -> dict[str, Any]:
+    """A throughput-mode row: request latencies plus the run's per-slice counted rates."""
+    rng = np.random.default_rng(7)
+    record = _record(model, _samples(rng))
+    record.update(
+        {
+            "mode": "throughput",
+            "throughput_sps": float(rates.mean()),
+            "throughput_slices_sps": [float(r) for r in rates],
+            "cell_key": record["cell_key"] + "__throughput",
+        }
+    )
+    return record
+
+
+def test_throughput_mode_compares_counted_rates_beside_the_latency_row() -> None:
+    rng = np.random.default_rng(3)
+    base = [_record("m", _samples(rng)), _throughput_record("m", rng.normal(1000, 10, 20))]
+    new = [_record("m", _samples(rng)), _throughput_record("m", rng.normal(800, 10, 20))]
+    frame, unmatched = compare_records(base, new, FAST)
+    assert unmatched.empty
+    rows = frame.set_index(["mode", "metric"])
+    assert set(rows.index.get_level_values("mode")) == {"latency", "throughput"}
+    counted = rows.loc[("throughput", "throughput")]
+    assert counted["ratio"] == pytest.approx(0.8, abs=0.02)  # from the rates, not the latencies
+    assert counted["regression"] and counted["change"] == "slower"
+    assert not rows.loc[("latency", "throughput")]["regression"]

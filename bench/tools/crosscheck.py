@@ -21,8 +21,8 @@ import json
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from bench.config import MeasureConfig, SweepConfig, resolve_threads
 from bench.errors import UserError
 from bench.measure import measure
 from bench.runner import default_cache_dir, run_sweep, worker_env
+from bench.tools.ort_loop import bare_loop
 from bench.util import atomic_write_text
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
@@ -67,22 +68,29 @@ def parse_benchmark_app(text: str) -> dict[str, float]:
     }
 
 
+# numpy dtype -> benchmark_app's element type names (-iop).
+OV_TYPES = {"float32": "f32", "int64": "i64", "int32": "i32", "uint8": "u8", "bool": "boolean"}
+
+
 def benchmark_app_command(
     xml: Path,
     shapes: dict[str, tuple[int, ...]],
+    dtypes: dict[str, str],
     inputs: dict[str, list[Path]],
     config_file: Path,
     mode: str,
     seconds: float,
 ) -> list[str]:
     shape = ",".join(f"{name}[{','.join(map(str, dims))}]" for name, dims in shapes.items())
+    # Explicit input types: benchmark_app otherwise takes 4-D inputs for u8 images.
+    types = ",".join(f"{name}:{OV_TYPES[dtype]}" for name, dtype in dtypes.items())
     files = [f"{name}:{','.join(map(str, paths))}" for name, paths in inputs.items()]
     hint, api = ("latency", "sync") if mode == "latency" else ("throughput", "async")
     tool = Path(sys.executable).with_name("benchmark_app")
     return [
         str(tool),
         *("-m", str(xml), "-d", "CPU", "-hint", hint, "-api", api, "-t", f"{seconds:g}"),
-        *("-shape", shape, "-load_config", str(config_file), "-i", *files),
+        *("-shape", shape, "-iop", types, "-load_config", str(config_file), "-i", *files),
     ]
 
 
@@ -128,16 +136,23 @@ def crosscheck_openvino(record: dict[str, Any], args: argparse.Namespace, work: 
     properties = openvino_properties(record["precision"], record["threads"], mode)
     atomic_write_text(config_file, json.dumps(properties))
     shapes = {spec.name: (batch, *spec.shape) for spec in model.inputs}
-    command = benchmark_app_command(xml, shapes, inputs, config_file, mode, args.seconds)
-    done = subprocess.run(command, capture_output=True, text=True, env=worker_env(record["threads"]))
-    (cell_dir / "benchmark_app.log").write_text(done.stdout + done.stderr)
-    theirs = parse_benchmark_app(done.stdout)
+    dtypes = {name: str(array.dtype) for name, array in model.make_inputs(batch, 0).items()}
+    command = benchmark_app_command(xml, shapes, dtypes, inputs, config_file, mode, args.seconds)
+    runs = []
+    for k in range(args.rounds):  # as many fresh processes as our side had
+        done = subprocess.run(command, capture_output=True, text=True, env=worker_env(record["threads"]))
+        (cell_dir / f"benchmark_app-{k}.log").write_text(done.stdout + done.stderr)
+        runs.append(parse_benchmark_app(done.stdout))
+    theirs = {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
     row = {
         "tool": "benchmark_app",
         "ours_p50_ms": record["latency_p50_ms"],
         "tool_p50_ms": theirs["median_ms"],
         "ours_sps": record["throughput_sps"],
-        "tool_sps": theirs["throughput_fps"],
+        # Its FPS counts a batch as one frame unless the input layout names N (2-D token inputs
+        # do not): samples/s from its own iteration count and duration instead.
+        "tool_sps": theirs["iterations"] * batch / (theirs["duration_ms"] / 1e3),
+        "tool_fps_printed": theirs["throughput_fps"],
     }
     if mode == "throughput":  # async request latency depends on queueing; compare the rate only
         row["ours_p50_ms"] = row["tool_p50_ms"] = float("nan")
@@ -145,52 +160,28 @@ def crosscheck_openvino(record: dict[str, Any], args: argparse.Namespace, work: 
 
 
 def crosscheck_onnxruntime(record: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """A bare IO-binding loop on the file our backend ran, same session options and inputs."""
-    import onnxruntime as ort
-
-    from models import build_model, resolve_model
-
-    model = build_model(resolve_model(record["model"]), seed=0)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = record["threads"]
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(record["artifact_path"], options, providers=["CPUExecutionProvider"])
-    bindings = []
-    for k in range(args.input_sets):
-        binding = session.io_binding()
-        for name, array in model.make_inputs(record["batch_size"], k).items():
-            binding.bind_cpu_input(name, array)
-        for output in session.get_outputs():
-            binding.bind_output(output.name)
-        bindings.append(binding)
-    latencies = bare_loop(lambda i: session.run_with_iobinding(bindings[i % len(bindings)]), args.seconds)
+    """A bare IO-binding loop on the file our backend ran, same session options and inputs, in
+    fresh processes with the same thread environment (`bench.tools.ort_loop`)."""
+    command = [
+        sys.executable,
+        "-m",
+        "bench.tools.ort_loop",
+        *(record["model"], record["artifact_path"], str(record["batch_size"])),
+        *(str(record["threads"]), f"{args.seconds:g}", str(args.input_sets)),
+    ]
+    runs = []
+    for _ in range(args.rounds):
+        done = subprocess.run(command, capture_output=True, text=True, env=worker_env(record["threads"]))
+        if done.returncode != 0:
+            raise ValueError(f"ORT loop failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return {
         "tool": "ort io-binding loop",
         "ours_p50_ms": record["latency_p50_ms"],
-        "tool_p50_ms": float(np.median(latencies)) / 1e6,
+        "tool_p50_ms": float(np.median([r["p50_ms"] for r in runs])),
         "ours_sps": record["throughput_sps"],
-        "tool_sps": record["batch_size"] * len(latencies) / (sum(latencies) / 1e9),
+        "tool_sps": float(np.median([r["sps"] for r in runs])),
     }
-
-
-def bare_loop(call: Callable[[int], Any], seconds: float, warmup: int = 20) -> list[int]:
-    """Per-call times of `call` in the tightest loop Python allows (after a short warm-up)."""
-    for i in range(warmup):
-        call(i)
-    latencies: list[int] = []
-    clock = time.perf_counter_ns
-    end = clock() + seconds * 1e9
-    i = 0
-    while True:
-        t0 = clock()
-        call(i)
-        t1 = clock()
-        latencies.append(t1 - t0)
-        i += 1
-        if t1 > end:
-            return latencies
 
 
 def harness_overhead(seconds: float) -> list[dict[str, Any]]:
@@ -251,8 +242,8 @@ def _bare_engine_call(name: str, backend: Any, model: Any) -> Callable[[int], An
     return lambda i: request.infer()
 
 
-def _ours(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
-    config = SweepConfig(
+def _sweep(args: argparse.Namespace) -> SweepConfig:
+    return SweepConfig(
         models=tuple(args.models),
         backends=tuple(args.backends),
         precisions=tuple(args.precisions),
@@ -264,33 +255,53 @@ def _ours(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
             max_seconds=args.seconds * 2,
             input_sets=args.input_sets,
             timeout_seconds=1800,
+            repeats=args.rounds,
         ),
         name="crosscheck",
     )
-    return run_sweep(config, out / "ours")
 
 
 def crosscheck(args: argparse.Namespace) -> pd.DataFrame:
+    """Each cell measured by us, then at once by the engine's own tool (minutes apart at most,
+    so a drifting machine moves both); rows as they finish, in crosscheck.csv."""
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for record in _ours(args, out):
-        key = {k: record[k] for k in ("model", "backend", "precision", "batch_size", "threads", "mode")}
-        if record["status"] not in ("ok", "accuracy-fail"):
-            rows.append({**key, "tool": "-", "note": f"{record['status']}: {record.get('reason', '')}"})
-            continue
+    if (out / "ours" / "cells").is_dir() and not args.reuse:
+        raise UserError(f"{out} already holds a crosscheck; pass --reuse to keep its cells")
+    sweep = _sweep(args)
+    rows: list[dict[str, Any]] = []
+    for cell in sweep.cells():
+        single = replace(
+            sweep,
+            models=(cell.model,),
+            backends=(cell.backend,),
+            precisions=(cell.precision,),
+            batch_sizes=(cell.batch_size,),
+            modes=(cell.mode,),
+        )
+        records = run_sweep(single, out / "ours", resume=True)
+        record = next(r for r in records if r["cell_key"] == cell.key)
+        rows.append(_compare_cell(record, args, out))
+        frame = pd.DataFrame(rows)
+        frame.to_csv(out / "crosscheck.csv", index=False, float_format="%.6g")
+    return pd.DataFrame(rows)
+
+
+def _compare_cell(record: dict[str, Any], args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    key = {k: record[k] for k in ("model", "backend", "precision", "batch_size", "threads", "mode")}
+    if record["status"] not in ("ok", "accuracy-fail"):
+        return {**key, "tool": "-", "note": f"{record['status']}: {record.get('reason', '')}"}
+    try:
         if record["backend"] == "openvino":
             found = crosscheck_openvino(record, args, out / "work")
         elif record["backend"] == "onnxruntime" and record["mode"] == "latency":
             found = crosscheck_onnxruntime(record, args)
         else:
-            continue
-        found["p50_diff_pct"] = _pct(found["ours_p50_ms"], found["tool_p50_ms"])
-        found["sps_diff_pct"] = _pct(found["ours_sps"], found["tool_sps"])
-        rows.append({**key, **found, "engine_p50_ms": record.get("engine_p50_ms")})
-    frame = pd.DataFrame(rows)
-    frame.to_csv(out / "crosscheck.csv", index=False, float_format="%.6g")
-    return frame
+            return {**key, "tool": "-", "note": "no reference tool for this backend and mode"}
+    except (ValueError, OSError) as exc:  # one tool failing costs that row, not the run
+        return {**key, "tool": "failed", "note": str(exc)}
+    found["p50_diff_pct"] = _pct(found["ours_p50_ms"], found["tool_p50_ms"])
+    found["sps_diff_pct"] = _pct(found["ours_sps"], found["tool_sps"])
+    return {**key, **found, "engine_p50_ms": record.get("engine_p50_ms")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per cell and tool")
     parser.add_argument("--input-sets", type=int, default=4)
     parser.add_argument("--overhead", action="store_true", help="only the harness overhead on mlp")
+    parser.add_argument("--reuse", action="store_true", help="keep our cells already in --out")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="fresh processes per cell on each side (medians compared)"
+    )
     parser.add_argument("--out", type=Path, help="output folder (default results/crosscheck-<time>)")
     return parser
 
