@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bench.config import Cell
-from bench.report import pareto_front, summary_markdown, with_speedup, write_report
+from bench.report import TABLE_COLUMNS, pareto_front, summary_markdown, with_speedup, write_report
 from bench.results import SCHEMA_VERSION, save_cell, to_frame, write_csv
 
 EVIL = "<script>alert('x')</script>"
@@ -128,9 +128,11 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
         page.wait_for_selector(".js-plotly-plot .main-svg", timeout=30_000)
         charts = page.locator(".js-plotly-plot").count()
         rows = page.locator("table#results tbody tr").count()
-        # Sorting by p50 (7th column) puts the fastest cell first.
-        page.click("table#results th:nth-child(7)")
-        first = float(page.locator("table#results tbody tr td:nth-child(7)").first.text_content() or "nan")
+        # Sorting by p50 puts the fastest cell first.
+        column = TABLE_COLUMNS.index("latency_p50_ms") + 1
+        page.click(f"table#results th:nth-child({column})")
+        first_cell = page.locator(f"table#results tbody tr td:nth-child({column})").first
+        first = float(first_cell.text_content() or "nan")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
         browser.close()
