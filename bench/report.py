@@ -339,6 +339,7 @@ def _env_html(env: dict[str, Any]) -> str:
     rows = "".join(
         f'<tr><th class="s">{html.escape(k)}</th><td class="s">{html.escape(str(v))}</td></tr>'
         for k, v in items.items()
+        if v not in (None, "", {})  # an older env.json, or a fact this machine does not expose
     )
     return f"<table>{rows}</table>"
 
