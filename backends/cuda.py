@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from backends.base import Availability
 
@@ -322,3 +322,25 @@ def check_bf16() -> None:
         raise UnsupportedError(
             f"this GPU (compute capability {major}.{minor}) has no native bf16; it needs 8.0 or newer"
         )
+
+
+class CudaBackendMixin:
+    """What every CUDA backend shares: where it runs, what its timed region covers, how its
+    availability is decided, the CUDA-event time of the last run and the run's device memory.
+    List it before the engine's base class: `class TensorRtBackend(CudaBackendMixin, Backend)`
+    (each backend still sets `extra = GPU_EXTRA`: mypy wants it beside the base it overrides)."""
+
+    device: ClassVar[str] = "cuda"
+    timing_scope: ClassVar[str] = TIMING_SCOPE
+    requires: ClassVar[tuple[str, ...]] = ()
+    timer: CudaEventTimer | None = None  # set by backends that time their runs with events
+
+    @classmethod
+    def availability(cls) -> Availability:
+        return cuda_availability(cls.requires)
+
+    def engine_time_ns(self) -> int | None:
+        return self.timer.elapsed_ns() if self.timer is not None else None
+
+    def run_details(self) -> dict[str, Any]:
+        return memory_details()  # after the timed loop: the peak over the whole run

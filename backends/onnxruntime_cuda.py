@@ -21,7 +21,7 @@ from backends.base import Availability, PrepareInfo
 from backends.cuda import (
     GPU_EXTRA,
     INSTALL_HINT,
-    TIMING_SCOPE,
+    CudaBackendMixin,
     CudaEventTimer,
     copy_details,
     cuda_availability,
@@ -51,9 +51,8 @@ INT8_CUDA_REASON = (
 )
 
 
-class OrtCudaBackend(OrtBackend):
+class OrtCudaBackend(CudaBackendMixin, OrtBackend):
     name = "onnxruntime-cuda"
-    device = "cuda"
     requires = ("onnxruntime", "onnx", "torch")  # type: ignore[assignment]
     extra = GPU_EXTRA
     version_packages: ClassVar[tuple[str, ...]] = ("onnxruntime-gpu", "onnx", "torch", "tensorrt")
@@ -64,7 +63,6 @@ class OrtCudaBackend(OrtBackend):
         "int8": "static QDQ (symmetric int8); provider=tensorrt only",
     }
     options: ClassVar[dict[str, tuple[str, ...]]] = {"provider": ("cuda", "tensorrt")}
-    timing_scope = TIMING_SCOPE
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -234,12 +232,6 @@ class OrtCudaBackend(OrtBackend):
 
     def synchronize(self) -> None:
         self.stream.synchronize()
-
-    def run_details(self) -> dict[str, Any]:
-        return memory_details()  # after the timed loop: the peak over the whole run
-
-    def engine_time_ns(self) -> int | None:
-        return self.timer.elapsed_ns() if self.timer is not None else None
 
     def to_numpy(self, outputs: Any) -> list[np.ndarray]:
         return [np.asarray(o, dtype=np.float32) for o in outputs.copy_outputs_to_cpu()]

@@ -24,15 +24,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from backends.base import Availability, Backend, PrepareInfo
+from backends.base import Backend, PrepareInfo
 from backends.cuda import (
     GPU_EXTRA,
     INSTALL_HINT,
-    TIMING_SCOPE,
+    CudaBackendMixin,
     CudaEventTimer,
     check_bf16,
     copy_details,
-    cuda_availability,
     gpu_info,
     memory_details,
     require_cuda,
@@ -135,9 +134,8 @@ class _Slot:
     static_inputs: list[Any] = field(default_factory=list)
 
 
-class TensorRtBackend(Backend):
+class TensorRtBackend(CudaBackendMixin, Backend):
     name = "tensorrt"
-    device = "cuda"
     requires = ("tensorrt", "torch", "onnx")
     extra = GPU_EXTRA
     version_packages: ClassVar[tuple[str, ...]] = ("tensorrt", "torch", "onnx", "onnxruntime-gpu")
@@ -150,7 +148,6 @@ class TensorRtBackend(Backend):
         "int8": "explicit Q/DQ (static, symmetric int8 activations, per-channel weights)",
     }
     options: ClassVar[dict[str, tuple[str, ...]]] = {"cuda_graph": ("off", "on")}
-    timing_scope = TIMING_SCOPE
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -161,10 +158,6 @@ class TensorRtBackend(Backend):
         self.input_dtypes: dict[str, Any] = {}
         self.timer: CudaEventTimer | None = None
         self._local = threading.local()
-
-    @classmethod
-    def availability(cls) -> Availability:
-        return cuda_availability(cls.requires)
 
     @classmethod
     def unsupported_reason(cls, model: ModelRef, precision: str) -> str | None:
@@ -375,12 +368,6 @@ class TensorRtBackend(Backend):
 
     def synchronize(self) -> None:
         self.slots[getattr(self._local, "slot", 0)].stream.synchronize()
-
-    def run_details(self) -> dict[str, Any]:
-        return memory_details()  # after the timed loop: the peak over the whole run
-
-    def engine_time_ns(self) -> int | None:
-        return self.timer.elapsed_ns() if self.timer is not None else None
 
     def to_numpy(self, outputs: Any) -> list[np.ndarray]:
         self.synchronize()  # outputs are written on the engine's stream, not torch's current one

@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from backends.base import Availability, PrepareInfo, output_list
+from backends.base import PrepareInfo, output_list
 from backends.cuda import (
     GPU_EXTRA,
-    TIMING_SCOPE,
+    CudaBackendMixin,
     CudaEventTimer,
     check_bf16,
     copy_details,
-    cuda_availability,
     disable_tf32,
     gpu_info,
     memory_details,
@@ -43,11 +42,10 @@ INT8_REASON = (
 WARMUP_RUNS = 3
 
 
-class TorchCudaBackend(TorchBackend):
+class TorchCudaBackend(CudaBackendMixin, TorchBackend):
     """Eager execution of the model's torch module on the first CUDA device."""
 
     name = "torch-cuda"
-    device = "cuda"
     requires = ("torch",)
     extra = GPU_EXTRA
     version_packages: ClassVar[tuple[str, ...]] = ("torch",)
@@ -58,7 +56,6 @@ class TorchCudaBackend(TorchBackend):
         "fp16": "autocast fp16 (sensitive ops in fp32)",
         "bf16": "autocast bf16 (sensitive ops in fp32); needs compute capability 8.0+",
     }
-    timing_scope = TIMING_SCOPE
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -69,10 +66,6 @@ class TorchCudaBackend(TorchBackend):
         self.timer: CudaEventTimer | None = None
         self.cuda_streams: list[Any] = []
         self._local = threading.local()
-
-    @classmethod
-    def availability(cls) -> Availability:
-        return cuda_availability(cls.requires)
 
     @classmethod
     def unsupported_reason(cls, model: ModelRef, precision: str) -> str | None:
@@ -186,12 +179,6 @@ class TorchCudaBackend(TorchBackend):
         import torch
 
         torch.cuda.current_stream().synchronize()
-
-    def run_details(self) -> dict[str, Any]:
-        return memory_details()  # after the timed loop: the peak over the whole run
-
-    def engine_time_ns(self) -> int | None:
-        return self.timer.elapsed_ns() if self.timer is not None else None
 
     def enter_stream(self, stream: int) -> None:
         import torch

@@ -18,15 +18,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from backends.base import Availability, PrepareInfo, output_list
+from backends.base import PrepareInfo, output_list
 from backends.cuda import (
     GPU_EXTRA,
     INSTALL_HINT,
-    TIMING_SCOPE,
+    CudaBackendMixin,
     CudaEventTimer,
     check_bf16,
     copy_details,
-    cuda_availability,
     gpu_info,
     memory_details,
     require_cuda,
@@ -40,9 +39,8 @@ if TYPE_CHECKING:
     from models import ModelDef
 
 
-class TorchTensorRtBackend(TorchBackend):
+class TorchTensorRtBackend(CudaBackendMixin, TorchBackend):
     name = "torch-tensorrt"
-    device = "cuda"
     requires = ("torch_tensorrt", "tensorrt", "torch")  # type: ignore[assignment]
     extra = GPU_EXTRA
     version_packages: ClassVar[tuple[str, ...]] = ("torch-tensorrt", "tensorrt", "torch", "nvidia-modelopt")
@@ -54,16 +52,11 @@ class TorchTensorRtBackend(TorchBackend):
         "int8": "ModelOpt PTQ (INT8_DEFAULT_CFG) -> Q/DQ -> TensorRT int8",
     }
     options: ClassVar[dict[str, tuple[str, ...]]] = {"cuda_graph": ("off", "on")}
-    timing_scope = TIMING_SCOPE
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.timer: CudaEventTimer | None = None
         self._exit = contextlib.ExitStack()
-
-    @classmethod
-    def availability(cls) -> Availability:
-        return cuda_availability(cls.requires)
 
     def stream_count(self) -> int:
         # One execution context per compiled engine: requests must not overlap on it.
@@ -193,12 +186,6 @@ class TorchTensorRtBackend(TorchBackend):
         import torch
 
         torch.cuda.current_stream().synchronize()
-
-    def run_details(self) -> dict[str, Any]:
-        return memory_details()  # after the timed loop: the peak over the whole run
-
-    def engine_time_ns(self) -> int | None:
-        return self.timer.elapsed_ns() if self.timer is not None else None
 
     def enter_stream(self, stream: int) -> None:
         pass  # one stream (see stream_count)
