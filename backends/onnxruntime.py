@@ -50,6 +50,19 @@ def count_ops(path: Path, names: tuple[str, ...]) -> dict[str, int]:
     return {name: counts[name] for name in names if counts[name]}
 
 
+def session_options(intra_threads: int) -> Any:
+    """The session options every ORT cell runs with (and the crosscheck's reference loop)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
+
+
 class OrtBackend(Backend):
     name = "onnxruntime"
     requires = ("onnxruntime", "onnx")
@@ -90,12 +103,7 @@ class OrtBackend(Backend):
         # OpenVINO's CPU streams); concurrent runs on one session would share one thread pool.
         sessions = self.stream_count() if self.mode == "throughput" else 1
         intra = self.threads_per_stream() if self.mode == "throughput" else self.threads
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        options = session_options(intra)
         try:
             self.sessions = [
                 ort.InferenceSession(str(path), options, providers=[self.provider]) for _ in range(sessions)

@@ -31,7 +31,7 @@ from backends.cuda import (
     reset_peak_memory,
 )
 from backends.onnx_export import derived_dir, onnx_file
-from backends.onnxruntime import OrtBackend
+from backends.onnxruntime import OrtBackend, session_options
 from backends.qdq import TENSORRT, static_qdq
 from bench.errors import BackendError, UnsupportedError, first_line
 from bench.util import cache_key
@@ -120,11 +120,7 @@ class OrtCudaBackend(CudaBackendMixin, OrtBackend):
             path, artifact_cached = static_qdq(path, folder, batches, self.calibration_samples, TENSORRT)
             details["quantization"] = TENSORRT.tag
         self.stream = torch.cuda.Stream()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        options = session_options(self.threads)
         providers = self._providers(provider, precision, folder)
         if provider == "tensorrt" and importlib.util.find_spec("tensorrt") is not None:
             import tensorrt  # noqa: F401 - loads libnvinfer for the provider to find

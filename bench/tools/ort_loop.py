@@ -39,15 +39,11 @@ def iobinding_loop(
 ) -> dict[str, float]:
     import onnxruntime as ort
 
+    from backends.onnxruntime import session_options
     from models import build_model, resolve_model
 
     model = build_model(resolve_model(model_name), seed=0)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(onnx_path, session_options(threads), providers=["CPUExecutionProvider"])
     bindings = []
     for k in range(sets):  # the worker's timed input seeds
         binding = session.io_binding()
