@@ -42,12 +42,30 @@ INT8_REASON = (
 WARMUP_RUNS = 3
 
 
-class TorchCudaBackend(CudaBackendMixin, TorchBackend):
+class TorchOnCuda(CudaBackendMixin, TorchBackend):
+    """A torch module on the first CUDA device: inputs copied there outside the timed region,
+    each iteration synchronized on the calling thread's current stream."""
+
+    requires = ("torch",)
+    extra = GPU_EXTRA
+
+    def to_native(self, inputs: dict[str, np.ndarray]) -> Any:
+        import torch
+
+        tensors = tuple(torch.from_numpy(inputs[name]).to("cuda") for name in self.input_names)
+        torch.cuda.synchronize()
+        return tensors
+
+    def synchronize(self) -> None:
+        import torch
+
+        torch.cuda.current_stream().synchronize()
+
+
+class TorchCudaBackend(TorchOnCuda):
     """Eager execution of the model's torch module on the first CUDA device."""
 
     name = "torch-cuda"
-    requires = ("torch",)
-    extra = GPU_EXTRA
     version_packages: ClassVar[tuple[str, ...]] = ("torch",)
     precisions = frozenset({"fp32", "fp16", "bf16"})
     options: ClassVar[dict[str, tuple[str, ...]]] = {"cuda_graph": ("off", "on")}
@@ -154,13 +172,6 @@ class TorchCudaBackend(CudaBackendMixin, TorchBackend):
         with torch.inference_mode(), self._context():
             return self.module(*inputs)
 
-    def to_native(self, inputs: dict[str, np.ndarray]) -> Any:
-        import torch
-
-        tensors = tuple(torch.from_numpy(inputs[name]).to("cuda") for name in self.input_names)
-        torch.cuda.synchronize()
-        return tensors
-
     def run(self, inputs: Any) -> Any:
         if self.timer is not None:
             self.timer.start()
@@ -175,19 +186,11 @@ class TorchCudaBackend(CudaBackendMixin, TorchBackend):
             self.timer.stop()
         return out
 
-    def synchronize(self) -> None:
-        import torch
-
-        torch.cuda.current_stream().synchronize()
-
     def enter_stream(self, stream: int) -> None:
         import torch
 
         # The current stream is per thread in PyTorch: each request thread queues on its own.
         torch.cuda.set_stream(self.cuda_streams[stream])
-
-    def to_numpy(self, outputs: Any) -> list[np.ndarray]:
-        return [o.detach().float().cpu().numpy() for o in output_list(outputs)]
 
     def close(self) -> None:
         self.graph = self.static_outputs = self.module = None

@@ -136,4 +136,4 @@ class TorchBackend(Backend):
         torch.set_num_threads(self.threads_per_stream())
 
     def to_numpy(self, outputs: Any) -> list[np.ndarray]:
-        return [o.detach().float().numpy() for o in output_list(outputs)]
+        return [o.detach().float().cpu().numpy() for o in output_list(outputs)]  # .cpu(): GPU subclasses

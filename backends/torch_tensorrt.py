@@ -16,13 +16,10 @@ import copy
 import importlib.util
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-
 from backends.base import PrepareInfo, output_list
 from backends.cuda import (
     GPU_EXTRA,
     INSTALL_HINT,
-    CudaBackendMixin,
     CudaEventTimer,
     check_bf16,
     copy_details,
@@ -32,14 +29,15 @@ from backends.cuda import (
     reset_peak_memory,
     torch_dtype,
 )
-from backends.torch_eager import TorchBackend, set_torch_threads
+from backends.torch_cuda import TorchOnCuda
+from backends.torch_eager import set_torch_threads
 from bench.errors import BackendError, UnsupportedError, first_line
 
 if TYPE_CHECKING:
     from models import ModelDef
 
 
-class TorchTensorRtBackend(CudaBackendMixin, TorchBackend):
+class TorchTensorRtBackend(TorchOnCuda):
     name = "torch-tensorrt"
     requires = ("torch_tensorrt", "tensorrt", "torch")  # type: ignore[assignment]
     extra = GPU_EXTRA
@@ -167,13 +165,6 @@ class TorchTensorRtBackend(CudaBackendMixin, TorchBackend):
         with torch.inference_mode():
             return self.module(*inputs)
 
-    def to_native(self, inputs: dict[str, np.ndarray]) -> Any:
-        import torch
-
-        tensors = tuple(torch.from_numpy(inputs[name]).to("cuda") for name in self.input_names)
-        torch.cuda.synchronize()
-        return tensors
-
     def run(self, inputs: Any) -> Any:
         if self.timer is not None:
             self.timer.start()
@@ -182,16 +173,8 @@ class TorchTensorRtBackend(CudaBackendMixin, TorchBackend):
             self.timer.stop()
         return out
 
-    def synchronize(self) -> None:
-        import torch
-
-        torch.cuda.current_stream().synchronize()
-
     def enter_stream(self, stream: int) -> None:
         pass  # one stream (see stream_count)
-
-    def to_numpy(self, outputs: Any) -> list[np.ndarray]:
-        return [o.detach().float().cpu().numpy() for o in output_list(outputs)]
 
     def close(self) -> None:
         self._exit.close()
