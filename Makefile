@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(if $(filter gpu,$(HW)),$(PY) -m pip install --quiet "torch==2.13.0" --index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
-	$(PY) -c "import bench, torch; print('inferbench', bench.__version__, 'torch', torch.__version__)"
+	$(PY) -c "import inferbench, torch; print('inferbench', inferbench.__version__, 'torch', torch.__version__)"
 	$(if $(filter gpu,$(HW)),$(PY) -c "import sys; import torch; sys.exit(0 if torch.version.cuda else 'torch ' + torch.__version__ + ' is a CPU build: set TORCH_INDEX to a CUDA wheel index')")
 	touch $@
 
@@ -40,33 +40,33 @@ browser:
 	  || echo "chromium not installed: the browser test will be skipped"
 
 bench: setup
-	$(PY) -m bench run --profile $(HW) $(if $(filter cpu,$(HW)),--peak measure) $(ARGS)
+	$(PY) -m inferbench run --profile $(HW) $(if $(filter cpu,$(HW)),--peak measure) $(ARGS)
 
 report: setup
-	$(PY) -m bench report $(RUN)
+	$(PY) -m inferbench report $(RUN)
 
 compare: setup
-	$(PY) -m bench compare $(BASE) $(NEW) $(ARGS)
+	$(PY) -m inferbench compare $(BASE) $(NEW) $(ARGS)
 
 # Run the gate profile and compare it with the committed baseline (exit 1 on a regression).
 gate: setup
 	rm -rf results/gate-$(HW)
-	$(PY) -m bench run --profile gate-$(HW) --run-id gate-$(HW) --no-report --no-progress
-	$(PY) -m bench compare results/baselines/$(HW) results/gate-$(HW) $(ARGS)
+	$(PY) -m inferbench run --profile gate-$(HW) --run-id gate-$(HW) --no-report --no-progress
+	$(PY) -m inferbench compare results/baselines/$(HW) results/gate-$(HW) $(ARGS)
 
 # Refresh the committed baseline (run on the gate's own machine, then commit the folder).
 baseline: setup
 	rm -rf results/baselines/$(HW)
-	$(PY) -m bench run --profile gate-$(HW) --run-id $(HW) --results-dir results/baselines --no-report --no-progress
+	$(PY) -m inferbench run --profile gate-$(HW) --run-id $(HW) --results-dir results/baselines --no-report --no-progress
 	rm -rf results/baselines/$(HW)/logs results/baselines/$(HW)/work
 
 # Our numbers beside OpenVINO's benchmark_app and ORT's own IO-binding loop, same files/settings.
 crosscheck: setup
-	$(PY) -m bench.tools.crosscheck $(ARGS)
+	$(PY) -m inferbench.tools.crosscheck $(ARGS)
 
 # This machine's FP32/BF16/INT8 matmul and memory-bandwidth ceilings (cached).
 peak: setup
-	$(PY) -m bench peak $(ARGS)
+	$(PY) -m inferbench peak $(ARGS)
 
 test: setup browser
 	$(PY) -m pytest $(ARGS)
@@ -74,6 +74,9 @@ test: setup browser
 lint: setup
 	$(PY) -m ruff check bench backends models tests
 	$(PY) -m ruff format --check bench backends models tests
+	rm -rf build/typecheck && mkdir -p build/typecheck/inferbench
+	ln -s $(CURDIR)/bench/* build/typecheck/inferbench/
+	ln -s $(CURDIR)/backends $(CURDIR)/models build/typecheck/inferbench/
 	$(PY) -m mypy
 
 clean:

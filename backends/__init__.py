@@ -14,8 +14,8 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 
-from backends.base import Availability, Backend, PrepareInfo
-from bench.errors import UserError
+from inferbench.backends.base import Availability, Backend, PrepareInfo
+from inferbench.errors import UserError
 
 __all__ = [
     "BUILTIN_BACKENDS",
@@ -30,17 +30,17 @@ __all__ = [
 ENTRY_POINT_GROUP = "inferbench.backends"
 
 BUILTIN_BACKENDS: dict[str, str] = {
-    "torch": "backends.torch_eager:TorchBackend",
-    "torchscript": "backends.torchscript:TorchScriptBackend",
-    "torch-compile": "backends.torch_compile:TorchCompileBackend",
-    "onnxruntime": "backends.onnxruntime:OrtBackend",
-    "openvino": "backends.openvino:OpenVinoBackend",
+    "torch": "inferbench.backends.torch_eager:TorchBackend",
+    "torchscript": "inferbench.backends.torchscript:TorchScriptBackend",
+    "torch-compile": "inferbench.backends.torch_compile:TorchCompileBackend",
+    "onnxruntime": "inferbench.backends.onnxruntime:OrtBackend",
+    "openvino": "inferbench.backends.openvino:OpenVinoBackend",
     # CUDA GPUs (`pip install 'inferbench[gpu]'`, or `make setup HW=gpu`).
-    "tensorrt": "backends.tensorrt:TensorRtBackend",
-    "torch-tensorrt": "backends.torch_tensorrt:TorchTensorRtBackend",
-    "torch-cuda": "backends.torch_cuda:TorchCudaBackend",
-    "torch-compile-cuda": "backends.torch_cuda:TorchCompileCudaBackend",
-    "onnxruntime-cuda": "backends.onnxruntime_cuda:OrtCudaBackend",
+    "tensorrt": "inferbench.backends.tensorrt:TensorRtBackend",
+    "torch-tensorrt": "inferbench.backends.torch_tensorrt:TorchTensorRtBackend",
+    "torch-cuda": "inferbench.backends.torch_cuda:TorchCudaBackend",
+    "torch-compile-cuda": "inferbench.backends.torch_cuda:TorchCompileCudaBackend",
+    "onnxruntime-cuda": "inferbench.backends.onnxruntime_cuda:OrtCudaBackend",
 }
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 if TYPE_CHECKING:
-    from models import ModelDef, ModelRef
+    from inferbench.models import ModelDef, ModelRef
 
 
 CALIBRATION_SEED = 2000

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from backends.base import Availability
+from inferbench.backends.base import Availability
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def cuda_device_availability() -> Availability:
 
 def require_cuda() -> None:
     """Raise BackendError when no CUDA device is usable (inside a worker, after availability)."""
-    from bench.errors import BackendError
+    from inferbench.errors import BackendError
 
     available = cuda_device_availability()
     if not available.ok:
@@ -315,7 +315,7 @@ def torch_dtype(name: str) -> Any:
 def check_bf16() -> None:
     import torch
 
-    from bench.errors import UnsupportedError
+    from inferbench.errors import UnsupportedError
 
     if not torch.cuda.is_bf16_supported():
         major, minor = torch.cuda.get_device_capability()

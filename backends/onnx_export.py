@@ -19,11 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.errors import BackendError, UnsupportedError
-from bench.util import cache_key
+from inferbench.errors import BackendError, UnsupportedError
+from inferbench.util import cache_key
 
 if TYPE_CHECKING:
-    from models import ModelDef
+    from inferbench.models import ModelDef
 
 log = logging.getLogger(__name__)
 

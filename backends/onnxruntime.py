@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from backends.base import Backend, PrepareInfo
-from backends.onnx_export import derived_dir, onnx_file
-from backends.qdq import static_qdq
-from bench.errors import BackendError
-from bench.util import cache_key
+from inferbench.backends.base import Backend, PrepareInfo
+from inferbench.backends.onnx_export import derived_dir, onnx_file
+from inferbench.backends.qdq import static_qdq
+from inferbench.errors import BackendError
+from inferbench.util import cache_key
 
 if TYPE_CHECKING:
-    from models import ModelDef, ModelRef
+    from inferbench.models import ModelDef, ModelRef
 
 BF16_REASON = (
     "ONNX Runtime's CPU execution provider has no bf16 MatMul/Conv kernels "

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from backends.base import Availability, PrepareInfo
-from backends.cuda import (
+from inferbench.backends.base import Availability, PrepareInfo
+from inferbench.backends.cuda import (
     GPU_EXTRA,
     INSTALL_HINT,
     CudaBackendMixin,
@@ -30,14 +30,14 @@ from backends.cuda import (
     require_cuda,
     reset_peak_memory,
 )
-from backends.onnx_export import derived_dir, onnx_file
-from backends.onnxruntime import OrtBackend, session_options
-from backends.qdq import TENSORRT, static_qdq
-from bench.errors import BackendError, UnsupportedError, first_line
-from bench.util import cache_key
+from inferbench.backends.onnx_export import derived_dir, onnx_file
+from inferbench.backends.onnxruntime import OrtBackend, session_options
+from inferbench.backends.qdq import TENSORRT, static_qdq
+from inferbench.errors import BackendError, UnsupportedError, first_line
+from inferbench.util import cache_key
 
 if TYPE_CHECKING:
-    from models import ModelDef, ModelRef
+    from inferbench.models import ModelDef, ModelRef
 
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 BF16_REASON = (

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from backends.base import Backend, PrepareInfo, ThroughputRun
-from backends.onnx_export import derived_dir, onnx_file
-from bench.errors import BackendError, UnsupportedError
-from bench.util import cache_key
+from inferbench.backends.base import Backend, PrepareInfo, ThroughputRun
+from inferbench.backends.onnx_export import derived_dir, onnx_file
+from inferbench.errors import BackendError, UnsupportedError
+from inferbench.util import cache_key
 
 if TYPE_CHECKING:
-    from models import ModelDef
+    from inferbench.models import ModelDef
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 # Layers whose runtime precision tells what the arithmetic ran in.

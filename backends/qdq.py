@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.util import cache_key
+from inferbench.util import cache_key
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from backends.base import Backend, PrepareInfo
-from backends.cuda import (
+from inferbench.backends.base import Backend, PrepareInfo
+from inferbench.backends.cuda import (
     GPU_EXTRA,
     INSTALL_HINT,
     CudaBackendMixin,
@@ -37,13 +37,13 @@ from backends.cuda import (
     require_cuda,
     reset_peak_memory,
 )
-from backends.onnx_export import LOW_PRECISION, derived_dir, onnx_file
-from backends.qdq import TENSORRT, static_qdq
-from bench.errors import BackendError, UnsupportedError
-from bench.util import artifact_path
+from inferbench.backends.onnx_export import LOW_PRECISION, derived_dir, onnx_file
+from inferbench.backends.qdq import TENSORRT, static_qdq
+from inferbench.errors import BackendError, UnsupportedError
+from inferbench.util import artifact_path
 
 if TYPE_CHECKING:
-    from models import ModelDef, ModelRef
+    from inferbench.models import ModelDef, ModelRef
 
 # Data type names as the inspector prints them (10.x "Format/Datatype" strings, 11.x "DataType").
 _PRECISION_PATTERNS = (

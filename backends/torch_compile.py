@@ -10,12 +10,12 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from backends.base import PrepareInfo
-from backends.torch_eager import TorchBackend
-from bench.errors import BackendError, UnsupportedError, first_line
+from inferbench.backends.base import PrepareInfo
+from inferbench.backends.torch_eager import TorchBackend
+from inferbench.errors import BackendError, UnsupportedError, first_line
 
 if TYPE_CHECKING:
-    from models import ModelDef
+    from inferbench.models import ModelDef
 
 
 class TorchCompileBackend(TorchBackend):

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from backends.base import PrepareInfo, output_list
-from backends.cuda import (
+from inferbench.backends.base import PrepareInfo, output_list
+from inferbench.backends.cuda import (
     GPU_EXTRA,
     CudaBackendMixin,
     CudaEventTimer,
@@ -30,10 +30,10 @@ from backends.cuda import (
     reset_peak_memory,
     torch_dtype,
 )
-from backends.torch_eager import TorchBackend
+from inferbench.backends.torch_eager import TorchBackend
 
 if TYPE_CHECKING:
-    from models import ModelDef, ModelRef
+    from inferbench.models import ModelDef, ModelRef
 
 INT8_REASON = (
     "eager int8 in PyTorch is dynamic quantization with CPU (fbgemm) kernels only; "

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from backends.base import Backend, PrepareInfo, output_list
-from bench.errors import UnsupportedError
+from inferbench.backends.base import Backend, PrepareInfo, output_list
+from inferbench.errors import UnsupportedError
 
 if TYPE_CHECKING:
-    from models import ModelDef
+    from inferbench.models import ModelDef
 
 
 def set_torch_threads(threads: int) -> None:

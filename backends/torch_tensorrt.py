@@ -16,8 +16,8 @@ import copy
 import importlib.util
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from backends.base import PrepareInfo, output_list
-from backends.cuda import (
+from inferbench.backends.base import PrepareInfo, output_list
+from inferbench.backends.cuda import (
     GPU_EXTRA,
     INSTALL_HINT,
     CudaEventTimer,
@@ -29,12 +29,12 @@ from backends.cuda import (
     reset_peak_memory,
     torch_dtype,
 )
-from backends.torch_cuda import TorchOnCuda
-from backends.torch_eager import set_torch_threads
-from bench.errors import BackendError, UnsupportedError, first_line
+from inferbench.backends.torch_cuda import TorchOnCuda
+from inferbench.backends.torch_eager import set_torch_threads
+from inferbench.errors import BackendError, UnsupportedError, first_line
 
 if TYPE_CHECKING:
-    from models import ModelDef
+    from inferbench.models import ModelDef
 
 
 class TorchTensorRtBackend(TorchOnCuda):

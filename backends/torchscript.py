@@ -9,13 +9,13 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from backends.base import PrepareInfo
-from backends.torch_eager import TorchBackend, dynamic_int8
-from bench.errors import BackendError, UnsupportedError, first_line
-from bench.util import artifact_path
+from inferbench.backends.base import PrepareInfo
+from inferbench.backends.torch_eager import TorchBackend, dynamic_int8
+from inferbench.errors import BackendError, UnsupportedError, first_line
+from inferbench.util import artifact_path
 
 if TYPE_CHECKING:
-    from models import ModelDef
+    from inferbench.models import ModelDef
 
 
 class TorchScriptBackend(TorchBackend):

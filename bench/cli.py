@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench.errors import UserError
+from inferbench.errors import UserError
+from inferbench.procs import add_user_path
 
 EXIT_USAGE = 2
 
@@ -116,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.commands import run_command
+    from inferbench.commands import run_command
 
     return run_command(
         profile=args.profile,
@@ -170,13 +171,13 @@ def _fraction(text: str) -> float:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.commands import report_command
+    from inferbench.commands import report_command
 
     return report_command(args.run_dir, args.reports_dir)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bench.commands import compare_command
+    from inferbench.commands import compare_command
 
     pairs = _assignments(args.threshold, "--threshold", "METRIC=PCT (e.g. p99=10%)")
     thresholds = {metric: _fraction(value) for metric, value in pairs}
@@ -191,25 +192,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from bench.commands import doctor_command
+    from inferbench.commands import doctor_command
 
     return doctor_command()
 
 
 def cmd_peak(args: argparse.Namespace) -> int:
-    from bench.commands import peak_command
+    from inferbench.commands import peak_command
 
     return peak_command(_ints(args.threads, "threads") or [0], refresh=args.refresh, cache_dir=args.cache_dir)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bench.commands import list_command
+    from inferbench.commands import list_command
 
     return list_command()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    add_user_path()  # user factories and plugin modules resolve from the current folder
     try:
         args: Any = build_parser().parse_args(argv)
         return int(args.func(args))

@@ -10,11 +10,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from backends import backend_names, load_backend
-from bench.config import Cell, load_profile, profile_names
-from bench.errors import UserError
-from bench.runner import SweepEvents, new_run_id, run_sweep
-from models import BUILTIN_MODELS
+from inferbench.backends import backend_names, load_backend
+from inferbench.config import Cell, load_profile, profile_names
+from inferbench.errors import UserError
+from inferbench.models import BUILTIN_MODELS
+from inferbench.runner import SweepEvents, new_run_id, run_sweep
 
 console = Console(stderr=True)
 
@@ -69,7 +69,7 @@ def run_command(
 
 
 def report_command(run_dir: Path, reports_dir: Path) -> int:
-    from bench.report import write_report
+    from inferbench.report import write_report
 
     html_path, md_path = write_report(run_dir, reports_dir)
     console.print(f"report: {html_path}  summary: {md_path}")
@@ -86,7 +86,7 @@ def compare_command(
     out_dir: Path | None = None,
 ) -> int:
     """Exit code 0 = no regression, 1 = regression (usage errors raise UserError -> 2)."""
-    from bench.compare import CompareOptions, compare_runs
+    from inferbench.compare import CompareOptions, compare_runs
 
     options = CompareOptions(max_regression=max_regression, thresholds=thresholds or {}, alpha=alpha)
     frame, unmatched, md_path = compare_runs(base, new, options, out_dir)
@@ -216,9 +216,9 @@ def list_command() -> int:
 def doctor_command() -> int:
     """What this machine can run: CPU features, then every backend x precision with the reason
     for each gap (model-specific limits are in the notes)."""
-    from bench.config import PRECISIONS
-    from bench.env import cpu_info
-    from models import ModelRef
+    from inferbench.config import PRECISIONS
+    from inferbench.env import cpu_info
+    from inferbench.models import ModelRef
 
     out = Console()
     cpu = cpu_info()
@@ -258,7 +258,7 @@ def _gpu_line() -> str:
 
     if importlib.util.find_spec("torch") is None:
         return "unknown (torch not installed)"
-    from backends.cuda import gpu_info
+    from inferbench.backends.cuda import gpu_info
 
     gpu = gpu_info()
     if not gpu:
@@ -268,9 +268,9 @@ def _gpu_line() -> str:
 
 
 def peak_command(threads: list[int], *, refresh: bool = False, cache_dir: Path | None = None) -> int:
-    from bench.config import resolve_threads
-    from bench.peak import PEAK_KEYS, get_peaks
-    from bench.runner import default_cache_dir
+    from inferbench.config import resolve_threads
+    from inferbench.peak import PEAK_KEYS, get_peaks
+    from inferbench.runner import default_cache_dir
 
     table = Table("threads", "FP32 GFLOP/s", "BF16 GFLOP/s", "INT8 GOP/s", "memory GB/s", "source")
     for t in dict.fromkeys(resolve_threads(t) for t in threads):

@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.errors import UserError
-from bench.report import load_run, markdown_table
-from bench.util import atomic_write_text
+from inferbench.errors import UserError
+from inferbench.markdown import markdown_table
+from inferbench.status import FAILED
+from inferbench.storage import load_run
+from inferbench.util import atomic_write_text
 
 KEY = ["model", "backend", "precision", "batch_size", "threads", "mode"]
-FAILED = {"error", "timeout", "accuracy-fail"}
 
 
 @dataclass(frozen=True)

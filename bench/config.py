@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bench.errors import UserError
+from inferbench.errors import UserError
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 # latency: one request in flight. throughput: the engine kept saturated with concurrent requests.
@@ -205,7 +205,7 @@ _SWEEP_KEYS = {"models", "backends", "precisions", "batch_sizes", "threads", "mo
 
 
 def profile_names() -> list[str]:
-    folder = resources.files("bench") / "profiles"
+    folder = resources.files("inferbench") / "profiles"
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
@@ -222,7 +222,7 @@ def load_profile(name_or_path: str) -> SweepConfig:
             name_or_path in names,
             f"unknown profile {name_or_path!r}; choose one of {', '.join(names)} or a .toml path",
         )
-        text = (resources.files("bench") / "profiles" / f"{name_or_path}.toml").read_text()
+        text = (resources.files("inferbench") / "profiles" / f"{name_or_path}.toml").read_text()
         name = name_or_path
     try:
         data = tomllib.loads(text)

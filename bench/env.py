@@ -166,7 +166,7 @@ def capture(threads: list[int], gpu: bool = False) -> dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     found = {}
     if gpu:
-        from backends.cuda import gpu_info
+        from inferbench.backends.cuda import gpu_info
 
         found["gpu"] = gpu_info()
     return {

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bench.config import MeasureConfig
+from inferbench.config import MeasureConfig
 
 if TYPE_CHECKING:
-    from backends.base import ThroughputRun
+    from inferbench.backends.base import ThroughputRun
 
 Clock = Callable[[], int]
 #: One iteration: called with the iteration number (to cycle inputs); may return the device-side

@@ -8,7 +8,7 @@ can beat it (fused kernels, Winograd, a lucky frequency): `% of peak` above 100 
 than hiding it. Run in a fresh process with the thread environment set, cached per machine,
 thread count and library versions.
 
-`python -m bench.peak THREADS OUT.json` is the subprocess entry point.
+`python -m inferbench.peak THREADS OUT.json` is the subprocess entry point.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.errors import UserError
-from bench.util import atomic_write_json, cache_key
+from inferbench.errors import UserError
+from inferbench.procs import python_command, worker_env
+from inferbench.util import atomic_write_json, cache_key
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def measure_peaks(threads: int) -> dict[str, Any]:
 
 
 def peak_cache_path(cache_dir: Path, threads: int) -> Path:
-    from bench import env
+    from inferbench import env
 
     versions = env.package_versions()
     key = cache_key(env.cpu_info()["model"], threads, versions["torch"], versions["openvino"])
@@ -168,16 +169,15 @@ def get_peaks(cache_dir: Path, threads: int, *, refresh: bool = False) -> dict[s
     path = peak_cache_path(cache_dir, threads)
     if path.is_file() and not refresh:
         return dict(json.loads(path.read_text()), cached=True)
-    from bench.runner import worker_env
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".new.json")
     done = subprocess.run(
-        [sys.executable, "-m", "bench.peak", str(threads), str(tmp)],
+        python_command("inferbench.peak", str(threads), str(tmp)),
         env=worker_env(threads),
         capture_output=True,
         text=True,
         check=False,
+        timeout=600,  # the probes take about a minute; a hung library must not hang the sweep
     )
     if done.returncode != 0 or not tmp.is_file():
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]

@@ -7,17 +7,18 @@ escaped (html.escape for the table, plotly's JSON encoding for charts).
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bench.env import noise_warnings
-from bench.errors import UserError
-from bench.results import load_cells, to_frame
-from bench.util import atomic_write_text
+from inferbench.env import noise_warnings
+from inferbench.markdown import fmt as _fmt
+from inferbench.markdown import markdown_table
+from inferbench.status import OK
+from inferbench.storage import load_run
+from inferbench.util import atomic_write_text
 
 REFERENCE = ("torch", "fp32")  # speed-ups are against eager FP32 at the same batch size
 TABLE_COLUMNS = (
@@ -51,24 +52,11 @@ TABLE_COLUMNS = (
 )
 
 
-def load_run(run_dir: Path) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[str, Any]]:
-    if not (run_dir / "cells").is_dir():
-        raise UserError(f"{run_dir} is not a run directory (no cells/ inside)")
-    records = load_cells(run_dir)
-    csv_path = run_dir / "results.csv"
-    if csv_path.is_file():  # the CSV is in sweep order; cell files are in name order
-        order = {key: i for i, key in enumerate(pd.read_csv(csv_path)["cell_key"])}
-        records.sort(key=lambda r: order.get(r["cell_key"], len(order)))
-    env_path = run_dir / "env.json"
-    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
-    return to_frame(records), records, env
-
-
 def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
     """Add `speedup_vs_eager_fp32` against eager FP32 at the same model, batch, threads and mode:
     reference p50 / this p50 in latency mode, this throughput / reference's in throughput mode."""
     keys = ["model", "batch_size", "threads", "mode"]
-    ok = frame[frame["status"] == "ok"]
+    ok = frame[frame["status"] == OK]
     ref = ok[(ok["backend"] == REFERENCE[0]) & (ok["precision"] == REFERENCE[1])]
     ref = ref[[*keys, "latency_p50_ms", "throughput_sps"]].rename(
         columns={"latency_p50_ms": "_ref_p50", "throughput_sps": "_ref_sps"}
@@ -95,25 +83,6 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 # ---------------------------------------------------------------- Markdown
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"
-    return str(value)
-
-
-def markdown_table(frame: pd.DataFrame, columns: list[str]) -> str:
-    def cell(value: Any) -> str:
-        return _fmt(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += [
-        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame[columns].itertuples(index=False)
-    ]
-    return "\n".join(lines)
 
 
 def summary_markdown(frame: pd.DataFrame, env: dict[str, Any], run_id: str) -> str:
@@ -148,7 +117,7 @@ def summary_markdown(frame: pd.DataFrame, env: dict[str, Any], run_id: str) -> s
     ]
     for model, group in frame.groupby("model", sort=False):
         parts += ["", f"## {model}", "", markdown_table(group, cols)]
-    problems = frame[~frame["status"].isin(["ok"])]
+    problems = frame[frame["status"] != OK]
     if len(problems):
         parts += [
             "",
@@ -167,7 +136,7 @@ def _figures(frame: pd.DataFrame, records: list[dict[str, Any]]) -> list[tuple[s
     import plotly.graph_objects as go
 
     figs: list[tuple[str, Any]] = []
-    ok = with_speedup(frame[frame["status"] == "ok"]).copy()
+    ok = with_speedup(frame[frame["status"] == OK]).copy()
     if ok.empty:
         return figs
     ok["engine"] = (
@@ -249,7 +218,7 @@ def _distribution_figure(records: list[dict[str, Any]]) -> Any:
 
     fig = go.Figure()
     for r in records:
-        if r.get("status") == "ok" and r.get("latencies_ns"):
+        if r.get("status") == OK and r.get("latencies_ns"):
             ms = np.asarray(r["latencies_ns"]) / 1e6
             name = f"{r['model']} {r['backend']} {r['precision']} b{r['batch_size']}"
             fig.add_trace(go.Box(x=ms / np.median(ms), name=name, boxpoints=False, orientation="h"))

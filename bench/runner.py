@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -21,21 +20,20 @@ from typing import Any
 
 import numpy as np
 
-from backends import load_backend
-from bench import env
-from bench.config import Cell, SweepConfig
-from bench.errors import UserError
-from bench.peak import get_peaks, load_peaks, percent_of_peak
-from bench.results import SCHEMA_VERSION, load_cells, save_cell, write_csv
-from bench.stats import bootstrap_ci, latency_intervals, summarize
-from bench.util import atomic_write_json
-from models import ModelRef, resolve_model
+from inferbench import env
+from inferbench.backends import load_backend
+from inferbench.config import Cell, SweepConfig
+from inferbench.errors import UserError
+from inferbench.models import ModelRef, resolve_model
+from inferbench.peak import get_peaks, load_peaks, percent_of_peak
+from inferbench.procs import kill_group, python_command, worker_env
+from inferbench.stats import bootstrap_ci, latency_intervals, summarize
+from inferbench.status import ERROR, MEASURED, RETRY_ON_RESUME, TIMEOUT, UNAVAILABLE, UNSUPPORTED
+from inferbench.storage import SCHEMA_VERSION, load_cells, save_cell, write_csv
+from inferbench.util import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-#: Statuses `--resume` re-runs; every other recorded cell is kept as it is.
-RETRY_ON_RESUME = frozenset({"error", "timeout"})
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -137,10 +135,10 @@ def _static_verdict(cell: Cell, ref: ModelRef, backend_cls: Any) -> dict[str, An
     """Rows decided without starting a worker: engine missing, or combination not supported."""
     available = backend_cls.availability()
     if not available.ok:
-        return {"status": "unavailable", "reason": available.reason}
+        return {"status": UNAVAILABLE, "reason": available.reason}
     reason = backend_cls.unsupported_reason(ref, cell.precision)
     if reason:
-        return {"status": "unsupported", "reason": reason}
+        return {"status": UNSUPPORTED, "reason": reason}
     return None
 
 
@@ -160,22 +158,6 @@ def pin_cpus(threads: int) -> list[int]:
     return allowed[: max(1, threads)]
 
 
-def worker_env(threads: int) -> dict[str, str]:
-    environ = dict(os.environ)
-    for var in THREAD_ENV:
-        environ[var] = str(threads)
-    # Workers import this project's packages (and test plugins) from the source tree too.
-    paths = [
-        str(PROJECT_ROOT),
-        os.getcwd(),
-        *filter(None, environ.get("PYTHONPATH", "").split(os.pathsep)),
-    ]
-    environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    environ.setdefault("HF_HUB_OFFLINE", "1")
-    environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return environ
-
-
 def run_repeats(
     cell: Cell, ref: ModelRef, config: SweepConfig, run_dir: Path, cache_dir: Path
 ) -> dict[str, Any]:
@@ -188,9 +170,6 @@ def run_repeats(
             break
     measure = config.measure
     return merge_repeats(records, cell.batch_size, measure.bootstrap_resamples, measure.tail_samples)
-
-
-MEASURED = frozenset({"ok", "accuracy-fail"})
 
 
 def merge_repeats(
@@ -266,7 +245,7 @@ def run_in_worker(
     started = time.perf_counter()
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker", str(spec_path), str(out_path)],
+            python_command("inferbench.worker", str(spec_path), str(out_path)),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -276,14 +255,14 @@ def run_in_worker(
         try:
             returncode = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            kill_group(proc)
             return {
-                "status": "timeout",
+                "status": TIMEOUT,
                 "reason": f"no result after {timeout:g} s (worker killed)",
                 "wall_s": time.perf_counter() - started,
             }
         except BaseException:  # Ctrl-C: do not leave an orphan worker behind
-            _kill_group(proc)
+            kill_group(proc)
             raise
     wall = time.perf_counter() - started
     if out_path.is_file():
@@ -291,15 +270,7 @@ def run_in_worker(
         out_path.unlink()
         spec_path.unlink(missing_ok=True)
         return {**record, "wall_s": wall}
-    return {"status": "error", "reason": _death_reason(returncode, log_path), "wall_s": wall}
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
+    return {"status": ERROR, "reason": _death_reason(returncode, log_path), "wall_s": wall}
 
 
 def _death_reason(returncode: int, log_path: Path) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from models import ModelDef
+    from inferbench.models import ModelDef
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -1,6 +1,6 @@
 """Worker process: runs exactly one cell and writes its record as JSON.
 
-Invoked by the runner as `python -m bench.worker SPEC.json RESULT.json`. Whatever happens in
+Invoked by the runner as `python -m inferbench.worker SPEC.json RESULT.json`. Whatever happens in
 the engine, the worst outcome is this process dying; the parent turns that into a row.
 """
 
@@ -18,15 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from backends import load_backend
-from bench.config import AccuracyConfig, Cell, MeasureConfig
-from bench.errors import UnsupportedError, first_line
-from bench.measure import measure, measure_throughput
-from bench.stats import accuracy, latency_intervals, slice_rates, summarize, throughput_summary
-from bench.util import atomic_write_json
-from models import ModelRef, build_model, count_flops
+from inferbench.backends import load_backend
+from inferbench.config import AccuracyConfig, Cell, MeasureConfig
+from inferbench.errors import UnsupportedError, first_line
+from inferbench.measure import measure, measure_throughput
+from inferbench.models import ModelRef, build_model, count_flops
+from inferbench.procs import add_user_path
+from inferbench.stats import accuracy, latency_intervals, slice_rates, summarize, throughput_summary
+from inferbench.status import ACCURACY_FAIL, ERROR, OK, UNSUPPORTED
+from inferbench.util import atomic_write_json
 
-log = logging.getLogger("bench.worker")
+log = logging.getLogger("inferbench.worker")
 
 EVAL_SEED_OFFSET = 1000  # evaluation inputs differ from the timed ones
 
@@ -37,7 +39,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     config = MeasureConfig(**spec["measure"])
     checks = AccuracyConfig(**spec.get("accuracy", {}))
     ref = ModelRef(**spec["model_ref"])
-    record: dict[str, Any] = {"status": "ok", "reason": ""}
+    record: dict[str, Any] = {"status": OK, "reason": ""}
     backend_cls = load_backend(cell.backend)
     record["versions"] = backend_cls.versions()
     backend = backend_cls(
@@ -81,7 +83,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         record["accuracy_threshold"] = limit
         if not record["rel_l2_err"] <= limit:  # NaN fails too
             # Still timed and reported: a fast wrong answer is worth seeing, never hiding.
-            record["status"] = "accuracy-fail"
+            record["status"] = ACCURACY_FAIL
             record["reason"] = (
                 f"rel_l2_err {record['rel_l2_err']:.3g} > {limit:g} ({cell.precision} threshold)"
             )
@@ -182,16 +184,17 @@ def main(argv: list[str]) -> int:
     )
     spec_path, out_path = Path(argv[0]), Path(argv[1])
     spec = json.loads(spec_path.read_text())
+    add_user_path()  # the user's factories and plugins, resolved from where the sweep started
     if spec.get("pin_cpus"):
         # Before any engine starts its thread pools: they inherit this mask.
         os.sched_setaffinity(0, spec["pin_cpus"])
     try:
         record = run_cell(spec)
     except UnsupportedError as exc:
-        record = {"status": "unsupported", "reason": str(exc)}
+        record = {"status": UNSUPPORTED, "reason": str(exc)}
     except Exception as exc:
         traceback.print_exc()
-        record = {"status": "error", "reason": f"{type(exc).__name__}: {first_line(exc)}"[:500]}
+        record = {"status": ERROR, "reason": f"{type(exc).__name__}: {first_line(exc)}"[:500]}
     record["peak_rss_mb"] = peak_rss_mb()
     atomic_write_json(out_path, record)
     return 0

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.errors import UserError, first_line
-from models.base import InputSpec, ModelDef, count_flops
+from inferbench.errors import UserError, first_line
+from inferbench.models.base import InputSpec, ModelDef, count_flops
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -30,12 +30,12 @@ __all__ = [
 ]
 
 BUILTIN_MODELS: dict[str, str] = {
-    "resnet50": "models.resnet:build",
-    "bert-base": "models.transformers_zoo:build_bert_base",
-    "minilm": "models.transformers_zoo:build_minilm",
-    "lstm": "models.small:build_lstm",
-    "mlp": "models.small:build_mlp",
-    "tiny-cnn": "models.small:build_tiny_cnn",
+    "resnet50": "inferbench.models.resnet:build",
+    "bert-base": "inferbench.models.transformers_zoo:build_bert_base",
+    "minilm": "inferbench.models.transformers_zoo:build_minilm",
+    "lstm": "inferbench.models.small:build_lstm",
+    "mlp": "inferbench.models.small:build_mlp",
+    "tiny-cnn": "inferbench.models.small:build_tiny_cnn",
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.base import InputSpec, ModelDef
+from inferbench.models.base import InputSpec, ModelDef
 
 
 class TinyCNN(nn.Module):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.errors import UnsupportedError
-from models.base import InputSpec, ModelDef
+from inferbench.errors import UnsupportedError
+from inferbench.models.base import InputSpec, ModelDef
 
 BERT_SEQ = 128
 MINILM_SEQ = 128

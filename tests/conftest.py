@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import MeasureConfig, SweepConfig
+from inferbench.config import MeasureConfig, SweepConfig
 
 FAST_MEASURE = MeasureConfig(
     warmup_iterations=1,

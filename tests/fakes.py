@@ -10,9 +10,9 @@ import signal
 import time
 from typing import Any
 
-from backends.base import Backend, PrepareInfo
-from bench.errors import UnsupportedError
-from models import InputSpec, ModelDef
+from inferbench.backends.base import Backend, PrepareInfo
+from inferbench.errors import UnsupportedError
+from inferbench.models import InputSpec, ModelDef
 
 
 def numpy_model(seed: int = 0) -> ModelDef:

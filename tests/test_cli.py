@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.cli import main
+from inferbench.cli import main
 
 
 def _error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:

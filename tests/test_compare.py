@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.cli import main
-from bench.compare import CompareOptions, compare_records, compare_runs
-from bench.errors import UserError
-from bench.results import SCHEMA_VERSION, save_cell, write_csv
+from inferbench.cli import main
+from inferbench.compare import CompareOptions, compare_records, compare_runs
+from inferbench.errors import UserError
+from inferbench.storage import SCHEMA_VERSION, save_cell, write_csv
 
 GOLDEN = Path(__file__).parent / "golden"
 FAST = CompareOptions(n_resamples=1000)

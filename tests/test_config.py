@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import Cell, MeasureConfig, SweepConfig, load_profile, profile_names
-from bench.errors import UserError
+from inferbench.config import Cell, MeasureConfig, SweepConfig, load_profile, profile_names
+from inferbench.errors import UserError
 
 
 def test_builtin_profiles_load_and_validate() -> None:

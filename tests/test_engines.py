@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends import BUILTIN_BACKENDS, load_backend
-from backends.base import Backend
-from bench.stats import accuracy
-from models import InputSpec, ModelDef, build_model, resolve_model
+from inferbench.backends import BUILTIN_BACKENDS, load_backend
+from inferbench.backends.base import Backend
+from inferbench.models import InputSpec, ModelDef, build_model, resolve_model
+from inferbench.stats import accuracy
 
 pytestmark = pytest.mark.engine
 TOLERANCE = 1e-4  # FP32 engines reorder sums; they do not lose precision
@@ -63,7 +63,7 @@ def test_fp32_matches_eager(backend_name: str, model_name: str, engine_cache: Pa
 @pytest.mark.parametrize("backend_name", ["onnxruntime", "openvino"])
 def test_user_onnx_file_runs_on_onnx_backends(backend_name: str, engine_cache: Path, tmp_path: Path) -> None:
     backend = _backend(backend_name, engine_cache)
-    from backends.onnx_export import onnx_file
+    from inferbench.backends.onnx_export import onnx_file
 
     torch_model = build_model(resolve_model("tiny-cnn"))
     path, _ = onnx_file(torch_model, tmp_path)
@@ -94,7 +94,7 @@ def _tiny_bert() -> ModelDef:
     import torch
     from transformers import BertConfig, BertModel
 
-    from models.transformers_zoo import EncoderLastHidden
+    from inferbench.models.transformers_zoo import EncoderLastHidden
 
     torch.manual_seed(0)
     config = BertConfig(
@@ -135,8 +135,8 @@ def test_low_precision_within_threshold_or_unsupported_with_reason(
     backend_name: str, precision: str, model_name: str, engine_cache: Path
 ) -> None:
     """Every backend x precision either runs within its accuracy threshold or says why not."""
-    from bench.config import AccuracyConfig
-    from bench.errors import UnsupportedError
+    from inferbench.config import AccuracyConfig
+    from inferbench.errors import UnsupportedError
 
     backend = _backend(backend_name, engine_cache)
     model = build_model(resolve_model(model_name))
@@ -172,8 +172,8 @@ def test_quantization_really_changes_the_graph(engine_cache: Path) -> None:
 
 
 def test_openvino_bf16_really_runs_bf16(engine_cache: Path) -> None:
-    from bench.env import cpu_info
-    from bench.errors import UnsupportedError
+    from inferbench.env import cpu_info
+    from inferbench.errors import UnsupportedError
 
     backend = _backend("openvino", engine_cache)
     model = build_model(resolve_model("tiny-cnn"))
@@ -197,7 +197,7 @@ def test_quantized_artifacts_come_from_cache_the_second_time(tmp_path: Path) -> 
 
 
 def test_torch_int8_refuses_convolutional_models(engine_cache: Path) -> None:
-    from bench.errors import UnsupportedError
+    from inferbench.errors import UnsupportedError
 
     with pytest.raises(UnsupportedError, match="convolutions would stay fp32"):
         _backend("torch", engine_cache).prepare(build_model(resolve_model("tiny-cnn")), "int8", 1)

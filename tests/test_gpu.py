@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from backends import BUILTIN_BACKENDS, load_backend
-from backends.base import Availability
-from bench.config import AccuracyConfig, load_profile
-from bench.errors import UnsupportedError
-from bench.stats import accuracy
-from models import InputSpec, ModelDef, ModelRef, build_model, resolve_model
+from inferbench.backends import BUILTIN_BACKENDS, load_backend
+from inferbench.backends.base import Availability
+from inferbench.config import AccuracyConfig, load_profile
+from inferbench.errors import UnsupportedError
+from inferbench.models import InputSpec, ModelDef, ModelRef, build_model, resolve_model
+from inferbench.stats import accuracy
 
 GPU_BACKENDS = ("tensorrt", "torch-tensorrt", "torch-cuda", "torch-compile-cuda", "onnxruntime-cuda")
 ENGINE_MODULES = (
@@ -65,8 +65,9 @@ def test_gpu_backends_are_registered() -> None:
 
 def test_importing_gpu_backends_imports_no_engine() -> None:
     code = (
-        "import sys; import backends.cuda, backends.qdq, backends.tensorrt, backends.torch_tensorrt, "
-        "backends.torch_cuda, backends.onnxruntime_cuda; from backends import load_backend; "
+        "import sys; import inferbench.backends.cuda, inferbench.backends.qdq, inferbench.backends.tensorrt, "
+        "inferbench.backends.torch_tensorrt, inferbench.backends.torch_cuda, "
+        "inferbench.backends.onnxruntime_cuda; from inferbench.backends import load_backend; "
         f"[load_backend(n) for n in {GPU_BACKENDS!r}]; "
         f"print(','.join(m for m in {ENGINE_MODULES!r} if m in sys.modules))"
     )
@@ -171,7 +172,7 @@ def _tiny_def(name: str = "mlp", seed: int = 0) -> ModelDef:
 
 
 def test_tensorrt_engine_cache_key(tmp_path: Path) -> None:
-    from backends.tensorrt import engine_cache_path, timing_cache_path
+    from inferbench.backends.tensorrt import engine_cache_path, timing_cache_path
 
     source = tmp_path / "model.onnx"
     source.write_bytes(b"graph")
@@ -204,7 +205,7 @@ def test_tensorrt_engine_cache_key(tmp_path: Path) -> None:
 
 
 def test_tensorrt_layer_precisions_from_the_inspector() -> None:
-    from backends.tensorrt import layer_precisions
+    from inferbench.backends.tensorrt import layer_precisions
 
     v10 = {
         "Layers": [
@@ -235,7 +236,7 @@ def test_tensorrt_layer_precisions_from_the_inspector() -> None:
 
 
 def test_nvidia_smi_rows_are_parsed() -> None:
-    from backends.cuda import parse_nvidia_smi
+    from inferbench.backends.cuda import parse_nvidia_smi
 
     name = "NVIDIA H100 80GB HBM3"
     text = (
@@ -273,7 +274,7 @@ def test_low_precision_export_keeps_fp32_io(model_name: str, precision: str, tmp
     onnx = pytest.importorskip("onnx")
     from onnx.reference import ReferenceEvaluator
 
-    from backends.onnx_export import onnx_file
+    from inferbench.backends.onnx_export import onnx_file
 
     model = build_model(resolve_model(model_name))
     path, cached = onnx_file(model, tmp_path, precision)
@@ -295,8 +296,8 @@ def test_fp32_export_keeps_its_cache_key(tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     import torch
 
-    from backends.onnx_export import OPSET, onnx_file
-    from bench.util import cache_key
+    from inferbench.backends.onnx_export import OPSET, onnx_file
+    from inferbench.util import cache_key
 
     model = build_model(resolve_model("mlp"))
     path, _ = onnx_file(model, tmp_path)
@@ -315,9 +316,9 @@ def test_tensorrt_qdq_is_symmetric_int8(model_name: str, tmp_path: Path) -> None
     ort = pytest.importorskip("onnxruntime")
     from onnx import numpy_helper
 
-    from backends.onnx_export import onnx_file
-    from backends.qdq import ORT_CPU, TENSORRT, static_qdq
-    from backends.tensorrt import TensorRtBackend
+    from inferbench.backends.onnx_export import onnx_file
+    from inferbench.backends.qdq import ORT_CPU, TENSORRT, static_qdq
+    from inferbench.backends.tensorrt import TensorRtBackend
 
     model = build_model(resolve_model(model_name))
     source, _ = onnx_file(model, tmp_path)
@@ -346,8 +347,8 @@ def test_tensorrt_qdq_is_symmetric_int8(model_name: str, tmp_path: Path) -> None
 def test_onnxruntime_fp16_conversion(model_name: str, tmp_path: Path) -> None:
     """onnxruntime-cuda's fp16 graph, run here on ONNX Runtime's CPU provider."""
     ort = pytest.importorskip("onnxruntime")
-    from backends.onnx_export import onnx_file
-    from backends.onnxruntime_cuda import ort_fp16
+    from inferbench.backends.onnx_export import onnx_file
+    from inferbench.backends.onnxruntime_cuda import ort_fp16
 
     model = build_model(resolve_model(model_name))
     source, _ = onnx_file(model, tmp_path)
@@ -363,7 +364,7 @@ def test_onnxruntime_fp16_conversion(model_name: str, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def cuda_device() -> None:
-    from backends.cuda import cuda_device_availability
+    from inferbench.backends.cuda import cuda_device_availability
 
     available = cuda_device_availability()
     if not available.ok:

@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends.base import ThroughputRun
-from bench.config import MeasureConfig
-from bench.measure import measure, measure_throughput, settled, stability_window
-from bench.stats import (
+from inferbench.backends.base import ThroughputRun
+from inferbench.config import MeasureConfig
+from inferbench.measure import measure, measure_throughput, settled, stability_window
+from inferbench.stats import (
     accuracy,
     bootstrap_ci,
     latency_intervals,

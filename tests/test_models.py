@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import UserError
-from models import BUILTIN_MODELS, InputSpec, ModelDef, build_model, count_flops, resolve_model
+from inferbench.errors import UserError
+from inferbench.models import BUILTIN_MODELS, InputSpec, ModelDef, build_model, count_flops, resolve_model
 
 
 def test_weights_and_inputs_are_deterministic() -> None:

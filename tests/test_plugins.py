@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from backends import BUILTIN_BACKENDS, backend_names, load_backend
-from backends.base import Backend
-from bench.errors import UserError
-from bench.runner import run_sweep
+from inferbench.backends import BUILTIN_BACKENDS, backend_names, load_backend
+from inferbench.backends.base import Backend
+from inferbench.errors import UserError
+from inferbench.runner import run_sweep
 from tests.conftest import fake_sweep
 
 
@@ -62,7 +62,8 @@ def test_importing_bench_imports_no_engine() -> None:
     import subprocess
 
     code = (
-        "import bench, bench.cli, bench.runner, backends, models; import sys; "
+        "import inferbench, inferbench.cli, inferbench.runner, inferbench.backends, inferbench.models; "
+        "import sys; "
         "engines = ('onnxruntime', 'openvino', 'tensorrt', 'transformers'); "
         "loaded = [m for m in engines if m in sys.modules]; "
         "print(','.join(loaded))"

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.config import Cell
-from bench.report import TABLE_COLUMNS, pareto_front, summary_markdown, with_speedup, write_report
-from bench.results import SCHEMA_VERSION, save_cell, to_frame, write_csv
+from inferbench.config import Cell
+from inferbench.report import TABLE_COLUMNS, pareto_front, summary_markdown, with_speedup, write_report
+from inferbench.storage import SCHEMA_VERSION, save_cell, to_frame, write_csv
 
 EVIL = "<script>alert('x')</script>"
 ARTIFACTS = Path(os.environ.get("INFERBENCH_TEST_ARTIFACTS", "test-artifacts"))
@@ -87,7 +87,7 @@ def test_report_escapes_user_strings(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_summary_markdown_lists_speedups(run_dir: Path) -> None:
-    from bench.report import load_run
+    from inferbench.report import load_run
 
     frame, _, env = load_run(run_dir)
     md = summary_markdown(frame, env, "run-1")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import env, peak
-from bench.tools import crosscheck
+from inferbench import env, peak
+from inferbench.tools import crosscheck
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.config import MeasureConfig
-from bench.peak import peak_cache_path
-from bench.results import COLUMNS, NUMERIC, SCHEMA_VERSION, load_cells, read_csv
-from bench.runner import SweepEvents, run_sweep
+from inferbench.config import MeasureConfig
+from inferbench.peak import peak_cache_path
+from inferbench.runner import SweepEvents, run_sweep
+from inferbench.storage import COLUMNS, NUMERIC, SCHEMA_VERSION, load_cells, read_csv
 from tests.conftest import FAST_MEASURE, fake_sweep
 
 pytestmark = pytest.mark.slow
@@ -145,7 +145,7 @@ def test_old_schema_is_refused(run_dir: Path, cache_dir: Path) -> None:
     record = json.loads(cell_file.read_text())
     record["schema_version"] = 0
     cell_file.write_text(json.dumps(record))
-    from bench.errors import UserError
+    from inferbench.errors import UserError
 
     with pytest.raises(UserError, match="schema_version 0 is not supported"):
         load_cells(run_dir)

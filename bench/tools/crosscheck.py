@@ -10,7 +10,7 @@
   against the bare engine call in a tight loop, and our loop around a no-op.
 
 `make crosscheck ARGS="--models resnet50 --batch-sizes 1"` or
-`python -m bench.tools.crosscheck --help`. Writes crosscheck.csv and crosscheck.md.
+`python -m inferbench.tools.crosscheck --help`. Writes crosscheck.csv and crosscheck.md.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.config import MeasureConfig, SweepConfig, resolve_threads
-from bench.errors import UserError
-from bench.measure import measure
-from bench.runner import default_cache_dir, run_sweep, worker_env
-from bench.tools.ort_loop import bare_loop
-from bench.util import atomic_write_text
+from inferbench.config import MeasureConfig, SweepConfig, resolve_threads
+from inferbench.errors import UserError
+from inferbench.measure import measure
+from inferbench.procs import python_command, worker_env
+from inferbench.runner import default_cache_dir, run_sweep
+from inferbench.tools.ort_loop import bare_loop
+from inferbench.util import atomic_write_text
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 _UNITS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -125,7 +126,7 @@ def _pct(ours: float, theirs: float) -> float:
 
 
 def crosscheck_openvino(record: dict[str, Any], args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from models import build_model, resolve_model
+    from inferbench.models import build_model, resolve_model
 
     model = build_model(resolve_model(record["model"]), seed=0)
     xml = Path(record["artifact_path"]).with_suffix(".xml")
@@ -140,7 +141,13 @@ def crosscheck_openvino(record: dict[str, Any], args: argparse.Namespace, work: 
     command = benchmark_app_command(xml, shapes, dtypes, inputs, config_file, mode, args.seconds)
     runs = []
     for k in range(args.rounds):  # as many fresh processes as our side had
-        done = subprocess.run(command, capture_output=True, text=True, env=worker_env(record["threads"]))
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            env=worker_env(record["threads"]),
+            timeout=args.seconds * 10 + 300,
+        )
         (cell_dir / f"benchmark_app-{k}.log").write_text(done.stdout + done.stderr)
         runs.append(parse_benchmark_app(done.stdout))
     theirs = {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
@@ -161,17 +168,21 @@ def crosscheck_openvino(record: dict[str, Any], args: argparse.Namespace, work: 
 
 def crosscheck_onnxruntime(record: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """A bare IO-binding loop on the file our backend ran, same session options and inputs, in
-    fresh processes with the same thread environment (`bench.tools.ort_loop`)."""
-    command = [
-        sys.executable,
-        "-m",
-        "bench.tools.ort_loop",
+    fresh processes with the same thread environment (`inferbench.tools.ort_loop`)."""
+    command = python_command(
+        "inferbench.tools.ort_loop",
         *(record["model"], record["artifact_path"], str(record["batch_size"])),
         *(str(record["threads"]), f"{args.seconds:g}", str(args.input_sets)),
-    ]
+    )
     runs = []
     for _ in range(args.rounds):
-        done = subprocess.run(command, capture_output=True, text=True, env=worker_env(record["threads"]))
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            env=worker_env(record["threads"]),
+            timeout=args.seconds * 10 + 300,
+        )
         if done.returncode != 0:
             raise ValueError(f"ORT loop failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -186,8 +197,8 @@ def crosscheck_onnxruntime(record: dict[str, Any], args: argparse.Namespace) -> 
 
 def harness_overhead(seconds: float) -> list[dict[str, Any]]:
     """Per-call cost our loop and backend wrappers add on `mlp` (batch 1, one thread)."""
-    from backends import load_backend
-    from models import build_model, resolve_model
+    from inferbench.backends import load_backend
+    from inferbench.models import build_model, resolve_model
 
     config = MeasureConfig(min_seconds=seconds, max_seconds=seconds * 2, tail_samples=1000)
     model = build_model(resolve_model("mlp"), seed=0)
@@ -204,7 +215,7 @@ def harness_overhead(seconds: float) -> list[dict[str, Any]]:
 def _overhead(name: str, model: Any, config: MeasureConfig, seconds: float) -> dict[str, Any]:
     import torch
 
-    from backends import load_backend
+    from inferbench.backends import load_backend
 
     backend = load_backend(name)(1, default_cache_dir())
     backend.prepare(model, "fp32", 1)
@@ -305,7 +316,7 @@ def _compare_cell(record: dict[str, Any], args: argparse.Namespace, out: Path) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.tools.crosscheck", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m inferbench.tools.crosscheck", description=__doc__)
     parser.add_argument("--models", nargs="+", default=["resnet50", "bert-base"])
     parser.add_argument("--backends", nargs="+", default=["openvino", "onnxruntime"])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "int8"])

@@ -1,6 +1,6 @@
 """ONNX Runtime's fastest Python loop, alone in a fresh process: the crosscheck's ORT reference.
 
-`python -m bench.tools.ort_loop MODEL ONNX_FILE BATCH THREADS SECONDS INPUT_SETS` prints one JSON
+`python -m inferbench.tools.ort_loop MODEL ONNX_FILE BATCH THREADS SECONDS INPUT_SETS` prints one JSON
 line: the per-call median (ms), samples/s and the number of calls of a bare
 `run_with_iobinding` loop, with the session options our backend uses and our input sets.
 """
@@ -39,8 +39,8 @@ def iobinding_loop(
 ) -> dict[str, float]:
     import onnxruntime as ort
 
-    from backends.onnxruntime import session_options
-    from models import build_model, resolve_model
+    from inferbench.backends.onnxruntime import session_options
+    from inferbench.models import build_model, resolve_model
 
     model = build_model(resolve_model(model_name), seed=0)
     session = ort.InferenceSession(onnx_path, session_options(threads), providers=["CPUExecutionProvider"])

@@ -1,8 +1,9 @@
-"""Result records and the tidy CSV: one row per cell, numbers as numbers.
+"""Run folders: the one module that reads and writes them.
 
-Each finished cell is stored as `cells/<key>.json` (summary plus raw per-iteration latencies);
-`results.csv` is rebuilt from those after every cell, atomically, so an interrupted sweep
-keeps everything it finished.
+A run folder holds `config.json`, `env.json`, `cells/<key>.json` and `results.csv`, one row
+per cell, numbers as numbers. Each finished cell is stored as `cells/<key>.json` (summary plus
+raw per-iteration latencies); `results.csv` is rebuilt from those after every cell,
+atomically, so an interrupted sweep keeps everything it finished.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from typing import Any
 
 import pandas as pd
 
-from bench.errors import UserError
-from bench.util import atomic_write_json, atomic_write_text
+from inferbench.errors import UserError
+from inferbench.status import STATUSES
+from inferbench.util import atomic_write_json, atomic_write_text
 
 SCHEMA_VERSION = 1
 
-STATUSES = ("ok", "accuracy-fail", "unsupported", "unavailable", "error", "timeout")
+__all__ = ["COLUMNS", "NUMERIC", "SCHEMA_VERSION", "STATUSES", "load_cells", "load_run", "save_cell"]
 
 # Column order of results.csv. Numeric columns stay numeric (empty = not applicable).
 COLUMNS = (
@@ -150,3 +152,17 @@ def read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise UserError(f"no results.csv at {path}")
     return pd.read_csv(path)
+
+
+def load_run(run_dir: Path) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[str, Any]]:
+    """A run folder's table (sweep order), its records and its environment."""
+    if not (run_dir / "cells").is_dir():
+        raise UserError(f"{run_dir} is not a run directory (no cells/ inside)")
+    records = load_cells(run_dir)
+    csv_path = run_dir / "results.csv"
+    if csv_path.is_file():  # the CSV is in sweep order; cell files are in name order
+        order = {key: i for i, key in enumerate(pd.read_csv(csv_path)["cell_key"])}
+        records.sort(key=lambda r: order.get(r["cell_key"], len(order)))
+    env_path = run_dir / "env.json"
+    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+    return to_frame(records), records, env

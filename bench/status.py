@@ -1,0 +1,29 @@
+"""Cell statuses and the groups the runner, compare and report act on.
+
+- `ok`: measured, and (for every precision) within its accuracy threshold.
+- `accuracy-fail`: measured, but its outputs are off the FP32 reference by more than the
+  threshold; the numbers are shown, never presented as a clean result.
+- `unsupported`: the engine cannot run this model/precision; the reason says why.
+- `unavailable`: the engine is not installed or has no device here; the reason names the fix.
+- `error`: the engine raised or its worker died; `timeout`: the worker was killed at the deadline.
+"""
+
+from __future__ import annotations
+
+OK = "ok"
+ACCURACY_FAIL = "accuracy-fail"
+UNSUPPORTED = "unsupported"
+UNAVAILABLE = "unavailable"
+ERROR = "error"
+TIMEOUT = "timeout"
+
+STATUSES = (OK, ACCURACY_FAIL, UNSUPPORTED, UNAVAILABLE, ERROR, TIMEOUT)
+
+#: Cells that were timed: their numbers exist.
+MEASURED = frozenset({OK, ACCURACY_FAIL})
+#: Cells that tried and failed: in a comparison, ok -> one of these is a regression.
+FAILED = frozenset({ERROR, TIMEOUT, ACCURACY_FAIL})
+#: Cells that never ran at all.
+NOT_RUN = frozenset({UNSUPPORTED, UNAVAILABLE})
+#: Statuses `--resume` runs again; every other recorded cell is kept as it is.
+RETRY_ON_RESUME = frozenset({ERROR, TIMEOUT})
