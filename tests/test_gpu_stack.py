@@ -84,11 +84,15 @@ def make_elf(needed: list[str], wide: bool = True, big_endian: bool = False) -> 
     size = dynamic_at + len(dynamic)
     ident = b"\x7fELF" + bytes([2 if wide else 1, 2 if big_endian else 1, 1]) + bytes(9)
     if wide:
-        header = struct.pack(order + "HHIQQQIHHHHHH", 3, 62, 1, 0, ehsize, 0, 0, ehsize, phentsize, 2, 64, 0, 0)
+        header = struct.pack(
+            order + "HHIQQQIHHHHHH", 3, 62, 1, 0, ehsize, 0, 0, ehsize, phentsize, 2, 64, 0, 0
+        )
         load = struct.pack(order + "IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)
         dyn = struct.pack(order + "IIQQQQQQ", 2, 6, dynamic_at, base + dynamic_at, 0, len(dynamic), 0, 8)
     else:
-        header = struct.pack(order + "HHIIIIIHHHHHH", 3, 20, 1, 0, ehsize, 0, 0, ehsize, phentsize, 2, 40, 0, 0)
+        header = struct.pack(
+            order + "HHIIIIIHHHHHH", 3, 20, 1, 0, ehsize, 0, 0, ehsize, phentsize, 2, 40, 0, 0
+        )
         load = struct.pack(order + "IIIIIIII", 1, 0, base, base, size, size, 5, 0x1000)
         dyn = struct.pack(order + "IIIIIIII", 2, dynamic_at, base + dynamic_at, 0, len(dynamic), 0, 6, 4)
     return ident + header + load + dyn + strtab + dynamic
@@ -111,13 +115,13 @@ def gcc_provider(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("gcc not installed: the real-ELF fixture cannot be built")
     folder = tmp_path_factory.mktemp("elf")
     (folder / "stub.c").write_text("int nvinfer_version(void) { return 10; }\n")
-    (folder / "provider.c").write_text("int nvinfer_version(void);\nint provider(void) { return nvinfer_version(); }\n")
+    (folder / "provider.c").write_text(
+        "int nvinfer_version(void);\nint provider(void) { return nvinfer_version(); }\n"
+    )
     stub, provider = folder / "libnvinfer.so.10", folder / TRT_EP_LIBRARY
     shared = [gcc, "-shared", "-fPIC"]
     subprocess.run([*shared, "-Wl,-soname,libnvinfer.so.10", "-o", stub, folder / "stub.c"], check=True)
-    subprocess.run(
-        [*shared, "-o", provider, folder / "provider.c", "-Wl,--no-as-needed", stub], check=True
-    )
+    subprocess.run([*shared, "-o", provider, folder / "provider.c", "-Wl,--no-as-needed", stub], check=True)
     return provider
 
 
@@ -138,7 +142,7 @@ def test_elf_reader_refuses_what_it_cannot_read(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedError, match="no TensorRT provider library"):
         linked_tensorrt_major(tmp_path / "absent.so")
     text.write_bytes(make_elf(["libcudart.so.13"]))
-    with pytest.raises(UnsupportedError, match="names no libnvinfer.so.N dependency"):
+    with pytest.raises(UnsupportedError, match=r"names no libnvinfer\.so\.N dependency"):
         linked_tensorrt_major(text)
 
 
@@ -180,7 +184,13 @@ def test_mismatch_is_an_unsupported_row(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(ort, "get_available_providers", lambda: providers)
     monkeypatch.setattr(sys, "path", list(sys.path))  # the worker adds the user's folder
     spec = {
-        "cell": {"model": "mlp", "backend": "onnxruntime-cuda", "precision": "int8", "batch_size": 2, "threads": 1},
+        "cell": {
+            "model": "mlp",
+            "backend": "onnxruntime-cuda",
+            "precision": "int8",
+            "batch_size": 2,
+            "threads": 1,
+        },
         "model_ref": asdict(resolve_model("mlp")),
         "measure": asdict(FAST_MEASURE),
         "options": {"provider": "tensorrt"},
@@ -257,12 +267,14 @@ def test_torch_tensorrt_turns_tf32_off_and_caches_no_engines(
     monkeypatch.setattr(backend_module, "set_torch_threads", lambda threads: None)
     monkeypatch.setattr(torch.nn.Module, "to", lambda self, *args, **kwargs: self)  # stays on the CPU
     cls = backend_module.TorchTensorRtBackend
-    monkeypatch.setattr(cls, "to_native", lambda self, arrays: tuple(torch.from_numpy(arrays[n]) for n in self.input_names))
+    monkeypatch.setattr(
+        cls, "to_native", lambda self, arrays: tuple(torch.from_numpy(arrays[n]) for n in self.input_names)
+    )
     monkeypatch.setattr(cls, "_export", lambda self, module, example, precision: "exported program")
 
     backend = cls(1, tmp_path)
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # CUDA's defaults
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 on
     try:
         with pytest.raises(BackendError, match="stop after compile"):
             backend.prepare(build_model(resolve_model("mlp")), precision, 2)
@@ -280,7 +292,9 @@ def test_torch_tensorrt_turns_tf32_off_and_caches_no_engines(
 # -- warnings, timing scope, set-up --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", ["modelopt.torch.quantization", "torch_tensorrt.dynamo._compiler", "tensorrt"])
+@pytest.mark.parametrize(
+    "module", ["modelopt.torch.quantization", "torch_tensorrt.dynamo._compiler", "tensorrt"]
+)
 def test_gpu_stack_deprecations_do_not_fail_tests(module: str) -> None:
     warnings.warn_explicit("old API", DeprecationWarning, "engine.py", 1, module=module)
     with pytest.raises(DeprecationWarning):  # ours still do (filterwarnings = error)
@@ -300,7 +314,9 @@ def _fake_stack(cuda: str | None = "13.0", trt_cuda: str = "13.2", providers: tu
         "torch": types.SimpleNamespace(__version__="2.13.0+cu130", version=types.SimpleNamespace(cuda=cuda)),
         "tensorrt": types.SimpleNamespace(__version__="11.0.0"),
         "torch_tensorrt": types.SimpleNamespace(__version__="2.13.0", __cuda_version__=trt_cuda),
-        "onnxruntime": types.SimpleNamespace(__version__="1.32.0", get_available_providers=lambda: list(providers)),
+        "onnxruntime": types.SimpleNamespace(
+            __version__="1.32.0", get_available_providers=lambda: list(providers)
+        ),
         "modelopt": types.SimpleNamespace(__version__="0.44.0"),
         "pynvml": types.SimpleNamespace(),
     }
@@ -330,12 +346,14 @@ def test_smoke_check_passes_a_complete_stack(tmp_path: Path, monkeypatch: pytest
     assert "unsupported here" in trt_line and TRT11_ISSUE in trt_line  # a note, not a failure
 
 
-def test_smoke_check_names_what_is_missing(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_smoke_check_names_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from inferbench.tools import gpu_smoke
 
     modules, importer = _fake_stack(cuda="12.8", providers=("CPUExecutionProvider",))
     del modules["tensorrt"]
-    facts, problems = gpu_smoke.check(importer)
+    _, problems = gpu_smoke.check(importer)
     assert any(p.startswith("tensorrt does not import") and "[tensorrt]" in p for p in problems)
     assert any("built for CUDA 13.2 but torch for CUDA 12.8" in p for p in problems)
     assert any("no CUDAExecutionProvider" in p for p in problems)

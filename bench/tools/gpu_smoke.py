@@ -48,7 +48,9 @@ def check(importer: Importer = importlib.import_module) -> tuple[list[str], list
     torch = modules.get("torch")
     if torch is not None:
         if torch.version.cuda is None:
-            problems.append(f"torch {torch.__version__} is a CPU build: set TORCH_INDEX to a CUDA wheel index")
+            problems.append(
+                f"torch {torch.__version__} is a CPU build: set TORCH_INDEX to a CUDA wheel index"
+            )
         else:
             facts.append(f"torch built for CUDA {torch.version.cuda}")
     trt_compiler = modules.get("torch_tensorrt")
