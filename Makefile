@@ -3,7 +3,8 @@ SHELL := /bin/bash
 comma := ,
 PYTHON ?= python3
 HW ?= cpu
-# HW=gpu gets its own environment: torch's CUDA build (from TORCH_INDEX) plus the [gpu] extra.
+# HW=gpu gets its own environment: torch's CUDA build (from TORCH_INDEX) plus the [gpu] extra,
+# then a smoke check that the GPU stack imports (inferbench.tools.gpu_smoke; no GPU needed).
 ifeq ($(HW),gpu)
 VENV ?= .venv-gpu
 EXTRAS ?= gpu,dev
@@ -30,7 +31,7 @@ $(STAMP): pyproject.toml
 	$(if $(filter gpu,$(HW)),$(PY) -m pip install --quiet "torch==2.13.0" --index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	$(PY) -c "import inferbench, torch; print('inferbench', inferbench.__version__, 'torch', torch.__version__)"
-	$(if $(filter gpu,$(HW)),$(PY) -c "import sys; import torch; sys.exit(0 if torch.version.cuda else 'torch ' + torch.__version__ + ' is a CPU build: set TORCH_INDEX to a CUDA wheel index')")
+	$(if $(filter gpu,$(HW)),$(PY) -m inferbench.tools.gpu_smoke)
 	touch $@
 
 # The report test drives Debian's chromium; install it when we can (root + apt), else it skips.

@@ -23,11 +23,16 @@ log = logging.getLogger(__name__)
 GPU_EXTRA = "gpu"
 INSTALL_HINT = f"install it with: pip install 'inferbench[{GPU_EXTRA}]' (or: make setup HW=gpu)"
 
-#: What the timed region of every GPU backend covers (recorded with each row).
+#: What the timed region of every GPU backend covers (recorded with each row). The engine time
+#: is not pure device time: the start event is recorded on an idle stream before the host call,
+#: so it completes at once and the host's launch (enqueue) work falls inside the interval.
 TIMING_SCOPE = (
     "CUDA compute: run + synchronize with inputs and outputs resident on the device; "
     "host<->device copies excluded (measured once, in details copy_h2d_ms / copy_d2h_ms); "
-    "engine_time_ns from CUDA events around the run"
+    "engine_time_ns: CUDA events on the run's stream recorded just before and just after the "
+    "host call, the stream idle at the start, so it spans from the call's start until the call "
+    "has returned and its last kernel has finished: device work plus the host-side launch time "
+    "that the device work does not hide"
 )
 
 # nvidia-smi fields, in the order they are asked for and parsed.
@@ -224,8 +229,12 @@ def device_memory_used_mb(index: int = 0) -> float | None:
 
 
 class CudaEventTimer:
-    """Device-side duration of the work queued between `start()` and `stop()` on one stream,
-    from a pair of CUDA events: the GPU's clock, independent of host-side launch overhead."""
+    """GPU-clock time between two CUDA events recorded on one stream by `start()` and `stop()`.
+
+    The events time the stream, not the kernels: on an idle stream the start event completes
+    as soon as it is recorded, so host work between `start()` and the first kernel's launch
+    (argument setup, enqueue) is inside the interval, and so is the gap before `stop()` when
+    the host launches more slowly than the GPU runs. TIMING_SCOPE says so in every row."""
 
     def __init__(self, stream: Any = None) -> None:
         import torch

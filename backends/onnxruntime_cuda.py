@@ -4,14 +4,21 @@ Inputs and outputs stay on the device through IO binding (the copies happen in `
 outside the timed region), and the session runs on a CUDA stream of ours, so CUDA events
 bracket exactly its kernels. FP16 is ONNX Runtime's own float16 conversion (inputs and outputs
 kept float32), after its transformer optimizer for transformers on the CUDA provider. INT8 is
-the static QDQ graph with symmetric int8 activations, which only the TensorRT provider runs as
-int8. BF16 is not offered (see BF16_REASON).
+the static QDQ graph with symmetric int8 activations and float biases, which only the TensorRT
+provider runs as int8. BF16 is not offered (see BF16_REASON).
+
+The TensorRT provider is a separate library (libonnxruntime_providers_tensorrt.so) linked against
+one TensorRT major version. Which one is read from its ELF dependencies without loading it: when
+it is not the TensorRT installed here (torch-tensorrt pins its own), the provider cannot load and
+the cells are `unsupported`; when it is 10, the precision flags are switched on, since TensorRT 10
+builds weakly typed networks that would otherwise run fp16 and int8 graphs in fp32 kernels.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -30,6 +37,7 @@ from inferbench.backends.cuda import (
     require_cuda,
     reset_peak_memory,
 )
+from inferbench.backends.elf import ElfError, needed_libraries
 from inferbench.backends.onnx_export import derived_dir, onnx_file
 from inferbench.backends.onnxruntime import OrtBackend, session_options
 from inferbench.backends.qdq import TENSORRT, static_qdq
@@ -45,6 +53,9 @@ BF16_REASON = (
     "CUDA provider lacks bf16 kernels for part of the operator set (Conv among them); "
     "bf16 on the GPU: tensorrt, torch-tensorrt, torch-cuda"
 )
+TRT_EP_LIBRARY = "libonnxruntime_providers_tensorrt.so"
+#: ONNX Runtime's TensorRT provider built against TensorRT 11 (fixed upstream, not yet released).
+TRT11_ISSUE = "microsoft/onnxruntime#32278"
 INT8_CUDA_REASON = (
     "the CUDA execution provider has no int8 kernels for QDQ graphs (it would dequantize and run "
     "fp32); int8 needs --backend-option onnxruntime-cuda.provider=tensorrt"
@@ -101,6 +112,7 @@ class OrtCudaBackend(CudaBackendMixin, OrtBackend):
             raise UnsupportedError(INT8_CUDA_REASON)
         if PROVIDERS[provider] not in ort.get_available_providers():
             raise UnsupportedError(f"this onnxruntime build has no {PROVIDERS[provider]}")
+        trt_major = tensorrt_ep_major() if provider == "tensorrt" else None
         reset_peak_memory()
         path, artifact_cached = onnx_file(model, self.cache_dir)
         folder = derived_dir(path, self.cache_dir)
@@ -109,6 +121,8 @@ class OrtCudaBackend(CudaBackendMixin, OrtBackend):
             "gpu": gpu_info(),
             "onnx_cached": artifact_cached,
         }
+        if trt_major is not None:
+            details["provider_tensorrt_major"] = trt_major
         if model.transformer and provider == "cuda":
             # Fused contrib ops (Attention, SkipLayerNorm) are CUDA-provider kernels; the TensorRT
             # provider fuses the plain graph itself.
@@ -121,7 +135,7 @@ class OrtCudaBackend(CudaBackendMixin, OrtBackend):
             details["quantization"] = TENSORRT.tag
         self.stream = torch.cuda.Stream()
         options = session_options(self.threads)
-        providers = self._providers(provider, precision, folder)
+        providers = provider_options(provider, precision, folder, self.stream.cuda_stream, trt_major)
         if provider == "tensorrt" and importlib.util.find_spec("tensorrt") is not None:
             import tensorrt  # noqa: F401 - loads libnvinfer for the provider to find
 
@@ -154,31 +168,6 @@ class OrtCudaBackend(CudaBackendMixin, OrtBackend):
         return PrepareInfo(
             artifact=path, artifact_cached=artifact_cached, engine_precision=precision, details=details
         )
-
-    def _providers(self, provider: str, precision: str, folder: Path) -> list[tuple[str, dict[str, Any]]]:
-        stream = {"has_user_compute_stream": "1", "user_compute_stream": str(self.stream.cuda_stream)}
-        cuda = {"device_id": "0", "use_tf32": "0", "cudnn_conv_algo_search": "EXHAUSTIVE", **stream}
-        if provider == "cuda":
-            return [("CUDAExecutionProvider", cuda), ("CPUExecutionProvider", {})]
-        engines = folder / "ort-tensorrt-engines"
-        engines.mkdir(parents=True, exist_ok=True)
-        trt: dict[str, Any] = {
-            "device_id": "0",
-            "trt_engine_cache_enable": "True",
-            "trt_engine_cache_path": str(engines),
-            "trt_timing_cache_enable": "True",
-            **stream,
-        }
-        if _tensorrt_major() == 10:
-            # TensorRT 10 builds weakly typed networks: the precisions must be switched on. 11 and
-            # later are strongly typed and take them from the graph.
-            trt["trt_fp16_enable"] = str(precision == "fp16")
-            trt["trt_int8_enable"] = str(precision == "int8")
-        return [
-            ("TensorrtExecutionProvider", trt),
-            ("CUDAExecutionProvider", cuda),
-            ("CPUExecutionProvider", {}),
-        ]
 
     def _optimize_for_gpu(
         self, path: Path, info: dict[str, Any], folder: Path
@@ -256,8 +245,90 @@ def ort_fp16(path: Path, folder: Path) -> tuple[Path, bool]:
     return out, False
 
 
-def _tensorrt_major() -> int | None:
+def provider_options(
+    provider: str, precision: str, folder: Path, stream: int, trt_major: int | None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The session's providers with their options; `stream` is our CUDA stream's handle,
+    `trt_major` the TensorRT major version the TensorRT provider links (provider=tensorrt)."""
+    # user_compute_stream alone: both providers set has_user_compute_stream from it.
+    cuda = {
+        "device_id": "0",
+        "use_tf32": "0",
+        "cudnn_conv_algo_search": "EXHAUSTIVE",
+        "user_compute_stream": str(stream),
+    }
+    if provider == "cuda":
+        return [("CUDAExecutionProvider", cuda), ("CPUExecutionProvider", {})]
+    engines = folder / "ort-tensorrt-engines"
+    engines.mkdir(parents=True, exist_ok=True)
+    trt: dict[str, Any] = {
+        "device_id": "0",
+        "user_compute_stream": str(stream),
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(engines),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(engines),  # else it lands in the working directory
+    }
+    if trt_major is not None and trt_major <= 10:
+        # TensorRT 10 builds weakly typed networks: the precisions must be switched on, or fp16
+        # and int8 graphs run in fp32 kernels. 11 and later are strongly typed and take them
+        # from the graph.
+        trt["trt_fp16_enable"] = str(precision == "fp16")
+        trt["trt_int8_enable"] = str(precision == "int8")
+    return [
+        ("TensorrtExecutionProvider", trt),
+        ("CUDAExecutionProvider", cuda),
+        ("CPUExecutionProvider", {}),
+    ]
+
+
+def tensorrt_ep_major(capi: Path | None = None) -> int:
+    """The TensorRT major version ONNX Runtime's TensorRT provider library links, checked
+    against the installed TensorRT's; raises UnsupportedError naming both when they differ."""
+    library = (capi or _ort_capi_dir()) / TRT_EP_LIBRARY
+    linked = linked_tensorrt_major(library)
+    installed = installed_tensorrt_major()
+    if installed is None:
+        raise UnsupportedError(f"the TensorRT provider needs TensorRT {linked}; tensorrt not installed")
+    if linked != installed:
+        raise UnsupportedError(
+            f"ONNX Runtime's TensorRT provider is built for TensorRT {linked} "
+            f"({TRT_EP_LIBRARY} needs libnvinfer.so.{linked}) but TensorRT {installed} is installed "
+            f"(torch-tensorrt pins it), so the provider cannot load; upstream: {TRT11_ISSUE}"
+        )
+    return linked
+
+
+def linked_tensorrt_major(library: Path) -> int:
+    """N from the `libnvinfer.so.N` that `library` needs, read from the file, not loaded."""
+    if not library.is_file():
+        raise UnsupportedError(f"this onnxruntime-gpu has no TensorRT provider library ({library.name})")
     try:
-        return int(importlib.metadata.version("tensorrt").split(".")[0])
-    except (importlib.metadata.PackageNotFoundError, ValueError):
-        return None
+        needed = needed_libraries(library)
+    except (OSError, ElfError) as exc:
+        raise UnsupportedError(f"could not read the dependencies of {library.name}: {exc}") from exc
+    for name in needed:
+        match = re.fullmatch(r"libnvinfer\.so\.(\d+)", name)
+        if match:
+            return int(match.group(1))
+    raise UnsupportedError(
+        f"{library.name} names no libnvinfer.so.N dependency ({', '.join(needed) or 'none'}): "
+        "the TensorRT version it needs, and so its precision flags, are unknown"
+    )
+
+
+def installed_tensorrt_major() -> int | None:
+    """Major version of the installed TensorRT Python package (the one torch-tensorrt pins)."""
+    for dist in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"):
+        try:
+            return int(importlib.metadata.version(dist).split(".")[0])
+        except (importlib.metadata.PackageNotFoundError, ValueError):
+            continue
+    return None
+
+
+def _ort_capi_dir() -> Path:
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        raise UnsupportedError(f"onnxruntime not installed; {INSTALL_HINT}")
+    return Path(next(iter(spec.submodule_search_locations))) / "capi"

@@ -2,8 +2,12 @@
 
 ONNX Runtime's quantization tool does the work, calibrated (MinMax) on the model's own inputs.
 ONNX Runtime's CPU provider runs the result directly; TensorRT, whose networks are strongly
-typed, takes its INT8 from exactly these Q/DQ nodes. The two differ in one setting: TensorRT
+typed, takes its INT8 from exactly these Q/DQ nodes. The two differ in two settings. TensorRT
 accepts only symmetric int8 activations (zero point 0), ONNX Runtime prefers asymmetric uint8.
+And TensorRT's ONNX parser takes DequantizeLinear only on int8/fp8/int4(/fp4) inputs (onnx-tensorrt
+docs/operators.md), so Conv/Gemm biases must stay float: ONNX Runtime's quantizer would otherwise
+store each as an int32 initializer feeding a DequantizeLinear (its `QuantizeBias`, default on),
+and the parser rejects the graph (onnx/onnx-tensorrt#850, microsoft/onnxruntime#17738).
 """
 
 from __future__ import annotations
@@ -24,17 +28,28 @@ class QdqSettings:
     activation_type: str = "uint8"  # "int8": symmetric activations, the only kind TensorRT takes
     # Op types whose inputs get Q/DQ pairs; empty = every op type the quantizer knows.
     op_types: tuple[str, ...] = ()
+    # False: biases stay float initializers (no int32 DequantizeLinear), as TensorRT needs.
+    quantize_bias: bool = True
 
     def key_parts(self) -> tuple[object, ...]:
         # ONNX Runtime's default settings keep the key they always had (existing caches stay valid).
-        return () if self == QdqSettings() else (self.activation_type, self.op_types)
+        if self == QdqSettings():
+            return ()
+        # Bias handling joined the key later: graphs with int32 biases must not be reused for it.
+        bias = () if self.quantize_bias else ("float-bias",)
+        return (self.activation_type, self.op_types, *bias)
 
 
 #: ONNX Runtime CPU: per-channel int8 weights, asymmetric uint8 activations.
 ORT_CPU = QdqSettings()
 #: TensorRT (and ORT's TensorRT provider): symmetric int8 activations, Q/DQ on the compute ops,
-#: where TensorRT fuses them into int8 kernels.
-TENSORRT = QdqSettings(tag="static-qdq-s8", activation_type="int8", op_types=("Conv", "MatMul", "Gemm"))
+#: where TensorRT fuses them into int8 kernels; float biases, the only kind its parser accepts.
+TENSORRT = QdqSettings(
+    tag="static-qdq-s8",
+    activation_type="int8",
+    op_types=("Conv", "MatMul", "Gemm"),
+    quantize_bias=False,
+)
 
 
 def static_qdq(
@@ -58,7 +73,9 @@ def static_qdq(
     prepped = folder / f"{path.stem}.preprocessed.onnx"
     q.quant_pre_process(str(path), str(prepped), skip_symbolic_shape=True)
     symmetric = settings.activation_type == "int8"
-    extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else None
+    extra: dict[str, bool] = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else {}
+    if not settings.quantize_bias:
+        extra["QuantizeBias"] = False
     q.quantize_static(
         str(prepped),
         str(tmp),
@@ -69,7 +86,7 @@ def static_qdq(
         activation_type=q.QuantType.QInt8 if symmetric else q.QuantType.QUInt8,
         weight_type=q.QuantType.QInt8,
         calibrate_method=q.CalibrationMethod.MinMax,
-        extra_options=extra,
+        extra_options=extra or None,
     )
     tmp.replace(out)
     return out, False

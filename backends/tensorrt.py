@@ -3,8 +3,9 @@
 Networks are strongly typed (TensorRT 11 builds no other kind; on 10.x the STRONGLY_TYPED flag
 asks for it), so the precision comes from the graph: FP16/BF16 engines are built from the model
 exported in that dtype (float32 inputs and outputs, a Cast at each end), INT8 from the static
-QDQ graph with symmetric int8 activations (explicit quantization; the same quantizer as the
-onnxruntime backend). The optimization profile is the cell's batch (min = opt = max).
+QDQ graph with symmetric int8 activations and float biases (explicit quantization; the same
+quantizer as the onnxruntime backend, see qdq.TENSORRT). The optimization profile is the
+cell's batch (min = opt = max).
 
 Engines are cached by model, weights seed, source graph, precision, batch profile, TensorRT
 version and GPU (name, compute capability); a timing cache per TensorRT version and GPU sits

@@ -7,6 +7,13 @@ numerically sensitive layers in fp32. INT8 is NVIDIA ModelOpt post-training quan
 the model's own inputs), exported with its Q/DQ nodes, which Torch-TensorRT turns into int8
 layers. Operators TensorRT cannot take stay in PyTorch; the number of TensorRT and PyTorch
 subgraphs is recorded. `cuda_graph=on` wraps the module in Torch-TensorRT's CUDA-graph runtime.
+
+TF32 is off in both halves: TensorRT's (`disable_tf32`) and PyTorch's, for the subgraphs that
+fall back to PyTorch (cuDNN convolutions default to TF32). Engines are built every time, not
+cached: Torch-TensorRT caches only refittable engines (`immutable_weights=False`), and a
+refittable engine is not the one a deployment builds (TensorRT warns that REFIT can even change
+its numerics), so each cell measures the default, immutable engine. Only the timing cache is
+kept, which shortens rebuilds without changing what is built.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from inferbench.backends.cuda import (
     CudaEventTimer,
     check_bf16,
     copy_details,
+    disable_tf32,
     gpu_info,
     memory_details,
     require_cuda,
@@ -69,15 +77,19 @@ class TorchTensorRtBackend(TorchOnCuda):
         require_cuda()
         if precision == "bf16":
             check_bf16()
+        disable_tf32()  # for the subgraphs Torch-TensorRT leaves to PyTorch, as torch-cuda does
         set_torch_threads(self.threads)
         reset_peak_memory()
         self.input_names = model.input_names
         module = copy.deepcopy(model.module).to("cuda").eval()
         example = self.to_native(model.make_inputs(batch_size, model.seed))
-        details: dict[str, Any] = {"gpu": gpu_info(), "torch_tensorrt_version": torch_tensorrt.__version__}
-        settings: dict[str, Any] = {}
+        details: dict[str, Any] = {
+            "gpu": gpu_info(),
+            "torch_tensorrt_version": torch_tensorrt.__version__,
+            "tf32": False,
+            "engine_cache": "off (immutable weights: each cell builds its engine; timing cache kept)",
+        }
         if precision in ("fp16", "bf16"):
-            settings = {"enable_autocast": True, "autocast_low_precision_type": torch_dtype(precision)}
             details["mode"] = f"dynamo, explicit typing, autocast {precision}"
         elif precision == "int8":
             module = self._modelopt_int8(module, model)
@@ -88,15 +100,7 @@ class TorchTensorRtBackend(TorchOnCuda):
         try:
             exported = self._export(module, example, precision)
             compiled = torch_tensorrt.dynamo.compile(
-                exported,
-                arg_inputs=list(example),
-                min_block_size=1,
-                disable_tf32=True,
-                timing_cache_path=str(self.cache_dir / "torch-tensorrt" / "timing.cache"),
-                cache_built_engines=True,
-                reuse_cached_engines=True,
-                engine_cache_dir=str(self.cache_dir / "torch-tensorrt" / "engines"),
-                **settings,
+                exported, arg_inputs=list(example), **self.compile_settings(precision)
             )
         except (UnsupportedError, BackendError):
             raise
@@ -126,9 +130,20 @@ class TorchTensorRtBackend(TorchOnCuda):
         )
         details.update(memory_details())
         self.timer = CudaEventTimer() if self.mode == "latency" else None
-        # Artifacts live in Torch-TensorRT's own engine cache; whether this one came from it is
-        # not reported by its API.
+        # No artifact on disk: the engine is built here, in every cell (see `engine_cache`).
         return PrepareInfo(engine_precision=precision, details=details)
+
+    def compile_settings(self, precision: str) -> dict[str, Any]:
+        """Keyword arguments of `torch_tensorrt.dynamo.compile` besides the program and inputs."""
+        settings: dict[str, Any] = {
+            "min_block_size": 1,
+            "disable_tf32": True,
+            "immutable_weights": True,  # the default, stated: the engine a deployment builds
+            "timing_cache_path": str(self.cache_dir / "torch-tensorrt" / "timing.cache"),
+        }
+        if precision in ("fp16", "bf16"):
+            settings.update(enable_autocast=True, autocast_low_precision_type=torch_dtype(precision))
+        return settings
 
     def _export(self, module: Any, example: tuple[Any, ...], precision: str) -> Any:
         import torch

@@ -2,8 +2,10 @@
 
 Without a GPU: import safety, availability and unsupported reasons, engine-cache keys, the
 inspector and nvidia-smi parsers, the gpu profile, and the artifacts the GPU engines are built
-from (low-precision ONNX exports, symmetric-int8 QDQ graphs, ORT's fp16 conversion), checked
-numerically on the CPU. With a CUDA device (`pytest -m gpu`): every GPU backend x precision on
+from (low-precision ONNX exports, symmetric-int8 QDQ graphs with float biases, ORT's fp16
+conversion), checked numerically on the CPU; the stack's seams (ELF-read provider versions,
+provider options, Torch-TensorRT settings, the set-up smoke check) are in test_gpu_stack.py.
+With a CUDA device (`pytest -m gpu`): every GPU backend x precision on
 tiny models against FP32 eager.
 """
 
@@ -310,8 +312,8 @@ def test_fp32_export_keeps_its_cache_key(tmp_path: Path) -> None:
 @pytest.mark.engine
 @pytest.mark.parametrize("model_name", ["mlp", "tiny-cnn"])
 def test_tensorrt_qdq_is_symmetric_int8(model_name: str, tmp_path: Path) -> None:
-    """TensorRT's int8 source graph: Q/DQ on the compute ops, zero points 0, and it still
-    computes the model (run here by ONNX Runtime's CPU provider)."""
+    """TensorRT's int8 source graph: Q/DQ on the compute ops, zero points 0, float biases, and it
+    still computes the model (run here by ONNX Runtime's CPU provider)."""
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     from onnx import numpy_helper
@@ -337,9 +339,50 @@ def test_tensorrt_qdq_is_symmetric_int8(model_name: str, tmp_path: Path) -> None
     produced_by_dq = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     fed = {n.op_type for n in graph.node if set(n.input) & produced_by_dq}
     assert fed & {"Conv", "MatMul", "Gemm"}  # the compute ops read dequantized int8
+    # TensorRT's parser takes DequantizeLinear on int8/fp8/int4 only: no int32 bias initializers.
+    assert _dq_initializer_types(graph) == {"int8"}
+    biases = [n.input[2] for n in graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2]
+    assert all(inits[b].data_type == onnx.TensorProto.FLOAT for b in biases)
+    if model_name == "tiny-cnn":  # its Conv biases are what ONNX Runtime's default quantizes
+        assert biases
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inputs = model.make_inputs(4, 21)
     assert 0 < _rel_l2(model, inputs, session.run(None, inputs)[0]) <= AccuracyConfig().threshold("int8")
+
+
+def _dq_initializer_types(graph: Any) -> set[str]:
+    """numpy dtypes of the initializers that DequantizeLinear nodes dequantize."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+    return {
+        str(numpy_helper.to_array(inits[n.input[0]]).dtype)
+        for n in graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits
+    }
+
+
+@pytest.mark.engine
+def test_quantized_bias_is_what_tensorrt_would_reject(tmp_path: Path) -> None:
+    """The counter-check: with ONNX Runtime's default (QuantizeBias on) the same graph carries
+    int32 biases into DequantizeLinear, and the setting keys a different file."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from dataclasses import replace
+
+    from inferbench.backends.onnx_export import onnx_file
+    from inferbench.backends.qdq import ORT_CPU, TENSORRT, static_qdq
+    from inferbench.backends.tensorrt import TensorRtBackend
+
+    model = build_model(resolve_model("tiny-cnn"))
+    source, _ = onnx_file(model, tmp_path)
+    batches = TensorRtBackend(1, tmp_path, calibration_samples=4).calibration_batches(model)
+    int32_bias = replace(TENSORRT, quantize_bias=True)  # the settings before issue 17
+    path, _ = static_qdq(source, source.parent, batches, 4, int32_bias)
+    assert "int32" in _dq_initializer_types(onnx.load(str(path)).graph)
+    assert path != static_qdq(source, source.parent, batches, 4, TENSORRT)[0]
+    assert int32_bias.key_parts() == ("int8", ("Conv", "MatMul", "Gemm"))  # the old key's parts
+    assert TENSORRT.key_parts() != int32_bias.key_parts() and ORT_CPU.key_parts() == ()
 
 
 @pytest.mark.engine
