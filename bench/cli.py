@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     compare = sub.add_parser(
-        "compare", help="compare two runs; exit 0 = no regression, 1 = regression, 2 = usage error, 3 = internal error"
+        "compare",
+        help="compare two runs; exit 0 = no regression, 1 = regression, 2 = usage error, 3 = internal error",
     )
     compare.add_argument("base", type=Path, help="baseline run directory (or its results.csv)")
     compare.add_argument("new", type=Path, help="new run directory (or its results.csv)")

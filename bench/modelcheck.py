@@ -89,7 +89,7 @@ def _forward_problem(model: Any, seed: int) -> str | None:
     first = outputs[0]
     if first.dim() == 0 or first.shape[0] != CHECK_BATCH:
         shape = tuple(first.shape)
-        return f"its output has shape {shape} for a batch of {CHECK_BATCH}; the batch must be the first dimension"
+        return f"its output has shape {shape} for a batch of {CHECK_BATCH}; the batch must come first"
     return None
 
 

@@ -76,7 +76,7 @@ def run_child(
     """Run a child in its own process group and wait at most `timeout_s`; on the timeout, or
     on anything that interrupts the wait (Ctrl-C, SIGTERM), the whole group is killed.
     Raises subprocess.TimeoutExpired after killing it."""
-    proc = subprocess.Popen(
+    with subprocess.Popen(  # the context closes the pipes, however the wait ends
         command,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -84,12 +84,12 @@ def run_child(
         text=True,
         env=env,
         start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout_s)
-    except BaseException:
-        kill_group(proc)
-        raise
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout_s)
+        except BaseException:
+            kill_group(proc)
+            raise
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
