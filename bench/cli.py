@@ -283,14 +283,16 @@ def _write_log(text: str, log_dir: Path | None) -> str:
     stamped = f"--- {dt.datetime.now().isoformat()} inferbench {' '.join(sys.argv[1:])}\n{text}"
     try:
         if log_dir is not None:
+            path = log_dir / "runner.log"
+            existed = path.exists()
             try:
                 log_dir.mkdir(parents=True, exist_ok=True)
-                path = log_dir / "runner.log"
                 with path.open("a") as handle:
                     handle.write(stamped)
                 return f"traceback in {path}"
-            except OSError:
-                pass  # the run's disk may be the full one: try the temporary folder
+            except OSError:  # the run's disk may be the full one: try the temporary folder
+                if not existed:
+                    path.unlink(missing_ok=True)  # no empty log pointing nowhere
         with tempfile.NamedTemporaryFile("w", prefix="inferbench-", suffix=".log", delete=False) as tmp:
             tmp.write(stamped)
         return f"traceback in {tmp.name}"
