@@ -1,19 +1,37 @@
 """Command line: `inferbench run|list`. Each subcommand parses its arguments and calls a
-plain function; `main` is the one place user errors become a single line and exit code 2."""
+plain function; `main` is the one place errors become a single line and an exit code."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import sys
+import tempfile
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from inferbench.errors import UserError
+from inferbench.errors import InternalError, UserError, first_line
 from inferbench.procs import add_user_path
+from inferbench.shutdown import Terminated, stop_on_signals
 
+EXIT_OK = 0
+EXIT_REGRESSION = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_CODES = """\
+exit codes:
+  0    success (compare/ab: no regression)
+  1    regression found (compare/ab only; never used for a crash)
+  2    usage error: bad flag, profile, model or option, or a broken model factory
+  3    internal error or environment failure (disk full, corrupt result file, out of
+       memory, a bug): one line naming the log that holds the traceback; for ab, also
+       "could not decide"
+  129  stopped by SIGHUP, 130 by Ctrl-C, 143 by SIGTERM: the running worker is killed,
+       finished cells are kept (go on with --resume)
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,10 +57,20 @@ def _ints(values: Sequence[str] | None, what: str) -> list[int] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="inferbench", description=__doc__)
+    parser = _Parser(
+        prog="inferbench",
+        description=__doc__,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="run a sweep and write results/<run-id>/")
+    run = sub.add_parser(
+        "run",
+        help="run a sweep and write results/<run-id>/",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("--profile", default="cpu", help="built-in profile name or a .toml path")
     run.add_argument("--model", "-m", action="append", help="model(s), repeat or comma-separate")
     run.add_argument("--backend", "-b", action="append", help="backend(s)")
@@ -69,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume",
         action="store_true",
-        help="keep finished cells of --run-id (or the latest run of the profile)",
+        help="keep finished cells of --run-id (or of the latest run of exactly this profile); "
+        "retries error/timeout/unavailable cells; refused if settings changed",
     )
     run.add_argument("--results-dir", type=Path, default=Path("results"))
     run.add_argument("--cache-dir", type=Path, help="artifact cache (default .cache/inferbench)")
@@ -84,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     compare = sub.add_parser(
-        "compare", help="compare two runs; exit 0 = no regression, 1 = regression, 2 = usage error"
+        "compare",
+        help="compare two runs; exit 0 = no regression, 1 = regression, 2 = usage error, 3 = internal error",
     )
     compare.add_argument("base", type=Path, help="baseline run directory (or its results.csv)")
     compare.add_argument("new", type=Path, help="new run directory (or its results.csv)")
@@ -214,13 +244,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_user_path()  # user factories and plugin modules resolve from the current folder
     try:
         args: Any = build_parser().parse_args(argv)
-        return int(args.func(args))
+        with stop_on_signals():  # SIGTERM/SIGHUP: kill the worker, keep the cells, exit 143/129
+            return int(args.func(args))
     except UserError as exc:
-        print(f"inferbench: error: {exc}", file=sys.stderr)
+        _say(f"error: {exc}")
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(
-            "inferbench: interrupted; finished cells are saved (rerun with --resume)",
-            file=sys.stderr,
-        )
+    except KeyboardInterrupt as exc:
+        _say(f"interrupted; {_kept(exc)}")
         return 130
+    except Terminated as exc:
+        _say(f"stopped by {exc}; {_kept(exc)}")
+        return exc.exit_code
+    except InternalError as exc:
+        return _internal_error(exc, exc.log_dir)
+    except Exception as exc:  # MemoryError too: never exit 1, which means "regression"
+        return _internal_error(exc, None)
+
+
+def _say(line: str) -> None:
+    print(f"inferbench: {line}", file=sys.stderr)
+
+
+def _kept(exc: BaseException) -> str:
+    notes = getattr(exc, "__notes__", None)
+    return notes[-1] if notes else "finished cells are saved (rerun with --resume)"
+
+
+def _internal_error(exc: BaseException, log_dir: Path | None) -> int:
+    """One line for the terminal, the whole traceback in a log file it names."""
+    text = "".join(traceback.format_exception(exc))
+    where = _write_log(text, log_dir)
+    message = str(exc) if isinstance(exc, InternalError) else f"{type(exc).__name__}: {first_line(exc)}"
+    _say(f"internal error: {message.splitlines()[0] if message else type(exc).__name__} ({where})")
+    return EXIT_INTERNAL
+
+
+def _write_log(text: str, log_dir: Path | None) -> str:
+    stamped = f"--- {dt.datetime.now().isoformat()} inferbench {' '.join(sys.argv[1:])}\n{text}"
+    try:
+        if log_dir is not None:
+            path = log_dir / "runner.log"
+            existed = path.exists()
+            try:
+                log_dir.mkdir(parents=True, exist_ok=True)
+                with path.open("a") as handle:
+                    handle.write(stamped)
+                return f"traceback in {path}"
+            except OSError:  # the run's disk may be the full one: try the temporary folder
+                if not existed:
+                    path.unlink(missing_ok=True)  # no empty log pointing nowhere
+        with tempfile.NamedTemporaryFile("w", prefix="inferbench-", suffix=".log", delete=False) as tmp:
+            tmp.write(stamped)
+        return f"traceback in {tmp.name}"
+    except OSError as exc:
+        return f"no log written: {exc.strerror or exc}"

@@ -11,10 +11,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from inferbench.backends import backend_names, load_backend
-from inferbench.config import Cell, load_profile, profile_names
-from inferbench.errors import UserError
+from inferbench.config import Cell, load_profile, profile_id, profile_names
+from inferbench.errors import InternalError, UserError, first_line
 from inferbench.models import BUILTIN_MODELS
 from inferbench.runner import SweepEvents, new_run_id, run_sweep
+from inferbench.shutdown import Terminated
+from inferbench.storage import latest_run
 
 console = Console(stderr=True)
 
@@ -53,14 +55,37 @@ def run_command(
         if repeats < 1:
             raise UserError(f"--repeats must be >= 1; got {repeats}")
         config = replace(config, measure=replace(config.measure, repeats=repeats))
+    profile_key = profile_id(profile)
     if run_id is None and resume:
-        run_id = _latest_run(results_dir, config.name)
+        found = latest_run(results_dir, profile_key)
+        if found is None:
+            raise UserError(f"--resume: no earlier run of profile {profile!r} under {results_dir}")
+        run_id = found.name
     run_dir = results_dir / (run_id or new_run_id(config.name))
     if run_dir.exists() and not resume and any((run_dir / "cells").glob("*.json")):
         raise UserError(f"{run_dir} already holds results; pass --resume or another --run-id")
 
-    with _progress(progress) as events:
-        records = run_sweep(config, run_dir, resume=resume, cache_dir=cache_dir, events=events, peak=peak)
+    try:
+        with _progress(progress) as events:
+            records = run_sweep(
+                config,
+                run_dir,
+                resume=resume,
+                cache_dir=cache_dir,
+                events=events,
+                peak=peak,
+                profile=profile_key,
+            )
+    except (Terminated, KeyboardInterrupt) as exc:
+        # Keep the line the CLI prints pointing at this run and at the way to go on.
+        exc.add_note(f"finished cells are kept in {run_dir} (go on with --resume --run-id {run_dir.name})")
+        raise
+    except (UserError, InternalError) as exc:
+        if isinstance(exc, InternalError) and exc.log_dir is None:
+            exc.log_dir = run_dir / "logs"
+        raise
+    except Exception as exc:  # disk full, MemoryError, a bug: exit 3, traceback in the run's log
+        raise InternalError(f"{type(exc).__name__}: {first_line(exc)}", log_dir=run_dir / "logs") from exc
     _print_summary(records)
     console.print(f"results: {run_dir / 'results.csv'}")
     if reports_dir is not None:
@@ -120,13 +145,6 @@ def compare_command(
         console.print("no regression")
     console.print(f"summary: {md_path}")
     return 1 if regressed else 0
-
-
-def _latest_run(results_dir: Path, profile: str) -> str:
-    runs = sorted(p.name for p in results_dir.glob(f"*-{profile}") if (p / "cells").is_dir())
-    if not runs:
-        raise UserError(f"--resume: no earlier run of profile {profile!r} under {results_dir}")
-    return runs[-1]
 
 
 class _progress:

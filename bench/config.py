@@ -6,7 +6,9 @@ before any worker starts, with a message naming the bad value and the allowed on
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -190,6 +192,55 @@ class SweepConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def cell_settings(self, cell: Cell, option_defaults: dict[str, str]) -> dict[str, Any]:
+        """The settings that shape `cell`'s numbers beyond its key, flat and comparable.
+
+        `option_defaults` are the backend's own defaults, so `bf16_mode=autocast` given
+        explicitly and left out are the same settings, and `full` is a different one. Streams
+        count only in throughput mode; the timeout decides whether a cell ends, not its numbers.
+        """
+        given = self.backend_options.get(cell.backend, {})
+        settings: dict[str, Any] = {
+            f"{cell.backend}.{k}": v for k, v in sorted({**option_defaults, **given}.items())
+        }
+        settings["pin"] = self.pin
+        for name, value in asdict(self.measure).items():
+            if name in _UNSHAPING_MEASURE or (name == "streams" and cell.mode != "throughput"):
+                continue
+            settings[f"measure.{name}"] = value
+        for name, value in asdict(self.accuracy).items():
+            if name == "max_rel_l2":  # only this cell's precision's threshold concerns it
+                value = self.accuracy.threshold(cell.precision)
+            settings[f"accuracy.{name}"] = value
+        return {name: _plain_number(value) for name, value in settings.items()}
+
+
+# Measurement settings that cannot change a cell's numbers, left out of its settings hash.
+_UNSHAPING_MEASURE = frozenset({"timeout_seconds"})
+
+
+def _plain_number(value: Any) -> Any:
+    """2 and 2.0 are one setting (a TOML `2` and the default `2.0` must hash alike)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    """A short, stable digest of `cell_settings`: equal settings, equal hash, on any machine."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def settings_difference(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """`name: old -> new` for each setting that differs (a setting absent on one side shows `-`)."""
+    names = sorted(set(recorded) | set(current))
+    return [
+        f"{n}: {recorded.get(n, '-')} -> {current.get(n, '-')}"
+        for n in names
+        if recorded.get(n, "-") != current.get(n, "-")
+    ]
+
 
 def resolve_threads(threads: int) -> int:
     """0 means every core this process may use."""
@@ -209,10 +260,21 @@ def profile_names() -> list[str]:
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
+def _is_profile_file(name_or_path: str) -> bool:
+    path = Path(name_or_path)
+    return path.suffix == ".toml" or path.exists()
+
+
+def profile_id(name_or_path: str) -> str:
+    """How a run records its profile, for `--resume` to find it: a built-in profile's name, or
+    a profile file's absolute path (two folders' `cpu.toml` are different profiles)."""
+    return str(Path(name_or_path).resolve()) if _is_profile_file(name_or_path) else name_or_path
+
+
 def load_profile(name_or_path: str) -> SweepConfig:
     """Load a built-in profile by name (`cpu`, `smoke`, ...) or a TOML file by path."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    if _is_profile_file(name_or_path):
         _require(path.is_file(), f"profile file not found: {name_or_path}")
         text = path.read_text()
         name = path.stem

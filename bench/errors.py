@@ -1,5 +1,9 @@
 """The error types the CLI knows how to report."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (engines put pages of detail after it)."""
@@ -17,3 +21,13 @@ class BackendError(Exception):
 
 class UnsupportedError(Exception):
     """A backend cannot run this model/precision combination; the cell records why."""
+
+
+class InternalError(Exception):
+    """The harness or its environment failed (disk full, a corrupt result file): exit code 3,
+    one line naming the log that holds the traceback. Never 1, which means "regression".
+    `log_dir`: where the traceback goes (a run's `logs/`), or None for a temporary file."""
+
+    def __init__(self, message: str, log_dir: Path | None = None) -> None:
+        super().__init__(message)
+        self.log_dir = log_dir

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from inferbench.errors import UserError
-from inferbench.procs import python_command, worker_env
+from inferbench.procs import guard_child, python_command, run_child, worker_env
 from inferbench.util import atomic_write_json, cache_key
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,9 @@ MEMORY_BYTES = 256 * 2**20
 PROBE_SECONDS = 0.6
 #: Precision -> key in the peaks record; fp16 has no CPU probe.
 PEAK_KEYS = {"fp32": "fp32_gflops", "bf16": "bf16_gflops", "int8": "int8_gops"}
+
+#: The probes take about a minute; a hung library must not hang the sweep.
+PEAK_TIMEOUT_S = 600.0
 
 
 def best_seconds(call: Callable[[], Any], seconds: float = PROBE_SECONDS) -> float:
@@ -171,14 +174,14 @@ def get_peaks(cache_dir: Path, threads: int, *, refresh: bool = False) -> dict[s
         return dict(json.loads(path.read_text()), cached=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".new.json")
-    done = subprocess.run(
-        python_command("inferbench.peak", str(threads), str(tmp)),
-        env=worker_env(threads),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,  # the probes take about a minute; a hung library must not hang the sweep
-    )
+    try:
+        done = run_child(  # in its own group: a stop of the runner takes it along
+            python_command("inferbench.peak", str(threads), str(tmp)),
+            env=worker_env(threads),
+            timeout_s=PEAK_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise UserError(f"peak measurement took longer than {PEAK_TIMEOUT_S:g} s (killed)") from None
     if done.returncode != 0 or not tmp.is_file():
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise UserError(f"peak measurement failed: {last}")
@@ -205,6 +208,7 @@ def percent_of_peak(record: dict[str, Any], peaks: dict[str, Any] | None) -> dic
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    guard_child(PEAK_TIMEOUT_S)  # gone with the runner that waits for it
     threads, out = int(argv[0]), Path(argv[1])
     atomic_write_json(out, measure_peaks(threads))
     return 0

@@ -1,7 +1,9 @@
 """The sweep runner: one worker subprocess per cell, results written as each cell ends.
 
 A crash, hang or exception in a cell costs that cell only: it becomes a row with status
-`error` or `timeout` and the reason, and the sweep goes on.
+`error` or `timeout` and the reason, and the sweep goes on. A stop (Ctrl-C, SIGTERM, SIGHUP)
+kills the running worker's process group and keeps every finished cell; a worker whose
+runner is gone ends itself (see `inferbench.procs.guard_child`).
 """
 
 from __future__ import annotations
@@ -22,19 +24,23 @@ import numpy as np
 
 from inferbench import env
 from inferbench.backends import load_backend
-from inferbench.config import Cell, SweepConfig
+from inferbench.config import Cell, SweepConfig, settings_hash
 from inferbench.errors import UserError
+from inferbench.modelcheck import check_models
 from inferbench.models import ModelRef, resolve_model
 from inferbench.peak import get_peaks, load_peaks, percent_of_peak
 from inferbench.procs import kill_group, python_command, worker_env
+from inferbench.resume import kept_cells
+from inferbench.shutdown import Terminated, signals_held
 from inferbench.stats import bootstrap_ci, latency_intervals, summarize
 from inferbench.status import ERROR, MEASURED, RETRY_ON_RESUME, TIMEOUT, UNAVAILABLE, UNSUPPORTED
-from inferbench.storage import SCHEMA_VERSION, load_cells, save_cell, write_csv
+from inferbench.storage import SCHEMA_VERSION, save_cell, start_session, write_csv
 from inferbench.util import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+WORKER_DEADLINE_MARGIN_S = 60.0
 
 
 @dataclass
@@ -62,11 +68,16 @@ def run_sweep(
     cache_dir: Path | None = None,
     events: SweepEvents | None = None,
     peak: str = "off",
+    profile: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run every cell of the sweep into `run_dir`; returns all records (old and new).
 
     `peak`: "off", "cached" (use this machine's cached ceilings if any) or "measure" (measure
-    them first when not cached) for each row's `% of peak`."""
+    them first when not cached) for each row's `% of peak`. `profile` is recorded in
+    `config.json` for `--resume` to find the run by (default: the config's name).
+
+    Everything that can refuse the sweep (unknown names, bad options, a broken model factory,
+    a resume under other settings) does so before the run folder is touched."""
     events = events or SweepEvents()
     cache_dir = cache_dir or default_cache_dir()
     refs = {m: resolve_model(m) for m in config.models}  # validates before any work starts
@@ -78,43 +89,62 @@ def run_sweep(
         if problem:
             raise UserError(problem)
     cells = config.cells()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", {"schema_version": SCHEMA_VERSION, **config.to_dict()})
     thread_counts = sorted({c.threads for c in cells})
+    check_models(
+        list(refs.values()),
+        seed=config.measure.seed,
+        timeout_s=config.measure.timeout_seconds,
+        threads=thread_counts[-1],
+    )
+    settings = {c.key: config.cell_settings(c, _option_defaults(backend_classes[c.backend])) for c in cells}
+    hashes = {key: settings_hash(s) for key, s in settings.items()}
+    done = kept_cells(run_dir, settings, hashes) if resume else {}
+
     environment = env.capture(thread_counts, gpu=any(c.device != "cpu" for c in backend_classes.values()))
     peaks = {t: _peaks(peak, cache_dir, t) for t in thread_counts}
     environment["peaks"] = {str(t): p for t, p in peaks.items() if p}
-    atomic_write_json(run_dir / "env.json", environment)
+    recorded = {"profile": profile or config.name, "started_at": dt.datetime.now().isoformat()}
+    session = start_session(run_dir, {**config.to_dict(), **recorded}, environment)
     # Every row carries what the CPU can do natively, so a slow bf16 cell explains itself.
     caps = {
         "cpu_native_bf16": environment["cpu"]["native_bf16"],
         "cpu_native_int8": environment["cpu"]["native_int8_dot"],
     }
 
-    done = {r["cell_key"]: r for r in load_cells(run_dir)} if resume else {}
     if events.on_start:
         events.on_start(len(cells))
-    for cell in cells:
-        previous = done.get(cell.key)
-        if previous is not None and previous["status"] not in RETRY_ON_RESUME:
+    try:
+        for cell in cells:
+            previous = done.get(cell.key)
+            if previous is not None and previous["status"] not in RETRY_ON_RESUME:
+                if events.on_cell_done:
+                    events.on_cell_done(cell, previous)
+                continue
+            if events.on_cell_start:
+                events.on_cell_start(cell)
+            record = _static_verdict(cell, refs[cell.model], backend_classes[cell.backend])
+            if record is None:
+                record = run_repeats(cell, refs[cell.model], config, run_dir, cache_dir)
+            pinned = ",".join(map(str, pin_cpus(cell.threads))) if config.pin else ""
+            extra = {"settings": settings[cell.key], "settings_hash": hashes[cell.key], "session": session}
+            record = _finish({**caps, "pinned_cpus": pinned, **record, **extra}, cell, run_dir.name)
+            on_cpu = backend_classes[cell.backend].device == "cpu"  # the ceilings are the CPU's
+            record.update(percent_of_peak(record, peaks[cell.threads] if on_cpu else None))
+            with signals_held():  # a stop lands before or after this pair, never between
+                save_cell(run_dir, record)
+                done[cell.key] = record
+                write_csv(run_dir, _in_sweep_order(done, cells))
             if events.on_cell_done:
-                events.on_cell_done(cell, previous)
-            continue
-        if events.on_cell_start:
-            events.on_cell_start(cell)
-        record = _static_verdict(cell, refs[cell.model], backend_classes[cell.backend])
-        if record is None:
-            record = run_repeats(cell, refs[cell.model], config, run_dir, cache_dir)
-        pinned = ",".join(map(str, pin_cpus(cell.threads))) if config.pin else ""
-        record = _finish({**caps, "pinned_cpus": pinned, **record}, cell, run_dir.name)
-        on_cpu = backend_classes[cell.backend].device == "cpu"  # the ceilings are the CPU's
-        record.update(percent_of_peak(record, peaks[cell.threads] if on_cpu else None))
-        save_cell(run_dir, record)
-        done[cell.key] = record
-        write_csv(run_dir, _in_sweep_order(done, cells))
-        if events.on_cell_done:
-            events.on_cell_done(cell, record)
+                events.on_cell_done(cell, record)
+    except (KeyboardInterrupt, Terminated):
+        with signals_held():  # the CSV again, whole, from every finished cell
+            write_csv(run_dir, _in_sweep_order(done, cells))
+        raise
     return _in_sweep_order(done, cells)
+
+
+def _option_defaults(backend_cls: Any) -> dict[str, str]:
+    return {key: allowed[0] for key, allowed in backend_cls.options.items()}
 
 
 def _peaks(mode: str, cache_dir: Path, threads: int) -> dict[str, Any] | None:
@@ -237,6 +267,9 @@ def run_in_worker(
             "options": config.backend_options.get(cell.backend, {}),
             "cache_dir": str(cache_dir),
             "pin_cpus": pin_cpus(cell.threads) if config.pin else None,
+            # The worker's own deadline, for when this runner cannot enforce its own (stopped,
+            # frozen): past the runner's timeout, so the runner's verdict normally comes first.
+            "deadline_s": config.measure.timeout_seconds + WORKER_DEADLINE_MARGIN_S,
         },
     )
     log_path = run_dir / "logs" / f"{cell.key}.log"
@@ -261,7 +294,7 @@ def run_in_worker(
                 "reason": f"no result after {timeout:g} s (worker killed)",
                 "wall_s": time.perf_counter() - started,
             }
-        except BaseException:  # Ctrl-C: do not leave an orphan worker behind
+        except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: do not leave an orphan worker behind
             kill_group(proc)
             raise
     wall = time.perf_counter() - started

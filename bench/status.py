@@ -25,5 +25,6 @@ MEASURED = frozenset({OK, ACCURACY_FAIL})
 FAILED = frozenset({ERROR, TIMEOUT, ACCURACY_FAIL})
 #: Cells that never ran at all.
 NOT_RUN = frozenset({UNSUPPORTED, UNAVAILABLE})
-#: Statuses `--resume` runs again; every other recorded cell is kept as it is.
-RETRY_ON_RESUME = frozenset({ERROR, TIMEOUT})
+#: Statuses `--resume` runs again; every other recorded cell is kept as it is. `unavailable`
+#: is retried because the fix (installing the engine, a free GPU) often comes between sessions.
+RETRY_ON_RESUME = frozenset({ERROR, TIMEOUT, UNAVAILABLE})

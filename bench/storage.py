@@ -4,23 +4,38 @@ A run folder holds `config.json`, `env.json`, `cells/<key>.json` and `results.cs
 per cell, numbers as numbers. Each finished cell is stored as `cells/<key>.json` (summary plus
 raw per-iteration latencies); `results.csv` is rebuilt from those after every cell,
 atomically, so an interrupted sweep keeps everything it finished.
+
+Each sweep session over the folder (the first run, then every `--resume`) keeps its own
+configuration and environment: `config.json`/`env.json` for the first, `config-2.json`/
+`env-2.json` for the next, and so on; a cell's `session` says which one measured it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from inferbench.errors import UserError
+from inferbench.errors import InternalError, UserError
 from inferbench.status import STATUSES
 from inferbench.util import atomic_write_json, atomic_write_text
 
 SCHEMA_VERSION = 1
 
-__all__ = ["COLUMNS", "NUMERIC", "SCHEMA_VERSION", "STATUSES", "load_cells", "load_run", "save_cell"]
+__all__ = [
+    "COLUMNS",
+    "NUMERIC",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "latest_run",
+    "load_cells",
+    "load_run",
+    "save_cell",
+    "start_session",
+]
 
 # Column order of results.csv. Numeric columns stay numeric (empty = not applicable).
 COLUMNS = (
@@ -75,6 +90,7 @@ COLUMNS = (
     "engine_versions",
     "timing_scope",
     "pinned_cpus",
+    "settings_hash",
     "wall_s",
     "cell_key",
     "run_id",
@@ -93,6 +109,7 @@ TEXT_COLUMNS = frozenset(
         "warmup_stable",
         "timing_scope",
         "pinned_cpus",
+        "settings_hash",
         "capped",
         "engine_precision",
         "artifact_cached",
@@ -117,7 +134,12 @@ def save_cell(run_dir: Path, record: dict[str, Any]) -> None:
 def load_cells(run_dir: Path) -> list[dict[str, Any]]:
     records = []
     for path in sorted((run_dir / "cells").glob("*.json")):
-        record = json.loads(path.read_text())
+        try:
+            record = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InternalError(f"corrupt result file {path}: {exc}") from exc
+        if not isinstance(record, dict):
+            raise InternalError(f"corrupt result file {path}: not a JSON object")
         version = record.get("schema_version")
         if version != SCHEMA_VERSION:
             raise UserError(f"{path}: schema_version {version} is not supported (expected {SCHEMA_VERSION})")
@@ -163,6 +185,59 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[st
     if csv_path.is_file():  # the CSV is in sweep order; cell files are in name order
         order = {key: i for i, key in enumerate(pd.read_csv(csv_path)["cell_key"])}
         records.sort(key=lambda r: order.get(r["cell_key"], len(order)))
-    env_path = run_dir / "env.json"
-    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
-    return to_frame(records), records, env
+    envs = load_envs(run_dir)
+    return to_frame(records), records, envs[-1] if envs else {}
+
+
+_SESSION_FILE = re.compile(r"env(?:-(\d+))?\.json")
+
+
+def _sessions(run_dir: Path) -> list[tuple[int, Path]]:
+    found = []
+    for path in run_dir.glob("env*.json"):
+        match = _SESSION_FILE.fullmatch(path.name)
+        if match:
+            found.append((int(match.group(1) or 1), path))
+    return sorted(found)
+
+
+def load_envs(run_dir: Path) -> list[dict[str, Any]]:
+    """The environment of every sweep session over the folder, oldest first."""
+    envs = []
+    for _, path in _sessions(run_dir):
+        try:
+            envs.append(json.loads(path.read_text()))
+        except json.JSONDecodeError as exc:
+            raise InternalError(f"corrupt environment file {path}: {exc}") from exc
+    return envs
+
+
+def start_session(run_dir: Path, config: dict[str, Any], environment: dict[str, Any]) -> int:
+    """Record one sweep session's configuration and environment beside the earlier ones
+    (never over them) and return its number: 1 for a new run, 2 for its first resume, ..."""
+    sessions = _sessions(run_dir)
+    number = sessions[-1][0] + 1 if sessions else 1
+    suffix = "" if number == 1 else f"-{number}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / f"config{suffix}.json", {"schema_version": SCHEMA_VERSION, **config})
+    atomic_write_json(run_dir / f"env{suffix}.json", environment)
+    return number
+
+
+def latest_run(results_dir: Path, profile: str) -> Path | None:
+    """The most recently started run folder of exactly `profile` (as recorded in its first
+    `config.json`), or None. Matching on the record, not on the folder name, keeps `cpu`
+    from finding a `...-gate-cpu` run and finds runs given their own `--run-id`."""
+    runs = []
+    for config_path in results_dir.glob("*/config.json"):
+        run_dir = config_path.parent
+        if not (run_dir / "cells").is_dir():
+            continue
+        try:
+            config = json.loads(config_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # not ours to judge here; `load_run` reports it when the folder is read
+        if config.get("profile", config.get("name")) != profile:
+            continue
+        runs.append((str(config.get("started_at", "")), config_path.stat().st_mtime, run_dir.name, run_dir))
+    return max(runs)[3] if runs else None

@@ -23,7 +23,7 @@ from inferbench.config import AccuracyConfig, Cell, MeasureConfig
 from inferbench.errors import UnsupportedError, first_line
 from inferbench.measure import measure, measure_throughput
 from inferbench.models import ModelRef, build_model, count_flops
-from inferbench.procs import add_user_path
+from inferbench.procs import add_user_path, guard_child
 from inferbench.stats import accuracy, latency_intervals, slice_rates, summarize, throughput_summary
 from inferbench.status import ACCURACY_FAIL, ERROR, OK, UNSUPPORTED
 from inferbench.util import atomic_write_json
@@ -184,6 +184,7 @@ def main(argv: list[str]) -> int:
     )
     spec_path, out_path = Path(argv[0]), Path(argv[1])
     spec = json.loads(spec_path.read_text())
+    guard_child(spec.get("deadline_s"))  # gone with the runner, and gone at its own deadline
     add_user_path()  # the user's factories and plugins, resolved from where the sweep started
     if spec.get("pin_cpus"):
         # Before any engine starts its thread pools: they inherit this mask.

@@ -106,3 +106,31 @@ class WrongAnswerBackend(FakeBackend):
         import numpy as np
 
         return [np.zeros((inputs["x"].shape[0], 3), dtype=np.float32)]
+
+
+# Broken model factories: the sweep must refuse each before its first cell.
+NOT_A_FACTORY = 42
+
+
+def raising_factory() -> ModelDef:
+    raise RuntimeError("weights file missing")
+
+
+def wrong_return_factory() -> str:
+    return "not a model"
+
+
+def unbatched_factory() -> tuple[Any, dict[str, Any]]:
+    """A module whose output drops the batch dimension (it sums over it)."""
+    import torch
+
+    class SumOverBatch(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.sum(dim=0)
+
+    return SumOverBatch(), {"x": ((4,), "float32")}
+
+
+def hanging_factory() -> ModelDef:
+    time.sleep(3600)
+    raise AssertionError("unreachable")
