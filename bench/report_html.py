@@ -59,6 +59,7 @@ td.few{color:#999;font-style:italic} .noise{background:#fff4d6;border:1px solid 
 .scroll{max-height:80vh;overflow:auto;border:1px solid #ccc}
 .scroll thead th{position:sticky;top:0;z-index:1;cursor:pointer;box-shadow:0 1px 0 #ccc}
 #answer td.win{font-weight:600} .filters label{margin-right:1em} .filters select{margin-left:.3em}
+div.chart{min-height:450px}
 """
 
 # Sorting (click a header) and filtering (drop-downs) of the results table.
@@ -87,25 +88,33 @@ filters.forEach(s => s.addEventListener('change', applyFilters));
 """
 
 # plotly.js travels gzipped (base64) and is inflated by the browser's own DecompressionStream:
-# a third of the bytes, still one offline file. Charts are drawn once it has loaded.
+# a third of the bytes, still one offline file. A chart is drawn when it nears the viewport, so
+# a report with many models costs only the charts someone looks at.
 CHARTS_JS = """
 (async () => {
   const status = document.getElementById('charts-status');
   try {
-    const packed = Uint8Array.from(atob(document.getElementById('plotly-gz').textContent), c => c.charCodeAt(0));
-    const stream = new Blob([packed]).stream().pipeThrough(new DecompressionStream('gzip'));
-    const code = await new Response(stream).text();
+    // The browser decodes the base64 (a data: URL) and inflates it natively.
+    const packed = await fetch('data:application/octet-stream;base64,' + document.getElementById('plotly-gz').textContent);
+    const code = await new Response(packed.body.pipeThrough(new DecompressionStream('gzip'))).text();
     const script = document.createElement('script'); script.textContent = code;
     document.head.appendChild(script);
+    performance.mark('plotly-ready');
     const template = JSON.parse(document.getElementById('plotly-template').textContent);
-    for (const spec of document.querySelectorAll('script.chart-spec')) {
-      const fig = JSON.parse(spec.textContent);
+    let queue = Promise.resolve();
+    const draw = div => { queue = queue.then(async () => {
+      const fig = JSON.parse(document.querySelector(`script.chart-spec[data-target="${div.id}"]`).textContent);
       fig.layout.template = template;
-      await Plotly.newPlot(document.getElementById(spec.dataset.target), fig.data, fig.layout, {responsive: true});
-    }
+      await Plotly.newPlot(div, fig.data, fig.layout, {responsive: true});
+      div.dataset.drawn = '1';
+    }).catch(err => { console.error(err); div.textContent = 'Chart failed: ' + err; }); };
+    const seen = new IntersectionObserver(entries => entries.forEach(e => {
+      if (e.isIntersecting) { seen.unobserve(e.target); draw(e.target); } }), {rootMargin: '400px'});
+    document.querySelectorAll('div.chart').forEach(div => seen.observe(div));
     status.textContent = '';
-    document.body.dataset.charts = 'done';
+    document.body.dataset.charts = 'ready';
   } catch (err) {
+    console.error(err);
     status.textContent = 'Charts need a browser with DecompressionStream (Chrome 80+, Firefox 113+, Safari 16.4+): ' + err;
     document.body.dataset.charts = 'failed';
   }

@@ -156,6 +156,13 @@ class _Page:
         self._pw.stop()
 
 
+def _draw_every_chart(page: Any) -> None:
+    """Charts are drawn as they near the viewport: scroll to each and wait for it."""
+    for chart in page.locator("div.chart").all():
+        chart.scroll_into_view_if_needed()
+        page.wait_for_function("d => d.dataset.drawn === '1'", arg=chart.element_handle(), timeout=60_000)
+
+
 def _visible_rows(page: Any) -> Any:
     return page.locator("table#results tbody tr:not([hidden])")
 
@@ -165,6 +172,8 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
     with _Page(html_path) as session:
         page = session.page
         charts_drawn = page.get_attribute("body", "data-charts")
+        before_scrolling = page.locator(".js-plotly-plot").count()
+        _draw_every_chart(page)
         first_section = page.locator("section").first.get_attribute("id")
         first_answer = page.locator("#answer-table tbody tr").first.text_content() or ""
         charts = page.locator(".js-plotly-plot").count()
@@ -185,7 +194,8 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
     assert session.errors == []  # no console errors, and the <script> model name never ran
-    assert charts_drawn == "done"
+    assert charts_drawn == "ready"
+    assert before_scrolling < 10  # charts below the fold wait until someone scrolls to them
     assert first_section == "answer"
     assert "openvino fp32" in first_answer  # 5 ms against 6 and 10
     # per model: latency, throughput, heatmap, pareto, distribution (2 models)
@@ -261,6 +271,9 @@ def test_360_cell_report_stays_small_and_renders(tmp_path: Path) -> None:
     with _Page(html_path) as session:
         page = session.page
         state = page.get_attribute("body", "data-charts")
+        t0 = time.perf_counter()
+        _draw_every_chart(page)
+        draw_all_s = time.perf_counter() - t0
         first_section = page.locator("section").first.get_attribute("id")
         answer_rows = page.locator("#answer-table tbody tr").count()
         labels = page.locator("[data-name$='-pareto'] .textpoint").count()
@@ -269,10 +282,10 @@ def test_360_cell_report_stays_small_and_renders(tmp_path: Path) -> None:
         lstm_tput = _visible_rows(page).count()
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "report-360.json").write_text(
-        json.dumps({"cells": 360, "bytes": size, "load_and_draw_s": round(session.load_s, 3)})
+        json.dumps({"cells": 360, "bytes": size, "load_s": session.load_s, "draw_all_s": draw_all_s})
     )
     assert session.errors == []
-    assert state == "done" and first_section == "answer"
+    assert state == "ready" and first_section == "answer"
     assert answer_rows == 4 * 3 * 2  # model x batch x mode
     assert labels >= 4  # every model's front is labelled
     assert lstm_tput == 45  # 5 engines x 3 precisions x 3 batches
