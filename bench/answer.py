@@ -328,3 +328,43 @@ ANSWER_COLUMNS = (
     "excluded",
     "did not run",
 )
+
+
+def answer_lines(found: list[Answer]) -> list[str]:
+    """The answer as plain lines, a model heading then one line per batch size and mode: what
+    a terminal of any width shows at the end of `run`."""
+    lines: list[str] = []
+    model = None
+    show_threads = len({a.threads for a in found}) > 1
+    for a in found:
+        if a.model != model:
+            model = a.model
+            lines.append(model)
+        w = a.winner
+        parts = [f"{w.name}: {value_text(a, w)}" if w else "nothing passed"]
+        if w and w.speedup_vs_eager_fp32 is not None:
+            parts.append(f"{speedup_text(w.speedup_vs_eager_fp32)} vs eager FP32")
+        if w and w.speedup_vs_best_fp32 is not None:
+            parts.append(f"{speedup_text(w.speedup_vs_best_fp32)} vs best FP32 ({w.best_fp32})")
+        if w:
+            parts += [accuracy_text(w), f"ran {w.ran}"] if w.accuracy else [f"ran {w.ran}"]
+        if a.runner_up:
+            parts.append(f"runner-up {runner_up_text(a)}")
+        if a.excluded:
+            parts.append(f"left out: {counts_text(a.excluded)}")
+        if a.not_run:
+            parts.append(f"did not run: {counts_text(a.not_run)}")
+        lines.append(f"  {group_text(a, show_threads)}: " + "; ".join(parts))
+    return lines
+
+
+def answer_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """A run's table for answering: results.csv's columns, plus the flag columns the records
+    carry that the CSV may not (yet) have. Report-only: nothing here is written to the CSV."""
+    from inferbench.storage import to_frame
+
+    frame = to_frame(records)
+    for column in (*FLAGS, "accuracy_checked", "lowp_share"):
+        if column not in frame.columns and any(column in r for r in records):
+            frame[column] = [r.get(column) for r in records]
+    return frame

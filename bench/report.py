@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from inferbench.answer import REFERENCE, RULE, with_speedup
+from inferbench.answer import REFERENCE, RULE, answer_frame, with_speedup
 from inferbench.env import noise_warnings
 from inferbench.report_charts import figures, pareto_front
 from inferbench.report_html import (
@@ -106,7 +106,8 @@ def render_html(frame: pd.DataFrame, records: list[dict[str, Any]], env: dict[st
 
 def write_report(run_dir: Path, reports_dir: Path) -> tuple[Path, Path]:
     """Write `reports/<run-id>.html` and `<run_dir>/summary.md`; returns both paths."""
-    frame, records, env = load_run(run_dir)
+    _, records, env = load_run(run_dir)
+    frame = answer_frame(records)  # results.csv's columns plus flags the CSV may lack
     run_id = run_dir.name
     html_path = reports_dir / f"{run_id}.html"
     atomic_write_text(html_path, render_html(frame, records, env, run_id))

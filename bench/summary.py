@@ -17,7 +17,7 @@ from inferbench.answer import (
 )
 from inferbench.env import noise_warnings
 from inferbench.markdown import markdown_table
-from inferbench.status import OK
+from inferbench.status import MEASURED
 
 CELL_COLUMNS = [
     "backend",
@@ -57,14 +57,14 @@ def summary_markdown(frame: pd.DataFrame, env: dict[str, Any], run_id: str) -> s
     parts.append(markdown_table(rows, list(ANSWER_COLUMNS)))
 
     why = [exclusion(r) for r in frame.to_dict("records")]
-    flagged = frame.assign(excluded_because=why)
-    flagged = flagged[(frame["status"] == OK) & flagged["excluded_because"].notna()]
-    if len(flagged):
+    measured = frame.assign(excluded_because=why)
+    left_out = measured[frame["status"].isin(MEASURED) & measured["excluded_because"].notna()]
+    if len(left_out):
         parts += ["", "## Measured but left out of the answer", ""]
-        parts.append(markdown_table(flagged, [*KEY_COLUMNS, "excluded_because"]))
-    failed = frame[frame["status"] != OK]
+        parts.append(markdown_table(left_out, [*KEY_COLUMNS, "excluded_because", "reason"]))
+    failed = frame[~frame["status"].isin(MEASURED)]
     if len(failed):
-        # An explicit anchor: the answer's "did not run" counts link here.
+        # An explicit anchor: the answer's rule links here.
         parts += ["", f'<a id="{NOT_RUN_ANCHOR}"></a>', "", "## Cells that did not run", ""]
         parts.append(markdown_table(failed, [*KEY_COLUMNS, "status", "reason"]))
     parts += ["", "## All cells", "", "Also in `results.csv` (every column) and the HTML report."]

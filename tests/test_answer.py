@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -9,6 +11,7 @@ import pytest
 
 from inferbench.answer import Answer, answer_rows, answers, exclusion, falsy, truthy
 from inferbench.storage import to_frame
+from inferbench.summary import summary_markdown
 
 
 def _cell(backend: str, precision: str, p50: float, **extra: Any) -> dict[str, Any]:
@@ -179,3 +182,40 @@ def test_one_answer_per_model_batch_and_mode_in_sweep_order() -> None:
 def test_csv_booleans(value: Any, is_true: bool, is_false: bool) -> None:
     assert truthy(value) is is_true
     assert falsy(value) is is_false
+
+
+GOLDEN = Path(__file__).parent / "golden" / "summary.md"
+
+
+def _golden_frame() -> pd.DataFrame:
+    return _frame(
+        _cell("torch", "fp32", 10.0),
+        _cell("onnxruntime", "fp32", 8.0),
+        _cell("openvino", "int8", 3.0, status="accuracy-fail", reason="rel_l2_err 0.4 > 0.25", rel_l2_err=0.4),
+        _cell("openvino", "bf16", 3.5, capped=True, rel_l2_err=0.004),
+        _cell("onnxruntime", "int8", 4.0, lowp_share=0.97, top1_agreement=1.0),
+        _cell("torch-compile", "int8", 4.1, rel_l2_err=0.02),
+        _cell("torchscript", "int8", float("nan"), status="unsupported", reason="no int8 kernels"),
+        _cell("torch", "fp32", 40.0, model="lstm", batch_size=8, status="error", reason="worker died"),
+        _cell("openvino", "fp32", 30.0, model="lstm", batch_size=8, interfered=True),
+    )
+
+
+def test_summary_markdown_matches_golden_file() -> None:
+    env = {"cpu": {"model": "Golden CPU", "logical_cpus": 2, "native_bf16": True, "native_int8_dot": True}}
+    text = summary_markdown(_golden_frame(), env, "golden-run")
+    if os.environ.get("INFERBENCH_UPDATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+
+
+def test_run_ends_with_the_answer_not_every_cell(capsys: pytest.CaptureFixture[str]) -> None:
+    from inferbench.commands import _print_summary
+
+    _print_summary(_golden_frame().to_dict("records"))
+    err = capsys.readouterr().err
+    assert "Answer" in err
+    assert "b1 latency: onnxruntime int8: 4 ms [3.92, 4.08]; 2.50x vs eager FP32" in err
+    assert "b8 latency: nothing passed; left out: 1 interference; did not run: 1 error" in err
+    assert "torchscript" not in err  # the unsupported cell is counted, not listed
+    assert "accuracy-fail 1" in err and "unsupported 1" in err
