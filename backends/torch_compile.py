@@ -95,7 +95,7 @@ def _prepare(module: Any, example: Any, quantizer: Any, *, strict: bool) -> tupl
 
     kind = "strict" if strict else "non-strict"
     try:
-        graph = torch.export.export(module, example, strict=strict).module()  # type: ignore[arg-type]
+        graph = torch.export.export(module, example, strict=strict).module()
     except Exception as exc:
         raise UnsupportedError(
             f"torch.export ({kind}) failed, so PT2E cannot quantize: {first_line(exc)}"

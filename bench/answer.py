@@ -164,9 +164,7 @@ def _speedup(value: float, reference: float | None, mode: str) -> float | None:
     return value / reference if mode == "throughput" else reference / value
 
 
-def _pick(
-    row: dict[str, Any], mode: str, eager: float | None, best_fp32: dict[str, Any] | None
-) -> Pick:
+def _pick(row: dict[str, Any], mode: str, eager: float | None, best_fp32: dict[str, Any] | None) -> Pick:
     value = float(row[metric_of(mode)])
     low, high = _interval(row, mode)
     best_value = _num(best_fp32[metric_of(mode)]) if best_fp32 else None
@@ -197,7 +195,9 @@ def _overlap(a: Pick, b: Pick) -> bool:
 def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
     model, batch_size, threads, mode = key
     metric = metric_of(mode)
-    candidates, excluded, not_run = [], {}, {}
+    candidates: list[tuple[int, dict[str, Any]]] = []
+    excluded: dict[str, int] = {}
+    not_run: dict[str, int] = {}
     for order, row in enumerate(rows):
         why = exclusion(row)
         if why is None and _num(row.get(metric)) is not None:

@@ -127,7 +127,11 @@ def pareto_figure(model: str, group: pd.DataFrame) -> Any:
     fig = go.Figure()
     for name, idx, style in (
         ("dominated", [i for i in eligible if i not in front], {"size": 7, "symbol": "circle"}),
-        ("left out (flagged or unchecked)", [i for i, u in enumerate(unchecked) if u], {"size": 7, "symbol": "x"}),
+        (
+            "left out (flagged or unchecked)",
+            [i for i, u in enumerate(unchecked) if u],
+            {"size": 7, "symbol": "x"},
+        ),
         ("Pareto front", sorted(front, key=lambda i: speed[i]), {"size": 12, "symbol": "star"}),
     ):
         if not idx:
@@ -156,7 +160,9 @@ def pareto_figure(model: str, group: pd.DataFrame) -> Any:
     return fig
 
 
-def distribution_figure(model: str, group: pd.DataFrame, quantiles: dict[Any, dict[str, float] | None]) -> Any:
+def distribution_figure(
+    model: str, group: pd.DataFrame, quantiles: dict[Any, dict[str, float] | None]
+) -> Any:
     """One box per cell from its p1/p25/p50/p75/p99: the spread and tail of each cell."""
     import plotly.graph_objects as go
 

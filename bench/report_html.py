@@ -95,7 +95,8 @@ CHARTS_JS = """
   const status = document.getElementById('charts-status');
   try {
     // The browser decodes the base64 (a data: URL) and inflates it natively.
-    const packed = await fetch('data:application/octet-stream;base64,' + document.getElementById('plotly-gz').textContent);
+    const packed = await fetch(
+      'data:application/octet-stream;base64,' + document.getElementById('plotly-gz').textContent);
     const code = await new Response(packed.body.pipeThrough(new DecompressionStream('gzip'))).text();
     const script = document.createElement('script'); script.textContent = code;
     document.head.appendChild(script);
@@ -103,7 +104,8 @@ CHARTS_JS = """
     const template = JSON.parse(document.getElementById('plotly-template').textContent);
     let queue = Promise.resolve();
     const draw = div => { queue = queue.then(async () => {
-      const fig = JSON.parse(document.querySelector(`script.chart-spec[data-target="${div.id}"]`).textContent);
+      const spec = document.querySelector(`script.chart-spec[data-target="${div.id}"]`);
+      const fig = JSON.parse(spec.textContent);
       fig.layout.template = template;
       await Plotly.newPlot(div, fig.data, fig.layout, {responsive: true});
       div.dataset.drawn = '1';
@@ -115,7 +117,8 @@ CHARTS_JS = """
     document.body.dataset.charts = 'ready';
   } catch (err) {
     console.error(err);
-    status.textContent = 'Charts need a browser with DecompressionStream (Chrome 80+, Firefox 113+, Safari 16.4+): ' + err;
+    status.textContent = 'Charts need a browser with DecompressionStream '
+      + '(Chrome 80+, Firefox 113+, Safari 16.4+): ' + err;
     document.body.dataset.charts = 'failed';
   }
 })();
@@ -168,9 +171,7 @@ def _filters_html(frame: pd.DataFrame) -> str:
         options = '<option value="">all</option>' + "".join(
             f'<option value="{html.escape(v)}">{html.escape(v)}</option>' for v in values
         )
-        selects.append(
-            f'<label>{col}<select data-col="{col}" id="filter-{col}">{options}</select></label>'
-        )
+        selects.append(f'<label>{col}<select data-col="{col}" id="filter-{col}">{options}</select></label>')
     return f'<p class="filters">{"".join(selects)} <span id="shown">{len(frame)}</span> rows shown</p>'
 
 

@@ -191,7 +191,9 @@ def _golden_frame() -> pd.DataFrame:
     return _frame(
         _cell("torch", "fp32", 10.0),
         _cell("onnxruntime", "fp32", 8.0),
-        _cell("openvino", "int8", 3.0, status="accuracy-fail", reason="rel_l2_err 0.4 > 0.25", rel_l2_err=0.4),
+        _cell(
+            "openvino", "int8", 3.0, status="accuracy-fail", reason="rel_l2_err 0.4 > 0.25", rel_l2_err=0.4
+        ),
         _cell("openvino", "bf16", 3.5, capped=True, rel_l2_err=0.004),
         _cell("onnxruntime", "int8", 4.0, lowp_share=0.97, top1_agreement=1.0),
         _cell("torch-compile", "int8", 4.1, rel_l2_err=0.02),

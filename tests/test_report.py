@@ -182,7 +182,9 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
         # Sorting by p50 puts the fastest cell first.
         column = TABLE_COLUMNS.index("latency_p50_ms") + 1
         page.click(f"table#results th:nth-child({column})")
-        fastest = float(page.locator(f"table#results tbody tr td:nth-child({column})").first.text_content() or "nan")
+        fastest = float(
+            page.locator(f"table#results tbody tr td:nth-child({column})").first.text_content() or "nan"
+        )
         # Filters: only the rows of the chosen backend (and status) stay visible.
         page.select_option("#filter-backend", "onnxruntime")
         backends = set(_visible_rows(page).locator("td:nth-child(2)").all_text_contents())
