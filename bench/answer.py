@@ -227,7 +227,7 @@ def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
     return Answer(
         model=str(model),
         batch_size=int(batch_size),
-        threads=int(threads),
+        threads=int(threads) if _num(threads) is not None else 0,
         mode=str(mode),
         winner=winner,
         runner_up=runner_up,

@@ -12,9 +12,9 @@ from typing import Any
 
 import pandas as pd
 
-from inferbench.answer import ANSWER_COLUMNS, NOT_RUN_ANCHOR, answer_rows, answers
+from inferbench.answer import ANSWER_COLUMNS, NOT_RUN_ANCHOR, answer_rows, answers, exclusion
 from inferbench.markdown import fmt
-from inferbench.status import OK
+from inferbench.status import MEASURED
 
 TABLE_COLUMNS = (
     "model",
@@ -137,31 +137,47 @@ def answer_html(frame: pd.DataFrame) -> str:
         return "<p>No cells.</p>"
     head = "".join(f'<th class="s">{html.escape(c)}</th>' for c in ANSWER_COLUMNS)
     body = []
+    links = {"did not run": NOT_RUN_ANCHOR, "excluded": "left-out"}
     for row in answer_rows(found):
         cells = []
         for col in ANSWER_COLUMNS:
             text = html.escape(row[col])
-            if col == "did not run" and text:
-                text = f'<a href="#{NOT_RUN_ANCHOR}">{text}</a>'
+            if col in links and text:
+                text = f'<a href="#{links[col]}">{text}</a>'
             klass = "s win" if col == "fastest" else "s"
             cells.append(f'<td class="{klass}">{text}</td>')
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f'<table id="answer-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def not_run_html(frame: pd.DataFrame) -> str:
-    failed = frame[frame["status"] != OK]
-    if failed.empty:
-        return f'<p id="{NOT_RUN_ANCHOR}">Every cell ran.</p>'
-    cols = ("model", "backend", "precision", "batch_size", "threads", "mode", "status", "reason")
+def _plain_table(rows: list[dict[str, Any]], cols: tuple[str, ...], table_id: str) -> str:
     head = "".join(f'<th class="s">{c}</th>' for c in cols)
-    rows = "".join(
+    body = "".join(
         f'<tr class="status-{html.escape(str(r["status"]))}">'
-        + "".join(_cell(r[c], "s") for c in cols)
+        + "".join(_cell(r.get(c), "s") for c in cols)
         + "</tr>"
-        for r in failed.to_dict("records")
+        for r in rows
     )
-    return f'<table id="{NOT_RUN_ANCHOR}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def not_run_html(frame: pd.DataFrame) -> str:
+    """Cells without numbers, then measured cells the answer left out, each with the reason."""
+    keys = ("model", "backend", "precision", "batch_size", "threads", "mode")
+    records = frame.to_dict("records")
+    failed = [r for r in records if r["status"] not in MEASURED]
+    left_out = [
+        {**r, "left out because": why} for r in records if r["status"] in MEASURED and (why := exclusion(r))
+    ]
+    parts = [
+        _plain_table(failed, (*keys, "status", "reason"), NOT_RUN_ANCHOR)
+        if failed
+        else f'<p id="{NOT_RUN_ANCHOR}">Every cell ran.</p>'
+    ]
+    if left_out:
+        parts.append("<h3>Measured but left out of the answer</h3>")
+        parts.append(_plain_table(left_out, (*keys, "status", "left out because", "reason"), "left-out"))
+    return "".join(parts)
 
 
 def _filters_html(frame: pd.DataFrame) -> str:

@@ -81,6 +81,9 @@ def test_report_escapes_user_strings(run_dir: Path, tmp_path: Path) -> None:
     assert EVIL not in text  # neither in the table nor inside chart JSON
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text
     assert "<script src" not in text and 'src="http' not in text  # nothing fetched from anywhere
+    # The answer counts the error cell and links to the list of reasons.
+    assert '<a href="#cells-that-did-not-run">1 error</a>' in text
+    assert '<table id="cells-that-did-not-run">' in text
     md = md_path.read_text()
     assert md.index("## Answer") < md.index("## All cells")
     assert "### resnet50" in md and "| onnxruntime | fp32 | 1 |" in md
