@@ -91,6 +91,12 @@ def test_faster_flagged_or_failing_cell_does_not_win(flag: dict[str, Any]) -> No
     assert exclusion(fast) is not None
 
 
+def test_speedup_over_a_flagged_eager_cell_is_still_given() -> None:
+    answer = _only(_frame(_cell("torch", "fp32", 10.0, capped=True), _cell("openvino", "fp32", 4.0)))
+    assert answer.winner is not None and answer.winner.speedup_vs_eager_fp32 == pytest.approx(2.5)
+    assert answer.runner_up is None and answer.excluded == {"capped": 1}
+
+
 def test_missing_flag_columns_count_as_not_flagged() -> None:
     frame = _frame(_cell("torch", "fp32", 10.0), _cell("openvino", "int8", 4.0))
     assert not {"interfered", "lowp_flagged", "accuracy_checked", "lowp_share"} & set(frame.columns)
