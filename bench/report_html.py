@@ -88,10 +88,11 @@ filters.forEach(s => s.addEventListener('change', applyFilters));
 """
 
 # plotly.js travels gzipped (base64) and is inflated by the browser's own DecompressionStream:
-# a third of the bytes, still one offline file. A chart is drawn when it nears the viewport, so
-# a report with many models costs only the charts someone looks at.
+# a third of the bytes, still one offline file. It is loaded when the charts section nears the
+# viewport, and each chart is drawn when it does, so a report with many models costs only the
+# charts someone looks at.
 CHARTS_JS = """
-(async () => {
+async function loadCharts() {
   const status = document.getElementById('charts-status');
   try {
     // The browser decodes the base64 (a data: URL) and inflates it natively.
@@ -121,7 +122,12 @@ CHARTS_JS = """
       + '(Chrome 80+, Firefox 113+, Safari 16.4+): ' + err;
     document.body.dataset.charts = 'failed';
   }
-})();
+}
+// plotly (4.8 MB of JavaScript to parse) loads only when the charts come near: the answer and
+// the table are on screen at once.
+const near = new IntersectionObserver(entries => {
+  if (entries.some(e => e.isIntersecting)) { near.disconnect(); loadCharts(); } }, {rootMargin: '600px'});
+near.observe(document.getElementById('charts'));
 """
 
 
