@@ -2,7 +2,11 @@
 
 BF16 compiles under autocast. INT8 is static post-training quantization through PT2E with
 torchao's X86InductorQuantizer (int8 activations and per-channel int8 weights, calibrated on
-the model's own inputs), lowered by inductor to oneDNN int8 kernels.
+the model's own inputs), lowered by inductor to oneDNN int8 kernels. Every pattern the
+quantizer knows is quantized; nothing is excluded. Two upstream limits are worked around,
+and the row's details say which way the graph was exported (`export`, `dead_nodes_removed`):
+a module instance called at several places (pytorch/ao#4478) is exported strictly, and dead
+nodes are dropped before quantization.
 """
 
 from __future__ import annotations
@@ -38,9 +42,10 @@ class TorchCompileBackend(TorchBackend):
             self.autocast = True
             details["mode"] += ", autocast bf16"
         elif precision == "int8":
-            module = self._pt2e_int8(model, batch_size)
+            module, how = self._pt2e_int8(model, batch_size)
             details["mode"] += ", PT2E static int8 (X86InductorQuantizer)"
             details["calibration_samples"] = self.calibration_samples
+            details.update(how)
         self.module = torch.compile(module, backend="inductor", dynamic=False)
         # torch.compile is lazy: run once so the compile lands in prepare time, not in the
         # first-inference latency. The example must be made like the timed inputs (outside
@@ -49,30 +54,64 @@ class TorchCompileBackend(TorchBackend):
         self.run(self.to_native(model.make_inputs(batch_size, model.seed)))
         return PrepareInfo(engine_precision=precision, details=details)
 
-    def _pt2e_int8(self, model: ModelDef, batch_size: int) -> Any:
+    def _pt2e_int8(self, model: ModelDef, batch_size: int) -> tuple[Any, dict[str, Any]]:
         if importlib.util.find_spec("torchao") is None:
             raise UnsupportedError("int8 needs torchao's PT2E quantizer: pip install 'inferbench[torchao]'")
         import torch
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
 
         example = self.to_native(model.make_inputs(batch_size, model.seed))
-        try:
-            exported = torch.export.export(model.module, example, strict=False).module()  # type: ignore[arg-type]
-        except Exception as exc:
-            raise UnsupportedError(
-                f"torch.export failed, so PT2E cannot quantize: {first_line(exc)}"
-            ) from exc
         quantizer = xiq.X86InductorQuantizer()
         quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
         try:
-            prepared = prepare_pt2e(exported, quantizer)
-        except Exception as exc:
-            raise BackendError(
-                f"torchao X86InductorQuantizer failed on this graph: {type(exc).__name__}: {first_line(exc)}"
-            ) from exc
+            prepared, how = _prepare(model.module, example, quantizer, strict=False)
+        except QuantizerPatternError as first:
+            # Non-strict export (torch's default) puts every call site of one module instance in
+            # one source partition; the quantizer's conv/linear fusion matcher then sees a
+            # partition with several outputs and gives up (pytorch/ao#4478, fixed for Linear
+            # only in pytorch/ao#4480). ResNet's blocks call one ReLU module three times.
+            # Strict export gives each call site its own partition.
+            try:
+                prepared, how = _prepare(model.module, example, quantizer, strict=True)
+            except QuantizerPatternError as exc:
+                raise BackendError(f"{first}; strict export: {exc}") from exc
         # The exported graph is specialised to the cell's batch size: calibrate in batches of it.
         with torch.no_grad():
             for batch in self.calibration_batches(model, batch_size):
                 prepared(*self.to_native(batch))
-        return convert_pt2e(prepared)
+        return convert_pt2e(prepared), how
+
+
+class QuantizerPatternError(Exception):
+    """torchao's X86InductorQuantizer rejected the exported graph."""
+
+
+def _prepare(module: Any, example: Any, quantizer: Any, *, strict: bool) -> tuple[Any, dict[str, Any]]:
+    """Export `module`, drop dead nodes and insert observers; returns the prepared graph and what
+    was done (recorded in the row's details)."""
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    kind = "strict" if strict else "non-strict"
+    try:
+        graph = torch.export.export(module, example, strict=strict).module()
+    except Exception as exc:
+        raise UnsupportedError(
+            f"torch.export ({kind}) failed, so PT2E cannot quantize: {first_line(exc)}"
+        ) from exc
+    before = len(graph.graph.nodes)
+    # Export keeps computations whose results nobody uses (Hugging Face's BertModel computes a
+    # pooler, Linear + Tanh, that minilm's mean-pooled embedding ignores). The quantizer's
+    # fusion matcher takes every matched partition to have an output node and fails with an
+    # IndexError on such a dead Tanh; dropping dead nodes changes no output.
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+    how = {"export": kind, "dead_nodes_removed": before - len(graph.graph.nodes)}
+    try:
+        return prepare_pt2e(graph, quantizer), how
+    except (ValueError, IndexError) as exc:
+        raise QuantizerPatternError(
+            f"torchao X86InductorQuantizer failed on the {kind} export: "
+            f"{type(exc).__name__}: {first_line(exc)}"
+        ) from exc

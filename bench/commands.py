@@ -187,33 +187,20 @@ class _progress:
 
 
 def _print_summary(records: list[dict[str, Any]]) -> None:
-    table = Table(title="p50 latency (ms) / throughput (samples/s)")
-    for col in (
-        "model",
-        "backend",
-        "precision",
-        "batch",
-        "threads",
-        "mode",
-        "status",
-        "p50 ms",
-        "samples/s",
-    ):
-        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=60 if col == "status" else None)
-    for r in records:
-        ok = r["status"] == "ok"
-        table.add_row(
-            r["model"],
-            r["backend"],
-            r["precision"],
-            str(r["batch_size"]),
-            str(r["threads"]),
-            r.get("mode") or "latency",
-            r["status"] if ok else f"{r['status']}: {r.get('reason', '')[:60]}",
-            f"{r['latency_p50_ms']:.3f}" if ok else "",
-            f"{r['throughput_sps']:.1f}" if ok else "",
-        )
-    console.print(table)
+    """The answer, not every cell: the fastest trusted cell per model, batch size and mode
+    (inferbench.answer), then status counts. Every cell is in results.csv and the report."""
+    from inferbench.answer import answer_frame, answer_lines, answers
+
+    if not records:
+        return
+    frame = answer_frame(records)
+    console.print("[bold]Answer[/]: the fastest cell that passed its accuracy check and is not flagged")
+    for line in answer_lines(answers(frame)):
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
+    counts = frame["status"].value_counts().to_dict()
+    console.print("cells: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), highlight=False)
+    if any(status != "ok" for status in counts):
+        console.print("why cells did not run or were left out: the reason column of results.csv, summary.md")
 
 
 def list_command() -> int:

@@ -1,0 +1,372 @@
+"""The answer a run exists to give: per model, batch size and mode, which engine and precision
+is fastest among the cells that can be trusted, how much faster, and at what accuracy cost.
+
+The report, `summary.md` and the end of `run` all print what `answers()` returns, so the
+three never disagree. A cell is trusted when its status is `ok` and nothing flagged it:
+capped (the time budget ended its measurement), interfered (other work competed for the
+cores), lowp_flagged (the engine ran too little of the model in the low precision asked for)
+or accuracy_checked false (no reference to check it against). Columns a run does not have
+(older runs, engines that do not report them) count as "not flagged".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from inferbench.markdown import fmt
+from inferbench.status import NOT_RUN, OK
+
+REFERENCE = ("torch", "fp32")  # speed-ups are against eager FP32 at the same batch size
+GROUP_KEYS = ("model", "batch_size", "threads", "mode")
+#: Boolean columns that, when true, keep a measured cell out of the answer, with the words used.
+FLAGS = {"capped": "capped", "interfered": "interference", "lowp_flagged": "low-precision share"}
+ACCURACY_FIGURES = ("rel_l2_err", "cosine", "top1_agreement")
+RULE = (
+    "Fastest cell per model, batch size and mode among those with status ok and no flag "
+    "(capped, interference, low-precision share, accuracy not checked): p50 latency in "
+    "latency mode, throughput in throughput mode, with its 95% interval. Speed-ups are over "
+    "eager FP32 (torch fp32) and over the fastest FP32 cell of any engine."
+)
+#: Anchors the report and summary.md give the list of cells that did not run.
+NOT_RUN_ANCHOR = "cells-that-did-not-run"
+
+
+def truthy(value: Any) -> bool:
+    """A CSV boolean (True, 'True', 'true', 1) as a bool; blanks and NaN are False."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | float | np.number):
+        return not math.isnan(float(value)) and float(value) != 0.0
+    return str(value).strip().lower() in {"true", "yes", "1"}
+
+
+def falsy(value: Any) -> bool:
+    """Explicitly false (False, 'False', 0): unlike a blank, which means unknown."""
+    if isinstance(value, bool | np.bool_):
+        return not bool(value)
+    if isinstance(value, int | float | np.number):
+        return not math.isnan(float(value)) and float(value) == 0.0
+    return str(value).strip().lower() in {"false", "no", "0"}
+
+
+def exclusion(row: dict[str, Any]) -> str | None:
+    """Why this cell is not a candidate for the answer, or None if it is."""
+    status = str(row.get("status"))
+    if status != OK:
+        return status
+    for column, words in FLAGS.items():
+        if truthy(row.get(column)):
+            return words
+    if falsy(row.get("accuracy_checked")):
+        return "accuracy not checked"
+    return None
+
+
+def metric_of(mode: str) -> str:
+    return "throughput_sps" if mode == "throughput" else "latency_p50_ms"
+
+
+def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add `speedup_vs_eager_fp32` against eager FP32 at the same model, batch, threads and mode:
+    reference p50 / this p50 in latency mode, this throughput / reference's in throughput mode."""
+    keys = list(GROUP_KEYS)
+    ok = frame[frame["status"] == OK]
+    ref = ok[(ok["backend"] == REFERENCE[0]) & (ok["precision"] == REFERENCE[1])]
+    ref = ref[[*keys, "latency_p50_ms", "throughput_sps"]].drop_duplicates(keys)
+    ref = ref.rename(columns={"latency_p50_ms": "_ref_p50", "throughput_sps": "_ref_sps"})
+    merged = frame.drop(columns="speedup_vs_eager_fp32", errors="ignore").merge(ref, on=keys, how="left")
+    merged["speedup_vs_eager_fp32"] = np.where(
+        merged["mode"] == "throughput",
+        merged["throughput_sps"] / merged["_ref_sps"],
+        merged["_ref_p50"] / merged["latency_p50_ms"],
+    )
+    return merged.drop(columns=["_ref_p50", "_ref_sps"])
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One chosen cell, with everything the answer says about it."""
+
+    backend: str
+    precision: str
+    value: float  # p50 ms (latency mode) or samples/s (throughput mode)
+    ci_low: float | None
+    ci_high: float | None
+    speedup_vs_eager_fp32: float | None
+    speedup_vs_best_fp32: float | None
+    best_fp32: str  # "backend fp32" of the best FP32 cell
+    accuracy: dict[str, float]
+    engine_precision: str
+    lowp_share: float | None
+    cell_key: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend} {self.precision}"
+
+    @property
+    def ran(self) -> str:
+        """What the engine really executed: its own precision, and the low-precision share."""
+        ran = self.engine_precision or "?"
+        if self.lowp_share is not None:
+            ran += f" ({self.lowp_share:.0%} low precision)"
+        return ran
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The verdict for one model, batch size, thread count and mode."""
+
+    model: str
+    batch_size: int
+    threads: int
+    mode: str
+    winner: Pick | None
+    runner_up: Pick | None
+    #: The runner-up's interval overlaps the winner's: the order between them is within noise.
+    within_noise: bool
+    #: Measured but kept out of the answer, by reason (accuracy-fail, capped, ...).
+    excluded: dict[str, int] = field(default_factory=dict)
+    #: Did not produce numbers, by status (unsupported, unavailable, error, timeout).
+    not_run: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def metric(self) -> str:
+        return metric_of(self.mode)
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.mode != "throughput"
+
+
+def _num(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def _interval(row: dict[str, Any], mode: str) -> tuple[float | None, float | None]:
+    if mode == "throughput":
+        return _num(row.get("throughput_ci_low_sps")), _num(row.get("throughput_ci_high_sps"))
+    return _num(row.get("latency_p50_ci_low_ms")), _num(row.get("latency_p50_ci_high_ms"))
+
+
+def _speedup(value: float, reference: float | None, mode: str) -> float | None:
+    if reference is None or reference <= 0 or value <= 0:
+        return None
+    return value / reference if mode == "throughput" else reference / value
+
+
+def _pick(row: dict[str, Any], mode: str, eager: float | None, best_fp32: dict[str, Any] | None) -> Pick:
+    value = float(row[metric_of(mode)])
+    low, high = _interval(row, mode)
+    best_value = _num(best_fp32[metric_of(mode)]) if best_fp32 else None
+    figures = {k: _num(row.get(k)) for k in ACCURACY_FIGURES}
+    accuracy = {k: v for k, v in figures.items() if v is not None}
+    return Pick(
+        backend=str(row["backend"]),
+        precision=str(row["precision"]),
+        value=value,
+        ci_low=low,
+        ci_high=high,
+        speedup_vs_eager_fp32=_speedup(value, eager, mode),
+        speedup_vs_best_fp32=_speedup(value, best_value, mode),
+        best_fp32=f"{best_fp32['backend']} fp32" if best_fp32 else "",
+        accuracy=accuracy,
+        engine_precision=str(row.get("engine_precision") or ""),
+        lowp_share=_num(row.get("lowp_share")),
+        cell_key=str(row.get("cell_key") or ""),
+    )
+
+
+def _overlap(a: Pick, b: Pick) -> bool:
+    if None in (a.ci_low, a.ci_high, b.ci_low, b.ci_high):
+        return a.value == b.value
+    return bool(a.ci_low <= b.ci_high and b.ci_low <= a.ci_high)  # type: ignore[operator]
+
+
+def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
+    model, batch_size, threads, mode = key
+    metric = metric_of(mode)
+    candidates: list[tuple[int, dict[str, Any]]] = []
+    excluded: dict[str, int] = {}
+    not_run: dict[str, int] = {}
+    for order, row in enumerate(rows):
+        why = exclusion(row)
+        if why is None and _num(row.get(metric)) is not None:
+            candidates.append((order, row))
+        elif str(row.get("status")) in NOT_RUN or why in ("error", "timeout"):
+            not_run[why or ""] = not_run.get(why or "", 0) + 1
+        else:
+            reason = why or f"no {metric}"
+            excluded[reason] = excluded.get(reason, 0) + 1
+
+    sign = 1.0 if mode != "throughput" else -1.0
+
+    def rank(item: tuple[int, dict[str, Any]]) -> tuple[float, float, int]:
+        # Ties on speed go to the more accurate cell, then to sweep order (deterministic).
+        order, row = item
+        err = _num(row.get("rel_l2_err"))
+        return (sign * float(row[metric]), math.inf if err is None else err, order)
+
+    ranked = [row for _, row in sorted(candidates, key=rank)]
+    # The eager reference is the same number as the table's speedup_vs_eager_fp32 uses: any
+    # `ok` eager FP32 cell, flagged or not (a flag keeps it from winning, not from measuring).
+    eager_rows = [r for r in rows if (r["backend"], r["precision"]) == REFERENCE and r["status"] == OK]
+    eager = _num(eager_rows[0][metric]) if eager_rows else None
+    fp32 = [r for r in ranked if r["precision"] == "fp32"]
+    best_fp32 = fp32[0] if fp32 else None
+    picks = [_pick(r, mode, eager, best_fp32) for r in ranked[:2]]
+    winner = picks[0] if picks else None
+    runner_up = picks[1] if len(picks) > 1 else None
+    return Answer(
+        model=str(model),
+        batch_size=int(batch_size),
+        threads=int(threads) if _num(threads) is not None else 0,
+        mode=str(mode),
+        winner=winner,
+        runner_up=runner_up,
+        within_noise=bool(winner and runner_up and _overlap(winner, runner_up)),
+        excluded=dict(sorted(excluded.items())),
+        not_run=dict(sorted(not_run.items())),
+    )
+
+
+def answers(frame: pd.DataFrame) -> list[Answer]:
+    """One answer per model, batch size, thread count and mode, in sweep order."""
+    if frame.empty:
+        return []
+    frame = frame.copy()
+    frame["mode"] = frame["mode"].fillna("latency") if "mode" in frame else "latency"
+    result = []
+    for key, group in frame.groupby(list(GROUP_KEYS), sort=False, dropna=False):
+        result.append(_answer(tuple(key), group.to_dict("records")))
+    return result
+
+
+# ---------------------------------------------------------------- plain text
+
+
+def value_text(answer: Answer, pick: Pick) -> str:
+    """'12.3 ms [12.1, 12.6]' or '812 samples/s [790, 830]'."""
+    unit = "samples/s" if answer.mode == "throughput" else "ms"
+    text = f"{fmt(pick.value)} {unit}"
+    if pick.ci_low is not None and pick.ci_high is not None:
+        text += f" [{fmt(pick.ci_low)}, {fmt(pick.ci_high)}]"
+    return text
+
+
+def speedup_text(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}x"
+
+
+def accuracy_text(pick: Pick) -> str:
+    labels = {"rel_l2_err": "rel L2", "cosine": "cosine", "top1_agreement": "top-1"}
+    return ", ".join(f"{labels[k]} {fmt(v)}" for k, v in pick.accuracy.items())
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {why}" for why, n in counts.items())
+
+
+def group_text(answer: Answer, show_threads: bool) -> str:
+    threads = f" t{answer.threads}" if show_threads else ""
+    return f"b{answer.batch_size}{threads} {answer.mode}"
+
+
+def runner_up_text(answer: Answer) -> str:
+    if answer.runner_up is None:
+        return ""
+    text = f"{answer.runner_up.name}: {value_text(answer, answer.runner_up)}"
+    return text + (" (within noise)" if answer.within_noise else "")
+
+
+def answer_rows(found: list[Answer]) -> list[dict[str, str]]:
+    """The answer as a list of text rows (one per model/batch/mode), shared by the Markdown
+    summary, the HTML report and the terminal."""
+    show_threads = len({a.threads for a in found}) > 1
+    rows = []
+    for a in found:
+        w = a.winner
+        rows.append(
+            {
+                "model": a.model,
+                "case": group_text(a, show_threads),
+                "fastest": w.name if w else "nothing passed",
+                "p50 / throughput [95% CI]": value_text(a, w) if w else "",
+                "vs eager FP32": speedup_text(w.speedup_vs_eager_fp32) if w else "",
+                "vs best FP32": (
+                    f"{speedup_text(w.speedup_vs_best_fp32)} ({w.best_fp32})"
+                    if w and w.speedup_vs_best_fp32 is not None
+                    else ""
+                ),
+                "accuracy": accuracy_text(w) if w else "",
+                "what ran": w.ran if w else "",
+                "runner-up": runner_up_text(a),
+                "excluded": counts_text(a.excluded),
+                "did not run": counts_text(a.not_run),
+            }
+        )
+    return rows
+
+
+ANSWER_COLUMNS = (
+    "model",
+    "case",
+    "fastest",
+    "p50 / throughput [95% CI]",
+    "vs eager FP32",
+    "vs best FP32",
+    "accuracy",
+    "what ran",
+    "runner-up",
+    "excluded",
+    "did not run",
+)
+
+
+def answer_lines(found: list[Answer]) -> list[str]:
+    """The answer as plain lines, a model heading then one line per batch size and mode: what
+    a terminal of any width shows at the end of `run`."""
+    lines: list[str] = []
+    model = None
+    show_threads = len({a.threads for a in found}) > 1
+    for a in found:
+        if a.model != model:
+            model = a.model
+            lines.append(model)
+        w = a.winner
+        parts = [f"{w.name}: {value_text(a, w)}" if w else "nothing passed"]
+        if w and w.speedup_vs_eager_fp32 is not None:
+            parts.append(f"{speedup_text(w.speedup_vs_eager_fp32)} vs eager FP32")
+        if w and w.speedup_vs_best_fp32 is not None:
+            parts.append(f"{speedup_text(w.speedup_vs_best_fp32)} vs best FP32 ({w.best_fp32})")
+        if w:
+            parts += [accuracy_text(w), f"ran {w.ran}"] if w.accuracy else [f"ran {w.ran}"]
+        if a.runner_up:
+            parts.append(f"runner-up {runner_up_text(a)}")
+        if a.excluded:
+            parts.append(f"left out: {counts_text(a.excluded)}")
+        if a.not_run:
+            parts.append(f"did not run: {counts_text(a.not_run)}")
+        lines.append(f"  {group_text(a, show_threads)}: " + "; ".join(parts))
+    return lines
+
+
+def answer_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """A run's table for answering: results.csv's columns, plus the flag columns the records
+    carry that the CSV may not (yet) have. Report-only: nothing here is written to the CSV."""
+    from inferbench.storage import to_frame
+
+    frame = to_frame(records)
+    for column in (*FLAGS, "accuracy_checked", "lowp_share"):
+        if column not in frame.columns and any(column in r for r in records):
+            frame[column] = [r.get(column) for r in records]
+    return frame

@@ -1,0 +1,76 @@
+"""`summary.md`: the answer first, then why cells were left out, then every cell per model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from inferbench.answer import (
+    ANSWER_COLUMNS,
+    NOT_RUN_ANCHOR,
+    RULE,
+    answer_rows,
+    answers,
+    exclusion,
+    with_speedup,
+)
+from inferbench.env import noise_warnings
+from inferbench.markdown import markdown_table
+from inferbench.status import MEASURED
+
+CELL_COLUMNS = [
+    "backend",
+    "precision",
+    "batch_size",
+    "threads",
+    "mode",
+    "status",
+    "latency_p50_ms",
+    "latency_p50_ci_low_ms",
+    "latency_p50_ci_high_ms",
+    "latency_p99_ms",
+    "throughput_sps",
+    "speedup_vs_eager_fp32",
+    "pct_of_peak",
+    "max_abs_err",
+]
+KEY_COLUMNS = ["model", "backend", "precision", "batch_size", "threads", "mode"]
+
+
+def summary_markdown(frame: pd.DataFrame, env: dict[str, Any], run_id: str) -> str:
+    frame = with_speedup(frame)
+    cpu = env.get("cpu", {})
+    parts = [f"# InferBench run `{run_id}`", ""]
+    if cpu:
+        parts.append(
+            f"CPU: {cpu.get('model')} ({cpu.get('logical_cpus')} logical CPUs); "
+            f"native bf16: {cpu.get('native_bf16')}; int8 dot product: {cpu.get('native_int8_dot')}"
+        )
+        parts.append("")
+    for warning in noise_warnings(env, frame.to_dict("records")):
+        parts += [f"> **Noise warning:** {warning}", ""]
+    counts = frame["status"].value_counts().to_dict()
+    parts.append("Cells: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    parts += ["", "## Answer", "", ANSWER_TEXT, ""]
+    rows = pd.DataFrame(answer_rows(answers(frame)), columns=list(ANSWER_COLUMNS))
+    parts.append(markdown_table(rows, list(ANSWER_COLUMNS)))
+
+    why = [exclusion(r) for r in frame.to_dict("records")]
+    measured = frame.assign(excluded_because=why)
+    left_out = measured[frame["status"].isin(MEASURED) & measured["excluded_because"].notna()]
+    if len(left_out):
+        parts += ["", "## Measured but left out of the answer", ""]
+        parts.append(markdown_table(left_out, [*KEY_COLUMNS, "excluded_because", "reason"]))
+    failed = frame[~frame["status"].isin(MEASURED)]
+    if len(failed):
+        # An explicit anchor: the answer's rule links here.
+        parts += ["", f'<a id="{NOT_RUN_ANCHOR}"></a>', "", "## Cells that did not run", ""]
+        parts.append(markdown_table(failed, [*KEY_COLUMNS, "status", "reason"]))
+    parts += ["", "## All cells", "", "Also in `results.csv` (every column) and the HTML report."]
+    for model, group in frame.groupby("model", sort=False):
+        parts += ["", f"### {model}", "", markdown_table(group, CELL_COLUMNS)]
+    return "\n".join(parts) + "\n"
+
+
+ANSWER_TEXT = f"{RULE} Why cells did not run: [Cells that did not run](#{NOT_RUN_ANCHOR})."

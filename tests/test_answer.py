@@ -1,0 +1,229 @@
+"""Answer selection on hand-made frames: who wins, who may not, ties, and nothing passing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from inferbench.answer import Answer, answer_rows, answers, exclusion, falsy, truthy
+from inferbench.storage import to_frame
+from inferbench.summary import summary_markdown
+
+
+def _cell(backend: str, precision: str, p50: float, **extra: Any) -> dict[str, Any]:
+    """A latency-mode cell of model m at batch 1 with a +-2% interval."""
+    row: dict[str, Any] = {
+        "model": "m",
+        "backend": backend,
+        "precision": precision,
+        "batch_size": 1,
+        "threads": 2,
+        "mode": "latency",
+        "status": "ok",
+        "latency_p50_ms": p50,
+        "latency_p50_ci_low_ms": p50 * 0.98,
+        "latency_p50_ci_high_ms": p50 * 1.02,
+        "throughput_sps": 1e3 / p50,
+        "rel_l2_err": 0.0 if precision == "fp32" else 0.01,
+        "cosine": 1.0,
+        "engine_precision": precision,
+        "cell_key": f"m__{backend}__{precision}",
+    }
+    row.update(extra)
+    return row
+
+
+def _frame(*rows: dict[str, Any]) -> pd.DataFrame:
+    """Through storage.to_frame like a real run, plus any column it does not know yet."""
+    frame = to_frame(list(rows))
+    for col in {k for r in rows for k in r} - set(frame.columns):
+        frame[col] = [r.get(col) for r in rows]
+    return frame
+
+
+def _only(frame: pd.DataFrame) -> Answer:
+    found = answers(frame)
+    assert len(found) == 1
+    return found[0]
+
+
+def test_fastest_passing_cell_wins_with_speedups() -> None:
+    answer = _only(
+        _frame(
+            _cell("torch", "fp32", 10.0),
+            _cell("onnxruntime", "fp32", 8.0),
+            _cell("openvino", "int8", 4.0, lowp_share=0.93),
+            _cell("onnxruntime", "int8", 5.0),
+        )
+    )
+    assert answer.winner is not None and answer.winner.name == "openvino int8"
+    assert answer.winner.speedup_vs_eager_fp32 == pytest.approx(2.5)
+    assert answer.winner.speedup_vs_best_fp32 == pytest.approx(2.0)
+    assert answer.winner.best_fp32 == "onnxruntime fp32"
+    assert answer.winner.ran == "int8 (93% low precision)"
+    assert answer.winner.accuracy == {"rel_l2_err": 0.01, "cosine": 1.0}
+    assert answer.runner_up is not None and answer.runner_up.name == "onnxruntime int8"
+    assert not answer.within_noise  # [3.92, 4.08] and [4.9, 5.1] do not overlap
+    assert answer.excluded == {} and answer.not_run == {}
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        {"status": "accuracy-fail", "reason": "rel_l2_err 0.4 > 0.25"},
+        {"capped": True},
+        {"capped": "True"},  # as read back from a CSV
+        {"interfered": True},
+        {"lowp_flagged": True},
+        {"accuracy_checked": False},
+    ],
+)
+def test_faster_flagged_or_failing_cell_does_not_win(flag: dict[str, Any]) -> None:
+    fast = _cell("openvino", "int8", 2.0, **flag)
+    answer = _only(_frame(_cell("torch", "fp32", 10.0), fast, _cell("onnxruntime", "int8", 5.0)))
+    assert answer.winner is not None and answer.winner.name == "onnxruntime int8"
+    assert answer.runner_up is not None and answer.runner_up.name == "torch fp32"
+    assert sum(answer.excluded.values()) == 1
+    assert exclusion(fast) is not None
+
+
+def test_speedup_over_a_flagged_eager_cell_is_still_given() -> None:
+    answer = _only(_frame(_cell("torch", "fp32", 10.0, capped=True), _cell("openvino", "fp32", 4.0)))
+    assert answer.winner is not None and answer.winner.speedup_vs_eager_fp32 == pytest.approx(2.5)
+    assert answer.runner_up is None and answer.excluded == {"capped": 1}
+
+
+def test_missing_flag_columns_count_as_not_flagged() -> None:
+    frame = _frame(_cell("torch", "fp32", 10.0), _cell("openvino", "int8", 4.0))
+    assert not {"interfered", "lowp_flagged", "accuracy_checked", "lowp_share"} & set(frame.columns)
+    winner = _only(frame).winner
+    assert winner is not None and winner.name == "openvino int8" and winner.lowp_share is None
+    # A blank accuracy_checked is "unknown", not "unchecked".
+    assert exclusion(_cell("openvino", "int8", 4.0, accuracy_checked=float("nan"))) is None
+
+
+def test_ties_go_to_the_more_accurate_cell_then_to_sweep_order() -> None:
+    answer = _only(
+        _frame(
+            _cell("torch", "fp32", 10.0),
+            _cell("onnxruntime", "int8", 5.0, rel_l2_err=0.02),
+            _cell("openvino", "int8", 5.0, rel_l2_err=0.01),
+        )
+    )
+    assert answer.winner is not None and answer.winner.name == "openvino int8"
+    assert answer.runner_up is not None and answer.runner_up.name == "onnxruntime int8"
+    assert answer.within_noise  # same p50, overlapping intervals: the order is within noise
+    same = _only(_frame(_cell("a", "fp32", 5.0), _cell("b", "fp32", 5.0)))
+    assert same.winner is not None and same.winner.backend == "a"  # sweep order
+    assert "(within noise)" in answer_rows([answer])[0]["runner-up"]
+
+
+def test_model_with_nothing_passing() -> None:
+    answer = _only(
+        _frame(
+            _cell("torch", "fp32", 10.0, status="error", reason="boom"),
+            _cell("openvino", "int8", 4.0, status="accuracy-fail"),
+            _cell("onnxruntime", "int8", 5.0, status="unsupported", reason="no int8"),
+            _cell("torchscript", "fp32", 9.0, capped=True),
+        )
+    )
+    assert answer.winner is None and answer.runner_up is None
+    assert answer.excluded == {"accuracy-fail": 1, "capped": 1}
+    assert answer.not_run == {"error": 1, "unsupported": 1}
+    row = answer_rows([answer])[0]
+    assert row["fastest"] == "nothing passed"
+    assert row["did not run"] == "1 error, 1 unsupported"
+
+
+def test_throughput_mode_prefers_more_samples_per_second_and_its_interval() -> None:
+    def tput(backend: str, sps: float) -> dict[str, Any]:
+        return _cell(
+            backend,
+            "fp32",
+            1.0,
+            mode="throughput",
+            throughput_sps=sps,
+            throughput_ci_low_sps=sps - 1,
+            throughput_ci_high_sps=sps + 1,
+        )
+
+    answer = _only(_frame(tput("torch", 100.0), tput("openvino", 300.0)))
+    assert answer.winner is not None and answer.winner.name == "openvino fp32"
+    assert answer.winner.speedup_vs_eager_fp32 == pytest.approx(3.0)
+    assert answer_rows([answer])[0]["p50 / throughput [95% CI]"] == "300 samples/s [299, 301]"
+
+
+def test_one_answer_per_model_batch_and_mode_in_sweep_order() -> None:
+    rows = [
+        _cell("torch", "fp32", 10.0, model=model, batch_size=batch, mode=mode)
+        for model in ("b", "a")
+        for batch in (1, 8)
+        for mode in ("latency", "throughput")
+    ]
+    found = answers(_frame(*rows))
+    assert [(a.model, a.batch_size, a.mode) for a in found][:3] == [
+        ("b", 1, "latency"),
+        ("b", 1, "throughput"),
+        ("b", 8, "latency"),
+    ]
+    assert len(found) == 8
+
+
+@pytest.mark.parametrize(
+    ("value", "is_true", "is_false"),
+    [
+        (True, True, False),
+        ("True", True, False),
+        ("false", False, True),
+        (0, False, True),
+        (float("nan"), False, False),
+        (None, False, False),
+        ("", False, False),
+    ],
+)
+def test_csv_booleans(value: Any, is_true: bool, is_false: bool) -> None:
+    assert truthy(value) is is_true
+    assert falsy(value) is is_false
+
+
+GOLDEN = Path(__file__).parent / "golden" / "summary.md"
+
+
+def _golden_frame() -> pd.DataFrame:
+    return _frame(
+        _cell("torch", "fp32", 10.0),
+        _cell("onnxruntime", "fp32", 8.0),
+        _cell(
+            "openvino", "int8", 3.0, status="accuracy-fail", reason="rel_l2_err 0.4 > 0.25", rel_l2_err=0.4
+        ),
+        _cell("openvino", "bf16", 3.5, capped=True, rel_l2_err=0.004),
+        _cell("onnxruntime", "int8", 4.0, lowp_share=0.97, top1_agreement=1.0),
+        _cell("torch-compile", "int8", 4.1, rel_l2_err=0.02),
+        _cell("torchscript", "int8", float("nan"), status="unsupported", reason="no int8 kernels"),
+        _cell("torch", "fp32", 40.0, model="lstm", batch_size=8, status="error", reason="worker died"),
+        _cell("openvino", "fp32", 30.0, model="lstm", batch_size=8, interfered=True),
+    )
+
+
+def test_summary_markdown_matches_golden_file() -> None:
+    env = {"cpu": {"model": "Golden CPU", "logical_cpus": 2, "native_bf16": True, "native_int8_dot": True}}
+    text = summary_markdown(_golden_frame(), env, "golden-run")
+    if os.environ.get("INFERBENCH_UPDATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+
+
+def test_run_ends_with_the_answer_not_every_cell(capsys: pytest.CaptureFixture[str]) -> None:
+    from inferbench.commands import _print_summary
+
+    _print_summary(_golden_frame().to_dict("records"))
+    err = capsys.readouterr().err
+    assert "Answer" in err
+    assert "b1 latency: onnxruntime int8: 4 ms [3.92, 4.08]; 2.50x vs eager FP32" in err
+    assert "b8 latency: nothing passed; left out: 1 interference; did not run: 1 error" in err
+    assert "torchscript" not in err  # the unsupported cell is counted, not listed
+    assert "accuracy-fail 1" in err and "unsupported 1" in err
