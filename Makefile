@@ -21,7 +21,7 @@ BASE ?=
 NEW ?=
 RUN ?=
 
-.PHONY: setup browser bench report compare gate baseline crosscheck peak test lint clean
+.PHONY: setup browser bench report compare merge gate baseline crosscheck peak test lint clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,12 @@ report: setup
 
 compare: setup
 	$(PY) -m inferbench compare $(BASE) $(NEW) $(ARGS)
+
+# One run folder from shard run folders (SHARDS_DIRS="results/shard-*", OUT=results/merged).
+SHARDS_DIRS ?=
+OUT ?= results/merged
+merge: setup
+	$(PY) -m inferbench merge $(SHARDS_DIRS) --out $(OUT)
 
 # Run the gate profile and compare it with the committed baseline (exit 1 on a regression).
 gate: setup

@@ -15,16 +15,21 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from inferbench.config import Cell
 from inferbench.errors import UserError
+from inferbench.status import SKIPPED
 
 #: Seconds assumed for a cell that nothing in history resembles.
 DEFAULT_CELL_SECONDS = 30.0
+#: A planned cell still starts if its estimate ends within this factor of the budget.
+BUDGET_SLACK = 1.05
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 
 
@@ -125,3 +130,26 @@ def plan_sweep(cells: list[Cell], history: History, budget_s: float) -> Plan:
 def skipped_reason(estimate_s: float, budget_s: float, *, at_run_time: bool = False) -> str:
     when = "with the time left" if at_run_time else "in the plan"
     return f"does not fit the {budget_s / 60:g} min budget {when} (estimated {estimate_s:.0f} s)"
+
+
+class BudgetClock:
+    """The runner's side of `--budget`: the plan's verdicts, then the clock's.
+
+    Cells the plan left out are `skipped` at once. A planned cell is skipped too when its
+    estimate no longer fits in the time left (earlier cells ran long); a cell that ran shorter
+    than estimated leaves its time to the next ones."""
+
+    def __init__(self, cells: list[Cell], results_dir: Path, budget_s: float, clock: Any = None) -> None:
+        self.clock = clock or time.monotonic
+        self.started = self.clock()
+        self.budget_s = budget_s
+        self.plan = plan_sweep(cells, History.from_results_dir(results_dir), budget_s)
+        self._left_out = {c.key for c in self.plan.skipped}
+
+    def verdict(self, cell: Cell) -> dict[str, Any] | None:
+        estimate = self.plan.estimates[cell.key]
+        if cell.key in self._left_out:
+            return {"status": SKIPPED, "reason": skipped_reason(estimate, self.budget_s)}
+        if self.clock() - self.started + estimate > self.budget_s * BUDGET_SLACK:
+            return {"status": SKIPPED, "reason": skipped_reason(estimate, self.budget_s, at_run_time=True)}
+        return None

@@ -100,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep finished cells of --run-id (or of the latest run of exactly this profile); "
         "retries error/timeout/unavailable cells; refused if settings changed",
     )
+    run.add_argument(
+        "--shard",
+        metavar="I/N|auto",
+        help="run only shard I of N (a stable hash of each cell); auto reads Slurm/Kubernetes variables",
+    )
+    run.add_argument(
+        "--budget",
+        metavar="DURATION",
+        help="fit the sweep in e.g. 15m: cells that do not fit become `skipped` rows (see README)",
+    )
     run.add_argument("--results-dir", type=Path, default=Path("results"))
     run.add_argument("--cache-dir", type=Path, help="artifact cache (default .cache/inferbench)")
     run.add_argument("--no-progress", action="store_true")
@@ -129,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--alpha", type=float, default=0.05, help="false discovery rate (BH)")
     compare.add_argument("--out", type=Path, help="where compare.md/.csv go (default: NEW)")
     compare.set_defaults(func=cmd_compare)
+
+    merge = sub.add_parser("merge", help="one run folder (CSV, cells, report) from the shards of one sweep")
+    merge.add_argument("run_dirs", type=Path, nargs="+", help="the shards' run directories")
+    merge.add_argument("--out", type=Path, required=True, help="the merged run directory to write")
+    merge.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    merge.add_argument("--no-report", action="store_true", help="skip the HTML report and summary.md")
+    merge.set_defaults(func=cmd_merge)
 
     lst = sub.add_parser("list", help="backends (with availability), models and profiles")
     lst.set_defaults(func=cmd_list)
@@ -167,7 +184,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         progress=not args.no_progress and sys.stderr.isatty(),
         reports_dir=None if args.no_report else args.reports_dir,
+        shard=args.shard,
+        budget=args.budget,
     )
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from inferbench.commands import merge_command
+
+    return merge_command(args.run_dirs, args.out, None if args.no_report else args.reports_dir)
 
 
 def _assignments(items: Sequence[str], flag: str, form: str) -> list[tuple[str, str]]:

@@ -40,7 +40,14 @@ def run_command(
     cache_dir: Path | None = None,
     progress: bool = False,
     reports_dir: Path | None = Path("reports"),
+    shard: str | None = None,
+    budget: str | None = None,
 ) -> int:
+    from inferbench.budget import parse_budget
+    from inferbench.shard import parse_shard
+
+    shard_of = parse_shard(shard) if shard else None
+    budget_s = parse_budget(budget) if budget else None
     config = load_profile(profile).with_overrides(
         models=models,
         backends=backends,
@@ -75,6 +82,8 @@ def run_command(
                 events=events,
                 peak=peak,
                 profile=profile_key,
+                shard=shard_of,
+                budget_s=budget_s,
             )
     except (Terminated, KeyboardInterrupt) as exc:
         # Keep the line the CLI prints pointing at this run and at the way to go on.
@@ -98,6 +107,21 @@ def report_command(run_dir: Path, reports_dir: Path) -> int:
 
     html_path, md_path = write_report(run_dir, reports_dir)
     console.print(f"report: {html_path}  summary: {md_path}")
+    return 0
+
+
+def merge_command(run_dirs: list[Path], out_dir: Path, reports_dir: Path | None) -> int:
+    """Merge shards; exit 0 even with missing cells, which are listed (and in merge.json)."""
+    from inferbench.merge import merge_runs
+
+    merged = merge_runs(run_dirs, out_dir)
+    console.print(f"merged {merged.cells} cells from shards {', '.join(merged.shards)} into {out_dir}")
+    for name in merged.missing:
+        console.print(f"missing: {name}")
+    if merged.missing:
+        console.print(f"[bold yellow]{len(merged.missing)} cell(s) of the sweep are in no shard[/]")
+    if reports_dir is not None:
+        report_command(out_dir, reports_dir)
     return 0
 
 

@@ -20,7 +20,7 @@ from inferbench.storage import SCHEMA_VERSION, load_cells, save_cell, write_csv
 from inferbench.util import atomic_write_json
 
 #: config.json keys that differ between shards of one sweep by design.
-SHARD_KEYS = frozenset({"shard"})
+SHARD_KEYS = frozenset({"shard", "started_at"})
 #: Record fields that differ between two measurements of one cell without making them differ.
 VOLATILE = frozenset({"run_id", "shard"})
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from inferbench import env
 from inferbench.backends import load_backend
+from inferbench.budget import BudgetClock
 from inferbench.config import Cell, SweepConfig, settings_hash
 from inferbench.errors import UserError
 from inferbench.modelcheck import check_models
@@ -31,6 +32,7 @@ from inferbench.models import ModelRef, resolve_model
 from inferbench.peak import get_peaks, load_peaks, percent_of_peak
 from inferbench.procs import kill_group, python_command, worker_env
 from inferbench.resume import kept_cells
+from inferbench.shard import Shard
 from inferbench.shutdown import Terminated, signals_held
 from inferbench.stats import bootstrap_ci, latency_intervals, summarize
 from inferbench.status import ERROR, MEASURED, RETRY_ON_RESUME, TIMEOUT, UNAVAILABLE, UNSUPPORTED
@@ -69,12 +71,16 @@ def run_sweep(
     events: SweepEvents | None = None,
     peak: str = "off",
     profile: str | None = None,
+    shard: Shard | None = None,
+    budget_s: float | None = None,
 ) -> list[dict[str, Any]]:
     """Run every cell of the sweep into `run_dir`; returns all records (old and new).
 
     `peak`: "off", "cached" (use this machine's cached ceilings if any) or "measure" (measure
     them first when not cached) for each row's `% of peak`. `profile` is recorded in
-    `config.json` for `--resume` to find the run by (default: the config's name).
+    `config.json` for `--resume` to find the run by (default: the config's name). `shard`
+    runs only that share of the cells (inferbench.shard); `budget_s` plans the sweep to fit
+    that many seconds, turning cells that do not fit into `skipped` rows (inferbench.budget).
 
     Everything that can refuse the sweep (unknown names, bad options, a broken model factory,
     a resume under other settings) does so before the run folder is touched."""
@@ -88,7 +94,7 @@ def run_sweep(
         problem = backend_classes[name].check_options(options)
         if problem:
             raise UserError(problem)
-    cells = config.cells()
+    cells = _cells_of(config, shard)
     thread_counts = sorted({c.threads for c in cells})
     check_models(
         list(refs.values()),
@@ -104,6 +110,8 @@ def run_sweep(
     peaks = {t: _peaks(peak, cache_dir, t) for t in thread_counts}
     environment["peaks"] = {str(t): p for t, p in peaks.items() if p}
     recorded = {"profile": profile or config.name, "started_at": dt.datetime.now().isoformat()}
+    recorded.update({"shard": str(shard)} if shard else {})
+    budget = BudgetClock(cells, run_dir.parent, budget_s) if budget_s else None
     session = start_session(run_dir, {**config.to_dict(), **recorded}, environment)
     # Every row carries what the CPU can do natively, so a slow bf16 cell explains itself.
     caps = {
@@ -122,7 +130,7 @@ def run_sweep(
                 continue
             if events.on_cell_start:
                 events.on_cell_start(cell)
-            record = _static_verdict(cell, refs[cell.model], backend_classes[cell.backend])
+            record = _static_verdict(cell, refs[cell.model], backend_classes[cell.backend], budget)
             if record is None:
                 record = run_repeats(cell, refs[cell.model], config, run_dir, cache_dir)
             pinned = ",".join(map(str, pin_cpus(cell.threads))) if config.pin else ""
@@ -161,15 +169,25 @@ def _in_sweep_order(done: dict[str, dict[str, Any]], cells: list[Cell]) -> list[
     return sorted(done.values(), key=lambda r: order.get(r["cell_key"], len(order)))
 
 
-def _static_verdict(cell: Cell, ref: ModelRef, backend_cls: Any) -> dict[str, Any] | None:
-    """Rows decided without starting a worker: engine missing, or combination not supported."""
+def _cells_of(config: SweepConfig, shard: Shard | None) -> list[Cell]:
+    cells = shard.select(config.cells()) if shard else config.cells()
+    if not cells:
+        raise UserError(f"shard {shard} of this sweep holds no cell; use fewer shards")
+    return cells
+
+
+def _static_verdict(
+    cell: Cell, ref: ModelRef, backend_cls: Any, budget: BudgetClock | None = None
+) -> dict[str, Any] | None:
+    """Rows decided without starting a worker: engine missing, combination not supported, or
+    no time left in the budget."""
     available = backend_cls.availability()
     if not available.ok:
         return {"status": UNAVAILABLE, "reason": available.reason}
     reason = backend_cls.unsupported_reason(ref, cell.precision)
     if reason:
         return {"status": UNSUPPORTED, "reason": reason}
-    return None
+    return budget.verdict(cell) if budget else None
 
 
 def _finish(record: dict[str, Any], cell: Cell, run_id: str) -> dict[str, Any]:

@@ -16,15 +16,18 @@ UNSUPPORTED = "unsupported"
 UNAVAILABLE = "unavailable"
 ERROR = "error"
 TIMEOUT = "timeout"
+#: Left out of a sweep run under `--budget`: it did not fit the time (the reason says so).
+SKIPPED = "skipped"
 
-STATUSES = (OK, ACCURACY_FAIL, UNSUPPORTED, UNAVAILABLE, ERROR, TIMEOUT)
+STATUSES = (OK, ACCURACY_FAIL, UNSUPPORTED, UNAVAILABLE, ERROR, TIMEOUT, SKIPPED)
 
 #: Cells that were timed: their numbers exist.
 MEASURED = frozenset({OK, ACCURACY_FAIL})
 #: Cells that tried and failed: in a comparison, ok -> one of these is a regression.
 FAILED = frozenset({ERROR, TIMEOUT, ACCURACY_FAIL})
 #: Cells that never ran at all.
-NOT_RUN = frozenset({UNSUPPORTED, UNAVAILABLE})
+NOT_RUN = frozenset({UNSUPPORTED, UNAVAILABLE, SKIPPED})
 #: Statuses `--resume` runs again; every other recorded cell is kept as it is. `unavailable`
-#: is retried because the fix (installing the engine, a free GPU) often comes between sessions.
-RETRY_ON_RESUME = frozenset({ERROR, TIMEOUT, UNAVAILABLE})
+#: is retried because the fix (installing the engine, a free GPU) often comes between sessions;
+#: `skipped` because a resume is how a budgeted sweep goes on.
+RETRY_ON_RESUME = frozenset({ERROR, TIMEOUT, UNAVAILABLE, SKIPPED})

@@ -94,6 +94,7 @@ COLUMNS = (
     "wall_s",
     "cell_key",
     "run_id",
+    "shard",
     "schema_version",
 )
 # Everything else is a number (empty = not applicable).
@@ -118,6 +119,7 @@ TEXT_COLUMNS = frozenset(
         "engine_versions",
         "cell_key",
         "run_id",
+        "shard",
     }
 )
 NUMERIC = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)

@@ -1,0 +1,68 @@
+"""Shards of one sweep, run for real, merged into one run folder; mixed sweeps refused."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from inferbench.config import load_profile
+from inferbench.errors import UserError
+from inferbench.merge import merge_runs
+from inferbench.runner import run_sweep
+from inferbench.shard import Shard
+from inferbench.status import SKIPPED
+from tests.conftest import FAST_MEASURE, fake_sweep
+
+
+def _smoke():  # type: ignore[no-untyped-def]
+    return replace(load_profile("smoke"), measure=FAST_MEASURE)
+
+
+@pytest.mark.slow
+def test_three_smoke_shards_merge_into_the_whole_sweep(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    config = _smoke()
+    shards = []
+    for i in (1, 2, 3):
+        run_dir = tmp_path / "results" / f"shard-{i}"
+        try:
+            run_sweep(config, run_dir, cache_dir=tmp_path / "cache", shard=Shard(i, 3))
+        except UserError as exc:  # a shard may hold no cell of a small sweep
+            assert "holds no cell" in str(exc)
+            continue
+        assert json.loads((run_dir / "config.json").read_text())["shard"] == f"{i}/3"
+        shards.append(run_dir)
+    merged = merge_runs(shards, tmp_path / "results" / "merged")
+    assert merged.missing == []
+    rows = pd.read_csv(tmp_path / "results" / "merged" / "results.csv")
+    assert sorted(rows["cell_key"]) == sorted(c.key for c in config.cells())
+    assert (rows["status"] == "ok").all()
+    assert set(rows["shard"]) == {json.loads((d / "config.json").read_text())["shard"] for d in shards}
+    assert len(list((tmp_path / "results" / "merged" / "envs").glob("*.json"))) == len(shards)
+
+
+def test_merge_refuses_shards_of_different_sweeps_and_reports_missing(tmp_path: Path) -> None:
+    config = fake_sweep(["tests.fakes:FakeBackend"], batch_sizes=(1, 2, 3, 4))
+    first = tmp_path / "a"
+    run_sweep(config, first, cache_dir=tmp_path / "cache", shard=Shard(1, 2))
+    other = tmp_path / "b"
+    run_sweep(
+        replace(config, batch_sizes=(1, 2, 3, 4, 5)), other, cache_dir=tmp_path / "cache", shard=Shard(2, 2)
+    )
+    with pytest.raises(UserError, match=r"not shards of one sweep \(batch_sizes"):
+        merge_runs([first, other], tmp_path / "merged")
+    partial = merge_runs([first], tmp_path / "partial")
+    held = {key for key in (json.loads(p.read_text())["cell_key"] for p in (first / "cells").glob("*.json"))}
+    assert len(partial.missing) == len(config.cells()) - len(held) > 0
+
+
+def test_budget_turns_cells_that_do_not_fit_into_skipped_rows(tmp_path: Path) -> None:
+    config = fake_sweep(["tests.fakes:FakeBackend"], batch_sizes=(1, 2, 3))
+    # Nothing in history: every cell is estimated at the default, far over a 1 s budget.
+    records = run_sweep(config, tmp_path / "run", cache_dir=tmp_path / "cache", budget_s=1.0)
+    assert [r["status"] for r in records] == [SKIPPED] * 3
+    assert all("budget" in r["reason"] for r in records)
