@@ -38,7 +38,9 @@ def run_command(
     cache_dir: Path | None = None,
     progress: bool = False,
     reports_dir: Path | None = Path("reports"),
+    history: str | None = None,
 ) -> int:
+    """`history`: the database URL this sweep is appended to at its end (None: not recorded)."""
     config = load_profile(profile).with_overrides(
         models=models,
         backends=backends,
@@ -63,6 +65,10 @@ def run_command(
         records = run_sweep(config, run_dir, resume=resume, cache_dir=cache_dir, events=events, peak=peak)
     _print_summary(records)
     console.print(f"results: {run_dir / 'results.csv'}")
+    if history is not None:
+        from inferbench.history.commands import record_run
+
+        record_run(run_dir, history)  # warns on failure, never raises: the run is saved already
     if reports_dir is not None:
         report_command(run_dir, reports_dir)
     return 0

@@ -166,3 +166,9 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[st
     env_path = run_dir / "env.json"
     env = json.loads(env_path.read_text()) if env_path.is_file() else {}
     return to_frame(records), records, env
+
+
+def load_config(run_dir: Path) -> dict[str, Any]:
+    """The sweep a run folder was asked for (`config.json`); empty when it has none."""
+    path = run_dir / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
