@@ -193,7 +193,7 @@ def test_urls_and_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_fingerprint_and_commit(tmp_path: Path) -> None:
     base = machine_from_env(env())
-    assert machine_from_env(env(memory_gb=23.6)).fingerprint == base.fingerprint  # jitter, same box
+    assert machine_from_env(env(memory_gb=23.45)).fingerprint == base.fingerprint  # jitter, same box
     assert machine_from_env(env(cpu="Other CPU")).fingerprint != base.fingerprint
     assert len(base.fingerprint) == 12 and base.label.startswith("Test CPU 9000, 2 CPUs, 23 GiB, avx2+fma")
     assert project_commit(tmp_path) == Commit(None, None)  # not a git checkout

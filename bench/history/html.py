@@ -54,7 +54,8 @@ def _figure(title: str, group: list[Series], metric: Metric, colours: dict[str, 
     for series in group:
         pts = series.points
         colour = colours[series.fingerprint]
-        name = f"{series.fingerprint} {series.machine}"[:80]
+        # Plotly renders a subset of HTML in text (<b>, <a href>): user strings go in as entities.
+        name = _e(f"{series.fingerprint} {series.machine}"[:80])
         error: dict[str, Any] | None = None
         if metric.ci_low and metric.ci_high and pts[metric.ci_low].notna().any():
             error = {
@@ -66,7 +67,7 @@ def _figure(title: str, group: list[Series], metric: Metric, colours: dict[str, 
                 "thickness": 1,
             }
         hover = [
-            f"run {r['run_id']}<br>{_commit(r)}<br>machine {series.fingerprint}" for _, r in pts.iterrows()
+            f"run {_e(r['run_id'])}<br>{_e(_commit(r))}<br>machine {series.fingerprint}" for _, r in pts.iterrows()
         ]
         fig.add_trace(
             go.Scatter(
@@ -82,11 +83,12 @@ def _figure(title: str, group: list[Series], metric: Metric, colours: dict[str, 
         )
         _mark_steps(fig, series, metric, colour)
     fig.update_layout(
-        title=title,
+        title=_e(title),
         xaxis_title="run time (UTC)",
         yaxis_title=metric.label,
-        height=380,
-        legend={"orientation": "h", "y": -0.25},
+        height=420,
+        legend={"orientation": "h", "yanchor": "top", "y": -0.3},
+        margin={"b": 120},
     )
     return fig
 
