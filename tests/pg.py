@@ -36,7 +36,10 @@ def server_binaries() -> tuple[Path | None, str]:
     for folder in candidates:
         if (folder / "initdb").is_file() and (folder / "postgres").is_file():
             return folder, ""
-    return None, "no PostgreSQL server binaries (make test installs Debian's postgresql when root + apt allow)"
+    return (
+        None,
+        "no PostgreSQL server binaries (make test installs Debian's postgresql when root + apt allow)",
+    )
 
 
 def _free_port() -> int:

@@ -104,7 +104,11 @@ def test_check_exit_codes(history_url: str, tmp_path: Path, capsys: pytest.Captu
     capsys.readouterr()
     assert main(["history", "--history", history_url, "--check", "--no-html"]) == 1
     err = capsys.readouterr().err
-    assert "REGRESSION" in err and "mlp onnxruntime fp32 b1" in err and "tiny-cnn" not in err.split("REGRESSION")[-1]
+    assert (
+        "REGRESSION" in err
+        and "mlp onnxruntime fp32 b1" in err
+        and "tiny-cnn" not in err.split("REGRESSION")[-1]
+    )
     # Faster is not a regression: throughput went down only for the slower cell.
     assert main(["history", "--history", history_url, "--check", "--no-html", "--model", "tiny-cnn"]) == 0
     assert main(["history", "--history", history_url, "--check", "--no-html", "--metric", "throughput"]) == 1
@@ -187,7 +191,7 @@ def test_urls_and_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert db.normalize_url("x/h.sqlite") == "sqlite:///x/h.sqlite"
     assert "secret" not in db.safe_url("postgresql://u:secret@db/h")
     for bad in ("nosuchdb+driver://", "postgresql://u@h:notaport/db", "sqlite://relative"):
-        with pytest.raises(UserError, match="history: (cannot use|not a database URL)"):
+        with pytest.raises(UserError, match=r"history: (cannot use|not a database URL)"):
             db.connect(bad)
 
 

@@ -56,7 +56,11 @@ def test_bmf_validates_against_the_documented_schema(run_dir: Path, tmp_path: Pa
     bmf = json.loads(out.read_text())
     jsonschema.validate(bmf, BMF_SCHEMA)
     # The names Bencher will show, one per measured cell; the failed cell has no numbers.
-    assert set(bmf) == {"mlp/onnxruntime/fp32/b1/t2", "tiny-cnn/openvino/int8/b8/t2", "mlp/openvino/fp32/b4/t2/throughput"}
+    assert set(bmf) == {
+        "mlp/onnxruntime/fp32/b1/t2",
+        "tiny-cnn/openvino/int8/b8/t2",
+        "mlp/openvino/fp32/b4/t2/throughput",
+    }
     latency = bmf["mlp/onnxruntime/fp32/b1/t2"]["latency"]
     # Bencher's built-in latency measure is in nanoseconds.
     assert latency == {"value": 2.0e6, "lower_value": 2.0e6 * 0.99, "upper_value": 2.0e6 * 1.01}

@@ -94,7 +94,16 @@ def test_run_appends_to_the_history_by_default(tmp_path: Path, monkeypatch: pyte
     monkeypatch.delenv("INFERBENCH_HISTORY", raising=False)
     results = tmp_path / "results"
     common = ["run", "--profile", "smoke", "-m", "tests.fakes:numpy_model", "-b", "tests.fakes:FakeBackend"]
-    common += ["--batch-size", "1", "--mode", "latency", "--results-dir", str(results), "--no-report", "--no-progress"]
+    common += [
+        "--batch-size",
+        "1",
+        "--mode",
+        "latency",
+        "--results-dir",
+        str(results),
+        "--no-report",
+        "--no-progress",
+    ]
     assert main([*common, "--run-id", "a", "--no-history"]) == 0
     assert not (results / "history.sqlite").exists()
     assert main([*common, "--run-id", "b"]) == 0

@@ -10,7 +10,10 @@ from typing import Any
 from inferbench.errors import UserError
 from inferbench.history.changepoints import CHECK_PENALTY_FACTOR, METRICS
 
-_URL_HELP = "history database: a path or URL (sqlite:///file, postgresql://...); default $INFERBENCH_HISTORY, else results/history.sqlite"
+_URL_HELP = (
+    "history database: a path or URL (sqlite:///file, postgresql://...); "
+    "default $INFERBENCH_HISTORY, else results/history.sqlite"
+)
 
 
 def add_run_flags(run: argparse.ArgumentParser) -> None:
@@ -65,7 +68,7 @@ def add_parsers(sub: Any) -> None:
         "--penalty",
         type=float,
         default=CHECK_PENALTY_FACTOR,
-        help=f"--check's detector penalty factor: higher = fewer, larger steps (default {CHECK_PENALTY_FACTOR})",
+        help=f"--check's penalty factor: higher = fewer, larger steps (default {CHECK_PENALTY_FACTOR})",
     )
     history.set_defaults(func=cmd_history)
     nested = history.add_subparsers(dest="history_command", parser_class=type(history))

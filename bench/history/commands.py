@@ -59,7 +59,7 @@ def _require_existing(url: str) -> None:
 
 def history_command(
     url: str,
-    filters: Filters = Filters(),
+    filters: Filters | None = None,
     *,
     metric: str = "p50",
     html_path: Path | None = Path("reports/history.html"),
@@ -78,7 +78,7 @@ def history_command(
     _require_existing(url)
     engine = connect(url)
     try:
-        points = load_points(engine, filters)
+        points = load_points(engine, filters or Filters())
     finally:
         engine.dispose()
     if points.empty:
@@ -108,7 +108,9 @@ def history_command(
 
 
 def _machines(points: pd.DataFrame) -> pd.DataFrame:
-    grouped = points.groupby("fingerprint", sort=False).agg(label=("machine", "first"), runs=("run_id", "nunique"))
+    grouped = points.groupby("fingerprint", sort=False).agg(
+        label=("machine", "first"), runs=("run_id", "nunique")
+    )
     return grouped.reset_index()
 
 
@@ -130,7 +132,9 @@ def _print_series(series: list[Series], metric: Metric) -> None:
         )
     console.print(table)
     if len(series) > SHOW_POINTS:
-        console.print(f"{len(series)} series; narrow the filters to {SHOW_POINTS} or fewer to list every point")
+        console.print(
+            f"{len(series)} series; narrow the filters to {SHOW_POINTS} or fewer to list every point"
+        )
         return
     for s in series:
         points = Table(title=f"{s.title} on {s.fingerprint} ({s.machine})")

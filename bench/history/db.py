@@ -138,7 +138,7 @@ def connect(url: str) -> Engine:
     elif parsed.get_backend_name() == "postgresql" and importlib.util.find_spec("psycopg") is None:
         raise UserError("history: PostgreSQL needs psycopg: pip install 'inferbench[postgres]'")
     try:
-        engine = sa.create_engine(parsed, **kwargs)  # type: ignore[arg-type]
+        engine = sa.create_engine(parsed, **kwargs)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
         reason = str(exc).strip().splitlines()[0]
         raise UserError(f"history: cannot use {safe_url(url)}: {reason}") from None

@@ -38,7 +38,9 @@ def _number(value: Any, scale: float = 1.0) -> float | None:
     return float(value) * scale
 
 
-def _measure(record: dict[str, Any], value: str, low: str | None, high: str | None, scale: float) -> dict[str, float]:
+def _measure(
+    record: dict[str, Any], value: str, low: str | None, high: str | None, scale: float
+) -> dict[str, float]:
     found: dict[str, float] = {}
     for key, column in (("value", value), ("lower_value", low), ("upper_value", high)):
         number = _number(record.get(column), scale) if column else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import itertools
 from typing import Any
 
 import pandas as pd
@@ -67,7 +68,8 @@ def _figure(title: str, group: list[Series], metric: Metric, colours: dict[str, 
                 "thickness": 1,
             }
         hover = [
-            f"run {_e(r['run_id'])}<br>{_e(_commit(r))}<br>machine {series.fingerprint}" for _, r in pts.iterrows()
+            f"run {_e(r['run_id'])}<br>{_e(_commit(r))}<br>machine {series.fingerprint}"
+            for _, r in pts.iterrows()
         ]
         fig.add_trace(
             go.Scatter(
@@ -102,7 +104,7 @@ def _mark_steps(fig: Any, series: Series, metric: Metric, colour: str) -> None:
     bounds = [0, *(s.index for s in series.steps), len(pts)]
     xs: list[Any] = []
     ys: list[Any] = []
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         mean = float(pts[metric.column].iloc[a:b].mean())
         xs += [pts["run_time"].iloc[a], pts["run_time"].iloc[b - 1], None]
         ys += [mean, mean, None]
@@ -175,12 +177,20 @@ def render_history(series: list[Series], metric: Metric, machines: pd.DataFrame,
     head = "".join(
         f'<th class="s">{h}</th>' if i in (0, 1, 7, 8) else f"<th>{h}</th>"
         for i, h in enumerate(
-            ("cell", "machine", "points", "first", "latest", "latest vs first", "change-points", "last step", "check")
+            (
+                "cell",
+                "machine",
+                "points",
+                "first",
+                "latest",
+                "latest vs first",
+                "change-points",
+                "last step",
+                "check",
+            )
         )
     )
-    rows = "".join(
-        _summary_row(s, metric, anchors[(s.cell_key, s.settings_hash)]) for s in series
-    )
+    rows = "".join(_summary_row(s, metric, anchors[(s.cell_key, s.settings_hash)]) for s in series)
     machine_rows = "".join(
         f'<tr><td class="s"><span style="color:{colours.get(r.fingerprint, "#000")}">&#9632;</span> '
         f'{_e(r.fingerprint)}</td><td class="s">{_e(r.label)}</td><td>{int(r.runs)}</td></tr>'
@@ -190,9 +200,8 @@ def render_history(series: list[Series], metric: Metric, machines: pd.DataFrame,
     for key, group in by_cell.items():
         title = group[0].title + (f" (settings {group[0].settings_hash})" if group[0].settings_hash else "")
         fig = _figure(title, group, metric, colours)
-        charts.append(
-            f'<div class="chart" id="{anchors[key]}">{pio.to_html(fig, include_plotlyjs=False, full_html=False)}</div>'
-        )
+        chart = pio.to_html(fig, include_plotlyjs=False, full_html=False)
+        charts.append(f'<div class="chart" id="{anchors[key]}">{chart}</div>')
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>InferBench history</title>"

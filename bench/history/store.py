@@ -44,7 +44,7 @@ def append_run(
         if not rows:
             return 0
         _ensure_machine(conn, machine)
-        run_ref = conn.execute(
+        inserted = conn.execute(
             runs.insert().values(
                 run_id=run_dir.name,
                 run_path=str(run_dir.resolve()),
@@ -56,7 +56,8 @@ def append_run(
                 recorded_at=now or utc_now(),
                 source=source,
             )
-        ).inserted_primary_key[0]
+        ).inserted_primary_key
+        run_ref = inserted[0] if inserted else None
         conn.execute(results.insert(), [{**row, "run_ref": run_ref} for row in rows])
     return len(rows)
 
@@ -177,8 +178,9 @@ POINT_COLUMNS = (
 )
 
 
-def load_points(engine: Engine, filters: Filters = Filters()) -> pd.DataFrame:
+def load_points(engine: Engine, filters: Filters | None = None) -> pd.DataFrame:
     """Every recorded cell matching `filters`, oldest first, one row per (run, cell)."""
+    filters = filters or Filters()
     columns = [
         machines.c.fingerprint,
         machines.c.label.label("machine"),

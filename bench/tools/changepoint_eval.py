@@ -56,7 +56,9 @@ def evaluate(series: int, noise: float, step: float, before: int, tolerance: int
             f"check fails on the newest point {checks / series:5.1%}"
         )
     per_call = 1000 * (time.perf_counter() - started) / calls
-    lines.append(f"{series} series per row, noise {noise:.0%}, tolerance ±{tolerance}; {per_call:.2f} ms/call")
+    lines.append(
+        f"{series} series per row, noise {noise:.0%}, tolerance ±{tolerance}; {per_call:.2f} ms/call"
+    )
     return lines
 
 
