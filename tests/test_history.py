@@ -49,9 +49,10 @@ def test_two_sweeps_round_trip(history_url: str, tmp_path: Path) -> None:
         points = load_points(engine)
         mlp_only = load_points(engine, Filters(models=("mlp",), batch_sizes=(1,)))
         none = load_points(engine, Filters(machine="no such machine"))
+        other_profile = load_points(engine, Filters(profiles=("gate-cpu",)))
     finally:
         engine.dispose()
-    assert len(points) == 4 and len(none) == 0
+    assert len(points) == 4 and len(none) == 0 and len(other_profile) == 0
     assert list(mlp_only["run_id"]) == ["run-1", "run-2"]
     assert list(mlp_only["latency_p50_ms"]) == [2.0, 2.1]
     row = points[points["run_id"] == "run-2"].iloc[0]

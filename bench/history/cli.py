@@ -54,6 +54,7 @@ def add_parsers(sub: Any) -> None:
     history.add_argument("--batch-size", action="append")
     history.add_argument("--threads", action="append")
     history.add_argument("--mode", action="append")
+    history.add_argument("--profile", action="append", help="only runs of these profiles (e.g. gate-cpu)")
     history.add_argument("--machine", default="", help="fingerprint prefix or part of the CPU/GPU name")
     history.add_argument("--metric", default="p50", choices=tuple(METRICS))
     history.add_argument("--out", type=Path, default=Path("reports/history.html"))
@@ -99,6 +100,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         batch_sizes=_ints(args.batch_size, "batch sizes"),
         threads=_ints(args.threads, "threads"),
         modes=_split(args.mode),
+        profiles=_split(args.profile),
         machine=args.machine.strip(),
     )
     return history_command(

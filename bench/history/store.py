@@ -151,6 +151,7 @@ class Filters:
     batch_sizes: tuple[int, ...] = ()
     threads: tuple[int, ...] = ()
     modes: tuple[str, ...] = ()
+    profiles: tuple[str, ...] = ()
     machine: str = ""  # a fingerprint prefix, or part of the machine's label (CPU model, ...)
 
 
@@ -204,6 +205,7 @@ def load_points(engine: Engine, filters: Filters | None = None) -> pd.DataFrame:
         (results.c.batch_size, filters.batch_sizes),
         (results.c.threads, filters.threads),
         (results.c.mode, filters.modes),
+        (runs.c.profile, filters.profiles),
     ):
         if wanted:
             query = query.where(column.in_(_values(wanted)))
