@@ -34,6 +34,34 @@ def append_run(
     `commit` is the project checkout's when the run has just finished; an imported folder
     passes Commit(None, None), since today's checkout says nothing about an old run."""
     _, records, env = load_run(run_dir)
+    return append_records(
+        engine,
+        records,
+        env,
+        run_id=run_dir.name,
+        run_path=str(run_dir.resolve()),
+        profile=str(load_config(run_dir).get("name") or ""),
+        run_time=_run_time(env, run_dir),
+        commit=commit,
+        source=source,
+        now=now,
+    )
+
+
+def append_records(
+    engine: Engine,
+    records: list[dict[str, Any]],
+    env: dict[str, Any],
+    *,
+    run_id: str,
+    run_path: str,
+    profile: str,
+    run_time: dt.datetime,
+    commit: Commit,
+    source: str = "run",
+    now: dt.datetime | None = None,
+) -> int:
+    """Append cell records (one sweep, measured on the machine `env` describes)."""
     if not records:
         return 0
     machine = machine_from_env(env)
@@ -46,13 +74,13 @@ def append_run(
         _ensure_machine(conn, machine)
         inserted = conn.execute(
             runs.insert().values(
-                run_id=run_dir.name,
-                run_path=str(run_dir.resolve()),
-                profile=str(load_config(run_dir).get("name") or ""),
+                run_id=run_id,
+                run_path=run_path,
+                profile=profile,
                 fingerprint=machine.fingerprint,
                 git_commit=commit.sha,
                 git_dirty=commit.dirty,
-                run_time=_run_time(env, run_dir),
+                run_time=run_time,
                 recorded_at=now or utc_now(),
                 source=source,
             )
