@@ -26,6 +26,9 @@ PENALTY_FACTOR = 1.5
 # about 1 night in 300 (docs/history.md has the rates); a 10% step is still seen at once.
 CHECK_PENALTY_FACTOR = 2.0
 MIN_POINTS = 4  # fewer points than this cannot show a step against noise
+# `--check` judges a series only from this many points on: below it the noise estimate rests
+# on a handful of differences, and a flat 10-point series already fails 4% of nights.
+MIN_CHECK_POINTS = 8
 NOISE_FLOOR = 1e-4  # relative; identical values would otherwise make every wiggle a step
 SAME_STEP = 2  # points: a step found again this far from where it was is the same step
 
@@ -135,6 +138,8 @@ def new_regression(
     by at least `min_change`, and that step was not there before the newest point arrived
     (a large step is seen at the newest point itself, a small one a few points later; either
     way it is reported once, on the night it becomes visible)."""
+    if len(values) < MIN_CHECK_POINTS:
+        return None
     found = steps(values, higher_is_worse, floor, penalty_factor)
     if not found:
         return None

@@ -99,8 +99,8 @@ def history_command(
     for s, step in flagged:
         newest = s.points.iloc[-1]
         console.print(
-            f"[bold red]REGRESSION[/] {s.title} on {s.fingerprint}: {chosen.label} {step.change:+.1%} "
-            f"from point {step.index + 1} of {len(s.points)} (newest run {newest['run_id']})"
+            f"[bold red]REGRESSION[/] {s.title} on {s.fingerprint}: {chosen.label} {step.change:+.1%}, "
+            f"a step starting at point {step.index + 1} of {len(s.points)} (newest run {newest['run_id']})"
         )
     if not flagged:
         console.print(f"history check: no new step for the worse in {len(series)} series ({metric})")
@@ -116,8 +116,9 @@ def _machines(points: pd.DataFrame) -> pd.DataFrame:
 
 def _print_series(series: list[Series], metric: Metric) -> None:
     table = Table(title=f"history: {metric.label}")
-    for col in ("cell", "machine", "points", "latest", "vs first", "change-points", "check"):
-        table.add_column(col, no_wrap=True)
+    for col in ("cell", "machine", "n", "latest", "vs first", "steps@point", "check"):
+        # Numbers never wrap or shrink to an ellipsis; the cell name and the steps may wrap.
+        table.add_column(col, no_wrap=col not in ("cell", "steps@point"), min_width=len(col))
     for s in series:
         values = s.points[metric.column].astype(float)
         table.add_row(

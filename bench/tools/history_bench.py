@@ -131,7 +131,8 @@ def main() -> None:
     engine.dispose()
     print(f"{engine.dialect.name}: {len(grid)} cells per sweep")
     print(
-        f"append from a run folder ({args.samples} samples/cell): median {statistics.median(folder_times):.3f} s "
+        f"append from a run folder ({args.samples} samples/cell): "
+        f"median {statistics.median(folder_times):.3f} s "
         f"(min {min(folder_times):.3f}, max {max(folder_times):.3f}; {args.repeats} sweeps)"
     )
     if db_times:
