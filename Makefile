@@ -21,7 +21,7 @@ BASE ?=
 NEW ?=
 RUN ?=
 
-.PHONY: setup browser bench report compare merge gate baseline crosscheck peak test lint clean
+.PHONY: setup browser postgres bench report compare merge gate baseline crosscheck peak history nightly test lint clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,13 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 	  && (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1; } \
 	  || echo "chromium not installed: the browser test will be skipped"
+
+# The history tests also run against a real PostgreSQL server started from Debian's packages;
+# install it when we can (root + apt), else those tests skip.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq && apt-get install -y -qq postgresql) >/dev/null 2>&1; } \
+	  || echo "postgresql not installed: the PostgreSQL history tests will be skipped"
 
 bench: setup
 	$(PY) -m inferbench run --profile $(HW) $(if $(filter cpu,$(HW)),--peak measure) $(ARGS)
@@ -67,6 +74,18 @@ baseline: setup
 	$(PY) -m inferbench run --profile gate-$(HW) --run-id $(HW) --results-dir results/baselines --no-report --no-progress
 	rm -rf results/baselines/$(HW)/logs results/baselines/$(HW)/work
 
+# Series of every recorded cell (results/history.sqlite or $$INFERBENCH_HISTORY) and reports/history.html.
+history: setup
+	$(PY) -m inferbench history $(ARGS)
+
+# The scheduled job after merge: run the gate profile (appended to the history), then exit 1 if
+# the newest point of any cell starts a step for the worse, in latency or in throughput.
+nightly: setup
+	$(PY) -m inferbench run --profile gate-$(HW) --no-report --no-progress
+	$(PY) -m inferbench history --profile gate-$(HW) --check; latency=$$?; \
+	$(PY) -m inferbench history --profile gate-$(HW) --check --metric throughput --no-html; tput=$$?; \
+	exit $$(( latency > tput ? latency : tput ))
+
 # Our numbers beside OpenVINO's benchmark_app and ORT's own IO-binding loop, same files/settings.
 crosscheck: setup
 	$(PY) -m inferbench.tools.crosscheck $(ARGS)
@@ -75,7 +94,7 @@ crosscheck: setup
 peak: setup
 	$(PY) -m inferbench peak $(ARGS)
 
-test: setup browser
+test: setup browser postgres
 	$(PY) -m pytest $(ARGS)
 
 lint: setup

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from inferbench.errors import InternalError, UserError, first_line
+from inferbench.history import cli as history_cli
 from inferbench.procs import add_user_path
 from inferbench.shutdown import Terminated, stop_on_signals
 
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--reports-dir", type=Path, default=Path("reports"))
     run.add_argument("--no-report", action="store_true", help="skip the HTML report and summary.md")
+    history_cli.add_run_flags(run)
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser("report", help="write reports/<run-id>.html and summary.md for a run")
@@ -160,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="this CPU's capabilities and the backend x precision matrix")
     doctor.set_defaults(func=cmd_doctor)
+    history_cli.add_parsers(sub)
     return parser
 
 
@@ -186,6 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         reports_dir=None if args.no_report else args.reports_dir,
         shard=args.shard,
         budget=args.budget,
+        history=None if args.no_history else history_cli.resolve_run_url(args.history, args.results_dir),
     )
 
 

@@ -42,7 +42,9 @@ def run_command(
     reports_dir: Path | None = Path("reports"),
     shard: str | None = None,
     budget: str | None = None,
+    history: str | None = None,
 ) -> int:
+    """`history`: the database URL this sweep is appended to at its end (None: not recorded)."""
     from inferbench.budget import parse_budget
     from inferbench.shard import parse_shard
 
@@ -97,6 +99,10 @@ def run_command(
         raise InternalError(f"{type(exc).__name__}: {first_line(exc)}", log_dir=run_dir / "logs") from exc
     _print_summary(records)
     console.print(f"results: {run_dir / 'results.csv'}")
+    if history is not None:
+        from inferbench.history.commands import record_run
+
+        record_run(run_dir, history)  # warns on failure, never raises: the run is saved already
     if reports_dir is not None:
         report_command(run_dir, reports_dir)
     return 0

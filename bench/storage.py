@@ -243,3 +243,9 @@ def latest_run(results_dir: Path, profile: str) -> Path | None:
             continue
         runs.append((str(config.get("started_at", "")), config_path.stat().st_mtime, run_dir.name, run_dir))
     return max(runs)[3] if runs else None
+
+
+def load_config(run_dir: Path) -> dict[str, Any]:
+    """The sweep a run folder was asked for (`config.json`); empty when it has none."""
+    path = run_dir / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

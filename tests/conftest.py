@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,26 @@ def run_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """One throw-away PostgreSQL server for the session (skipped, with the reason, if none)."""
+    from tests.pg import postgres_server, server_binaries
+
+    bindir, why = server_binaries()
+    if bindir is None:
+        pytest.skip(why)
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same history tests against the embedded SQLite file and a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'history.sqlite'}"
+    from tests.pg import create_database
+
+    base = request.getfixturevalue("pg_server")
+    return create_database(base, f"t_{uuid.uuid4().hex[:12]}")

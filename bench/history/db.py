@@ -1,0 +1,192 @@
+"""The history database: schema, versioned migrations, connection by URL.
+
+SQLAlchemy Core, so one piece of code serves the embedded SQLite file and a team's
+PostgreSQL server. The schema is versioned in its own table; the tool creates it on first use
+and migrates older databases forward, step by step, in one transaction. A database newer than
+this tool is refused rather than half-understood.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from inferbench.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+machines = sa.Table(
+    "machines",
+    metadata,
+    sa.Column("fingerprint", sa.String(16), primary_key=True),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("cpu_model", sa.Text, nullable=False),
+    sa.Column("isa", sa.Text, nullable=False),
+    sa.Column("logical_cpus", sa.Integer),
+    sa.Column("memory_gb", sa.Float),
+    sa.Column("gpu", sa.Text, nullable=False),
+)
+
+# One row per append: a finished sweep, a gate run, or an imported run folder.
+# Times are naive UTC: SQLite keeps no zone, and both backends then read back the same values.
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("run_path", sa.Text, nullable=False),
+    sa.Column("profile", sa.Text, nullable=False),
+    sa.Column("fingerprint", sa.String(16), sa.ForeignKey("machines.fingerprint"), nullable=False),
+    sa.Column("git_commit", sa.String(64)),
+    sa.Column("git_dirty", sa.Boolean),
+    sa.Column("run_time", sa.DateTime(), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Index("ix_runs_fingerprint_time", "fingerprint", "run_time"),
+)
+
+# The summary numbers of one cell; the raw samples stay in the run folder (runs.run_path).
+METRIC_COLUMNS = (
+    "latency_p50_ms",
+    "latency_p50_ci_low_ms",
+    "latency_p50_ci_high_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "latency_mean_ms",
+    "latency_std_ms",
+    "throughput_sps",
+    "throughput_ci_low_sps",
+    "throughput_ci_high_sps",
+)
+results = sa.Table(
+    "results",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_ref", sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    # A hash of the whole cell record (and machine): appending the same run twice (resume,
+    # import of a folder already recorded) adds nothing.
+    sa.Column("digest", sa.String(32), nullable=False, unique=True),
+    sa.Column("cell_key", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("backend", sa.Text, nullable=False),
+    sa.Column("precision", sa.Text, nullable=False),
+    sa.Column("batch_size", sa.Integer, nullable=False),
+    sa.Column("threads", sa.Integer, nullable=False),
+    sa.Column("mode", sa.Text, nullable=False),
+    sa.Column("settings_hash", sa.Text),
+    sa.Column("status", sa.Text, nullable=False),
+    *(sa.Column(name, sa.Float) for name in METRIC_COLUMNS),
+    sa.Column("iterations", sa.Integer),
+    sa.Column("repeats", sa.Integer),
+    sa.Column("capped", sa.Boolean),
+    sa.Column("interfered", sa.Boolean),
+    sa.Index("ix_results_cell", "model", "backend", "precision", "batch_size"),
+    sa.Index("ix_results_run", "run_ref"),
+)
+
+# Migration from version v to v + 1; each runs inside the upgrade's transaction.
+Migration = Callable[[Connection], None]
+MIGRATIONS: dict[int, Migration] = {}
+
+
+def normalize_url(url: str) -> str:
+    """A SQLAlchemy URL from what a user types: a plain path is a SQLite file, and
+    `postgresql://` means psycopg 3 (SQLAlchemy's own default would be psycopg2)."""
+    if "://" not in url:
+        return f"sqlite:///{Path(url).expanduser()}"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, for messages."""
+    try:
+        return sa.make_url(normalize_url(url)).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        return "<malformed URL>"
+
+
+def connect(url: str) -> Engine:
+    """An engine on `url` with the schema created or migrated to SCHEMA_VERSION."""
+    try:
+        parsed = sa.make_url(normalize_url(url))
+    except (sa.exc.ArgumentError, ValueError):
+        raise UserError(f"history: not a database URL or path: {safe_url(url)}") from None
+    kwargs: dict[str, object] = {}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # Two sweeps finishing together wait for each other's write instead of failing.
+        kwargs["connect_args"] = {"timeout": 30}
+    elif parsed.get_backend_name() == "postgresql" and importlib.util.find_spec("psycopg") is None:
+        raise UserError("history: PostgreSQL needs psycopg: pip install 'inferbench[postgres]'")
+    try:
+        engine = sa.create_engine(parsed, **kwargs)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise UserError(f"history: cannot use {safe_url(url)}: {reason}") from None
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_foreign_keys)
+    try:
+        with engine.begin() as conn:
+            migrate(conn)
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise UserError(f"history: cannot open {safe_url(url)}: {reason}") from None
+    except BaseException:
+        engine.dispose()  # close pooled connections now, not at garbage collection
+        raise
+    return engine
+
+
+def _sqlite_foreign_keys(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def current_version(conn: Connection) -> int | None:
+    """The stored schema version; None for an empty database."""
+    if not sa.inspect(conn).has_table("schema_version"):
+        return None
+    return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
+
+
+def migrate(conn: Connection, target: int = SCHEMA_VERSION) -> None:
+    """Create the schema in an empty database, or upgrade an older one to `target`."""
+    version = current_version(conn)
+    if version is None:
+        metadata.create_all(conn)
+        conn.execute(schema_version.insert().values(version=target))
+        return
+    if version > target:
+        raise UserError(
+            f"history: the database has schema version {version}, newer than this inferbench "
+            f"understands ({target}); upgrade inferbench"
+        )
+    while version < target:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise UserError(f"history: no migration from schema version {version} to {version + 1}")
+        log.info("history: migrating schema %d -> %d", version, version + 1)
+        step(conn)
+        version += 1
+        conn.execute(schema_version.update().values(version=version))

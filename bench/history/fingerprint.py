@@ -1,0 +1,93 @@
+"""Who measured: the machine's fingerprint and the project's git commit.
+
+A history series only means something on one machine: the fingerprint is a short stable hash
+of what decides speed (CPU model, ISA flags, logical CPUs, memory, GPU), read from a run's
+`env.json`, kept beside its readable parts so a person can tell two machines apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# The checkout the harness runs from (bench/history/ -> the repository root).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The facts that make two runs comparable, and their hash."""
+
+    cpu_model: str
+    isa: tuple[str, ...]
+    logical_cpus: int | None
+    memory_gb: float | None
+    gpu: str
+
+    @property
+    def fingerprint(self) -> str:
+        facts = [self.cpu_model, list(self.isa), self.logical_cpus, self.memory_gb, self.gpu]
+        return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        """A readable name: 'AMD EPYC, 2 CPUs, 23.4 GiB, avx2+fma' (+ the GPU)."""
+        parts = [self.cpu_model or "unknown CPU"]
+        if self.logical_cpus:
+            parts.append(f"{self.logical_cpus} CPUs")
+        if self.memory_gb:
+            parts.append(f"{self.memory_gb:g} GiB")
+        parts.append("+".join(self.isa) or "no listed ISA extensions")
+        if self.gpu:
+            parts.append(self.gpu)
+        return ", ".join(parts)
+
+
+def machine_from_env(env: dict[str, Any]) -> Machine:
+    """The machine of a run, from its `env.json` (missing facts stay empty, not guessed)."""
+    cpu = env.get("cpu") or {}
+    isa = tuple(sorted(flag for flag, present in (cpu.get("isa") or {}).items() if present))
+    gpu = env.get("gpu") or {}
+    memory = env.get("memory_gb")
+    # Memory is rounded to whole GiB: the kernel's total moves by a few MiB between boots.
+    return Machine(
+        cpu_model=str(cpu.get("model") or ""),
+        isa=isa,
+        logical_cpus=cpu.get("logical_cpus"),
+        memory_gb=float(round(memory)) if isinstance(memory, int | float) else None,
+        gpu=str(gpu.get("name") or "") if isinstance(gpu, dict) else "",
+    )
+
+
+@dataclass(frozen=True)
+class Commit:
+    """The project checkout's commit; both None when it is not a git checkout."""
+
+    sha: str | None
+    dirty: bool | None
+
+
+def project_commit(root: Path = PROJECT_ROOT) -> Commit:
+    """HEAD of the checkout and whether tracked files differ from it (untracked ones don't
+    change what runs). An installed copy or a missing git gives Commit(None, None)."""
+    try:
+        sha = _git(root, "rev-parse", "HEAD")
+        status = _git(root, "status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return Commit(None, None)
+    return Commit(sha.strip() or None, bool(status.strip()))
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(root), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=20,
+        stdin=subprocess.DEVNULL,
+    ).stdout
