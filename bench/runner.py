@@ -27,6 +27,7 @@ from inferbench.backends import load_backend
 from inferbench.budget import BudgetClock
 from inferbench.config import Cell, SweepConfig, settings_hash
 from inferbench.errors import UserError
+from inferbench.history.fingerprint import machine_from_env
 from inferbench.modelcheck import check_models
 from inferbench.models import ModelRef, resolve_model
 from inferbench.peak import get_peaks, load_peaks, percent_of_peak
@@ -114,7 +115,9 @@ def run_sweep(
     budget = BudgetClock(cells, run_dir.parent, budget_s) if budget_s else None
     session = start_session(run_dir, {**config.to_dict(), **recorded}, environment)
     # Every row carries what the CPU can do natively, so a slow bf16 cell explains itself.
+    machine = machine_from_env(environment)
     caps = {
+        "host": machine.fingerprint,  # the same fingerprint history keys on
         "cpu_native_bf16": environment["cpu"]["native_bf16"],
         "cpu_native_int8": environment["cpu"]["native_int8_dot"],
     }

@@ -95,6 +95,7 @@ COLUMNS = (
     "cell_key",
     "run_id",
     "shard",
+    "host",
     "schema_version",
 )
 # Everything else is a number (empty = not applicable).
@@ -120,6 +121,7 @@ TEXT_COLUMNS = frozenset(
         "cell_key",
         "run_id",
         "shard",
+        "host",
     }
 )
 NUMERIC = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)

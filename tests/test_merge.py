@@ -41,6 +41,11 @@ def test_three_smoke_shards_merge_into_the_whole_sweep(tmp_path: Path) -> None:
     rows = pd.read_csv(tmp_path / "results" / "merged" / "results.csv")
     assert sorted(rows["cell_key"]) == sorted(c.key for c in config.cells())
     assert (rows["status"] == "ok").all()
+    # Each row names the machine that measured it: the fingerprint history keys on.
+    from inferbench.history.fingerprint import machine_from_env
+
+    env = json.loads((shards[0] / "env.json").read_text())
+    assert set(rows["host"]) == {machine_from_env(env).fingerprint}
     assert set(rows["shard"]) == {json.loads((d / "config.json").read_text())["shard"] for d in shards}
     assert len(list((tmp_path / "results" / "merged" / "envs").glob("*.json"))) == len(shards)
 
