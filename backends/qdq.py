@@ -8,12 +8,12 @@ accepts only symmetric int8 activations (zero point 0), ONNX Runtime prefers asy
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from inferbench.util import cache_key
+from inferbench.artifacts import arrays_digest, file_digest, obtain
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,6 @@ class QdqSettings:
     activation_type: str = "uint8"  # "int8": symmetric activations, the only kind TensorRT takes
     # Op types whose inputs get Q/DQ pairs; empty = every op type the quantizer knows.
     op_types: tuple[str, ...] = ()
-
-    def key_parts(self) -> tuple[object, ...]:
-        # ONNX Runtime's default settings keep the key they always had (existing caches stay valid).
-        return () if self == QdqSettings() else (self.activation_type, self.op_types)
 
 
 #: ONNX Runtime CPU: per-channel int8 weights, asymmetric uint8 activations.
@@ -44,35 +40,43 @@ def static_qdq(
     calibration_samples: int,
     settings: QdqSettings = ORT_CPU,
 ) -> tuple[Path, bool]:
-    """Statically quantized copy of `path` in `folder` (cached); returns (path, from_cache)."""
+    """Statically quantized copy of `path`, published under `folder` and keyed by the source's
+    bytes, ONNX Runtime's version, the settings and the calibration data; returns (path,
+    from_cache)."""
     import onnxruntime
     from onnxruntime import quantization as q
 
-    key = cache_key(
-        onnxruntime.__version__, settings.tag, calibration_samples, path.stat().st_size, *settings.key_parts()
-    )
-    out = folder / f"{path.stem}.int8-{settings.tag}-{key}.onnx"
-    if out.is_file():
-        return out, True
-    tmp = out.with_suffix(".tmp.onnx")
-    prepped = folder / f"{path.stem}.preprocessed.onnx"
-    q.quant_pre_process(str(path), str(prepped), skip_symbolic_shape=True)
+    parts = {
+        "artifact": "static-qdq",
+        "source": file_digest(path),
+        "onnxruntime": onnxruntime.__version__,
+        "settings": asdict(settings),
+        "per_channel": True,
+        "calibration": arrays_digest(batches),
+        "calibration_samples": calibration_samples,
+    }
     symmetric = settings.activation_type == "int8"
-    extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else None
-    q.quantize_static(
-        str(prepped),
-        str(tmp),
-        CalibrationReader(batches),
-        quant_format=q.QuantFormat.QDQ,
-        op_types_to_quantize=list(settings.op_types) or None,
-        per_channel=True,
-        activation_type=q.QuantType.QInt8 if symmetric else q.QuantType.QUInt8,
-        weight_type=q.QuantType.QInt8,
-        calibrate_method=q.CalibrationMethod.MinMax,
-        extra_options=extra,
-    )
-    tmp.replace(out)
-    return out, False
+
+    def quantize(tmp: Path) -> None:
+        prepped = tmp / "preprocessed.onnx"
+        q.quant_pre_process(str(path), str(prepped), skip_symbolic_shape=True)
+        extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else None
+        q.quantize_static(
+            str(prepped),
+            str(tmp / "model.onnx"),
+            CalibrationReader(batches),
+            quant_format=q.QuantFormat.QDQ,
+            op_types_to_quantize=list(settings.op_types) or None,
+            per_channel=True,
+            activation_type=q.QuantType.QInt8 if symmetric else q.QuantType.QUInt8,
+            weight_type=q.QuantType.QInt8,
+            calibrate_method=q.CalibrationMethod.MinMax,
+            extra_options=extra,
+        )
+        prepped.unlink()
+
+    out, cached = obtain(folder, f"int8-{settings.tag}", parts, quantize)
+    return out / "model.onnx", cached
 
 
 class CalibrationReader:

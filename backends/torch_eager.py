@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from inferbench.backends.base import Backend, PrepareInfo, output_list
+from inferbench.backends.lowp import torch_dispatch_share
 from inferbench.errors import UnsupportedError
 
 if TYPE_CHECKING:
@@ -86,7 +87,20 @@ class TorchBackend(Backend):
             raise UnsupportedError(f"{self.name} needs a torch module")
         set_torch_threads(self.threads)
         self.input_names = model.input_names
-        return self._prepare_module(model, precision, batch_size)
+        info = self._prepare_module(model, precision, batch_size)
+        if precision in ("bf16", "int8") and info.lowp_share is None and self.device == "cpu":
+            info.lowp_share, info.details["lowp"] = self.measure_lowp(model, precision, batch_size)
+        return info
+
+    def measure_lowp(
+        self, model: ModelDef, precision: str, batch_size: int
+    ) -> tuple[float | None, dict[str, Any]]:
+        """Share of FLOPs that ran in `precision` in one run of the prepared module: every
+        compute operator it dispatched (after autocast chose dtypes), by operand dtype or
+        quantized kernel."""
+        example = self.to_native(model.make_inputs(batch_size, model.seed))
+        share, gflops = torch_dispatch_share(lambda: self.run(example), precision)
+        return share, {"basis": "FLOPs of dispatched compute ops", "gflops": gflops}
 
     def _prepare_module(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
         if precision == "bf16" and self.settings.get("bf16_mode") == "full":
