@@ -4,7 +4,8 @@ A bf16 or int8 row means little if only one layer ran in that precision. Each en
 what it executed:
 
 - OpenVINO: the compiled model's runtime graph, the runtime precision of each compute layer
-  (convolutions, fully connected, matmuls, RNNs, attention); share of layers.
+  (convolutions, fully connected, matmuls, RNNs, attention; snippets Subgraphs only where
+  nothing else computes); share of layers.
 - ONNX Runtime: the graph after ONNX Runtime's own optimizations (what the session executes),
   integer compute ops (QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger, ...) against
   all compute ops (Conv, MatMul, Gemm and their fused forms); share of ops. A QDQ graph that
@@ -27,6 +28,9 @@ from typing import Any
 OV_COMPUTE_LAYERS = frozenset(
     {"Convolution", "FullyConnected", "MatMul", "RNNSeq", "RNNCell", "MHA", "ScaledAttn", "Deconvolution"}
 )
+#: Snippets-fused blocks: a whole small MLP can become one, but so can an element-wise chain,
+#: so they count only in a graph with no other compute layer.
+OV_SUBGRAPH = "Subgraph"
 OV_LOW = {"bf16": frozenset({"bf16"}), "int8": frozenset({"i8", "u8"})}
 
 #: ONNX Runtime ops that compute in integers / in floating point.
@@ -71,6 +75,8 @@ def openvino_share(runtime_ops: list[tuple[str, str]], precision: str) -> tuple[
     """Share of compute layers that ran in `precision`, from (layerType, runtimePrecision)
     pairs of the runtime graph; also the per-precision counts of compute layers."""
     counts: Counter[str] = Counter(p for kind, p in runtime_ops if kind in OV_COMPUTE_LAYERS)
+    if not counts:
+        counts = Counter(p for kind, p in runtime_ops if kind == OV_SUBGRAPH)
     low = sum(n for p, n in counts.items() if p in OV_LOW.get(precision, ()))
     return ratio(low, sum(counts.values())), dict(counts)
 
