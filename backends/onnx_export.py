@@ -93,6 +93,7 @@ def onnx_file(model: ModelDef, cache_dir: Path, precision: str = "fp32") -> tupl
         "versions": library_versions("torch", "transformers", "onnx"),
     }
     dynamic = {name: {0: "batch"} for name in (*model.input_names, *model.output_names)}
+    filename = "model.onnx" if precision == "fp32" else f"model.{precision}.onnx"
 
     def export(folder: Path) -> None:
         log.info("exporting %s to ONNX (opset %d)", model.name, OPSET)
@@ -102,7 +103,7 @@ def onnx_file(model: ModelDef, cache_dir: Path, precision: str = "fp32") -> tupl
                 torch.onnx.export(
                     module,
                     model.torch_inputs(2, model.seed),
-                    str(folder / "model.onnx"),
+                    str(folder / filename),
                     input_names=list(model.input_names),
                     output_names=list(model.output_names),
                     dynamic_axes=dynamic,
@@ -113,7 +114,7 @@ def onnx_file(model: ModelDef, cache_dir: Path, precision: str = "fp32") -> tupl
             raise BackendError(f"ONNX export failed: {exc}") from exc
 
     folder, cached = obtain(cache_dir / "onnx", f"{model.name}-{precision}", parts, export)
-    return folder / "model.onnx", cached
+    return folder / filename, cached
 
 
 def _cast_io(module: Any, dtype: Any) -> Any:

@@ -56,6 +56,7 @@ def static_qdq(
         "calibration_samples": calibration_samples,
     }
     symmetric = settings.activation_type == "int8"
+    filename = f"model.int8-{settings.tag}.onnx"
 
     def quantize(tmp: Path) -> None:
         prepped = tmp / "preprocessed.onnx"
@@ -63,7 +64,7 @@ def static_qdq(
         extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else None
         q.quantize_static(
             str(prepped),
-            str(tmp / "model.onnx"),
+            str(tmp / filename),
             CalibrationReader(batches),
             quant_format=q.QuantFormat.QDQ,
             op_types_to_quantize=list(settings.op_types) or None,
@@ -76,7 +77,7 @@ def static_qdq(
         prepped.unlink()
 
     out, cached = obtain(folder, f"int8-{settings.tag}", parts, quantize)
-    return out / "model.onnx", cached
+    return out / filename, cached
 
 
 class CalibrationReader:

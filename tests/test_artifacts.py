@@ -158,7 +158,9 @@ def test_fingerprint_follows_weights_and_code_not_the_name(tmp_path: Path) -> No
     weights = _factory(tmp_path, "usernet_a", MODEL_V1.replace("SCALE", "1.5"))
     assert model_fingerprint(build_model(weights, seed=0)) != first
     # The same outputs from other code: x * 2 -> x + x.
-    code = _factory(tmp_path, "usernet_a", MODEL_V1.replace("SCALE", "1.0").replace("fc(x) * 2", "fc(x) + self.fc(x)"))
+    code = _factory(
+        tmp_path, "usernet_a", MODEL_V1.replace("SCALE", "1.0").replace("fc(x) * 2", "fc(x) + self.fc(x)")
+    )
     changed = build_model(code, seed=0)
     # Source files are hashed when the fingerprint is taken (in a worker: right after building).
     assert model_fingerprint(changed) != first

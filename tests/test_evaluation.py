@@ -77,7 +77,9 @@ def test_cells_report_eval_samples_and_whether_they_were_checked(tmp_path: Path)
         batch_sizes=(1,),
         accuracy=checks,
     )
-    records = {(r["model"], r["backend"]): r for r in run_sweep(config, tmp_path / "run", cache_dir=tmp_path / "c")}
+    records = {
+        (r["model"], r["backend"]): r for r in run_sweep(config, tmp_path / "run", cache_dir=tmp_path / "c")
+    }
     torch_cell = records[("mlp", "torch")]
     assert torch_cell["accuracy_checked"] is True and torch_cell["eval_samples"] == 20
     assert 0 <= torch_cell["top1_agreement"] <= 1

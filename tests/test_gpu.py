@@ -292,17 +292,15 @@ def test_low_precision_export_keeps_fp32_io(model_name: str, precision: str, tmp
 
 
 @pytest.mark.engine
-def test_fp32_export_keeps_its_cache_key(tmp_path: Path) -> None:
+def test_fp32_export_is_content_addressed(tmp_path: Path) -> None:
     pytest.importorskip("onnx")
-    import torch
-
-    from inferbench.backends.onnx_export import OPSET, onnx_file
-    from inferbench.util import cache_key
+    from inferbench.backends.onnx_export import onnx_file
 
     model = build_model(resolve_model("mlp"))
-    path, _ = onnx_file(model, tmp_path)
-    key = cache_key("onnx", model.name, model.seed, torch.__version__, OPSET, "eager-attention")
-    assert path == tmp_path / "onnx" / f"mlp-{key}" / "model.onnx"
+    path, cached = onnx_file(model, tmp_path)
+    assert path.name == "model.onnx" and path.parent.parent == tmp_path / "onnx" and not cached
+    assert onnx_file(build_model(resolve_model("mlp")), tmp_path) == (path, True)
+    assert onnx_file(build_model(resolve_model("mlp"), seed=1), tmp_path)[0] != path  # other weights
     with pytest.raises(UnsupportedError, match="convert it to fp16 yourself"):
         onnx_file(build_model(resolve_model(str(path))), tmp_path, "fp16")
 
