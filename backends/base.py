@@ -199,6 +199,19 @@ class Backend(ABC):
         OpenVINO's request latency), or None; recorded beside the host-side latency."""
         return None
 
+    def observed_lowp(self, inputs: Any, precision: str) -> tuple[float | None, dict[str, Any]]:
+        """For engines that learn what ran in bf16/int8 only by watching a run (torch's
+        dispatcher): (share, how it was measured). Called once after the first inference and
+        the accuracy check, outside every timed region; engines that read it at prepare time
+        set `PrepareInfo.lowp_share` instead."""
+        return None, {}
+
+    def lowp(self, info: PrepareInfo, inputs: Any, precision: str) -> tuple[float | None, dict[str, Any]]:
+        """The share of compute that ran in `precision`: from prepare, else observed."""
+        if info.lowp_share is not None:
+            return info.lowp_share, {}
+        return self.observed_lowp(inputs, precision)
+
     def run_details(self) -> dict[str, Any]:
         """Facts known only after the timed loop (e.g. peak device memory), merged into the
         row's details before `close`."""

@@ -82,25 +82,19 @@ class TorchCompileBackend(TorchBackend):
                 prepared(*self.to_native(batch))
         return convert_pt2e(prepared)
 
-    def measure_lowp(
-        self, model: ModelDef, precision: str, batch_size: int
-    ) -> tuple[float | None, dict[str, Any]]:
-        """int8: the share of compute nodes of the PT2E graph handed to inductor whose operands
-        come through dequantize nodes (inductor lowers those to oneDNN int8 kernels). bf16:
-        the FLOP share of the eager module's compute under the same autocast that dynamo
-        traces (the compiled code itself is not inspected)."""
+    def observed_lowp(self, inputs: Any, precision: str) -> tuple[float | None, dict[str, Any]]:
+        """int8: the FLOP share of the compute nodes of the PT2E graph handed to inductor whose
+        operands come through dequantize nodes (inductor lowers those to oneDNN int8 kernels).
+        bf16: the FLOP share of the eager module's compute under the same autocast that
+        dynamo traces (the compiled code itself is not inspected)."""
         if precision == "int8":
-            share, counts = pt2e_share(self.quantized_graph)
-            return share, {
-                "basis": "FLOPs of PT2E compute nodes with dequantized operands",
-                "gflops": counts,
-            }
-        example = self.to_native(model.make_inputs(batch_size, model.seed))
+            share, gflops = pt2e_share(self.quantized_graph)
+            return share, {"basis": "FLOPs of PT2E compute nodes with dequantized operands", "gflops": gflops}
         import torch
 
         def eager() -> None:
             with torch.inference_mode(), self._context():
-                self.eager_module(*example)
+                self.eager_module(*inputs)
 
         share, gflops = torch_dispatch_share(eager, precision)
         return share, {

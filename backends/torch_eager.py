@@ -87,19 +87,16 @@ class TorchBackend(Backend):
             raise UnsupportedError(f"{self.name} needs a torch module")
         set_torch_threads(self.threads)
         self.input_names = model.input_names
-        info = self._prepare_module(model, precision, batch_size)
-        if precision in ("bf16", "int8") and info.lowp_share is None and self.device == "cpu":
-            info.lowp_share, info.details["lowp"] = self.measure_lowp(model, precision, batch_size)
-        return info
+        return self._prepare_module(model, precision, batch_size)
 
-    def measure_lowp(
-        self, model: ModelDef, precision: str, batch_size: int
-    ) -> tuple[float | None, dict[str, Any]]:
+    def observed_lowp(self, inputs: Any, precision: str) -> tuple[float | None, dict[str, Any]]:
         """Share of FLOPs that ran in `precision` in one run of the prepared module: every
         compute operator it dispatched (after autocast chose dtypes), by operand dtype or
-        quantized kernel."""
-        example = self.to_native(model.make_inputs(batch_size, model.seed))
-        share, gflops = torch_dispatch_share(lambda: self.run(example), precision)
+        quantized kernel. Never the first call (TorchScript's profiling run rejects a Python
+        dispatch mode); GPU subclasses report none."""
+        if self.device != "cpu":
+            return None, {}
+        share, gflops = torch_dispatch_share(lambda: self.run(inputs), precision)
         return share, {"basis": "FLOPs of dispatched compute ops", "gflops": gflops}
 
     def _prepare_module(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:

@@ -66,11 +66,6 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     record["engine_precision"] = info.engine_precision
     record["details"] = info.details
     record["artifact_cached"] = info.artifact_cached
-    if cell.precision in LOW_PRECISIONS:
-        # What really ran in the requested precision, as the engine reports it.
-        record["lowp_share"] = info.lowp_share
-        if info.lowp_share is not None:
-            record["lowp_flagged"] = info.lowp_share < checks.min_lowp_share
     if info.artifact is not None and info.artifact.exists():
         record["artifact_mb"] = info.artifact.stat().st_size / 2**20
         record["artifact_path"] = str(info.artifact)
@@ -97,6 +92,15 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
             record["reason"] = (
                 f"rel_l2_err {record['rel_l2_err']:.3g} > {limit:g} ({cell.precision} threshold)"
             )
+
+    if cell.precision in LOW_PRECISIONS:
+        # What really ran in the requested precision, as the engine reports it.
+        share, how = backend.lowp(info, natives[0], cell.precision)
+        record["lowp_share"] = share
+        if how:
+            record["details"] = {**record["details"], "lowp": how}
+        if share is not None:
+            record["lowp_flagged"] = share < checks.min_lowp_share
 
     record["timing_scope"] = backend.timing_scope
     if cell.mode == "throughput":
