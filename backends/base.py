@@ -71,6 +71,9 @@ class PrepareInfo:
     artifact_cached: bool | None = None  # None: the engine keeps no artifact on disk
     engine_precision: str = ""  # the precision the engine reports it really executes
     details: dict[str, Any] = field(default_factory=dict)
+    #: bf16/int8 cells: share (0..1) of the compute that really ran in that precision, read
+    #: from the engine (see `inferbench.backends.lowp`); None where the engine cannot tell.
+    lowp_share: float | None = None
 
 
 class Backend(ABC):
@@ -138,10 +141,13 @@ class Backend(ABC):
 
     def calibration_batches(self, model: ModelDef, batch_size: int = 1) -> list[dict[str, np.ndarray]]:
         """Inputs for static quantization, about `calibration_samples` samples in batches: the
-        model's own generator (real sentences for minilm) with seeds that differ from the
-        timed and evaluation inputs."""
+        model's own generator, from its calibration pool (real sentences for minilm, disjoint
+        from the evaluation ones) and with seeds that differ from the timed and evaluation
+        inputs."""
         count = max(1, -(-self.calibration_samples // batch_size))
-        return [model.make_inputs(batch_size, CALIBRATION_SEED + k) for k in range(count)]
+        return [
+            model.make_inputs(batch_size, CALIBRATION_SEED + k, purpose="calibration") for k in range(count)
+        ]
 
     @classmethod
     def availability(cls) -> Availability:
@@ -192,6 +198,19 @@ class Backend(ABC):
         """The engine's own measurement of the last `run` (CUDA events around it on a GPU,
         OpenVINO's request latency), or None; recorded beside the host-side latency."""
         return None
+
+    def observed_lowp(self, inputs: Any, precision: str) -> tuple[float | None, dict[str, Any]]:
+        """For engines that learn what ran in bf16/int8 only by watching a run (torch's
+        dispatcher): (share, how it was measured). Called once after the first inference and
+        the accuracy check, outside every timed region; engines that read it at prepare time
+        set `PrepareInfo.lowp_share` instead."""
+        return None, {}
+
+    def lowp(self, info: PrepareInfo, inputs: Any, precision: str) -> tuple[float | None, dict[str, Any]]:
+        """The share of compute that ran in `precision`: from prepare, else observed."""
+        if info.lowp_share is not None:
+            return info.lowp_share, {}
+        return self.observed_lowp(inputs, precision)
 
     def run_details(self) -> dict[str, Any]:
         """Facts known only after the timed loop (e.g. peak device memory), merged into the

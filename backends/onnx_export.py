@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from inferbench.artifacts import file_digest, library_versions, model_fingerprint, obtain
 from inferbench.errors import BackendError, UnsupportedError
-from inferbench.util import cache_key
 
 if TYPE_CHECKING:
     from inferbench.models import ModelDef
@@ -49,23 +49,24 @@ def eager_attention(module: Any) -> Iterator[None]:
 
 
 def derived_dir(onnx_path: Path, cache_dir: Path) -> Path:
-    """Where files derived from an ONNX file go (optimized, quantized, IR): beside it when it is
-    our own export, in the cache when it is the user's (never next to the user's file)."""
-    if cache_dir.resolve() in onnx_path.resolve().parents:
-        return onnx_path.parent
-    stat = onnx_path.stat()
-    folder = (
-        cache_dir
-        / "derived"
-        / f"{onnx_path.stem}-{cache_key(str(onnx_path.resolve()), stat.st_size, stat.st_mtime_ns)}"
-    )
+    """Where artifacts derived from an ONNX file go (optimized, quantized, IR, engines): a cache
+    folder named by the hash of the file's bytes, so an edited model never meets the artifacts
+    of its previous version (and the user's own folder is never written to)."""
+    folder = cache_dir / "derived" / f"{_safe(onnx_path.stem)}-{file_digest(onnx_path)[:20]}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
 def onnx_file(model: ModelDef, cache_dir: Path, precision: str = "fp32") -> tuple[Path, bool]:
     """The model as an ONNX file and whether it came from the cache. `precision` fp16/bf16: the
-    whole model in that dtype, inputs and outputs kept float32."""
+    whole model in that dtype, inputs and outputs kept float32.
+
+    The export is keyed by the model's fingerprint (weights, buffers, code, input specs, seed)
+    and the exporter's versions, and published whole (see `inferbench.artifacts`)."""
     if precision not in ("fp32", *LOW_PRECISION):
         raise ValueError(f"precision must be one of fp32, {', '.join(LOW_PRECISION)}; got {precision!r}")
     if model.onnx_path is not None:
@@ -79,38 +80,41 @@ def onnx_file(model: ModelDef, cache_dir: Path, precision: str = "fp32") -> tupl
         raise BackendError(f"{model.name} has neither a torch module nor an ONNX file")
     import torch
 
-    parts: tuple[object, ...] = ("onnx", model.name, model.seed, torch.__version__, OPSET, "eager-attention")
-    filename = "model.onnx"
     module = model.module
     if precision != "fp32":
-        # fp32 keeps the key it always had; low-precision graphs get their own file.
-        parts, filename = (*parts, precision, "fp32-io"), f"model.{precision}.onnx"
         module = _cast_io(model.module, {"fp16": torch.float16, "bf16": torch.bfloat16}[precision])
-    path = cache_dir / "onnx" / f"{model.name}-{cache_key(*parts)}" / filename
-    if path.is_file():
-        return path, True
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.onnx")
+    parts = {
+        "artifact": "onnx-export",
+        "model": model_fingerprint(model),
+        "precision": precision,
+        "io": "fp32",
+        "opset": OPSET,
+        "exporter": "torchscript, eager attention, dynamic batch",
+        "versions": library_versions("torch", "transformers", "onnx"),
+    }
     dynamic = {name: {0: "batch"} for name in (*model.input_names, *model.output_names)}
-    log.info("exporting %s to ONNX (opset %d)", model.name, OPSET)
-    try:
-        with warnings.catch_warnings(), torch.no_grad(), eager_attention(module):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module,
-                model.torch_inputs(2, model.seed),
-                str(tmp),
-                input_names=list(model.input_names),
-                output_names=list(model.output_names),
-                dynamic_axes=dynamic,
-                opset_version=OPSET,
-                dynamo=False,
-            )
-    except Exception as exc:
-        tmp.unlink(missing_ok=True)
-        raise BackendError(f"ONNX export failed: {exc}") from exc
-    tmp.replace(path)
-    return path, False
+    filename = "model.onnx" if precision == "fp32" else f"model.{precision}.onnx"
+
+    def export(folder: Path) -> None:
+        log.info("exporting %s to ONNX (opset %d)", model.name, OPSET)
+        try:
+            with warnings.catch_warnings(), torch.no_grad(), eager_attention(module):
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    module,
+                    model.torch_inputs(2, model.seed),
+                    str(folder / filename),
+                    input_names=list(model.input_names),
+                    output_names=list(model.output_names),
+                    dynamic_axes=dynamic,
+                    opset_version=OPSET,
+                    dynamo=False,
+                )
+        except Exception as exc:
+            raise BackendError(f"ONNX export failed: {exc}") from exc
+
+    folder, cached = obtain(cache_dir / "onnx", f"{model.name}-{precision}", parts, export)
+    return folder / filename, cached
 
 
 def _cast_io(module: Any, dtype: Any) -> Any:

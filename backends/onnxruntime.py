@@ -11,17 +11,19 @@ MatMul/Conv kernels, so a bf16 graph does not load.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from inferbench.artifacts import file_digest, obtain
 from inferbench.backends.base import Backend, PrepareInfo
+from inferbench.backends.lowp import ort_optimized_ops, ort_share
 from inferbench.backends.onnx_export import derived_dir, onnx_file
 from inferbench.backends.qdq import static_qdq
 from inferbench.errors import BackendError
-from inferbench.util import cache_key
 
 if TYPE_CHECKING:
     from inferbench.models import ModelDef, ModelRef
@@ -95,10 +97,13 @@ class OrtBackend(Backend):
             )
             details["fused_ops"] = fused
         artifact_cached = cached
+        share = None
         if precision == "int8":
             path, artifact_cached, method = self._quantize(model, path, batch_size)
             details["quantization"] = method
             details["quant_ops"] = count_ops(path, QUANT_OPS)
+            # What the session really executes: the graph after ORT's own optimizations.
+            share, details["executed_compute_ops"] = ort_share(ort_optimized_ops(str(path), 1))
         # Throughput mode: one session per stream, the threads split between them (like
         # OpenVINO's CPU streams); concurrent runs on one session would share one thread pool.
         sessions = self.stream_count() if self.mode == "throughput" else 1
@@ -117,24 +122,39 @@ class OrtBackend(Backend):
             artifact_cached=artifact_cached,
             engine_precision=precision,
             details=details,
+            lowp_share=share,
         )
 
     def _optimize_transformer(
         self, path: Path, info: dict[str, Any], folder: Path
     ) -> tuple[Path, dict[str, int]]:
+        """ORT's transformer fusions, published once per source graph (never rewritten in
+        place per cell); the fused-op counts are stored with the artifact."""
+        import onnxruntime
         from onnxruntime.transformers import optimizer
 
-        out = folder / "model.ort-transformer.onnx"
-        opt = optimizer.optimize_model(
-            str(path),
-            model_type=info["model_type"],
-            num_heads=info["num_heads"],
-            hidden_size=info["hidden_size"],
-            opt_level=0,  # graph fusions only; ORT's own level-99 rewrites happen at load
-        )
-        fused = {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
-        opt.save_model_to_file(str(out))
-        return out, fused
+        parts = {
+            "artifact": "ort-transformer",
+            "source": file_digest(path),
+            "onnxruntime": onnxruntime.__version__,
+            "transformer": info,
+            "opt_level": 0,
+        }
+
+        def optimize(tmp: Path) -> None:
+            opt = optimizer.optimize_model(
+                str(path),
+                model_type=info["model_type"],
+                num_heads=info["num_heads"],
+                hidden_size=info["hidden_size"],
+                opt_level=0,  # graph fusions only; ORT's own level-99 rewrites happen at load
+            )
+            fused = {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
+            (tmp / "fused_ops.json").write_text(json.dumps(fused, sort_keys=True))
+            opt.save_model_to_file(str(tmp / "model.onnx"))
+
+        out, _ = obtain(folder, "ort-transformer", parts, optimize)
+        return out / "model.onnx", json.loads((out / "fused_ops.json").read_text())
 
     def _quantize(self, model: ModelDef, path: Path, batch_size: int) -> tuple[Path, bool, str]:
         """Quantized copy of `path` (cached); returns (path, from_cache, method)."""
@@ -147,24 +167,29 @@ class OrtBackend(Backend):
         if method == "static-qdq":
             out, cached = static_qdq(path, folder, self.calibration_batches(model), self.calibration_samples)
             return out, cached, method
-        key = cache_key(onnxruntime.__version__, method, self.calibration_samples, path.stat().st_size)
-        out = folder / f"{path.stem}.int8-{method}-{key}.onnx"
-        if out.is_file():
-            return out, True, method
-        tmp = out.with_suffix(".tmp.onnx")
-        import onnx
+        parts = {
+            "artifact": "ort-dynamic-int8",
+            "source": file_digest(path),
+            "onnxruntime": onnxruntime.__version__,
+            "weight_type": "QInt8",
+            "per_channel": False,
+        }
 
-        # Fused contrib ops (Attention, SkipLayerNorm) defeat ONNX shape inference; their
-        # outputs are float, which is what DefaultTensorType tells the quantizer.
-        q.quantize_dynamic(
-            str(path),
-            str(tmp),
-            weight_type=q.QuantType.QInt8,
-            per_channel=False,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
-        tmp.replace(out)
-        return out, False, method
+        def quantize(tmp: Path) -> None:
+            import onnx
+
+            # Fused contrib ops (Attention, SkipLayerNorm) defeat ONNX shape inference; their
+            # outputs are float, which is what DefaultTensorType tells the quantizer.
+            q.quantize_dynamic(
+                str(path),
+                str(tmp / "model.onnx"),
+                weight_type=q.QuantType.QInt8,
+                per_channel=False,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+
+        out, cached = obtain(folder, "int8-dynamic", parts, quantize)
+        return out / "model.onnx", cached, method
 
     def run(self, inputs: Any) -> Any:
         return self.session.run(None, inputs)

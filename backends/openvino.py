@@ -3,7 +3,8 @@
 The inference precision is always set explicitly: on CPUs with AVX512_BF16 or AMX the
 plugin otherwise runs bf16 silently. The precision that really ran is read back from the
 compiled model's runtime graph and recorded; a bf16 request that ran in f32 (no native bf16)
-is reported `unsupported` rather than passed off as bf16. INT8 is NNCF post-training
+is reported `unsupported` rather than passed off as bf16, and the share of compute layers
+that ran in the requested precision is recorded (`lowp_share`). INT8 is NNCF post-training
 quantization (`nncf.quantize`) calibrated on `calibration_samples` samples of the model's own
 inputs (default 32; NNCF's own default subset is 300), with the transformer model type for
 transformers; the non-quantized remainder runs in f32.
@@ -12,42 +13,31 @@ transformers; the non-quantized remainder runs in f32.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from inferbench.artifacts import arrays_digest, file_digest, obtain
 from inferbench.backends.base import Backend, PrepareInfo, ThroughputRun
+from inferbench.backends.lowp import OV_LOW, openvino_share
 from inferbench.backends.onnx_export import derived_dir, onnx_file
 from inferbench.errors import BackendError, UnsupportedError
-from inferbench.util import cache_key
 
 if TYPE_CHECKING:
     from inferbench.models import ModelDef
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
-# Layers whose runtime precision tells what the arithmetic ran in.
-COMPUTE_LAYERS = {
-    "Convolution",
-    "FullyConnected",
-    "MatMul",
-    "RNNSeq",
-    "RNNCell",
-    "MHA",
-    "ScaledAttn",
-    "Subgraph",  # snippets-fused blocks (a whole small MLP can become one)
-}
 
 
-def runtime_precisions(compiled: Any) -> Counter[str]:
-    """Count the runtime precision of compute layers in a compiled model's execution graph."""
-    counts: Counter[str] = Counter()
+def runtime_ops(compiled: Any) -> list[tuple[str, str]]:
+    """(layer type, runtime precision) of every layer in a compiled model's execution graph."""
+    found = []
     for op in compiled.get_runtime_model().get_ops():
         info = op.get_rt_info()
-        if info["layerType"].astype(str) in COMPUTE_LAYERS:
-            counts[info["runtimePrecision"].astype(str)] += 1
-    return counts
+        found.append((info["layerType"].astype(str), info["runtimePrecision"].astype(str)))
+    return found
 
 
 class OpenVinoBackend(Backend):
@@ -74,16 +64,13 @@ class OpenVinoBackend(Backend):
 
         path, cached = onnx_file(model, self.cache_dir)
         core = ov.Core()
-        try:
-            ov_model = core.read_model(str(path))
-        except Exception as exc:
-            raise BackendError(f"OpenVINO could not read {path.name}: {exc}") from exc
-        ir_path = derived_dir(path, self.cache_dir) / f"model.ov-{ov.__version__.split('-')[0]}.xml"
-        if not ir_path.is_file():
-            ov.save_model(ov_model, str(ir_path), compress_to_fp16=False)
-        artifact_cached = cached
+        ir_path, artifact_cached = self._fp32_ir(core, path)
         if precision == "int8":
-            ov_model, ir_path, artifact_cached = self._nncf_int8(core, model, ov_model, ir_path)
+            ir_path, artifact_cached = self._nncf_int8(core, model, path, ir_path)
+        try:
+            ov_model = core.read_model(str(ir_path))
+        except Exception as exc:
+            raise BackendError(f"OpenVINO could not read {ir_path}: {exc}") from exc
         # Static shapes let the CPU plugin pick its fastest kernels.
         ov_model.reshape({spec.name: [batch_size, *spec.shape] for spec in model.inputs})
         config: dict[str, Any] = {
@@ -103,21 +90,17 @@ class OpenVinoBackend(Backend):
         self.compiled = compiled
         self.request = compiled.create_infer_request()
         self.infer_requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        counts = runtime_precisions(compiled)
-        # Report what ran, not what was asked for.
-        if precision == "bf16" and "bf16" not in counts:
-            raise UnsupportedError(
-                f"the CPU plugin ran no compute layer in bf16 despite the bf16 hint (ran {dict(counts)})"
-            )
-        if precision == "int8" and not {"i8", "u8"} & set(counts):
-            raise UnsupportedError(
-                f"after NNCF quantization the CPU plugin ran no compute layer in int8 (ran {dict(counts)})"
-            )
+        share, counts = openvino_share(runtime_ops(compiled), precision)
+        # Report what ran, not what was asked for: the share of compute layers decides, and
+        # a share of zero is no bf16/int8 result at all.
+        if precision in OV_LOW and not share:
+            what = "bf16 despite the bf16 hint" if precision == "bf16" else "int8 after NNCF quantization"
+            raise UnsupportedError(f"the CPU plugin ran no compute layer in {what} (ran {counts})")
         details = {
             "onnx_cached": cached,
             "config": {k: str(v) for k, v in config.items()},
             "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
-            "runtime_precisions": dict(counts),
+            "runtime_precisions": counts,
             "num_streams": str(compiled.get_property("NUM_STREAMS")),
             "infer_requests": self.infer_requests,
         }
@@ -127,26 +110,53 @@ class OpenVinoBackend(Backend):
             artifact_cached=artifact_cached,
             engine_precision=ran,
             details=details,
+            lowp_share=share if precision in OV_LOW else None,
         )
 
-    def _nncf_int8(self, core: Any, model: ModelDef, ov_model: Any, ir_path: Any) -> tuple[Any, Any, bool]:
-        """NNCF-quantized IR beside the FP32 one (cached); returns (model, path, from_cache)."""
+    def _fp32_ir(self, core: Any, onnx_path: Path) -> tuple[Path, bool]:
+        """The FP32 IR (.xml + .bin) of the ONNX file, published whole; (xml, from_cache)."""
+        import openvino as ov
+
+        parts = {"artifact": "openvino-ir", "source": file_digest(onnx_path), "openvino": ov.__version__}
+
+        def convert(tmp: Path) -> None:
+            try:
+                ov_model = core.read_model(str(onnx_path))
+            except Exception as exc:
+                raise BackendError(f"OpenVINO could not read {onnx_path.name}: {exc}") from exc
+            ov.save_model(ov_model, str(tmp / "model.xml"), compress_to_fp16=False)
+
+        folder, cached = obtain(derived_dir(onnx_path, self.cache_dir), "ov-ir", parts, convert)
+        return folder / "model.xml", cached
+
+    def _nncf_int8(self, core: Any, model: ModelDef, onnx_path: Path, ir_path: Path) -> tuple[Path, bool]:
+        """NNCF-quantized IR, keyed by the source graph, versions and calibration data."""
         import nncf
         import openvino as ov
 
-        key = cache_key(ov.__version__, nncf.__version__, self.calibration_samples, bool(model.transformer))
-        out = ir_path.with_name(f"model.int8-{key}.xml")
-        if out.is_file():
-            return core.read_model(str(out)), out, True
         batches = self.calibration_batches(model)
-        quantized = nncf.quantize(
-            ov_model,
-            nncf.Dataset(batches),
-            subset_size=len(batches),
-            model_type=nncf.ModelType.TRANSFORMER if model.transformer else None,
-        )
-        ov.save_model(quantized, str(out), compress_to_fp16=False)
-        return quantized, out, False
+        transformer = bool(model.transformer)
+        parts = {
+            "artifact": "openvino-nncf-int8",
+            "source": file_digest(onnx_path),
+            "openvino": ov.__version__,
+            "nncf": nncf.__version__,
+            "calibration": arrays_digest(batches),
+            "subset_size": len(batches),
+            "model_type": "transformer" if transformer else None,
+        }
+
+        def quantize(tmp: Path) -> None:
+            quantized = nncf.quantize(
+                core.read_model(str(ir_path)),
+                nncf.Dataset(batches),
+                subset_size=len(batches),
+                model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+            )
+            ov.save_model(quantized, str(tmp / "model.xml"), compress_to_fp16=False)
+
+        folder, cached = obtain(derived_dir(onnx_path, self.cache_dir), "ov-int8", parts, quantize)
+        return folder / "model.xml", cached
 
     def to_native(self, inputs: dict[str, np.ndarray]) -> Any:
         import openvino as ov

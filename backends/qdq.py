@@ -12,12 +12,12 @@ and the parser rejects the graph (onnx/onnx-tensorrt#850, microsoft/onnxruntime#
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from inferbench.util import cache_key
+from inferbench.artifacts import arrays_digest, file_digest, obtain
 
 
 @dataclass(frozen=True)
@@ -30,14 +30,6 @@ class QdqSettings:
     op_types: tuple[str, ...] = ()
     # False: biases stay float initializers (no int32 DequantizeLinear), as TensorRT needs.
     quantize_bias: bool = True
-
-    def key_parts(self) -> tuple[object, ...]:
-        # ONNX Runtime's default settings keep the key they always had (existing caches stay valid).
-        if self == QdqSettings():
-            return ()
-        # Bias handling joined the key later: graphs with int32 biases must not be reused for it.
-        bias = () if self.quantize_bias else ("float-bias",)
-        return (self.activation_type, self.op_types, *bias)
 
 
 #: ONNX Runtime CPU: per-channel int8 weights, asymmetric uint8 activations.
@@ -59,37 +51,46 @@ def static_qdq(
     calibration_samples: int,
     settings: QdqSettings = ORT_CPU,
 ) -> tuple[Path, bool]:
-    """Statically quantized copy of `path` in `folder` (cached); returns (path, from_cache)."""
+    """Statically quantized copy of `path`, published under `folder` and keyed by the source's
+    bytes, ONNX Runtime's version, the settings and the calibration data; returns (path,
+    from_cache)."""
     import onnxruntime
     from onnxruntime import quantization as q
 
-    key = cache_key(
-        onnxruntime.__version__, settings.tag, calibration_samples, path.stat().st_size, *settings.key_parts()
-    )
-    out = folder / f"{path.stem}.int8-{settings.tag}-{key}.onnx"
-    if out.is_file():
-        return out, True
-    tmp = out.with_suffix(".tmp.onnx")
-    prepped = folder / f"{path.stem}.preprocessed.onnx"
-    q.quant_pre_process(str(path), str(prepped), skip_symbolic_shape=True)
+    parts = {
+        "artifact": "static-qdq",
+        "source": file_digest(path),
+        "onnxruntime": onnxruntime.__version__,
+        "settings": asdict(settings),
+        "per_channel": True,
+        "calibration": arrays_digest(batches),
+        "calibration_samples": calibration_samples,
+    }
     symmetric = settings.activation_type == "int8"
-    extra: dict[str, bool] = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else {}
-    if not settings.quantize_bias:
-        extra["QuantizeBias"] = False
-    q.quantize_static(
-        str(prepped),
-        str(tmp),
-        CalibrationReader(batches),
-        quant_format=q.QuantFormat.QDQ,
-        op_types_to_quantize=list(settings.op_types) or None,
-        per_channel=True,
-        activation_type=q.QuantType.QInt8 if symmetric else q.QuantType.QUInt8,
-        weight_type=q.QuantType.QInt8,
-        calibrate_method=q.CalibrationMethod.MinMax,
-        extra_options=extra or None,
-    )
-    tmp.replace(out)
-    return out, False
+    filename = f"model.int8-{settings.tag}.onnx"
+
+    def quantize(tmp: Path) -> None:
+        prepped = tmp / "preprocessed.onnx"
+        q.quant_pre_process(str(path), str(prepped), skip_symbolic_shape=True)
+        extra: dict[str, bool] = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else {}
+        if not settings.quantize_bias:
+            extra["QuantizeBias"] = False
+        q.quantize_static(
+            str(prepped),
+            str(tmp / filename),
+            CalibrationReader(batches),
+            quant_format=q.QuantFormat.QDQ,
+            op_types_to_quantize=list(settings.op_types) or None,
+            per_channel=True,
+            activation_type=q.QuantType.QInt8 if symmetric else q.QuantType.QUInt8,
+            weight_type=q.QuantType.QInt8,
+            calibrate_method=q.CalibrationMethod.MinMax,
+            extra_options=extra or None,
+        )
+        prepped.unlink()
+
+    out, cached = obtain(folder, f"int8-{settings.tag}", parts, quantize)
+    return out / filename, cached
 
 
 class CalibrationReader:

@@ -15,6 +15,7 @@ import importlib.util
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from inferbench.backends.base import PrepareInfo
+from inferbench.backends.lowp import pt2e_share, torch_dispatch_share
 from inferbench.backends.torch_eager import TorchBackend
 from inferbench.errors import BackendError, UnsupportedError, first_line
 
@@ -28,6 +29,8 @@ class TorchCompileBackend(TorchBackend):
         "bf16": "autocast, compiled",
         "int8": "PT2E static quantization (torchao X86InductorQuantizer), compiled",
     }
+    eager_module: Any = None  # what was compiled (the PT2E-converted graph for int8)
+    quantized_graph: Any = None
 
     def _prepare_module(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
         import torch
@@ -43,9 +46,11 @@ class TorchCompileBackend(TorchBackend):
             details["mode"] += ", autocast bf16"
         elif precision == "int8":
             module, how = self._pt2e_int8(model, batch_size)
+            self.quantized_graph = module
             details["mode"] += ", PT2E static int8 (X86InductorQuantizer)"
             details["calibration_samples"] = self.calibration_samples
             details.update(how)
+        self.eager_module = module
         self.module = torch.compile(module, backend="inductor", dynamic=False)
         # torch.compile is lazy: run once so the compile lands in prepare time, not in the
         # first-inference latency. The example must be made like the timed inputs (outside
@@ -81,6 +86,26 @@ class TorchCompileBackend(TorchBackend):
             for batch in self.calibration_batches(model, batch_size):
                 prepared(*self.to_native(batch))
         return convert_pt2e(prepared), how
+
+    def observed_lowp(self, inputs: Any, precision: str) -> tuple[float | None, dict[str, Any]]:
+        """int8: the FLOP share of the compute nodes of the PT2E graph handed to inductor whose
+        operands come through dequantize nodes (inductor lowers those to oneDNN int8 kernels).
+        bf16: the FLOP share of the eager module's compute under the same autocast that
+        dynamo traces (the compiled code itself is not inspected)."""
+        if precision == "int8":
+            share, gflops = pt2e_share(self.quantized_graph)
+            return share, {"basis": "FLOPs of PT2E compute nodes with dequantized operands", "gflops": gflops}
+        import torch
+
+        def eager() -> None:
+            with torch.inference_mode(), self._context():
+                self.eager_module(*inputs)
+
+        share, gflops = torch_dispatch_share(eager, precision)
+        return share, {
+            "basis": "FLOPs of the eager module's compute under the same autocast",
+            "gflops": gflops,
+        }
 
 
 class QuantizerPatternError(Exception):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from inferbench.backends.base import Backend, PrepareInfo, output_list
+from inferbench.backends.lowp import torch_dispatch_share
 from inferbench.errors import UnsupportedError
 
 if TYPE_CHECKING:
@@ -87,6 +88,16 @@ class TorchBackend(Backend):
         set_torch_threads(self.threads)
         self.input_names = model.input_names
         return self._prepare_module(model, precision, batch_size)
+
+    def observed_lowp(self, inputs: Any, precision: str) -> tuple[float | None, dict[str, Any]]:
+        """Share of FLOPs that ran in `precision` in one run of the prepared module: every
+        compute operator it dispatched (after autocast chose dtypes), by operand dtype or
+        quantized kernel. Never the first call (TorchScript's profiling run rejects a Python
+        dispatch mode); GPU subclasses report none."""
+        if self.device != "cpu":
+            return None, {}
+        share, gflops = torch_dispatch_share(lambda: self.run(inputs), precision)
+        return share, {"basis": "FLOPs of dispatched compute ops", "gflops": gflops}
 
     def _prepare_module(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
         if precision == "bf16" and self.settings.get("bf16_mode") == "full":

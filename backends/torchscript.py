@@ -9,10 +9,10 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from inferbench.artifacts import model_fingerprint, obtain
 from inferbench.backends.base import PrepareInfo
 from inferbench.backends.torch_eager import TorchBackend, dynamic_int8
 from inferbench.errors import BackendError, UnsupportedError, first_line
-from inferbench.util import artifact_path
 
 if TYPE_CHECKING:
     from inferbench.models import ModelDef
@@ -46,9 +46,22 @@ class TorchScriptBackend(TorchBackend):
             if precision != "fp32":
                 raise UnsupportedError(f"the {precision} model does not trace: {first_line(exc)}") from exc
             raise BackendError(f"torch.jit.trace failed: {first_line(exc)}") from exc
-        path = artifact_path(
-            self.cache_dir, "torchscript", model, precision, batch_size, ".pt", torch.__version__
+        # Traced afresh every time (artifact_cached False); saved only for its size, published
+        # whole under the model's fingerprint so concurrent sweeps never tear it.
+        parts = {
+            "artifact": "torchscript",
+            "model": model_fingerprint(model),
+            "precision": precision,
+            "batch_size": batch_size,
+            "torch": torch.__version__,
+        }
+        folder, _ = obtain(
+            self.cache_dir / "torchscript",
+            f"{model.name}-{precision}-b{batch_size}",
+            parts,
+            lambda tmp: torch.jit.save(frozen, str(tmp / "model.pt")),
         )
-        torch.jit.save(frozen, str(path))
         self.module = frozen
-        return PrepareInfo(artifact=path, artifact_cached=False, engine_precision=precision, details=details)
+        return PrepareInfo(
+            artifact=folder / "model.pt", artifact_cached=False, engine_precision=precision, details=details
+        )

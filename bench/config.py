@@ -86,10 +86,17 @@ DEFAULT_MAX_REL_L2 = {"fp32": 1e-3, "bf16": 5e-2, "fp16": 2e-2, "int8": 0.25}
 
 @dataclass(frozen=True)
 class AccuracyConfig:
-    """Accuracy thresholds per precision and the calibration set for static quantization."""
+    """Accuracy thresholds per precision, the calibration set for static quantization, the
+    evaluation set every cell is checked on, and how much of a bf16/int8 cell's compute must
+    really run in that precision before it counts as a clean result."""
 
     max_rel_l2: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MAX_REL_L2))
     calibration_samples: int = 32
+    # Samples in the fixed evaluation set (the same for every batch size, run in chunks of it).
+    eval_samples: int = 64
+    # A bf16/int8 cell whose engine ran less than this share of its compute in that precision
+    # is flagged (`lowp_flagged`): timed and shown, never presented as a clean low-precision row.
+    min_lowp_share: float = 0.5
 
     def __post_init__(self) -> None:
         bad = set(self.max_rel_l2) - set(PRECISIONS)
@@ -105,6 +112,16 @@ class AccuracyConfig:
         _require(
             isinstance(self.calibration_samples, int) and self.calibration_samples >= 1,
             f"accuracy.calibration_samples must be a positive integer; got {self.calibration_samples!r}",
+        )
+        _require(
+            isinstance(self.eval_samples, int)
+            and not isinstance(self.eval_samples, bool)
+            and self.eval_samples >= 1,
+            f"accuracy.eval_samples must be a positive integer; got {self.eval_samples!r}",
+        )
+        _require(
+            isinstance(self.min_lowp_share, int | float) and 0 <= self.min_lowp_share <= 1,
+            f"accuracy.min_lowp_share must be between 0 and 1; got {self.min_lowp_share!r}",
         )
 
     def threshold(self, precision: str) -> float:

@@ -14,7 +14,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from inferbench.config import MeasureConfig
 
@@ -23,8 +23,22 @@ if TYPE_CHECKING:
 
 Clock = Callable[[], int]
 #: One iteration: called with the iteration number (to cycle inputs); may return the device-side
-#: duration in ns when the engine has its own clock (CUDA events), else None.
+#: duration in ns when the engine has its own clock, else None. Backends' iterations return
+#: None and their engine time is read by `engine_time` after the host clock has stopped.
 Iteration = Callable[[int], "int | None"]
+#: The engine's own duration of the iteration just timed (CUDA events, OpenVINO's latency).
+EngineTime = Callable[[], "int | None"]
+
+
+def backend_iteration(backend: Any, natives: list[Any]) -> Iteration:
+    """The timed iteration of every latency cell (and of the crosscheck's harness overhead):
+    `run` + `synchronize` on the next pre-converted input set, nothing else."""
+
+    def one_iteration(i: int) -> None:
+        backend.run(natives[i % len(natives)])
+        backend.synchronize()
+
+    return one_iteration
 
 
 @dataclass(frozen=True)
@@ -88,8 +102,14 @@ def warm_up(call: Iteration, config: MeasureConfig, clock: Clock) -> Warmup:
             return Warmup(len(samples), elapsed / 1e9, False, window)
 
 
-def measure(call: Iteration, config: MeasureConfig, clock: Clock = time.perf_counter_ns) -> Measurement:
-    """Time `call(i)` per the config's warm-up and stop rules."""
+def measure(
+    call: Iteration,
+    config: MeasureConfig,
+    clock: Clock = time.perf_counter_ns,
+    engine_time: EngineTime | None = None,
+) -> Measurement:
+    """Time `call(i)` per the config's warm-up and stop rules; `engine_time()`, when given, is
+    read after the host clock stops, so the timed region holds the iteration only."""
     warmup = warm_up(call, config, clock) if config.warmup_iterations or config.warmup_seconds else None
     warmup = warmup or Warmup(0, 0.0, False, 0)
     i = warmup.iterations
@@ -102,6 +122,8 @@ def measure(call: Iteration, config: MeasureConfig, clock: Clock = time.perf_cou
         t0 = clock()
         device_ns = call(i)
         t1 = clock()
+        if engine_time is not None:
+            device_ns = engine_time()
         latencies.append(t1 - t0)
         if device_ns is not None:
             device.append(device_ns)

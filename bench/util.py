@@ -47,9 +47,12 @@ def artifact_path(
     suffix: str,
     *options: Any,
 ) -> Path:
-    """Where an engine keeps a prepared artifact: keyed by model, weights seed, precision,
-    batch and the caller's options (engine version, quantization settings, ...)."""
-    key = cache_key(engine, model.name, model.seed, str(model.onnx_path), precision, batch_size, options)
+    """Where an engine keeps a prepared artifact: keyed by the model's fingerprint (weights,
+    code, inputs, seed), precision, batch and the caller's options (engine version,
+    quantization settings, ...). Writers publish it through a unique temporary name."""
+    from inferbench.artifacts import model_fingerprint
+
+    key = cache_key(engine, model.name, model_fingerprint(model), precision, batch_size, options)
     folder = cache_dir / engine
     folder.mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in model.name)

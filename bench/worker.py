@@ -21,7 +21,8 @@ import numpy as np
 from inferbench.backends import load_backend
 from inferbench.config import AccuracyConfig, Cell, MeasureConfig
 from inferbench.errors import UnsupportedError, first_line
-from inferbench.measure import measure, measure_throughput
+from inferbench.evaluation import engine_infer, evaluation_chunks, reference_infer, run_chunks
+from inferbench.measure import backend_iteration, measure, measure_throughput
 from inferbench.models import ModelRef, build_model, count_flops
 from inferbench.procs import add_user_path, guard_child
 from inferbench.stats import accuracy, latency_intervals, slice_rates, summarize, throughput_summary
@@ -30,7 +31,7 @@ from inferbench.util import atomic_write_json
 
 log = logging.getLogger("inferbench.worker")
 
-EVAL_SEED_OFFSET = 1000  # evaluation inputs differ from the timed ones
+LOW_PRECISIONS = ("bf16", "fp16", "int8")
 
 
 def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
@@ -54,8 +55,10 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     model = build_model(ref, seed=config.seed)
     record["flops_per_sample"] = _safe_flops(model)
 
-    eval_inputs = model.make_inputs(cell.batch_size, config.seed + EVAL_SEED_OFFSET)
-    reference = _eager_reference(model, eval_inputs)
+    samples = checks.eval_samples
+    eval_chunks = evaluation_chunks(model, samples, cell.batch_size, config.seed)
+    reference_of = reference_infer(model, cell.threads)
+    reference = run_chunks(reference_of, eval_chunks, samples, cell.batch_size) if reference_of else None
 
     t0 = time.perf_counter()
     info = backend.prepare(model, cell.precision, cell.batch_size)
@@ -76,8 +79,10 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     backend.synchronize()
     record["first_inference_ms"] = (time.perf_counter() - t0) * 1e3
 
+    record["accuracy_checked"] = reference is not None
     if reference is not None:
-        candidate = backend.to_numpy(backend.run(backend.to_native(eval_inputs)))
+        candidate = run_chunks(engine_infer(backend), eval_chunks, samples, cell.batch_size)
+        record["eval_samples"] = samples
         record.update(accuracy(reference, candidate, model.task == "classification"))
         limit = checks.threshold(cell.precision)
         record["accuracy_threshold"] = limit
@@ -87,6 +92,15 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
             record["reason"] = (
                 f"rel_l2_err {record['rel_l2_err']:.3g} > {limit:g} ({cell.precision} threshold)"
             )
+
+    if cell.precision in LOW_PRECISIONS:
+        # What really ran in the requested precision, as the engine reports it.
+        share, how = backend.lowp(info, natives[0], cell.precision)
+        record["lowp_share"] = share
+        if how:
+            record["details"] = {**record["details"], "lowp": how}
+        if share is not None:
+            record["lowp_flagged"] = share < checks.min_lowp_share
 
     record["timing_scope"] = backend.timing_scope
     if cell.mode == "throughput":
@@ -99,12 +113,8 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _time_latency(backend: Any, natives: list[Any], batch_size: int, config: MeasureConfig) -> dict[str, Any]:
-    def one_iteration(i: int) -> int | None:
-        backend.run(natives[i % len(natives)])
-        backend.synchronize()
-        return backend.engine_time_ns()
-
-    result = measure(one_iteration, config)
+    # The timed region is run + synchronize; the engine's own time is read after it.
+    result = measure(backend_iteration(backend, natives), config, engine_time=backend.engine_time_ns)
     record: dict[str, Any] = {
         "latencies_ns": result.latencies_ns,
         "warmup_iterations": result.warmup.iterations,
@@ -157,18 +167,6 @@ def _safe_flops(model: Any) -> float | None:
     except Exception:  # FLOPs are informative; never fail a cell over them
         log.warning("FLOP count failed for %s", model.name, exc_info=True)
         return None
-
-
-def _eager_reference(model: Any, inputs: dict[str, Any]) -> list[Any] | None:
-    """FP32 eager outputs on the evaluation inputs (None for ONNX-file models)."""
-    if model.module is None:
-        return None
-    import torch
-
-    with torch.inference_mode():
-        out = model.module(*(torch.from_numpy(inputs[n]) for n in model.input_names))
-    outs = out if isinstance(out, list | tuple) else [out]
-    return [o.float().numpy().copy() for o in outs]
 
 
 def peak_rss_mb() -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,12 +97,31 @@ def build_model(ref: ModelRef, seed: int = 0) -> ModelDef:
         return _call(BUILTIN_MODELS[ref.ref], seed=seed)
     if ref.kind == "onnx":
         return _onnx_model(Path(ref.ref))
-    produced = _call(ref.ref)
+    produced = _call_factory(ref.ref, seed)
     if isinstance(produced, ModelDef):
         return produced
     module, inputs = produced
     specs = tuple(InputSpec(name, tuple(shape), dtype) for name, (shape, dtype) in inputs.items())
     return ModelDef(name=ref.ref, module=module.eval(), inputs=specs, seed=seed)
+
+
+def _call_factory(target: str, seed: int) -> Any:
+    """Call a user's factory with the sweep's seed: as `seed=` when it takes one, else with
+    torch's and numpy's global generators seeded, so random weights are the same every run."""
+    module_name, _, attr = target.partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    try:
+        takes_seed = "seed" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # builtins and C callables have no signature
+        takes_seed = False
+    if takes_seed:
+        return factory(seed=seed)
+    import numpy as np
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    return factory()
 
 
 def _call(target: str, **kwargs: Any) -> Any:

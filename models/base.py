@@ -39,6 +39,9 @@ class InputSpec:
 
 
 InputMaker = Callable[[int, int], dict[str, np.ndarray]]
+#: What a set of inputs is for: timed runs, calibration of static quantization, or the accuracy
+#: evaluation set. Models with real data keep the three pools apart (`ModelDef.input_pools`).
+PURPOSES = ("timed", "calibration", "evaluation")
 
 
 @dataclass
@@ -46,8 +49,10 @@ class ModelDef:
     """A model ready to benchmark.
 
     `module` is None for ONNX-file models; such models run only on ONNX-capable backends.
-    `make_inputs(batch_size, seed)` returns numpy arrays keyed by input name; models with
-    real data (tokenized sentences) override the random default.
+    `make_inputs(batch_size, seed, purpose)` returns numpy arrays keyed by input name; models
+    with real data (tokenized sentences) override the random default with `input_maker`, and
+    with `input_pools` keep calibration and evaluation data disjoint (random inputs differ by
+    seed already).
     """
 
     name: str
@@ -60,14 +65,18 @@ class ModelDef:
     # For ORT's transformer optimizer: {"model_type": "bert", "num_heads": 12, "hidden_size": 768}
     transformer: dict[str, Any] | None = None
     input_maker: InputMaker | None = field(default=None, repr=False)
+    input_pools: dict[str, InputMaker] = field(default_factory=dict, repr=False)
 
     @property
     def input_names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.inputs)
 
-    def make_inputs(self, batch_size: int, seed: int) -> dict[str, np.ndarray]:
-        if self.input_maker is not None:
-            return self.input_maker(batch_size, seed)
+    def make_inputs(self, batch_size: int, seed: int, purpose: str = "timed") -> dict[str, np.ndarray]:
+        if purpose not in PURPOSES:
+            raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}")
+        maker = self.input_pools.get(purpose) or self.input_maker
+        if maker is not None:
+            return maker(batch_size, seed)
         rng = np.random.default_rng(seed)
         return {spec.name: spec.sample(batch_size, rng) for spec in self.inputs}
 

@@ -31,7 +31,7 @@ import pandas as pd
 
 from inferbench.config import MeasureConfig, SweepConfig, resolve_threads
 from inferbench.errors import UserError
-from inferbench.measure import measure
+from inferbench.measure import backend_iteration, measure
 from inferbench.procs import python_command, worker_env
 from inferbench.runner import default_cache_dir, run_sweep
 from inferbench.tools.ort_loop import bare_loop
@@ -221,11 +221,10 @@ def _overhead(name: str, model: Any, config: MeasureConfig, seconds: float) -> d
     backend.prepare(model, "fp32", 1)
     natives = [backend.to_native(model.make_inputs(1, k)) for k in range(4)]
 
-    def harnessed(i: int) -> None:
-        backend.run(natives[i % len(natives)])
-        backend.synchronize()
-
-    ours = measure(harnessed, config).latencies_ns
+    # The sweep's own iteration and engine-time reading, so the overhead is the sweep's.
+    ours = measure(
+        backend_iteration(backend, natives), config, engine_time=backend.engine_time_ns
+    ).latencies_ns
     with torch.inference_mode():
         bare = bare_loop(_bare_engine_call(name, backend, model), seconds)
     backend.close()
