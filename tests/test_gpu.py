@@ -317,7 +317,7 @@ def test_tensorrt_qdq_is_symmetric_int8(model_name: str, tmp_path: Path) -> None
     from onnx import numpy_helper
 
     from inferbench.backends.onnx_export import onnx_file
-    from inferbench.backends.qdq import TENSORRT, static_qdq
+    from inferbench.backends.qdq import ORT_CPU, TENSORRT, static_qdq
     from inferbench.backends.tensorrt import TensorRtBackend
 
     model = build_model(resolve_model(model_name))
