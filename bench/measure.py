@@ -14,7 +14,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from inferbench.config import MeasureConfig
 
@@ -22,6 +22,14 @@ if TYPE_CHECKING:
     from inferbench.backends.base import ThroughputRun
 
 Clock = Callable[[], int]
+
+
+class Window(Protocol):
+    """Told when the timed window starts and stops (the interference probe)."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
 #: One iteration: called with the iteration number (to cycle inputs); may return the device-side
 #: duration in ns when the engine has its own clock (CUDA events), else None.
 Iteration = Callable[[int], "int | None"]
@@ -88,8 +96,10 @@ def warm_up(call: Iteration, config: MeasureConfig, clock: Clock) -> Warmup:
             return Warmup(len(samples), elapsed / 1e9, False, window)
 
 
-def measure(call: Iteration, config: MeasureConfig, clock: Clock = time.perf_counter_ns) -> Measurement:
-    """Time `call(i)` per the config's warm-up and stop rules."""
+def measure(
+    call: Iteration, config: MeasureConfig, clock: Clock = time.perf_counter_ns, window: Window | None = None
+) -> Measurement:
+    """Time `call(i)` per the config's warm-up and stop rules; `window` brackets the timed loop."""
     warmup = warm_up(call, config, clock) if config.warmup_iterations or config.warmup_seconds else None
     warmup = warmup or Warmup(0, 0.0, False, 0)
     i = warmup.iterations
@@ -97,6 +107,8 @@ def measure(call: Iteration, config: MeasureConfig, clock: Clock = time.perf_cou
     device: list[int] = []
     min_ns, max_ns = config.min_seconds * 1e9, config.max_seconds * 1e9
     tail = max(config.tail_samples, config.min_iterations)
+    if window is not None:
+        window.start()
     begin = clock()
     while True:
         t0 = clock()
@@ -112,6 +124,8 @@ def measure(call: Iteration, config: MeasureConfig, clock: Clock = time.perf_cou
             break
         if n >= config.max_iterations or elapsed >= max_ns:
             break
+    if window is not None:
+        window.stop()
     return Measurement(
         latencies_ns=latencies,
         warmup=warmup,
@@ -123,7 +137,7 @@ def measure(call: Iteration, config: MeasureConfig, clock: Clock = time.perf_cou
 
 
 def measure_throughput(
-    run: Callable[[float, int], ThroughputRun], config: MeasureConfig
+    run: Callable[[float, int], ThroughputRun], config: MeasureConfig, window: Window | None = None
 ) -> tuple[Warmup, ThroughputRun]:
     """Saturated mode: `run(seconds, min_requests)` keeps the engine's streams busy.
 
@@ -144,5 +158,9 @@ def measure_throughput(
             break
         if spent >= config.warmup_max_seconds:
             break
+    if window is not None:
+        window.start()
     timed = run(config.min_seconds, config.min_iterations)
+    if window is not None:
+        window.stop()
     return Warmup(requests, spent, stable, len(rates)), timed

@@ -21,6 +21,7 @@ import numpy as np
 from inferbench.backends import load_backend
 from inferbench.config import AccuracyConfig, Cell, MeasureConfig
 from inferbench.errors import UnsupportedError, first_line
+from inferbench.interference import InterferenceProbe, Thresholds
 from inferbench.measure import measure, measure_throughput
 from inferbench.models import ModelRef, build_model, count_flops
 from inferbench.procs import add_user_path
@@ -104,8 +105,10 @@ def _time_latency(backend: Any, natives: list[Any], batch_size: int, config: Mea
         backend.synchronize()
         return backend.engine_time_ns()
 
-    result = measure(one_iteration, config)
+    probe = _probe(config)
+    result = measure(one_iteration, config, window=probe)
     record: dict[str, Any] = {
+        **probe.result(),
         "latencies_ns": result.latencies_ns,
         "warmup_iterations": result.warmup.iterations,
         "warmup_s": result.warmup.seconds,
@@ -129,7 +132,8 @@ def _time_throughput(
     def saturate(seconds: float, min_requests: int) -> Any:
         return backend.run_throughput(natives, batch_size, seconds, min_requests)
 
-    warmup, run = measure_throughput(saturate, config)
+    probe = _probe(config)
+    warmup, run = measure_throughput(saturate, config, window=probe)
     latencies = [end - start for start, end in zip(run.starts_ns, run.ends_ns, strict=True)]
     record: dict[str, Any] = {
         "latencies_ns": latencies,
@@ -139,6 +143,7 @@ def _time_throughput(
         "capped": len(latencies) < config.min_iterations,
         "p99_reliable": len(latencies) >= config.tail_samples,
         "streams": run.streams,
+        **probe.result(),
         # Request latency under load: what each request waited, not the engine's best case.
         **summarize(latencies, batch_size),
         **latency_intervals([latencies], batch_size, config.bootstrap_resamples),
@@ -149,6 +154,10 @@ def _time_throughput(
     record.update(counted)  # completed samples over wall time, never derived from latency
     record["throughput_slices_sps"] = slice_rates(run.ends_ns, run.begin_ns, run.end_ns, batch_size)
     return record
+
+
+def _probe(config: MeasureConfig) -> InterferenceProbe:
+    return InterferenceProbe(Thresholds(config.interference_max_pct, config.steal_max_pct))
 
 
 def _safe_flops(model: Any) -> float | None:
