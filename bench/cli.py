@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     compare = sub.add_parser(
-        "compare", help="compare two runs; exit 0 = no regression, 1 = regression, 2 = usage error"
+        "compare",
+        help="compare two runs; exit 0 = no regression, 1 = regression, 2 = usage error, 3 = undecided",
     )
     compare.add_argument("base", type=Path, help="baseline run directory (or its results.csv)")
     compare.add_argument("new", type=Path, help="new run directory (or its results.csv)")
@@ -96,8 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METRIC=PCT",
         help="per-metric override, e.g. p99=10%% (metrics: p50, p99, throughput)",
     )
-    compare.add_argument("--alpha", type=float, default=0.05, help="false discovery rate (BH)")
+    compare.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate (Holm)")
     compare.add_argument("--out", type=Path, help="where compare.md/.csv go (default: NEW)")
+    compare.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="compare runs from different CPUs, engine versions, thread or measurement settings",
+    )
     compare.set_defaults(func=cmd_compare)
 
     lst = sub.add_parser("list", help="backends (with availability), models and profiles")
@@ -188,6 +194,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         thresholds=thresholds,
         alpha=args.alpha,
         out_dir=args.out,
+        allow_mismatch=args.allow_mismatch,
     )
 
 

@@ -30,6 +30,7 @@ class Window(Protocol):
     def start(self) -> None: ...
     def stop(self) -> None: ...
 
+
 #: One iteration: called with the iteration number (to cycle inputs); may return the device-side
 #: duration in ns when the engine has its own clock (CUDA events), else None.
 Iteration = Callable[[int], "int | None"]

@@ -20,7 +20,16 @@ from inferbench.util import atomic_write_json, atomic_write_text
 
 SCHEMA_VERSION = 1
 
-__all__ = ["COLUMNS", "NUMERIC", "SCHEMA_VERSION", "STATUSES", "load_cells", "load_run", "save_cell"]
+__all__ = [
+    "COLUMNS",
+    "NUMERIC",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "load_cells",
+    "load_run",
+    "load_settings",
+    "save_cell",
+]
 
 # Column order of results.csv. Numeric columns stay numeric (empty = not applicable).
 COLUMNS = (
@@ -159,6 +168,12 @@ def read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise UserError(f"no results.csv at {path}")
     return pd.read_csv(path)
+
+
+def load_settings(run_dir: Path) -> dict[str, Any]:
+    """The sweep's settings (`config.json`), or {} for a folder without one."""
+    path = run_dir / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def load_run(run_dir: Path) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[str, Any]]:
