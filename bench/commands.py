@@ -112,7 +112,9 @@ def print_verdict(frame: Any, unmatched: Any, md_path: Path, title: str) -> int:
         console.print(f"[bold red]REGRESSION[/] in {len(names)} cell(s): {', '.join(names)}")
     elif code == 3:
         undecided = frame[frame["inconclusive"]]
-        names = sorted({f"{r.model}/{r.backend}/{r.precision}/b{r.batch_size}" for r in undecided.itertuples()})
+        names = sorted(
+            {f"{r.model}/{r.backend}/{r.precision}/b{r.batch_size}" for r in undecided.itertuples()}
+        )
         console.print(f"[yellow]UNDECIDED[/]: {len(names)} inconclusive cell(s): {', '.join(names)}")
     else:
         console.print("no regression")

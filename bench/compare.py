@@ -186,7 +186,9 @@ def status_row(cell: dict[str, Any], base: dict[str, Any], new: dict[str, Any] |
     }
 
 
-def judge(rows: list[dict[str, Any]], estimates: list[Estimate | None], options: CompareOptions) -> pd.DataFrame:
+def judge(
+    rows: list[dict[str, Any]], estimates: list[Estimate | None], options: CompareOptions
+) -> pd.DataFrame:
     """Add ratio, interval, MDE and verdict to the rows: the gating metrics are corrected
     together (Holm), each advisory metric is judged on its own."""
     if not rows:

@@ -24,6 +24,7 @@ SHOWN = [*KEY, "metric", "verdict", "ratio (CI)", "MDE", "q_value", "note"]
 def headline(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "**PASS**: nothing to compare"
+
     def cells(mask: pd.Series) -> int:
         return len(frame[mask].drop_duplicates(subset=KEY))
 
@@ -124,7 +125,7 @@ def terminal_table(frame: pd.DataFrame, title: str) -> Table:
 
     table = Table(title=title)
     for col in ("cell", "metric", "verdict", "ratio [CI]", "MDE", "note"):
-        table.add_column(col, no_wrap=col != "note", overflow="fold")
+        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=40 if col == "note" else None)
     if frame.empty:
         return table
     shown = _shown(frame)

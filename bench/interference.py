@@ -84,8 +84,9 @@ def window_stats(before: Counters, after: Counters, n_cpus: int, ticks_per_s: fl
     steal = max(0, after.steal - before.steal)
     own = own_user + own_sys
     return {
-        "interference_pct": 100 * others / capacity if capacity > 0 else 0.0,
-        "steal_pct": 100 * steal / capacity if capacity > 0 else 0.0,
+        # Capped: over a short window a tick or two of sampling error can pass 100%.
+        "interference_pct": min(100.0, 100 * others / capacity) if capacity > 0 else 0.0,
+        "steal_pct": min(100.0, 100 * steal / capacity) if capacity > 0 else 0.0,
         "sys_pct": 100 * own_sys / own if own else 0.0,
         "nivcsw": float(after.nivcsw - before.nivcsw),
     }
