@@ -61,9 +61,9 @@ def run_ab(
     out_dir = out_dir or Path("results") / f"ab-{dt.datetime.now():%Y%m%d-%H%M%S}"
     if (out_dir / "compare.md").exists():
         raise UserError(f"{out_dir} already holds an A/B comparison; pass another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with prepared_sides(base, head, base_python, head_python, repo) as sides:
+        out_dir.mkdir(parents=True, exist_ok=True)
         data, name = profile_data(profile, sides[1])
         setup = {"profile": data, "name": name, "overrides": overrides}
         with agents(sides, setup, out_dir) as running:
