@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
 from inferbench.ab import AbOptions
 from inferbench.commands import console, print_verdict
 from inferbench.compare import CompareOptions
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def ab_command(
@@ -39,16 +44,21 @@ def ab_command(
         flag = " [yellow]interfered[/]" if record.get("interfered") else ""
         console.print(f"round {round_index + 1}/{rounds} {side:4} {key}: {shown}{flag}", highlight=False)
 
-    frame, unmatched, md = run_ab(
-        base=base,
-        head=head,
-        base_python=base_python,
-        head_python=head_python,
-        profile=profile,
-        overrides=overrides,
-        options=options,
-        out_dir=out_dir,
-        repo=repo,
-        on_result=progress,
-    )
+    # SIGTERM (a CI job cancelled) unwinds like Ctrl-C: the temporary worktrees are removed.
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        frame, unmatched, md = run_ab(
+            base=base,
+            head=head,
+            base_python=base_python,
+            head_python=head_python,
+            profile=profile,
+            overrides=overrides,
+            options=options,
+            out_dir=out_dir,
+            repo=repo,
+            on_result=progress,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return print_verdict(frame, unmatched, md, "base -> head, paired over rounds (ratio head/base, 95% CI)")
