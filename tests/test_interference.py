@@ -149,3 +149,14 @@ def test_cpu_hog_beside_a_real_cell_sets_the_flag(tmp_path: Path) -> None:
     if alone["interfered"]:
         pytest.skip(f"the machine is not quiet: others used {alone['interference_pct']:.0f}% in 5 tries")
     assert alone["interference_pct"] < MeasureConfig().interference_max_pct
+
+
+def test_report_banner_names_disturbed_cells() -> None:
+    from inferbench.env import noise_warnings
+
+    rows = [
+        {"cell_key": "a", "interfered": False, "interference_pct": 2.0},
+        {"cell_key": "b", "interfered": True, "interference_pct": 64.0},
+    ]
+    (warning,) = noise_warnings({}, rows)
+    assert "1 cell(s) shared their cores" in warning and "64%: b" in warning
