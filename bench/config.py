@@ -60,7 +60,7 @@ class MeasureConfig:
     # flagged `interfered` (comparisons call such a cell inconclusive, never a change).
     interference_max_pct: float = 10.0
     steal_max_pct: float = 5.0
-    interference_retries: int = 2
+    interference_retries: int = 1
 
     def __post_init__(self) -> None:
         for f in fields(self):
