@@ -21,7 +21,7 @@ BASE ?=
 NEW ?=
 RUN ?=
 
-.PHONY: setup browser postgres bench report compare merge gate baseline crosscheck peak history nightly test lint clean
+.PHONY: setup browser postgres bench report compare merge gate gate-baseline gate-trials baseline crosscheck peak history nightly test lint clean
 
 setup: $(STAMP)
 
@@ -62,13 +62,23 @@ OUT ?= results/merged
 merge: setup
 	$(PY) -m inferbench merge $(SHARDS_DIRS) --out $(OUT)
 
-# Run the gate profile and compare it with the committed baseline (exit 1 on a regression).
+
+# The gate: `inferbench ab` on the gate profile, BASE (default: the merge base with main) and the
+# working tree interleaved in one job. Exit 0 = no regression, 1 = regression, 2 = usage, 3 = undecided.
+ROUNDS ?= 10
 gate: setup
 	rm -rf results/gate-$(HW)
-	$(PY) -m inferbench run --profile gate-$(HW) --run-id gate-$(HW) --no-report --no-progress
-	$(PY) -m inferbench compare results/baselines/$(HW) results/gate-$(HW) $(ARGS)
+	$(PY) -m inferbench ab --base $(or $(BASE),$(shell git merge-base HEAD main 2>/dev/null || git merge-base HEAD origin/main)) \
+	  --profile gate-$(HW) --rounds $(ROUNDS) --out results/gate-$(HW) $(ARGS)
 
-# Refresh the committed baseline (run on the gate's own machine, then commit the folder).
+# For a dedicated, quiet runner only: the gate profile against a baseline committed from that
+# same machine (refused, exit 2, when the CPU, engines, threads or settings differ).
+gate-baseline: setup
+	rm -rf results/gate-baseline-$(HW)
+	$(PY) -m inferbench run --profile gate-$(HW) --run-id gate-baseline-$(HW) --no-report --no-progress
+	$(PY) -m inferbench compare results/baselines/$(HW) results/gate-baseline-$(HW) $(ARGS)
+
+# Refresh that baseline (run on the gate's own machine, then commit the folder).
 baseline: setup
 	rm -rf results/baselines/$(HW)
 	$(PY) -m inferbench run --profile gate-$(HW) --run-id $(HW) --results-dir results/baselines --no-report --no-progress
@@ -85,6 +95,11 @@ nightly: setup
 	$(PY) -m inferbench history --profile gate-$(HW) --check; latency=$$?; \
 	$(PY) -m inferbench history --profile gate-$(HW) --check --metric throughput --no-html; tput=$$?; \
 	exit $$(( latency > tput ? latency : tput ))
+
+# How often the gate is wrong on this machine: A/A runs (some with a CPU hog) and A/B runs
+# against a branch that makes one backend slower. See bench/tools/gate_trials.py.
+gate-trials: setup
+	$(PY) -m inferbench.tools.gate_trials $(ARGS)
 
 # Our numbers beside OpenVINO's benchmark_app and ORT's own IO-binding loop, same files/settings.
 crosscheck: setup

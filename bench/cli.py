@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser(
         "compare",
-        help="compare two runs; exit 0 = no regression, 1 = regression, 2 = usage error, 3 = internal error",
+        help="compare two runs; exit 0 = no regression, 1 = regression, 2 = usage error, 3 = undecided or internal error",
     )
     compare.add_argument("base", type=Path, help="baseline run directory (or its results.csv)")
     compare.add_argument("new", type=Path, help="new run directory (or its results.csv)")
@@ -138,16 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METRIC=PCT",
         help="per-metric override, e.g. p99=10%% (metrics: p50, p99, throughput)",
     )
-    compare.add_argument("--alpha", type=float, default=0.05, help="false discovery rate (BH)")
+    compare.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate (Holm)")
     compare.add_argument("--out", type=Path, help="where compare.md/.csv go (default: NEW)")
+    compare.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="compare runs from different CPUs, engine versions, thread or measurement settings",
+    )
     compare.set_defaults(func=cmd_compare)
 
-    merge = sub.add_parser("merge", help="one run folder (CSV, cells, report) from the shards of one sweep")
-    merge.add_argument("run_dirs", type=Path, nargs="+", help="the shards' run directories")
-    merge.add_argument("--out", type=Path, required=True, help="the merged run directory to write")
-    merge.add_argument("--reports-dir", type=Path, default=Path("reports"))
-    merge.add_argument("--no-report", action="store_true", help="skip the HTML report and summary.md")
-    merge.set_defaults(func=cmd_merge)
+        help="compare two runs; exit 0 = no regression, 1 = regression, 2 = usage error, 3 = undecided or internal error",
 
     lst = sub.add_parser("list", help="backends (with availability), models and profiles")
     lst.set_defaults(func=cmd_list)
@@ -164,6 +164,66 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(func=cmd_doctor)
     history_cli.add_parsers(sub)
     return parser
+
+
+def _add_ab(sub: Any) -> None:
+    ab = sub.add_parser(
+        "ab",
+        help="A/B in one job: both sides' fresh workers interleaved, compared round by round; "
+        "exit 0 = no regression, 1 = regression, 2 = usage error, 3 = could not decide",
+    )
+    ab.add_argument("--base", help="git ref or source directory (the gate: the merge base with main)")
+    ab.add_argument("--head", help="git ref or source directory (default: the working tree)")
+    ab.add_argument("--base-python", help="interpreter for the base side (e.g. another venv's python)")
+    ab.add_argument("--head-python", help="interpreter for the head side")
+    ab.add_argument("--profile", default="gate-cpu", help="built-in profile name or a .toml path")
+    ab.add_argument(
+        "--rounds", "-k", type=int, default=10, help="rounds per cell (fresh worker per side each)"
+    )
+    for flag, short, what in (
+        ("--model", "-m", "model(s)"),
+        ("--backend", "-b", "backend(s)"),
+        ("--precision", "-p", "precision(s)"),
+        ("--batch-size", None, "batch size(s)"),
+        ("--threads", None, "intra-op threads"),
+        ("--mode", None, "latency, throughput"),
+    ):
+        ab.add_argument(*(f for f in (flag, short) if f), action="append", help=what)
+    ab.add_argument("--pin", action="store_true", help="pin each worker to its first THREADS cores")
+    ab.add_argument("--backend-option", action="append", default=[], metavar="BACKEND.KEY=VALUE")
+    ab.add_argument("--max-regression", default="5%", help="the threshold a regression must exceed")
+    ab.add_argument("--threshold", action="append", default=[], metavar="METRIC=PCT")
+    ab.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate (Holm)")
+    ab.add_argument("--out", type=Path, help="output folder (default results/ab-<timestamp>)")
+    ab.set_defaults(func=cmd_ab)
+
+
+def cmd_ab(args: argparse.Namespace) -> int:
+    from inferbench.commands_ab import ab_command
+
+    pairs = _assignments(args.threshold, "--threshold", "METRIC=PCT (e.g. p99=10%)")
+    return ab_command(
+        base=args.base,
+        head=args.head,
+        base_python=args.base_python,
+        head_python=args.head_python,
+        profile=args.profile,
+        rounds=args.rounds,
+        overrides={
+            "models": _split(args.model),
+            "backends": _split(args.backend),
+            "precisions": _split(args.precision),
+            "batch_sizes": _ints(args.batch_size, "batch sizes"),
+            "threads": _ints(args.threads, "threads"),
+            "modes": _split(args.mode),
+            "pin": args.pin or None,
+            "backend_options": _backend_options(args.backend_option),
+        },
+        max_regression=_fraction(args.max_regression),
+        thresholds={metric: _fraction(value) for metric, value in pairs},
+        alpha=args.alpha,
+        out_dir=args.out,
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -247,6 +307,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         thresholds=thresholds,
         alpha=args.alpha,
         out_dir=args.out,
+        allow_mismatch=args.allow_mismatch,
     )
 
 

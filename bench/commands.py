@@ -139,42 +139,42 @@ def compare_command(
     thresholds: dict[str, float] | None = None,
     alpha: float = 0.05,
     out_dir: Path | None = None,
+    allow_mismatch: bool = False,
 ) -> int:
-    """Exit code 0 = no regression, 1 = regression (usage errors raise UserError -> 2)."""
+    """Exit code 0 = no regression, 1 = regression or broken cell, 3 = could not decide
+    (usage errors and refused mismatches raise UserError -> 2)."""
     from inferbench.compare import CompareOptions, compare_runs
 
     options = CompareOptions(max_regression=max_regression, thresholds=thresholds or {}, alpha=alpha)
-    frame, unmatched, md_path = compare_runs(base, new, options, out_dir)
-    table = Table(title=f"{base.name} -> {new.name} (ratio NEW/BASE, 95% CI)")
-    for col in ("cell", "metric", "change", "ratio [CI]", ""):
-        table.add_column(col, no_wrap=True)
-    for row in frame.itertuples(index=False):
-        ratio = getattr(row, "ratio", float("nan"))
-        ci = "" if ratio != ratio else f"{ratio:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]"
-        cell = f"{row.model} {row.backend} {row.precision} b{row.batch_size} t{row.threads}"
-        table.add_row(
-            cell,
-            str(row.metric),
-            str(row.change),
-            ci,
-            "REGRESSION" if row.regression else "",
-            style="bold red" if row.regression else None,
-        )
-    console.print(table)
+    frame, unmatched, md_path = compare_runs(base, new, options, out_dir, allow_mismatch=allow_mismatch)
+    return print_verdict(frame, unmatched, md_path, f"{base.name} -> {new.name} (ratio NEW/BASE, 95% CI)")
+
+
+def print_verdict(frame: Any, unmatched: Any, md_path: Path, title: str) -> int:
+    """The comparison's table and verdict on the terminal; returns the exit code."""
+    from inferbench.compare import exit_code
+    from inferbench.compare_report import failing_cells, terminal_table
+
+    console.print(terminal_table(frame, title))
     for item in unmatched.to_dict("records"):
         console.print(
             f"unmatched (only in {item['only_in']}): {item['model']} {item['backend']} "
             f"{item['precision']} b{item['batch_size']} t{item['threads']}"
         )
-    regressed = bool(len(frame)) and bool(frame["regression"].any())
-    if regressed:
-        slower = frame[frame["regression"]]
-        names = sorted({f"{r.model}/{r.backend}/{r.precision}/b{r.batch_size}" for r in slower.itertuples()})
+    code = exit_code(frame)
+    if code == 1:
+        names = failing_cells(frame)
         console.print(f"[bold red]REGRESSION[/] in {len(names)} cell(s): {', '.join(names)}")
+    elif code == 3:
+        undecided = frame[frame["inconclusive"]]
+        names = sorted(
+            {f"{r.model}/{r.backend}/{r.precision}/b{r.batch_size}" for r in undecided.itertuples()}
+        )
+        console.print(f"[yellow]UNDECIDED[/]: {len(names)} inconclusive cell(s): {', '.join(names)}")
     else:
         console.print("no regression")
     console.print(f"summary: {md_path}")
-    return 1 if regressed else 0
+    return code
 
 
 class _progress:

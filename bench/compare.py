@@ -1,17 +1,18 @@
-"""Noise-aware comparison of two runs, usable as a CI performance gate.
+"""Noise-aware comparison of two runs (`inferbench compare BASE NEW`).
 
-For each cell present in both runs and each metric (p50, p99 latency, throughput) the ratio
-NEW/BASE gets a bootstrap confidence interval (`scipy.stats.bootstrap`, ratio of the two
-statistics) from the raw per-iteration samples, and a two-sided p-value for "ratio = 1" from
-the same bootstrap distribution. When both runs measured the cell in several fresh processes
-(`repeats`), the process is the unit instead: each process contributes its own statistic and
-Welch's t-test across processes (on logs) gives the interval and p-value, so the
-process-to-process variation, which on a shared machine dwarfs the within-process noise, is
-part of the verdict. The p-values of all comparisons are adjusted together with
-Benjamini-Hochberg (`scipy.stats.false_discovery_control`) so a 200-cell sweep does not fail
-by chance. A regression is a change that is significant after
-that correction AND larger than the threshold (default 5%). A cell that ran in BASE but fails
-in NEW is a regression too.
+Each cell in both runs and each metric (p50, p99 latency, throughput) becomes one estimate of
+the change (see `inferbench.verdict`), from the best unit the runs allow:
+
+- both runs measured the cell in several fresh processes (`repeats`): one value per process,
+  Welch's t on log values, because on a shared machine the level moves between processes by
+  more than within one;
+- otherwise (one process per side): a bootstrap over the iterations, whose standard error
+  feeds a normal test. That covers the noise within each process only. A process-level shift
+  (memory layout, frequency, a neighbour) is invisible to it, and the markdown says so.
+
+p50 and throughput gate; p99 is advisory (reported, never a failure). A cell that ran in BASE
+and is broken or missing in NEW fails the comparison; a cell whose timed window was disturbed
+(`interfered`) is inconclusive, never a change.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from inferbench.envcheck import mismatch_line
 from inferbench.errors import UserError
-from inferbench.markdown import markdown_table
-from inferbench.status import FAILED
-from inferbench.storage import load_run
-from inferbench.util import atomic_write_text
+from inferbench.storage import load_run, load_settings
+from inferbench.verdict import INCONCLUSIVE, REGRESSION, Decision, Estimate, decide, welch_estimate
 
 KEY = ["model", "backend", "precision", "batch_size", "threads", "mode"]
+GATING = ("p50", "throughput")
 
 
 @dataclass(frozen=True)
@@ -41,17 +42,16 @@ class Metric:
     # Samples are rates (throughput mode's per-slice samples/s), not latencies.
     from_rates: bool = False
 
-    def ratio(self, base: np.ndarray, new: np.ndarray, axis: int = -1) -> Any:
-        """NEW relative to BASE, in the metric's own units (>1 = bigger number)."""
-        b, n = self.statistic(base, axis=axis), self.statistic(new, axis=axis)
-        return b / n if self.higher_is_better and not self.from_rates else n / b
+    def worse_when_larger(self) -> bool:
+        """Whether a larger statistic of the samples is worse (latency-based metrics)."""
+        return not self.higher_is_better or not self.from_rates
 
 
 def _p99(x: np.ndarray, axis: int = -1) -> Any:
     return np.percentile(x, 99, axis=axis)
 
 
-# Throughput in latency mode is batch / mean latency: its ratio is mean(base) / mean(new).
+# Throughput in latency mode is batch / mean latency: its change is that of the mean latency.
 METRICS = {
     "p50": Metric("p50", np.median, higher_is_better=False),
     "p99": Metric("p99", _p99, higher_is_better=False),
@@ -59,6 +59,7 @@ METRICS = {
 }
 # Throughput mode counts completions: its samples are the run's per-slice rates.
 COUNTED_THROUGHPUT = Metric("throughput", np.mean, higher_is_better=True, from_rates=True)
+VALUE_COLUMN = {"p50": "latency_p50_ms", "p99": "latency_p99_ms", "throughput": "throughput_sps"}
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class CompareOptions:
             if name not in METRICS:
                 raise UserError(f"metric must be one of {', '.join(METRICS)}; got {name!r}")
         for value in (self.max_regression, *self.thresholds.values()):
-            if not 0 <= value < 1:
+            if not 0 < value < 1:
                 raise UserError(f"regression threshold must be between 0% and 100%; got {value:.0%}")
         if not 0 < self.alpha < 1:
             raise UserError(f"alpha must be between 0 and 1; got {self.alpha}")
@@ -85,132 +86,152 @@ class CompareOptions:
         return self.thresholds.get(metric, self.max_regression)
 
 
-def bootstrap_ratio(
-    base: np.ndarray,
-    new: np.ndarray,
-    metric: Metric,
-    options: CompareOptions,
-    rng: np.random.Generator,
-) -> tuple[float, float, float, float]:
-    """(ratio, ci_low, ci_high, p_value) for NEW/BASE of one metric from raw samples."""
-    from scipy.stats import bootstrap
+def bootstrap_estimate(
+    base: np.ndarray, new: np.ndarray, metric: Metric, resamples: int, rng: np.random.Generator
+) -> Estimate:
+    """Iterations as the unit: the log change of the statistic and its bootstrap standard
+    error (each side resampled on its own), for a normal test with no p-value floor."""
 
-    def stat(b: np.ndarray, n: np.ndarray, axis: int = -1) -> Any:
-        return metric.ratio(b, n, axis=axis)
+    def log_stat_se(x: np.ndarray) -> tuple[float, float]:
+        if metric.statistic is np.mean:  # the delta method is exact enough and free
+            return float(np.log(x.mean())), float(x.std(ddof=1) / x.mean() / np.sqrt(len(x)))
+        # In chunks: 2000 resamples of 60 000 microsecond-scale samples do not fit at once.
+        chunk = max(1, int(2e7 // max(1, len(x))))
+        values = []
+        for start in range(0, resamples, chunk):
+            idx = rng.integers(0, len(x), size=(min(chunk, resamples - start), len(x)))
+            values.append(np.log(metric.statistic(x[idx], axis=1)))
+        return float(np.log(metric.statistic(x))), float(np.concatenate(values).std(ddof=1))
 
-    result = bootstrap(
-        (base, new),
-        stat,
-        n_resamples=options.n_resamples,
-        paired=False,
-        vectorized=True,
-        confidence_level=options.confidence,
-        method="percentile",
-        random_state=rng,
-    )
-    dist = result.bootstrap_distribution
-    # Two-sided bootstrap p-value for "no change": how often the resampled ratio is on the
-    # other side of 1 than most of the distribution.
-    tail = min(np.mean(dist <= 1.0), np.mean(dist >= 1.0))
-    p = float(np.clip(2 * tail, 1 / (options.n_resamples + 1), 1.0))
-    ci = result.confidence_interval
-    return float(metric.ratio(base, new)), float(ci.low), float(ci.high), p
-
-
-def process_ratio(
-    base: np.ndarray, new: np.ndarray, metric: Metric, options: CompareOptions
-) -> tuple[float, float, float, float]:
-    """(ratio, ci_low, ci_high, p_value) from one value of the metric per process.
-
-    A handful of processes is too few to bootstrap (3 vs 3 has 20 distinct splits), so this is
-    pyperf's approach: Welch's t-test across processes, here on log values so the interval is
-    one of the ratio of geometric means."""
-    from scipy.stats import ttest_ind
-
-    # `base`/`new` are latency statistics; throughput's ratio is the inverse of its latency's.
-    log_b, log_n = np.log(base), np.log(new)
-    result = ttest_ind(log_n, log_b, equal_var=False)
-    ci = result.confidence_interval(options.confidence)
-    diff = float(np.mean(log_n) - np.mean(log_b))
-    p = float(result.pvalue) if np.isfinite(result.pvalue) else 1.0
-    if metric.higher_is_better and not metric.from_rates:
-        return float(np.exp(-diff)), float(np.exp(-ci.high)), float(np.exp(-ci.low)), p
-    return float(np.exp(diff)), float(np.exp(ci.low)), float(np.exp(ci.high)), p
+    b, b_se = log_stat_se(base)
+    n, n_se = log_stat_se(new)
+    worse = (n - b) if metric.worse_when_larger() else (b - n)
+    return Estimate(worse, float(np.hypot(b_se, n_se)), n=len(base) + len(new))
 
 
 def compare_records(
     base: list[dict[str, Any]], new: list[dict[str, Any]], options: CompareOptions
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-metric comparison rows and the unmatched cells."""
-    from scipy.stats import false_discovery_control
-
-    def index(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
-        # Records from before the mode axis are latency mode.
-        return {tuple(r.get(k) or "latency" if k == "mode" else r[k] for k in KEY): r for r in records}
-
-    base_ix, new_ix = index(base), index(new)
+    """Per-metric comparison rows (with verdicts) and the cells present in one run only."""
+    base_ix, new_ix = _index(base), _index(new)
     unmatched = [{**dict(zip(KEY, k, strict=True)), "only_in": "base"} for k in base_ix if k not in new_ix]
     unmatched += [{**dict(zip(KEY, k, strict=True)), "only_in": "new"} for k in new_ix if k not in base_ix]
     rng = np.random.default_rng(options.seed)
     rows: list[dict[str, Any]] = []
+    estimates: list[Estimate | None] = []
     for key, b in base_ix.items():
         n = new_ix.get(key)
-        if n is None:
-            continue
         cell = dict(zip(KEY, key, strict=True))
-        if b["status"] != "ok" or n["status"] != "ok":
-            rows.append(
-                {
-                    **cell,
-                    "metric": "status",
-                    "base_status": b["status"],
-                    "new_status": n["status"],
-                    "change": _status_change(b["status"], n["status"]),
-                    "regression": b["status"] == "ok" and n["status"] in FAILED,
-                    "reason": n.get("reason", ""),
-                }
-            )
+        if n is None or b["status"] != "ok" or n["status"] != "ok":
+            rows.append(status_row(cell, b, n))
+            estimates.append(None)
             continue
+        disturbed = [side for side, r in (("base", b), ("new", n)) if r.get("interfered")]
         for name in options.metrics:
             metric, b_procs, n_procs = _samples(b, n, name)
             per_process = len(b_procs) > 1 and len(n_procs) > 1
-            b_ms, n_ms = np.concatenate(b_procs), np.concatenate(n_procs)
-            if per_process:
-                b_units = np.array([metric.statistic(x) for x in b_procs])
-                n_units = np.array([metric.statistic(x) for x in n_procs])
-                ratio, low, high, p = process_ratio(b_units, n_units, metric, options)
+            estimate: Estimate | None = None
+            if disturbed:
+                pass  # a disturbed window says nothing about the code
+            elif per_process:
+                b_units = [float(metric.statistic(x)) for x in b_procs]
+                n_units = [float(metric.statistic(x)) for x in n_procs]
+                estimate = welch_estimate(b_units, n_units, not metric.worse_when_larger())
             else:
-                ratio, low, high, p = bootstrap_ratio(b_ms, n_ms, metric, options, rng)
+                b_all, n_all = np.concatenate(b_procs), np.concatenate(n_procs)
+                estimate = bootstrap_estimate(b_all, n_all, metric, options.n_resamples, rng)
             rows.append(
                 {
                     **cell,
                     "metric": name,
                     "base_status": "ok",
                     "new_status": "ok",
-                    "base_value": _value(b, name),
-                    "new_value": _value(n, name),
-                    "ratio": ratio,
-                    "ci_low": low,
-                    "ci_high": high,
-                    "p_value": p,
-                    "n_base": len(b_ms),
-                    "n_new": len(n_ms),
+                    "base_value": float(b[VALUE_COLUMN[name]]),
+                    "new_value": float(n[VALUE_COLUMN[name]]),
+                    "n_base": len(b_procs) if per_process else sum(map(len, b_procs)),
+                    "n_new": len(n_procs) if per_process else sum(map(len, n_procs)),
                     "unit": "process" if per_process else "iteration",
+                    "note": f"interfered ({', '.join(disturbed)})" if disturbed else "",
                 }
             )
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame, pd.DataFrame(unmatched)
-    timed = frame["metric"] != "status"
-    frame["q_value"] = np.nan
-    if timed.any():
-        frame.loc[timed, "q_value"] = false_discovery_control(
-            frame.loc[timed, "p_value"].to_numpy(), method="bh"
+            estimates.append(estimate)
+    return judge(rows, estimates, options), pd.DataFrame(unmatched)
+
+
+def _index(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    # Records from before the mode axis are latency mode.
+    return {tuple(r.get(k) or "latency" if k == "mode" else r[k] for k in KEY): r for r in records}
+
+
+def status_row(cell: dict[str, Any], base: dict[str, Any], new: dict[str, Any] | None) -> dict[str, Any]:
+    """A cell that was not measured on both sides: ok -> anything else (or missing) fails."""
+    new_status = new["status"] if new is not None else "missing"
+    broke = base["status"] == "ok" and new_status != "ok"
+    if base["status"] == new_status:
+        verdict = f"still {new_status}"
+    elif broke:
+        verdict = f"broken ({new_status})"
+    elif new_status == "ok":
+        verdict = f"fixed (was {base['status']})"
+    else:
+        verdict = f"{base['status']} -> {new_status}"
+    return {
+        **cell,
+        "metric": "status",
+        "base_status": base["status"],
+        "new_status": new_status,
+        "verdict": verdict,
+        "broken": broke,
+        "note": (new or {}).get("reason", "") or ("not in NEW" if new is None else ""),
+    }
+
+
+def judge(
+    rows: list[dict[str, Any]], estimates: list[Estimate | None], options: CompareOptions
+) -> pd.DataFrame:
+    """Add ratio, interval, MDE and verdict to the rows: the gating metrics are corrected
+    together (Holm), each advisory metric is judged on its own."""
+    if not rows:
+        return pd.DataFrame()
+    rows = [{"broken": False, **row, "gating": row["metric"] in GATING} for row in rows]
+    timed = [i for i, row in enumerate(rows) if row["metric"] != "status"]
+    families = [[i for i in timed if rows[i]["metric"] in GATING]]
+    families += [[i] for i in timed if rows[i]["metric"] not in GATING]
+    for family in families:
+        if not family:
+            continue
+        decisions = decide(
+            [estimates[i] for i in family],
+            [options.threshold(rows[i]["metric"]) for i in family],
+            alpha=options.alpha,
+            confidence=options.confidence,
         )
-    for i in frame.index[timed]:
-        frame.loc[i, ["change", "regression"]] = _classify(frame.loc[i], options)
-    frame["regression"] = frame["regression"].astype(bool)
-    return frame, pd.DataFrame(unmatched)
+        for i, d in zip(family, decisions, strict=True):
+            rows[i].update(decision_columns(d, higher_is_better=rows[i]["metric"] == "throughput"))
+    frame = pd.DataFrame(rows)
+    for column in ("ratio", "ci_low", "ci_high", "mde_pct", "p_value", "q_value"):
+        if column not in frame:
+            frame[column] = np.nan
+    frame["regression"] = (frame["gating"] & (frame["verdict"] == REGRESSION)) | frame["broken"]
+    frame["inconclusive"] = frame["gating"] & (frame["verdict"] == INCONCLUSIVE)
+    return frame
+
+
+def decision_columns(d: Decision, higher_is_better: bool) -> dict[str, Any]:
+    """A decision as row columns; ratios in the metric's own units, NEW/BASE (for throughput,
+    below 1 is worse)."""
+    ratio, low, high = d.worse_ratio, d.ci_low, d.ci_high
+    if higher_is_better:
+        ratio, low, high = 1 / ratio, 1 / high, 1 / low
+    return {
+        "ratio": ratio,
+        "ci_low": low,
+        "ci_high": high,
+        "mde_pct": d.mde_pct,
+        "p_value": d.p_value,
+        "q_value": d.q_value,
+        "verdict": d.verdict,
+    }
 
 
 def _samples(
@@ -233,88 +254,52 @@ def _processes_ms(record: dict[str, Any]) -> list[np.ndarray]:
     return [np.asarray(g, dtype=np.float64) / 1e6 for g in groups]
 
 
-def _value(record: dict[str, Any], metric: str) -> float:
-    column = {"p50": "latency_p50_ms", "p99": "latency_p99_ms", "throughput": "throughput_sps"}[metric]
-    return float(record[column])
-
-
-def _status_change(base: str, new: str) -> str:
-    if base == new:
-        return f"still {new}"
-    if base == "ok" and new in FAILED:
-        return f"broke ({new})"
-    if new == "ok":
-        return f"fixed (was {base})"
-    return f"{base} -> {new}"
-
-
-def _classify(row: pd.Series, options: CompareOptions) -> tuple[str, bool]:
-    metric = METRICS[str(row["metric"])]
-    worse = row["ratio"] < 1 if metric.higher_is_better else row["ratio"] > 1
-    if row["q_value"] >= options.alpha:
-        return "no significant change", False
-    change = "slower" if worse else "faster"
-    size = abs(row["ratio"] - 1) if not metric.higher_is_better else abs(1 - row["ratio"])
-    return change, bool(worse and size > options.threshold(str(row["metric"])))
-
-
-# ---------------------------------------------------------------- output
-
-
-def compare_markdown(
-    frame: pd.DataFrame,
-    unmatched: pd.DataFrame,
-    options: CompareOptions,
-    base_name: str,
-    new_name: str,
-) -> str:
-    regressions = frame[frame["regression"]] if not frame.empty else frame
-    verdict = "**FAIL**: performance regression" if len(regressions) else "**PASS**: no regression"
-    parts = [
-        f"## InferBench comparison: `{base_name}` → `{new_name}`",
-        "",
-        verdict,
-        "",
-        f"Regression = significant after Benjamini-Hochberg at alpha={options.alpha} and worse than "
-        f"{options.max_regression:.0%}"
-        + "".join(f", {m} {t:.0%}" for m, t in options.thresholds.items())
-        + f". Ratios are NEW/BASE with {options.confidence:.0%} bootstrap intervals.",
-    ]
+def exit_code(frame: pd.DataFrame) -> int:
+    """0 = no regression, 1 = regression or broken cell, 3 = could not decide."""
     if frame.empty:
-        parts += ["", "No cells in common."]
-    else:
-        shown = frame.copy()
-        shown["ratio (CI)"] = [
-            f"{r:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(r) else ""
-            for r, lo, hi in zip(
-                shown.get("ratio", np.nan),
-                shown.get("ci_low", np.nan),
-                shown.get("ci_high", np.nan),
-                strict=True,
-            )
-        ]
-        cols = [*KEY, "metric", "change", "ratio (CI)", "q_value", "regression"]
-        if len(regressions):
-            parts += ["", "### Regressions", "", markdown_table(shown[shown["regression"]], cols)]
-        parts += ["", "### All compared cells", "", markdown_table(shown, cols)]
-    if not unmatched.empty:
-        parts += ["", "### Unmatched cells", "", markdown_table(unmatched, [*KEY, "only_in"])]
-    return "\n".join(parts) + "\n"
+        return 0
+    if frame["regression"].any():
+        return 1
+    return 3 if frame["inconclusive"].any() else 0
 
 
 def compare_runs(
-    base_dir: Path, new_dir: Path, options: CompareOptions, out_dir: Path | None = None
+    base_dir: Path,
+    new_dir: Path,
+    options: CompareOptions,
+    out_dir: Path | None = None,
+    *,
+    allow_mismatch: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
-    """Compare two run directories; writes compare.csv and compare.md into out_dir (default NEW)."""
+    """Compare two run directories; writes compare.csv and compare.md into out_dir (default NEW).
+
+    Runs measured on different CPUs, engine versions, thread or measurement settings are
+    refused (UserError, one line naming the difference) unless `allow_mismatch`."""
+    from inferbench.compare_report import write_outputs
+
     base_dir, new_dir = _run_dir(base_dir), _run_dir(new_dir)
-    _, base, _ = load_run(base_dir)
-    _, new, _ = load_run(new_dir)
+    _, base, base_env = load_run(base_dir)
+    _, new, new_env = load_run(new_dir)
+    problem = mismatch_line(base_env, new_env, load_settings(base_dir), load_settings(new_dir))
+    if problem and not allow_mismatch:
+        raise UserError(f"{problem} (--allow-mismatch compares anyway)")
     frame, unmatched = compare_records(base, new, options)
-    out_dir = out_dir or new_dir
-    atomic_write_text(out_dir / "compare.csv", frame.to_csv(index=False, float_format="%.6g"))
-    md = out_dir / "compare.md"
-    atomic_write_text(md, compare_markdown(frame, unmatched, options, base_dir.name, new_dir.name))
+    single = bool(len(frame)) and "unit" in frame and (frame["unit"] == "iteration").any()
+    notes = [f"Compared despite a mismatch: {problem}."] if problem else []
+    if single:
+        notes.append(SINGLE_PROCESS_CAVEAT)
+    md = write_outputs(frame, unmatched, options, out_dir or new_dir, base_dir.name, new_dir.name, notes)
     return frame, unmatched, md
+
+
+SINGLE_PROCESS_CAVEAT = (
+    "**One process per side.** The intervals cover the noise within each process only. A new "
+    "process can land a few percent higher or lower (memory layout, frequency, neighbours), and "
+    "that shift is not in these intervals: a change smaller than the process-to-process spread "
+    "can neither be confirmed nor ruled out. A large change (several times that spread) is "
+    "real. For a gate, use `inferbench ab` (interleaved fresh processes, paired), or runs with "
+    "`--repeats 3` or more."
+)
 
 
 def _run_dir(path: Path) -> Path:

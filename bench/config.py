@@ -56,6 +56,13 @@ class MeasureConfig:
     # thread placement, frequency) is often larger than within one; comparisons use it when >1.
     repeats: int = 1
     seed: int = 0
+    # Interference (see inferbench.interference): a timed window in which the rest of the
+    # machine used more than `interference_max_pct` of the worker's cores, or the hypervisor
+    # stole more than `steal_max_pct`, is re-measured up to `interference_retries` times, then
+    # flagged `interfered` (comparisons call such a cell inconclusive, never a change).
+    interference_max_pct: float = 10.0
+    steal_max_pct: float = 5.0
+    interference_retries: int = 1
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -78,6 +85,9 @@ class MeasureConfig:
         _require(self.bootstrap_resamples >= 100, "measure.bootstrap_resamples must be >= 100")
         _require(self.streams >= 0, "measure.streams must be >= 0 (0 = the engine's choice)")
         _require(self.timeout_seconds > 0, "measure.timeout_seconds must be > 0")
+        _require(self.interference_max_pct > 0, "measure.interference_max_pct must be > 0")
+        _require(self.steal_max_pct > 0, "measure.steal_max_pct must be > 0")
+        _require(self.interference_retries >= 0, "measure.interference_retries must be >= 0")
 
 
 # Relative L2 error allowed against the FP32 eager reference before a cell is `accuracy-fail`.

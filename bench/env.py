@@ -143,6 +143,14 @@ def noise_warnings(environment: dict[str, Any], rows: list[dict[str, Any]]) -> l
             f"{len(wide)} cell(s) have a p50 95% interval wider than {NOISY_CI_PCT:g}% of p50 "
             f"(worst {_ci_width_pct(worst):.0f}%: {worst.get('cell_key')})"
         )
+    disturbed = [r for r in rows if str(r.get("interfered")).lower() == "true"]
+    if disturbed:
+        worst = max(disturbed, key=lambda r: float(r.get("interference_pct") or 0))
+        warnings.append(
+            f"{len(disturbed)} cell(s) shared their cores with other work during the timed window "
+            f"even after re-measuring (interfered; worst {float(worst.get('interference_pct') or 0):.0f}%: "
+            f"{worst.get('cell_key')})"
+        )
     spread = [r for r in rows if (r.get("process_p50_spread_pct") or 0) > NOISY_SPREAD_PCT]
     if spread:
         warnings.append(

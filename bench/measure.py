@@ -14,7 +14,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from inferbench.config import MeasureConfig
 
@@ -22,6 +22,15 @@ if TYPE_CHECKING:
     from inferbench.backends.base import ThroughputRun
 
 Clock = Callable[[], int]
+
+
+class Window(Protocol):
+    """Told when the timed window starts and stops (the interference probe)."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
 #: One iteration: called with the iteration number (to cycle inputs); may return the device-side
 #: duration in ns when the engine has its own clock, else None. Backends' iterations return
 #: None and their engine time is read by `engine_time` after the host clock has stopped.
@@ -107,9 +116,11 @@ def measure(
     config: MeasureConfig,
     clock: Clock = time.perf_counter_ns,
     engine_time: EngineTime | None = None,
+    window: Window | None = None,
 ) -> Measurement:
     """Time `call(i)` per the config's warm-up and stop rules; `engine_time()`, when given, is
-    read after the host clock stops, so the timed region holds the iteration only."""
+    read after the host clock stops, so the timed region holds the iteration only; `window`
+    brackets the timed loop (interference counters)."""
     warmup = warm_up(call, config, clock) if config.warmup_iterations or config.warmup_seconds else None
     warmup = warmup or Warmup(0, 0.0, False, 0)
     i = warmup.iterations
@@ -117,6 +128,8 @@ def measure(
     device: list[int] = []
     min_ns, max_ns = config.min_seconds * 1e9, config.max_seconds * 1e9
     tail = max(config.tail_samples, config.min_iterations)
+    if window is not None:
+        window.start()
     begin = clock()
     while True:
         t0 = clock()
@@ -134,6 +147,8 @@ def measure(
             break
         if n >= config.max_iterations or elapsed >= max_ns:
             break
+    if window is not None:
+        window.stop()
     return Measurement(
         latencies_ns=latencies,
         warmup=warmup,
@@ -145,7 +160,7 @@ def measure(
 
 
 def measure_throughput(
-    run: Callable[[float, int], ThroughputRun], config: MeasureConfig
+    run: Callable[[float, int], ThroughputRun], config: MeasureConfig, window: Window | None = None
 ) -> tuple[Warmup, ThroughputRun]:
     """Saturated mode: `run(seconds, min_requests)` keeps the engine's streams busy.
 
@@ -166,5 +181,9 @@ def measure_throughput(
             break
         if spent >= config.warmup_max_seconds:
             break
+    if window is not None:
+        window.start()
     timed = run(config.min_seconds, config.min_iterations)
+    if window is not None:
+        window.stop()
     return Warmup(requests, spent, stable, len(rates)), timed

@@ -33,6 +33,7 @@ __all__ = [
     "latest_run",
     "load_cells",
     "load_run",
+    "load_settings",
     "save_cell",
     "start_session",
 ]
@@ -69,6 +70,12 @@ COLUMNS = (
     "warmup_s",
     "warmup_stable",
     "capped",
+    "interference_pct",
+    "steal_pct",
+    "sys_pct",
+    "nivcsw",
+    "interfered",
+    "remeasured",
     "prepare_s",
     "first_inference_ms",
     "peak_rss_mb",
@@ -117,6 +124,7 @@ TEXT_COLUMNS = frozenset(
         "pinned_cpus",
         "settings_hash",
         "capped",
+        "interfered",
         "engine_precision",
         "lowp_flagged",
         "accuracy_checked",
@@ -184,6 +192,12 @@ def read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise UserError(f"no results.csv at {path}")
     return pd.read_csv(path)
+
+
+def load_settings(run_dir: Path) -> dict[str, Any]:
+    """The sweep's settings (`config.json`), or {} for a folder without one."""
+    path = run_dir / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def load_run(run_dir: Path) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[str, Any]]:

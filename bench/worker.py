@@ -22,6 +22,7 @@ from inferbench.backends import load_backend
 from inferbench.config import AccuracyConfig, Cell, MeasureConfig
 from inferbench.errors import UnsupportedError, first_line
 from inferbench.evaluation import engine_infer, evaluation_chunks, reference_infer, run_chunks
+from inferbench.interference import InterferenceProbe, Thresholds
 from inferbench.measure import backend_iteration, measure, measure_throughput
 from inferbench.models import ModelRef, build_model, count_flops
 from inferbench.procs import add_user_path, guard_child
@@ -114,8 +115,12 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _time_latency(backend: Any, natives: list[Any], batch_size: int, config: MeasureConfig) -> dict[str, Any]:
     # The timed region is run + synchronize; the engine's own time is read after it.
-    result = measure(backend_iteration(backend, natives), config, engine_time=backend.engine_time_ns)
+    probe = _probe(config)
+    result = measure(
+        backend_iteration(backend, natives), config, engine_time=backend.engine_time_ns, window=probe
+    )
     record: dict[str, Any] = {
+        **probe.result(),
         "latencies_ns": result.latencies_ns,
         "warmup_iterations": result.warmup.iterations,
         "warmup_s": result.warmup.seconds,
@@ -139,7 +144,8 @@ def _time_throughput(
     def saturate(seconds: float, min_requests: int) -> Any:
         return backend.run_throughput(natives, batch_size, seconds, min_requests)
 
-    warmup, run = measure_throughput(saturate, config)
+    probe = _probe(config)
+    warmup, run = measure_throughput(saturate, config, window=probe)
     latencies = [end - start for start, end in zip(run.starts_ns, run.ends_ns, strict=True)]
     record: dict[str, Any] = {
         "latencies_ns": latencies,
@@ -149,6 +155,7 @@ def _time_throughput(
         "capped": len(latencies) < config.min_iterations,
         "p99_reliable": len(latencies) >= config.tail_samples,
         "streams": run.streams,
+        **probe.result(),
         # Request latency under load: what each request waited, not the engine's best case.
         **summarize(latencies, batch_size),
         **latency_intervals([latencies], batch_size, config.bootstrap_resamples),
@@ -159,6 +166,10 @@ def _time_throughput(
     record.update(counted)  # completed samples over wall time, never derived from latency
     record["throughput_slices_sps"] = slice_rates(run.ends_ns, run.begin_ns, run.end_ns, batch_size)
     return record
+
+
+def _probe(config: MeasureConfig) -> InterferenceProbe:
+    return InterferenceProbe(Thresholds(config.interference_max_pct, config.steal_max_pct))
 
 
 def _safe_flops(model: Any) -> float | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from inferbench.cli import main
@@ -70,7 +71,7 @@ def test_ten_percent_slowdown_in_low_noise_always_fails() -> None:
         frame, _ = compare_records(base, new, FAST)
         p50 = frame[frame["metric"] == "p50"]
         assert p50["regression"].all(), p50
-        assert (p50["change"] == "slower").all()
+        assert (p50["verdict"] == "regression").all()
         assert (p50["ci_low"] > 1.05).all()  # the interval excludes the threshold
 
 
@@ -79,8 +80,10 @@ def test_three_percent_slowdown_passes_a_five_percent_threshold() -> None:
         base, new = _sweep(np.random.default_rng(200 + seed), cells=3, shift=1.03, cv=0.005)
         frame, _ = compare_records(base, new, FAST)
         assert not frame["regression"].any()
-        # The change is real and detected, it is just within the allowed budget.
-        assert (frame[frame["metric"] == "p50"]["change"] == "slower").all()
+        # The change is real, but the interval lies within the allowed budget.
+        p50 = frame[frame["metric"] == "p50"]
+        assert (p50["verdict"] == "no change").all()
+        assert (p50["ci_low"] > 1.0).all()
 
 
 def test_per_metric_threshold_override() -> None:
@@ -94,7 +97,7 @@ def test_speedup_is_faster_not_a_regression() -> None:
     base, new = _sweep(np.random.default_rng(7), cells=2, shift=0.8)
     frame, _ = compare_records(base, new, FAST)
     assert not frame["regression"].any()
-    assert set(frame["change"]) == {"faster"}
+    assert set(frame["verdict"]) == {"improvement"}
     thr = frame[frame["metric"] == "throughput"]
     assert (thr["ratio"] > 1.2).all()  # throughput ratio NEW/BASE rises when latency falls
 
@@ -116,16 +119,19 @@ def test_unmatched_cells_are_listed_and_broken_cells_regress() -> None:
         ("added", "new"),
         ("gone", "base"),
     ]
+    gone = frame[frame["model"] == "gone"].iloc[0]  # missing from NEW: a failure, by cell
+    assert gone["verdict"] == "broken (missing)" and gone["regression"]
     broken = frame[frame["model"] == "b"].iloc[0]
-    assert broken["metric"] == "status" and broken["regression"] and broken["change"] == "broke (error)"
+    assert broken["metric"] == "status" and broken["regression"] and broken["verdict"] == "broken (error)"
     assert not frame[frame["model"] == "a"]["regression"].any()
 
 
 def test_options_validation() -> None:
     with pytest.raises(UserError, match="metric must be one of p50, p99, throughput; got 'p95'"):
         CompareOptions(thresholds={"p95": 0.1})
-    with pytest.raises(UserError, match="between 0% and 100%"):
-        CompareOptions(max_regression=1.5)
+    for bad in (1.5, 0.0):
+        with pytest.raises(UserError, match="between 0% and 100%"):
+            CompareOptions(max_regression=bad)
 
 
 def _write_run(path: Path, records: list[dict[str, Any]]) -> Path:
@@ -222,5 +228,97 @@ def test_throughput_mode_compares_counted_rates_beside_the_latency_row() -> None
     assert set(rows.index.get_level_values("mode")) == {"latency", "throughput"}
     counted = rows.loc[("throughput", "throughput")]
     assert counted["ratio"] == pytest.approx(0.8, abs=0.02)  # from the rates, not the latencies
-    assert counted["regression"] and counted["change"] == "slower"
+    assert counted["regression"] and counted["verdict"] == "regression"
     assert not rows.loc[("latency", "throughput")]["regression"]
+
+
+def test_one_cell_fifty_percent_slower_among_300_is_flagged_with_one_process_per_side() -> None:
+    """The old bootstrap p-value could not go below 1/(resamples+1); after correcting over
+    900 tests a lone regression passed. A normal test on the bootstrap's standard error has no
+    such floor."""
+    rng = np.random.default_rng(11)
+    base, new = _sweep(rng, cells=300, cv=0.02)
+    new[137] = _record("m137", _samples(rng, cv=0.02) * 1.5)
+    frame, _ = compare_records(base, new, CompareOptions(n_resamples=300))
+    flagged = frame[frame["regression"]]
+    assert set(flagged["model"]) == {"m137"}
+    assert set(flagged["metric"]) == {"p50", "throughput"}  # p99 is advisory
+    assert (frame[frame["model"] != "m137"]["verdict"] == "no change").mean() > 0.95
+
+
+@pytest.mark.parametrize("status", ["unavailable", "unsupported", "error", "timeout", "accuracy-fail"])
+def test_ok_to_any_other_status_is_a_failure_listed_by_cell(status: str) -> None:
+    rng = np.random.default_rng(4)
+    base = [_record("a", _samples(rng)), _record("b", _samples(rng))]
+    new = [_record("a", _samples(rng)), _record("b", _samples(rng), status=status)]
+    frame, _ = compare_records(base, new, FAST)
+    from inferbench.compare import exit_code
+    from inferbench.compare_report import compare_markdown, failing_cells
+
+    assert failing_cells(frame) == ["b/torch/fp32/b1/latency"]
+    assert exit_code(frame) == 1
+    md = compare_markdown(frame, pd.DataFrame(), FAST, "base", "new")
+    assert "### Broken or missing cells" in md and f"broken ({status})" in md
+
+
+def test_mde_inconclusive_and_no_change() -> None:
+    """A noisy cell gets a wide interval and a large MDE: inconclusive, never "no change"."""
+    rng = np.random.default_rng(8)
+    quiet_b, quiet_n = _samples(rng, cv=0.005), _samples(rng, cv=0.005)
+    noisy_b, noisy_n = _samples(rng, n=30, cv=0.3), _samples(rng, n=30, cv=0.3)
+    base = [_record("quiet", quiet_b), _record("noisy", noisy_b)]
+    new = [_record("quiet", quiet_n), _record("noisy", noisy_n)]
+    frame, _ = compare_records(base, new, FAST)
+    p50 = frame[frame["metric"] == "p50"].set_index("model")
+    assert p50.loc["quiet", "verdict"] == "no change"
+    assert p50.loc["noisy", "verdict"] == "inconclusive"
+    assert p50.loc["quiet", "mde_pct"] < 6 < p50.loc["noisy", "mde_pct"]
+    from inferbench.compare import exit_code
+
+    assert exit_code(frame) == 3
+
+
+def test_interfered_cell_is_inconclusive_not_a_change() -> None:
+    rng = np.random.default_rng(2)
+    base = [_record("m", _samples(rng))]
+    disturbed = {**_record("m", _samples(rng) * 3), "interfered": True, "interference_pct": 60.0}
+    frame, _ = compare_records(base, [disturbed], FAST)
+    assert not frame["regression"].any()
+    assert set(frame["verdict"]) == {"inconclusive"}
+    assert set(frame["note"]) == {"interfered (new)"}
+
+
+def _env(model: str = "Intel Xeon", ort: str = "1.32.0", omp: str | None = None) -> dict[str, Any]:
+    return {
+        "cpu": {"model": model, "isa": {"amx_bf16": model == "Intel Xeon", "avx2": True}},
+        "packages": {"onnxruntime": ort, "numpy": "2"},
+        "threads": {"inter_op": 1, "env": {"OMP_NUM_THREADS": omp}},
+    }
+
+
+def test_runs_from_different_machines_or_settings_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(3)
+    base = _write_run(tmp_path / "base", [_record("m", _samples(rng))])
+    new = _write_run(tmp_path / "new", [_record("m", _samples(rng))])
+    cases = [
+        (_env(model="AMD EPYC"), "CPU model 'AMD EPYC' vs 'Intel Xeon'; ISA amx_bf16 only in new"),
+        (_env(ort="1.31.0"), "onnxruntime '1.31.0' vs '1.32.0'"),
+        (_env(omp="4"), "OMP_NUM_THREADS '4' vs None"),
+    ]
+    (new / "env.json").write_text(json.dumps(_env()))
+    for base_env, named in cases:
+        (base / "env.json").write_text(json.dumps(base_env))
+        assert main(["compare", str(base), str(new)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and named in err, err
+    # Measurement settings too; --allow-mismatch compares anyway and says so in compare.md.
+    (base / "env.json").write_text(json.dumps(_env()))
+    (base / "config.json").write_text(json.dumps({"measure": {"min_seconds": 1.0, "repeats": 3}}))
+    (new / "config.json").write_text(json.dumps({"measure": {"min_seconds": 2.0, "repeats": 1}}))
+    assert main(["compare", str(base), str(new)]) == 2
+    assert "measure.min_seconds 1.0 vs 2.0" in capsys.readouterr().err
+    assert main(["compare", str(base), str(new), "--allow-mismatch"]) == 0
+    md = (new / "compare.md").read_text()
+    assert "Compared despite a mismatch" in md and "One process per side" in md

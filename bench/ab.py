@@ -1,0 +1,202 @@
+"""`inferbench ab`: both sides of a change measured in one job, interleaved and paired.
+
+A committed baseline compares today's code on today's machine with yesterday's code on
+another machine; on a shared runner that is a false alarm waiting to happen. Here every cell
+runs K rounds, and each round runs one fresh worker per side back to back, the order
+alternating by round (AB, BA, AB, ...): whatever the machine does over minutes (frequency,
+neighbours, thermal state) hits both sides of a round alike, and a linear drift cancels over
+each AB/BA pair. The verdict compares the sides round by round: per round the log ratio of
+the metric, then a paired t over the rounds (`inferbench.verdict`). Rounds in which either
+side's timed window was disturbed (`interfered`, after the runner's own re-measures) are left
+out of the pairs; a cell with fewer than two clean rounds is inconclusive.
+
+Rounds go over all cells before the next round starts, so a burst of interference costs each
+cell a round rather than one cell all of its rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from inferbench.compare import KEY, VALUE_COLUMN, CompareOptions, judge, status_row
+from inferbench.errors import UserError
+from inferbench.sides import Side
+from inferbench.verdict import Estimate, paired_estimate
+
+log = logging.getLogger(__name__)
+
+SIDES = ("base", "head")
+#: Run one cell on one side: (side label, cell key, round) -> the worker's record.
+Launch = Callable[[str, str, int], dict[str, Any]]
+Events = Callable[[str, str, int, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class AbOptions:
+    rounds: int = 10
+    compare: CompareOptions = field(default_factory=CompareOptions)
+
+    def __post_init__(self) -> None:
+        if self.rounds < 2:
+            raise UserError(f"--rounds must be >= 2 (a paired test needs two rounds); got {self.rounds}")
+
+
+def round_order(round_index: int) -> tuple[str, str]:
+    """ABBA...: base first in even rounds, head first in odd ones."""
+    return SIDES if round_index % 2 == 0 else (SIDES[1], SIDES[0])
+
+
+def interleave(
+    cell_keys: list[str], rounds: int, launch: Launch, on_result: Events | None = None
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Run every cell K rounds, one fresh worker per side per round; a cell stops early once
+    either side is not ok (unavailable, unsupported, error, accuracy-fail, ...): its verdict is
+    the status change, and more rounds would not change it."""
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {k: {s: [] for s in SIDES} for k in cell_keys}
+    stopped: set[str] = set()
+    for r in range(rounds):
+        for key in cell_keys:
+            if key in stopped:
+                continue
+            for side in round_order(r):
+                record = launch(side, key, r)
+                results[key][side].append(record)
+                if on_result is not None:
+                    on_result(side, key, r, record)
+            if any(results[key][s][-1]["status"] != "ok" for s in SIDES):
+                stopped.add(key)
+    return results
+
+
+def _side_status(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The worst round's record (the first one that did not come out ok), else the last."""
+    return next((r for r in records if r["status"] != "ok"), records[-1])
+
+
+def round_value(record: dict[str, Any], metric: str) -> float:
+    return float(record[VALUE_COLUMN[metric]])
+
+
+def paired_rows(
+    results: dict[str, dict[str, list[dict[str, Any]]]], cells: dict[str, dict[str, Any]], options: AbOptions
+) -> pd.DataFrame:
+    """The verdict table from the rounds, with the same columns as `compare`."""
+    rows: list[dict[str, Any]] = []
+    estimates: list[Estimate | None] = []
+    for key, by_side in results.items():
+        cell = {k: cells[key][k] for k in KEY}
+        base, head = _side_status(by_side["base"]), _side_status(by_side["head"])
+        if base["status"] != "ok" or head["status"] != "ok":
+            rows.append(status_row(cell, base, head))
+            estimates.append(None)
+            continue
+        pairs = [
+            (b, h)
+            for b, h in zip(by_side["base"], by_side["head"], strict=True)
+            if not b.get("interfered") and not h.get("interfered")
+        ]
+        disturbed = len(by_side["base"]) - len(pairs)
+        note = f"{disturbed} of {len(by_side['base'])} rounds interfered, left out" if disturbed else ""
+        for metric in options.compare.metrics:
+            b_values = [round_value(b, metric) for b, _ in pairs]
+            h_values = [round_value(h, metric) for _, h in pairs]
+            estimate = paired_estimate(b_values, h_values, higher_is_better=metric == "throughput")
+            rows.append(
+                {
+                    **cell,
+                    "metric": metric,
+                    "base_status": "ok",
+                    "new_status": "ok",
+                    "base_value": float(np.median(b_values)) if b_values else float("nan"),
+                    "new_value": float(np.median(h_values)) if h_values else float("nan"),
+                    "n_base": len(pairs),
+                    "n_new": len(pairs),
+                    "unit": "round",
+                    "note": note if estimate is not None else f"{len(pairs)} clean round(s): {note}",
+                }
+            )
+            estimates.append(estimate)
+    return judge(rows, estimates, options.compare)
+
+
+# ---------------------------------------------------------------- real sides
+
+
+class Agent:
+    """One side's agent process (`inferbench/ab_agent.py` run with the side's interpreter and
+    code): the parent sends cell keys, the agent runs each in a fresh worker."""
+
+    def __init__(self, side: Side, setup: dict[str, Any], log_path: Path) -> None:
+        script = Path(__file__).resolve().parent / "ab_agent.py"
+        self.side = side
+        self._log = log_path.open("w")
+        self.proc = subprocess.Popen(
+            [side.python, "-P", str(script)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=side.environ(),
+            start_new_session=True,
+        )
+        self.info = self._ask(setup)
+
+    def _ask(self, message: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            tail = self._log_tail()
+            self.close()
+            raise UserError(f"the {self.side.label} side ({self.side.described}) failed to start: {tail}")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def _log_tail(self) -> str:
+        self._log.flush()
+        lines = [ln for ln in Path(self._log.name).read_text(errors="replace").splitlines() if ln.strip()]
+        return lines[-1][:300] if lines else f"exit code {self.proc.poll()}"
+
+    def run(self, key: str) -> dict[str, Any]:
+        return self._ask({"cell": key})
+
+    def close(self) -> None:
+        from inferbench.procs import kill_group
+
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                kill_group(self.proc)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None and not stream.closed:
+                stream.close()
+        self._log.close()
+
+
+@contextmanager
+def agents(sides: tuple[Side, Side], setup: dict[str, Any], out_dir: Path) -> Iterator[dict[str, Agent]]:
+    started: dict[str, Agent] = {}
+    try:
+        for side in sides:
+            side_dir = out_dir / side.label
+            side_dir.mkdir(parents=True, exist_ok=True)
+            message = {**setup, "run_dir": str(side_dir), "cache_dir": str(out_dir / "cache" / side.label)}
+            started[side.label] = Agent(side, message, side_dir / "agent.log")
+        yield started
+    finally:
+        for agent in started.values():
+            agent.close()

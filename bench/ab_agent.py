@@ -1,0 +1,94 @@
+"""One side's agent in `inferbench ab`: started as a script with that side's interpreter and
+code, it runs the cells the parent asks for, each in a fresh worker, with the side's own
+runner, and answers with the records.
+
+It talks JSON lines: the first line sets the sweep up (the profile's TOML data and the
+overrides), every later line names one cell. Only long-standing interfaces of the side's
+`inferbench` are used (`profile_from_dict`, `resolve_model`, `load_backend`, `run_repeats`,
+`env.capture`), so an older commit can be the base. Measurement settings the side's code does
+not know are dropped and reported back, never guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+
+def _setup(request: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    from inferbench import env
+    from inferbench.config import MeasureConfig, profile_from_dict
+
+    data = dict(request["profile"])
+    known = {f.name for f in fields(MeasureConfig)}
+    measure = dict(data.get("measure", {}))
+    dropped = sorted(set(measure) - known)
+    data["measure"] = {k: v for k, v in measure.items() if k in known}
+    config = profile_from_dict(data, request["name"]).with_overrides(**request["overrides"])
+    # One fresh process per side per round: the rounds are the repeats.
+    config = replace(config, measure=replace(config.measure, repeats=1))
+    threads = sorted({c.threads for c in config.cells()})
+    answer = {
+        "cells": [{**asdict(c), "key": c.key} for c in config.cells()],
+        "dropped": dropped,
+        "config": {"schema_version": 1, **config.to_dict()},
+        "env": env.capture(threads),
+        "inferbench": str(Path(sys.modules["inferbench"].__file__ or "").resolve().parent),
+    }
+    return config, answer
+
+
+def _run(config: Any, key: str, run_dir: Path, cache_dir: Path) -> dict[str, Any]:
+    from inferbench.backends import load_backend
+    from inferbench.models import resolve_model
+    from inferbench.runner import run_repeats
+
+    cell = next(c for c in config.cells() if c.key == key)
+    backend_cls = load_backend(cell.backend)
+    ref = resolve_model(cell.model)
+    available = backend_cls.availability()
+    if not available.ok:
+        record: dict[str, Any] = {"status": "unavailable", "reason": available.reason}
+    else:
+        reason = backend_cls.unsupported_reason(ref, cell.precision)
+        if reason:
+            record = {"status": "unsupported", "reason": reason}
+        else:
+            record = run_repeats(cell, ref, config, run_dir, cache_dir)
+    return {**record, **asdict(cell), "cell_key": key}
+
+
+def serve(requests: TextIO, answers: TextIO) -> None:
+    first = json.loads(requests.readline())
+    run_dir, cache_dir = Path(first["run_dir"]), Path(first["cache_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config, answer = _setup(first)
+    answers.write(json.dumps(answer) + "\n")
+    answers.flush()
+    for line in requests:
+        if not line.strip():
+            continue
+        key = json.loads(line)["cell"]
+        answers.write(json.dumps(_run(config, key, run_dir, cache_dir), default=str) + "\n")
+        answers.flush()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    # Answers go to the real stdout only; anything an engine prints lands in the log.
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    from inferbench.procs import add_user_path
+
+    add_user_path()
+    serve(sys.stdin, answers)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

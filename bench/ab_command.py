@@ -1,0 +1,156 @@
+"""The `inferbench ab` command: resolve the sides, run the interleaved rounds, write the
+comparison (compare.md, compare.csv, ab.json) and each side's run folder (base/, head/)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from inferbench.ab import AbOptions, agents, interleave, paired_rows
+from inferbench.compare_report import write_outputs
+from inferbench.config import load_profile
+from inferbench.errors import UserError
+from inferbench.sides import Side, prepared_sides
+from inferbench.status import MEASURED
+from inferbench.storage import SCHEMA_VERSION, save_cell, write_csv
+from inferbench.util import atomic_write_json
+
+
+def profile_data(profile: str, head: Side) -> tuple[dict[str, Any], str]:
+    """The profile's TOML data, read from the head's tree when it has it: both sides measure
+    with the settings of the change under test."""
+    path = Path(profile)
+    if path.suffix != ".toml" and not path.exists() and head.source is not None:
+        candidate = head.source / "bench" / "profiles" / f"{profile}.toml"
+        if candidate.is_file():
+            path = candidate
+    if path.is_file():
+        text, name = path.read_text(), path.stem
+    else:
+        load_profile(profile)  # the one-line error for an unknown name
+        text, name = (resources.files("inferbench") / "profiles" / f"{profile}.toml").read_text(), profile
+    try:
+        return tomllib.loads(text), name
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"malformed profile {profile}: {exc}") from None
+
+
+def run_ab(
+    *,
+    base: str | None,
+    head: str | None = None,
+    base_python: str | None = None,
+    head_python: str | None = None,
+    profile: str = "gate-cpu",
+    overrides: dict[str, Any] | None = None,
+    options: AbOptions | None = None,
+    out_dir: Path | None = None,
+    repo: Path | None = None,
+    on_result: Any = None,
+) -> tuple[Any, Any, Path]:
+    """Run an A/B comparison; returns (verdict frame, unmatched frame, compare.md path)."""
+    import pandas as pd
+
+    options = options or AbOptions()
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    _validate(load_profile(profile).with_overrides(**overrides))  # before any checkout
+    out_dir = out_dir or Path("results") / f"ab-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    if (out_dir / "compare.md").exists():
+        raise UserError(f"{out_dir} already holds an A/B comparison; pass another --out")
+    started = time.perf_counter()
+    with prepared_sides(base, head, base_python, head_python, repo) as sides:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        data, name = profile_data(profile, sides[1])
+        setup = {"profile": data, "name": name, "overrides": overrides}
+        with agents(sides, setup, out_dir) as running:
+            cells = {c["key"]: c for c in running["head"].info["cells"]}
+            base_keys = {c["key"] for c in running["base"].info["cells"]}
+            common = [k for k in cells if k in base_keys]
+            unmatched = [{**_key_columns(cells[k]), "only_in": "head"} for k in cells if k not in base_keys]
+            unmatched += [
+                {**_key_columns(c), "only_in": "base"}
+                for c in running["base"].info["cells"]
+                if c["key"] not in cells
+            ]
+            results = interleave(
+                common, options.rounds, lambda side, key, r: running[side].run(key), on_result
+            )
+            infos = {label: agent.info for label, agent in running.items()}
+    frame = paired_rows(results, cells, options)
+    minutes = (time.perf_counter() - started) / 60
+    for side in sides:
+        _write_side(out_dir / side.label, side, infos[side.label], results)
+    atomic_write_json(
+        out_dir / "ab.json",
+        {
+            "schema_version": SCHEMA_VERSION,
+            "rounds": options.rounds,
+            "minutes": minutes,
+            "sides": {
+                s.label: {"described": s.described, "python": s.python, "commit": s.commit} for s in sides
+            },
+            "code_from": {label: info["inferbench"] for label, info in infos.items()},
+            "dropped_settings": {label: info["dropped"] for label, info in infos.items()},
+            "rounds_per_cell": {
+                key: {side: [_round_summary(r) for r in records] for side, records in by_side.items()}
+                for key, by_side in results.items()
+            },
+        },
+    )
+    notes = [
+        f"**A/B, interleaved**: base = {sides[0].described}, head = {sides[1].described}; "
+        f"{options.rounds} rounds, one fresh process per side per round (order AB, BA, ...), compared "
+        f"round by round; {len(common)} cells in {minutes:.1f} min."
+    ]
+    for label, info in infos.items():
+        if info["dropped"]:
+            notes.append(
+                f"The {label} side's code does not know these settings: {', '.join(info['dropped'])}."
+            )
+    md = write_outputs(frame, pd.DataFrame(unmatched), options.compare, out_dir, "base", "head", notes)
+    return frame, pd.DataFrame(unmatched), md
+
+
+def _validate(config: Any) -> None:
+    """Unknown models and backends fail here in one line, not inside a side's agent."""
+    from inferbench.backends import load_backend
+    from inferbench.models import resolve_model
+
+    for model in config.models:
+        resolve_model(model)
+    for backend in config.backends:
+        load_backend(backend)
+
+
+def _key_columns(cell: dict[str, Any]) -> dict[str, Any]:
+    return {k: cell[k] for k in ("model", "backend", "precision", "batch_size", "threads", "mode")}
+
+
+def _round_summary(record: dict[str, Any]) -> dict[str, Any]:
+    keep = ("status", "latency_p50_ms", "latency_p99_ms", "throughput_sps", "interference_pct", "interfered")
+    return {k: record.get(k) for k in keep}
+
+
+def _write_side(
+    run_dir: Path, side: Side, info: dict[str, Any], results: dict[str, dict[str, list[dict[str, Any]]]]
+) -> None:
+    """Each side's rounds merged into an ordinary run folder (`inferbench report` reads it)."""
+    from inferbench.runner import merge_repeats
+
+    merged = []
+    for by_side in results.values():
+        records = by_side[side.label]
+        if all(r["status"] in MEASURED for r in records):
+            record = merge_repeats(records, int(records[0]["batch_size"]), resamples=500)
+        else:
+            record = next(r for r in records if r["status"] not in MEASURED)
+        merged.append({**record, "run_id": run_dir.name, "schema_version": SCHEMA_VERSION})
+    for record in merged:
+        save_cell(run_dir, record)
+    write_csv(run_dir, merged)
+    atomic_write_json(run_dir / "env.json", info["env"])
+    atomic_write_json(run_dir / "config.json", info["config"])

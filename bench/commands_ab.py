@@ -1,0 +1,64 @@
+"""The plain function behind `inferbench ab` (tests call it directly)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+from inferbench.ab import AbOptions
+from inferbench.commands import console, print_verdict
+from inferbench.compare import CompareOptions
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def ab_command(
+    *,
+    base: str | None,
+    head: str | None = None,
+    base_python: str | None = None,
+    head_python: str | None = None,
+    profile: str = "gate-cpu",
+    rounds: int = 10,
+    overrides: dict[str, Any] | None = None,
+    max_regression: float = 0.05,
+    thresholds: dict[str, float] | None = None,
+    alpha: float = 0.05,
+    out_dir: Path | None = None,
+    repo: Path | None = None,
+) -> int:
+    """Exit code 0 = no regression, 1 = regression or broken cell, 3 = could not decide
+    (usage errors raise UserError -> 2)."""
+    from inferbench.ab_command import run_ab
+
+    options = AbOptions(
+        rounds=rounds,
+        compare=CompareOptions(max_regression=max_regression, thresholds=thresholds or {}, alpha=alpha),
+    )
+
+    def progress(side: str, key: str, round_index: int, record: dict[str, Any]) -> None:
+        shown = f"p50 {record['latency_p50_ms']:.4g} ms" if record["status"] == "ok" else record["status"]
+        flag = " [yellow]interfered[/]" if record.get("interfered") else ""
+        console.print(f"round {round_index + 1}/{rounds} {side:4} {key}: {shown}{flag}", highlight=False)
+
+    # SIGTERM (a CI job cancelled) unwinds like Ctrl-C: the temporary worktrees are removed.
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        frame, unmatched, md = run_ab(
+            base=base,
+            head=head,
+            base_python=base_python,
+            head_python=head_python,
+            profile=profile,
+            overrides=overrides,
+            options=options,
+            out_dir=out_dir,
+            repo=repo,
+            on_result=progress,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return print_verdict(frame, unmatched, md, "base -> head, paired over rounds (ratio head/base, 95% CI)")

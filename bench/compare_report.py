@@ -1,0 +1,158 @@
+"""What a comparison prints and writes: compare.md, compare.csv and the terminal table,
+shared by `inferbench compare` and `inferbench ab`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from inferbench.markdown import fmt, markdown_table
+from inferbench.util import atomic_write_text
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from inferbench.compare import CompareOptions
+
+KEY = ["model", "backend", "precision", "batch_size", "threads", "mode"]
+SHOWN = [*KEY, "metric", "verdict", "ratio (CI)", "MDE", "q_value", "note"]
+
+
+def headline(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "**PASS**: nothing to compare"
+
+    def cells(mask: pd.Series) -> int:
+        return len(frame[mask].drop_duplicates(subset=KEY))
+
+    regressions = cells(frame["regression"] & ~frame["broken"])
+    broken = cells(frame["broken"])
+    undecided = cells(frame["inconclusive"])
+    if regressions or broken:
+        what = [f"{regressions} cell(s) regressed"] if regressions else []
+        what += [f"{broken} cell(s) broken or missing"] if broken else []
+        return "**FAIL**: " + ", ".join(what)
+    if undecided:
+        return f"**UNDECIDED**: no regression found, but {undecided} cell(s) are inconclusive"
+    return "**PASS**: no regression"
+
+
+def _shown(frame: pd.DataFrame) -> pd.DataFrame:
+    shown = frame.copy()
+    for column in ("ratio", "ci_low", "ci_high", "mde_pct", "q_value", "note", "verdict"):
+        if column not in shown:
+            shown[column] = np.nan if column not in ("note", "verdict") else ""
+    shown["ratio (CI)"] = [
+        f"{r:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(r) else ""
+        for r, lo, hi in zip(shown["ratio"], shown["ci_low"], shown["ci_high"], strict=True)
+    ]
+    shown["MDE"] = [f"{m:.1f}%" if pd.notna(m) else "" for m in shown["mde_pct"]]
+    shown["note"] = shown["note"].fillna("")
+    shown["metric"] = [
+        m if g or m == "status" else f"{m} (advisory)"
+        for m, g in zip(shown["metric"], shown["gating"], strict=True)
+    ]
+    return shown
+
+
+def compare_markdown(
+    frame: pd.DataFrame,
+    unmatched: pd.DataFrame,
+    options: CompareOptions,
+    base_name: str,
+    new_name: str,
+    notes: list[str] | None = None,
+) -> str:
+    thresholds = f"{options.max_regression:.0%}" + "".join(
+        f", {m} {t:.0%}" for m, t in options.thresholds.items()
+    )
+    parts = [
+        f"## InferBench comparison: `{base_name}` → `{new_name}`",
+        "",
+        headline(frame),
+        "",
+        f"Threshold {thresholds}; p50 and throughput gate, p99 is advisory. **regression**: worse "
+        f"than the threshold, significant after Holm's correction at alpha={options.alpha}; "
+        f"**no change**: the {options.confidence:.0%} interval lies within ± the threshold; "
+        "**inconclusive**: neither (too noisy to decide, or disturbed). Ratios are NEW/BASE; "
+        "**MDE**: the slowdown this cell would catch 80% of the time at its measured noise.",
+    ]
+    for note in notes or []:
+        parts += ["", note]
+    if frame.empty:
+        parts += ["", "No cells in common."]
+    else:
+        shown = _shown(frame)
+        sections = [
+            ("Regressions", shown["regression"] & ~shown["broken"]),
+            ("Broken or missing cells", shown["broken"]),
+            ("Inconclusive", shown["inconclusive"]),
+        ]
+        for title, mask in sections:
+            if mask.any():
+                parts += ["", f"### {title}", "", markdown_table(shown[mask], SHOWN)]
+        parts += ["", "### All compared cells", "", markdown_table(shown, SHOWN)]
+    if not unmatched.empty:
+        parts += ["", "### Unmatched cells", "", markdown_table(unmatched, [*KEY, "only_in"])]
+    return "\n".join(parts) + "\n"
+
+
+def write_outputs(
+    frame: pd.DataFrame,
+    unmatched: pd.DataFrame,
+    options: CompareOptions,
+    out_dir: Path,
+    base_name: str,
+    new_name: str,
+    notes: list[str] | None = None,
+) -> Path:
+    """compare.csv and compare.md into out_dir; returns the markdown's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "compare.csv", frame.to_csv(index=False, float_format="%.6g"))
+    md = out_dir / "compare.md"
+    atomic_write_text(md, compare_markdown(frame, unmatched, options, base_name, new_name, notes))
+    return md
+
+
+STYLE = {"regression": "bold red", "improvement": "green", "inconclusive": "yellow"}
+
+
+def terminal_table(frame: pd.DataFrame, title: str) -> Table:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("cell", "metric", "verdict", "ratio [CI]", "MDE", "note"):
+        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=40 if col == "note" else None)
+    if frame.empty:
+        return table
+    shown = _shown(frame)
+    for row in shown.to_dict("records"):
+        cell = f"{row['model']} {row['backend']} {row['precision']} b{row['batch_size']} t{row['threads']}"
+        if row.get("mode") == "throughput":
+            cell += " thr"
+        style = "bold red" if row["broken"] else STYLE.get(str(row["verdict"]))
+        if not row["gating"] and row["metric"] != "status":
+            style = "dim"
+        table.add_row(
+            cell,
+            str(row["metric"]),
+            str(row["verdict"]),
+            row["ratio (CI)"],
+            row["MDE"],
+            fmt(row["note"]),
+            style=style,
+        )
+    return table
+
+
+def failing_cells(frame: pd.DataFrame) -> list[str]:
+    """Cells that fail the comparison, one name each."""
+    if frame.empty:
+        return []
+    failed = frame[frame["regression"]]
+    return sorted(
+        {f"{r.model}/{r.backend}/{r.precision}/b{r.batch_size}/{r.mode}" for r in failed.itertuples()}
+    )

@@ -1,0 +1,88 @@
+"""Were two runs measured alike? The facts that make a latency comparable across runs.
+
+A committed baseline from other hardware is the classic false alarm of a CI gate: the
+baseline in this repository was measured on an AMD EPYC, compared on an Intel Xeon, and 14 of
+18 cells "regressed" on unchanged code. So a comparison of two stored runs first checks the
+CPU (model and ISA), the engines' versions, the thread settings and the measurement settings,
+and names the first differences in one line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Packages whose version changes what a cell measures (the engines and their runtimes).
+ENGINE_PACKAGES = (
+    "torch",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "openvino",
+    "nncf",
+    "torchao",
+    "tensorrt",
+    "torch-tensorrt",
+)
+# Measurement settings that do not change what one process measures: how many processes,
+# how long to wait for a hung one, how the interval is computed, when to re-measure.
+NEUTRAL_MEASURE = frozenset(
+    {
+        "repeats",
+        "timeout_seconds",
+        "bootstrap_resamples",
+        "interference_max_pct",
+        "steal_max_pct",
+        "interference_retries",
+    }
+)
+MISSING = object()
+
+
+def differences(
+    base_env: dict[str, Any],
+    new_env: dict[str, Any],
+    base_settings: dict[str, Any] | None = None,
+    new_settings: dict[str, Any] | None = None,
+) -> list[str]:
+    """Human-readable differences; a fact missing from either side is not compared."""
+    found: list[str] = []
+
+    def check(label: str, a: Any, b: Any) -> None:
+        if a is not MISSING and b is not MISSING and a != b:
+            found.append(f"{label} {a!r} vs {b!r}")
+
+    b_cpu, n_cpu = base_env.get("cpu", {}), new_env.get("cpu", {})
+    check("CPU model", b_cpu.get("model", MISSING), n_cpu.get("model", MISSING))
+    b_isa, n_isa = b_cpu.get("isa") or {}, n_cpu.get("isa") or {}
+    flags = sorted(f for f in set(b_isa) & set(n_isa) if bool(b_isa[f]) != bool(n_isa[f]))
+    if flags:
+        found.append(
+            "ISA " + ", ".join(f"{f} {'only in base' if b_isa[f] else 'only in new'}" for f in flags)
+        )
+    b_pkg, n_pkg = base_env.get("packages") or {}, new_env.get("packages") or {}
+    for name in ENGINE_PACKAGES:
+        check(name, b_pkg.get(name, MISSING), n_pkg.get(name, MISSING))
+    b_thr, n_thr = base_env.get("threads") or {}, new_env.get("threads") or {}
+    check("inter-op threads", b_thr.get("inter_op", MISSING), n_thr.get("inter_op", MISSING))
+    b_vars, n_vars = b_thr.get("env") or {}, n_thr.get("env") or {}
+    for var in sorted(set(b_vars) & set(n_vars)):
+        check(var, b_vars[var], n_vars[var])
+    b_set, n_set = base_settings or {}, new_settings or {}
+    check("pin", b_set.get("pin", MISSING), n_set.get("pin", MISSING))
+    b_meas, n_meas = b_set.get("measure") or {}, n_set.get("measure") or {}
+    for key in sorted((set(b_meas) & set(n_meas)) - NEUTRAL_MEASURE):
+        check(f"measure.{key}", b_meas[key], n_meas[key])
+    return found
+
+
+def mismatch_line(
+    base_env: dict[str, Any],
+    new_env: dict[str, Any],
+    base_settings: dict[str, Any] | None = None,
+    new_settings: dict[str, Any] | None = None,
+) -> str:
+    """One line naming what differs, or "" when the runs are comparable."""
+    found = differences(base_env, new_env, base_settings, new_settings)
+    if not found:
+        return ""
+    more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+    return "BASE and NEW were measured differently: " + "; ".join(found[:3]) + more

@@ -1,0 +1,269 @@
+"""How often is the gate wrong on this machine? Repeated `inferbench ab` runs with known truth.
+
+- `--aa N`: N A/A runs, the same commit on both sides: every exit 1 is a false alarm. The
+  last `--hog M` of them start a CPU hog (one busy process per CPU) once the run passes half
+  its rounds, and keep it until the run ends.
+- `--ab N --slowdown PCT`: N A/B runs against a throw-away branch (in a temporary worktree)
+  whose `--slow-backend` waits, after each `run()`, for PCT% of the call's own duration: a
+  real code change that makes every call of that backend PCT% slower. A run that exits 1 with
+  a cell of that backend flagged is a catch; a flagged cell of another backend is a false alarm.
+- `--baseline N`: the old gate for contrast: one `inferbench run` of the profile as the
+  baseline, then N more runs, each compared with it by `inferbench compare`.
+
+Prints one line per trial and the counts; writes trials.json and trials.md into `--out`.
+`python -m inferbench.tools.gate_trials --aa 20 --hog 5 --ab 20 --slowdown 10` (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from inferbench.util import atomic_write_json, atomic_write_text
+
+log = logging.getLogger("inferbench.tools.gate_trials")
+
+BACKEND_FILES = {
+    "onnxruntime": ("onnxruntime.py", "OrtBackend"),
+    "openvino": ("openvino.py", "OpenVinoBackend"),
+    "torch": ("torch_eager.py", "TorchBackend"),
+}
+SLOWDOWN_PATCH = """
+
+# --- gate trial: every call {pct}% slower (a busy wait of {pct}% of the call's own time) ---
+import time as _trial_time
+
+_trial_run = {cls}.run
+
+
+def _trial_slower_run(self, inputs):
+    start = _trial_time.perf_counter_ns()
+    out = _trial_run(self, inputs)
+    end = start + int((_trial_time.perf_counter_ns() - start) * (1 + {pct} / 100))
+    while _trial_time.perf_counter_ns() < end:
+        pass
+    return out
+
+
+{cls}.run = _trial_slower_run
+"""
+
+
+@dataclass
+class Trial:
+    kind: str  # "A/A", "A/A + hog", "A/B +10%", "baseline"
+    exit_code: int
+    minutes: float
+    flagged: list[str] = field(default_factory=list)
+    inconclusive: int = 0
+    outcome: str = ""
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def slow_branch(repo: Path, backend: str, pct: float) -> str:
+    """A throw-away branch from HEAD whose `backend` is `pct`% slower per call; returns its name."""
+    filename, cls = BACKEND_FILES[backend]
+    name = f"gate-trial-{backend}-slower-{pct:g}pct-{os.getpid()}"
+    with tempfile.TemporaryDirectory(prefix="gate-trial-") as tmp:
+        tree = Path(tmp) / "tree"
+        _git(repo, "worktree", "add", "--quiet", "-b", name, str(tree), "HEAD")
+        try:
+            path = tree / "backends" / filename
+            path.write_text(path.read_text() + SLOWDOWN_PATCH.format(pct=pct, cls=cls))
+            _git(tree, "commit", "--quiet", "-am", f"gate trial: {backend} {pct:g}% slower per call")
+        finally:
+            _git(repo, "worktree", "remove", "--force", str(tree))
+    return name
+
+
+class Hog:
+    """One busy process per CPU, started on demand, stopped at the end."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        if not self.procs:
+            count = len(os.sched_getaffinity(0))
+            self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+        self.procs = []
+
+
+def run_ab(argv: list[str], out: Path, rounds: int, hog: bool) -> tuple[int, float]:
+    """One `inferbench ab` run; with `hog`, a CPU hog starts when it passes half its rounds."""
+    cmd = [sys.executable, "-m", "inferbench", "ab", *argv, "--rounds", str(rounds), "--out", str(out)]
+    started = time.perf_counter()
+    hogs = Hog()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with (out.parent / f"{out.name}.log").open("w") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            log_file.write(line)
+            match = re.match(r"round (\d+)/(\d+)", line)
+            if hog and match and int(match.group(1)) > rounds // 2:
+                hogs.start()
+        code = proc.wait()
+    hogs.stop()
+    return code, (time.perf_counter() - started) / 60
+
+
+def _read_verdict(out: Path) -> tuple[list[str], int]:
+    path = out / "compare.csv"
+    if not path.is_file():
+        return [], 0
+    frame = pd.read_csv(path)
+    flagged = frame[frame["regression"].astype(bool)]
+    cells = sorted({f"{r.model}/{r.backend}/b{r.batch_size}" for r in flagged.itertuples()})
+    inconclusive = frame[frame["inconclusive"].astype(bool)] if "inconclusive" in frame else frame.iloc[:0]
+    return cells, len(inconclusive.drop_duplicates(subset=["model", "backend", "batch_size", "mode"]))
+
+
+def _outcome(trial: Trial, slow_backend: str | None) -> str:
+    if trial.exit_code not in (0, 1, 3):
+        return f"error (exit {trial.exit_code})"
+    if slow_backend is None:
+        return "FALSE ALARM" if trial.exit_code == 1 else ("undecided" if trial.exit_code == 3 else "pass")
+    wrong = [c for c in trial.flagged if c.split("/")[1] != slow_backend]
+    if wrong:
+        return "FALSE ALARM (other backend)"
+    return "caught" if trial.exit_code == 1 else ("undecided" if trial.exit_code == 3 else "missed")
+
+
+def baseline_trials(args: argparse.Namespace, out: Path) -> list[Trial]:
+    """The old gate: a stored baseline from this machine, then runs compared with it."""
+    base_run = out / "baseline" / "base"
+    extra = list(args.extra)
+    run = [
+        sys.executable,
+        "-m",
+        "inferbench",
+        "run",
+        "--profile",
+        args.profile,
+        "--no-report",
+        "--no-progress",
+    ]
+    subprocess.run([*run, *extra, "--results-dir", str(base_run.parent), "--run-id", "base"], check=True)
+    trials = []
+    for i in range(args.baseline):
+        started = time.perf_counter()
+        new = out / "baseline" / f"new-{i}"
+        subprocess.run([*run, *extra, "--results-dir", str(new.parent), "--run-id", new.name], check=True)
+        cmd = [sys.executable, "-m", "inferbench", "compare", str(base_run), str(new), "--out", str(new)]
+        code = subprocess.run(cmd, capture_output=True, check=False).returncode
+        flagged, undecided = _read_verdict(new)
+        trial = Trial("baseline", code, (time.perf_counter() - started) / 60, flagged, undecided)
+        trial.outcome = _outcome(trial, None)
+        trials.append(_report(trial, i))
+    return trials
+
+
+def _report(trial: Trial, index: int) -> Trial:
+    print(
+        f"{trial.kind:12} #{index + 1:<3} exit {trial.exit_code}  {trial.outcome:28} "
+        f"{trial.minutes:5.1f} min  flagged: {', '.join(trial.flagged) or '-'}",
+        flush=True,
+    )
+    return trial
+
+
+def summary(trials: list[Trial]) -> str:
+    frame = pd.DataFrame([asdict(t) for t in trials])
+    lines = ["| trials | runs | pass | false alarms | caught | missed | undecided | errors | min/run |"]
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for kind, group in frame.groupby("kind", sort=False):
+        outcomes = group["outcome"]
+        count = {
+            "pass": int((outcomes == "pass").sum()),
+            "false": int(outcomes.str.startswith("FALSE").sum()),
+            "caught": int((outcomes == "caught").sum()),
+            "missed": int((outcomes == "missed").sum()),
+            "undecided": int((outcomes == "undecided").sum()),
+            "errors": int(outcomes.str.startswith("error").sum()),
+        }
+        lines.append(
+            f"| {kind} | {len(group)} | {count['pass']} | {count['false']} | {count['caught']} | "
+            f"{count['missed']} | {count['undecided']} | {count['errors']} | {group['minutes'].mean():.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gate_trials", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--aa", type=int, default=0, help="A/A runs (same commit both sides)")
+    parser.add_argument("--hog", type=int, default=0, help="of the A/A runs, how many get a CPU hog halfway")
+    parser.add_argument("--ab", type=int, default=0, help="A/B runs against a slowed-down branch")
+    parser.add_argument("--slowdown", type=float, action="append", help="percent (repeatable; default 10)")
+    parser.add_argument("--slow-backend", default="onnxruntime", choices=sorted(BACKEND_FILES))
+    parser.add_argument("--baseline", type=int, default=0, help="old-gate runs against a stored baseline")
+    parser.add_argument("--profile", default="gate-cpu")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument(
+        "--out", type=Path, default=Path("results") / f"gate-trials-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    parser.add_argument("extra", nargs="*", help="more `ab`/`run` flags after --, e.g. -- -m lstm")
+    args = parser.parse_args(argv)
+    repo = Path(_git(Path.cwd(), "rev-parse", "--show-toplevel"))
+    head = _git(repo, "rev-parse", "HEAD")
+    out: Path = args.out.resolve()
+    common = ["--profile", args.profile, *args.extra]
+    trials: list[Trial] = []
+    for i in range(args.aa):
+        hog = i >= args.aa - args.hog
+        target = out / f"aa-{i}"
+        code, minutes = run_ab(["--base", head, "--head", head, *common], target, args.rounds, hog)
+        trial = Trial("A/A + hog" if hog else "A/A", code, minutes, *_read_verdict(target))
+        trial.outcome = _outcome(trial, None)
+        trials.append(_report(trial, i))
+    for pct in args.slowdown or [10.0]:
+        if not args.ab:
+            break
+        branch = slow_branch(repo, args.slow_backend, pct)
+        try:
+            for i in range(args.ab):
+                target = out / f"ab-{pct:g}-{i}"
+                code, minutes = run_ab(
+                    ["--base", head, "--head", branch, *common], target, args.rounds, False
+                )
+                trial = Trial(f"A/B +{pct:g}%", code, minutes, *_read_verdict(target))
+                trial.outcome = _outcome(trial, args.slow_backend)
+                trials.append(_report(trial, i))
+        finally:
+            _git(repo, "branch", "-D", branch)
+    if args.baseline:
+        trials += baseline_trials(args, out)
+    if not trials:
+        parser.error("nothing to do: give --aa, --ab and/or --baseline")
+    table = summary(trials)
+    print(table)
+    atomic_write_json(
+        out / "trials.json", {"head": head, "rounds": args.rounds, "trials": [asdict(t) for t in trials]}
+    )
+    atomic_write_text(out / "trials.md", table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,184 @@
+"""From an estimated change and its uncertainty to a verdict, for `compare` and `ab` alike.
+
+Every comparison ends as one estimate per cell and metric: the change on the log scale,
+oriented so that positive is worse (slower latency, fewer samples/s), its standard error and
+degrees of freedom. Where it comes from differs (paired rounds in `ab`, Welch across
+processes, a bootstrap over iterations); what it means does not:
+
+- **regression**: the one-sided test "the slowdown is larger than the threshold" rejects its
+  null hypothesis after Holm's correction over all gating tests. Testing against the
+  threshold, not against zero, is what keeps a real but allowed 2% change from failing a gate
+  with a 5% budget.
+- **improvement**: the mirror image (faster by more than the threshold).
+- **no change**: the confidence interval lies inside (-threshold, +threshold).
+- **inconclusive**: none of these; the interval is too wide to decide at the threshold (or
+  the cell was disturbed, or has too few clean rounds).
+
+The p-values come from a t (or normal) distribution, so unlike a bootstrap's they have no
+floor at 1/(resamples+1): one cell 50% slower among hundreds gets a p-value of 1e-10, which
+survives the correction. Holm controls the family-wise error rate at alpha and, for one bad
+cell among m, needs p < alpha/m: its power for a large effect stays close to 1.
+
+The minimum detectable effect (MDE) of a cell is the slowdown it would flag 80% of the time
+given its observed noise: log(1 + threshold) + (t[1 - alpha/m] + t[0.8]) x se.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+REGRESSION = "regression"
+IMPROVEMENT = "improvement"
+NO_CHANGE = "no change"
+INCONCLUSIVE = "inconclusive"
+VERDICTS = (REGRESSION, IMPROVEMENT, NO_CHANGE, INCONCLUSIVE)
+POWER = 0.8
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A change on the log scale (positive = worse) with its standard error."""
+
+    worse_log: float
+    se: float
+    df: float = math.inf  # inf: normal approximation (bootstrap standard error)
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.se >= 0:
+            raise ValueError(f"standard error must be >= 0; got {self.se}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: str
+    worse_ratio: float  # exp(worse_log): > 1 is worse
+    ci_low: float  # interval of worse_ratio
+    ci_high: float
+    mde_pct: float  # smallest slowdown flagged with 80% power, in %
+    p_value: float  # one-sided, H0: slowdown <= threshold (before correction)
+    q_value: float  # Holm-adjusted p_value
+
+
+def _t_quantile(q: float, df: float) -> float:
+    from scipy.stats import norm, t
+
+    return float(norm.ppf(q) if not math.isfinite(df) else t.ppf(q, df))
+
+
+def _t_sf(x: float, df: float) -> float:
+    from scipy.stats import norm, t
+
+    return float(norm.sf(x) if not math.isfinite(df) else t.sf(x, df))
+
+
+def one_sided_p(estimate: Estimate, bound: float) -> float:
+    """P-value of H0: worse_log <= bound against H1: worse_log > bound."""
+    if estimate.se == 0:
+        return 0.0 if estimate.worse_log > bound else 1.0
+    return _t_sf((estimate.worse_log - bound) / estimate.se, estimate.df)
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error rate)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    if m == 0:
+        return p
+    order = np.argsort(p)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def decide(
+    estimates: Sequence[Estimate | None],
+    thresholds: Sequence[float],
+    *,
+    alpha: float = 0.05,
+    confidence: float = 0.95,
+) -> list[Decision]:
+    """Verdicts for one family of tests (corrected together); None = no usable estimate."""
+    if len(estimates) != len(thresholds):
+        raise ValueError("one threshold per estimate")
+    usable = [i for i, e in enumerate(estimates) if e is not None]
+    m = max(1, len(usable))
+    p_worse = {i: one_sided_p(estimates[i], math.log1p(thresholds[i])) for i in usable}  # type: ignore[arg-type]
+    p_better = {
+        i: one_sided_p(_flipped(estimates[i]), math.log1p(thresholds[i]))  # type: ignore[arg-type]
+        for i in usable
+    }
+    q_worse = dict(zip(usable, holm([p_worse[i] for i in usable]), strict=True))
+    q_better = dict(zip(usable, holm([p_better[i] for i in usable]), strict=True))
+    decisions = []
+    for i, estimate in enumerate(estimates):
+        if estimate is None:
+            nan = float("nan")
+            decisions.append(Decision(INCONCLUSIVE, nan, nan, nan, nan, nan, nan))
+            continue
+        bound = math.log1p(thresholds[i])
+        half = _t_quantile(0.5 + confidence / 2, estimate.df) * estimate.se
+        low, high = estimate.worse_log - half, estimate.worse_log + half
+        if q_worse[i] < alpha:
+            verdict = REGRESSION
+        elif q_better[i] < alpha:
+            verdict = IMPROVEMENT
+        elif -bound < low and high < bound:
+            verdict = NO_CHANGE
+        else:
+            verdict = INCONCLUSIVE
+        mde = (
+            bound + (_t_quantile(1 - alpha / m, estimate.df) + _t_quantile(POWER, estimate.df)) * estimate.se
+        )
+        decisions.append(
+            Decision(
+                verdict,
+                math.exp(estimate.worse_log),
+                math.exp(low),
+                math.exp(high),
+                100 * math.expm1(mde),
+                p_worse[i],
+                float(q_worse[i]),
+            )
+        )
+    return decisions
+
+
+def _flipped(estimate: Estimate) -> Estimate:
+    return Estimate(-estimate.worse_log, estimate.se, estimate.df, estimate.n)
+
+
+def paired_estimate(base: Sequence[float], new: Sequence[float], higher_is_better: bool) -> Estimate | None:
+    """Paired rounds (`ab`): the per-round log ratios' mean and its standard error (t, n-1 df).
+
+    Pairing removes what both sides of a round share (the machine's state at that moment); the
+    spread of the per-round ratios is exactly the noise that is left."""
+    b, n = np.log(np.asarray(base, dtype=np.float64)), np.log(np.asarray(new, dtype=np.float64))
+    if len(b) != len(n):
+        raise ValueError("paired samples must have the same length")
+    diff = (b - n) if higher_is_better else (n - b)
+    diff = diff[np.isfinite(diff)]
+    if len(diff) < 2:
+        return None
+    return Estimate(
+        float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(len(diff))), len(diff) - 1, len(diff)
+    )
+
+
+def welch_estimate(base: Sequence[float], new: Sequence[float], higher_is_better: bool) -> Estimate | None:
+    """Independent processes (a `--repeats` run vs another): Welch on log values."""
+    b, n = np.log(np.asarray(base, dtype=np.float64)), np.log(np.asarray(new, dtype=np.float64))
+    if len(b) < 2 or len(n) < 2:
+        return None
+    vb, vn = b.var(ddof=1) / len(b), n.var(ddof=1) / len(n)
+    se = math.sqrt(vb + vn)
+    df = (vb + vn) ** 2 / (vb**2 / (len(b) - 1) + vn**2 / (len(n) - 1)) if se > 0 else math.inf
+    diff = float(b.mean() - n.mean()) if higher_is_better else float(n.mean() - b.mean())
+    return Estimate(diff, se, df, len(b) + len(n))

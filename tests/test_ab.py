@@ -1,0 +1,247 @@
+"""`inferbench ab`: interleaving and pairing with fake workers on a fake clock, verdicts and exit
+codes, and real A/A runs whose sides run their own code."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from inferbench.ab import AbOptions, interleave, paired_rows, round_order
+from inferbench.cli import main
+from inferbench.compare import CompareOptions, exit_code
+from inferbench.sides import PROJECT_ROOT, link_tree
+
+CELL = {"model": "m", "backend": "b", "precision": "fp32", "batch_size": 1, "threads": 1, "mode": "latency"}
+
+
+class FakeMachine:
+    """Workers on a fake clock: each launch takes one tick; the machine slows down linearly
+    with time (drift), and each side may carry its own slowdown and noise."""
+
+    def __init__(self, drift_per_tick: float = 0.0, slowdown: float = 1.0, noise: float = 0.0, seed: int = 0):
+        self.now = 0
+        self.calls: list[tuple[str, str, int]] = []
+        self.drift, self.slowdown, self.noise = drift_per_tick, slowdown, noise
+        self.rng = np.random.default_rng(seed)
+        self.status: dict[tuple[str, str], str] = {}
+        self.disturbed: set[tuple[str, int]] = set()
+
+    def launch(self, side: str, key: str, round_index: int) -> dict[str, Any]:
+        self.calls.append((side, key, round_index))
+        self.now += 1
+        status = self.status.get((side, key), "ok")
+        if status != "ok":
+            return {"status": status, "reason": "fake"}
+        level = (1 + self.drift * self.now) * (self.slowdown if side == "head" else 1.0)
+        p50 = 10.0 * level * float(np.exp(self.rng.normal(0, self.noise)))
+        return {
+            "status": "ok",
+            "latency_p50_ms": p50,
+            "latency_p99_ms": 1.2 * p50,
+            "throughput_sps": 1000 / p50,
+            "interfered": (side, round_index) in self.disturbed,
+        }
+
+
+def _verdicts(machine: FakeMachine, keys: list[str], rounds: int, threshold: float = 0.05) -> Any:
+    results = interleave(keys, rounds, machine.launch)
+    cells = {k: {**CELL, "model": k} for k in keys}
+    options = AbOptions(rounds=rounds, compare=CompareOptions(max_regression=threshold))
+    return paired_rows(results, cells, options)
+
+
+def test_rounds_alternate_abba_and_go_over_all_cells_first() -> None:
+    machine = FakeMachine()
+    interleave(["c1", "c2"], 4, machine.launch)
+    assert [round_order(r) for r in range(4)] == [("base", "head"), ("head", "base")] * 2
+    assert machine.calls[:8] == [
+        ("base", "c1", 0),
+        ("head", "c1", 0),
+        ("base", "c2", 0),
+        ("head", "c2", 0),
+        ("head", "c1", 1),
+        ("base", "c1", 1),
+        ("head", "c2", 1),
+        ("base", "c2", 1),
+    ]
+    assert len(machine.calls) == 16  # one fresh worker per side per cell per round
+
+
+def test_pairing_cancels_a_drifting_machine() -> None:
+    """The machine slows 1% per worker launch: 60% over the run. A/A must stay no change; the
+    same drift with the sides run one after the other would read as a huge regression."""
+    frame = _verdicts(FakeMachine(drift_per_tick=0.01), ["m"], rounds=10)
+    p50 = frame[frame["metric"] == "p50"].iloc[0]
+    assert p50["verdict"] == "no change", p50
+    assert p50["ratio"] == pytest.approx(1.0, abs=0.01)
+    assert exit_code(frame) == 0
+
+
+def test_a_real_slowdown_is_a_regression_despite_drift() -> None:
+    frame = _verdicts(FakeMachine(drift_per_tick=0.01, slowdown=1.10, noise=0.01), ["m"], rounds=10)
+    assert set(frame[frame["gating"]]["verdict"]) == {"regression"}
+    assert exit_code(frame) == 1
+
+
+def test_mde_shrinks_with_rounds_and_noisy_cells_are_inconclusive() -> None:
+    few = _verdicts(FakeMachine(noise=0.03, seed=1), ["m"], rounds=4)
+    many = _verdicts(FakeMachine(noise=0.03, seed=1), ["m"], rounds=20)
+    mde = [float(f[f["metric"] == "p50"]["mde_pct"].iloc[0]) for f in (few, many)]
+    assert mde[0] > mde[1] > 5.0  # never below the threshold itself
+    noisy = _verdicts(FakeMachine(noise=0.2, seed=2), ["m"], rounds=4)
+    assert set(noisy[noisy["gating"]]["verdict"]) == {"inconclusive"}
+    assert exit_code(noisy) == 3
+
+
+def test_one_regressed_cell_among_300() -> None:
+    class OneSlowCell(FakeMachine):
+        def launch(self, side: str, key: str, round_index: int) -> dict[str, Any]:
+            record = super().launch(side, key, round_index)
+            if side == "head" and key == "c123":
+                record["latency_p50_ms"] *= 1.5
+                record["throughput_sps"] /= 1.5
+            return record
+
+    keys = [f"c{i}" for i in range(300)]
+    frame = _verdicts(OneSlowCell(noise=0.02, seed=3), keys, rounds=6)
+    assert set(frame[frame["regression"]]["model"]) == {"c123"}
+    assert exit_code(frame) == 1
+
+
+def test_interfered_rounds_are_left_out_and_too_few_clean_rounds_are_inconclusive() -> None:
+    machine = FakeMachine(noise=0.01)
+    machine.disturbed = {("head", 1), ("base", 3)}
+    frame = _verdicts(machine, ["m"], rounds=6)
+    p50 = frame[frame["metric"] == "p50"].iloc[0]
+    assert p50["n_base"] == 4 and "2 of 6 rounds interfered" in p50["note"]
+    machine = FakeMachine(slowdown=3.0)
+    machine.disturbed = {("head", r) for r in range(5)}  # a hog beside every head round
+    frame = _verdicts(machine, ["m"], rounds=6)
+    assert not frame["regression"].any() and exit_code(frame) == 3
+
+
+@pytest.mark.parametrize("status", ["unavailable", "unsupported", "error", "timeout", "accuracy-fail"])
+def test_head_side_breaking_a_cell_fails_and_stops_it(status: str) -> None:
+    machine = FakeMachine()
+    machine.status[("head", "broken")] = status
+    frame = _verdicts(machine, ["fine", "broken"], rounds=4)
+    row = frame[frame["model"] == "broken"].iloc[0]
+    assert row["verdict"] == f"broken ({status})" and row["regression"]
+    assert sum(1 for _, key, _ in machine.calls if key == "broken") == 2  # stopped after round 1
+    assert exit_code(frame) == 1
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["ab", "--profile", "smoke"]) == 2
+    assert "needs --base" in capsys.readouterr().err
+    assert main(["ab", "--base", "no-such-ref-xyz", "--profile", "smoke", "--out", str(tmp_path / "x")]) == 2
+    assert "neither a directory nor a git ref" in capsys.readouterr().err
+    assert main(["ab", "--base", ".", "--rounds", "1"]) == 2
+    assert main(["ab", "--base", ".", "--model", "nope", "--out", str(tmp_path / "y")]) == 2
+
+
+def test_link_tree_maps_the_installed_layout(tmp_path: Path) -> None:
+    link = link_tree(PROJECT_ROOT, tmp_path / "link")
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", "import inferbench.backends.base as b, inferbench; print(b.__file__)"],
+        env={"PYTHONPATH": str(link), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip().startswith(str(link / "inferbench" / "backends"))
+
+
+AA_PROFILE = """
+# A 1 ms off-CPU call (tests.fakes:SleepBackend) through the real agent, runner and workers.
+# Interference is tested in test_interference; on a shared test machine it could make every
+# round of this A/A inconclusive, so it is off here.
+[sweep]
+models = ["tests.fakes:numpy_model"]
+backends = ["tests.fakes:SleepBackend"]
+batch_sizes = [1]
+threads = [1]
+
+[measure]
+warmup_iterations = 2
+warmup_seconds = 0.0
+min_iterations = 50
+min_seconds = 0.1
+max_seconds = 2.0
+timeout_seconds = 60.0
+interference_max_pct = 100.0
+steal_max_pct = 100.0
+"""
+
+
+def _copy_tree(where: Path) -> Path:
+    """A copy of this source tree whose worker marks every record it writes."""
+    for folder in ("bench", "backends", "models"):
+        shutil.copytree(PROJECT_ROOT / folder, where / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    worker = where / "bench" / "worker.py"
+    marker = '    record["timing_scope"] = backend.timing_scope\n'
+    assert marker in worker.read_text()
+    worker.write_text(worker.read_text().replace(marker, marker + '    record["side_marker"] = "copy"\n'))
+    return where
+
+
+@pytest.mark.slow
+def test_a_a_exits_0_and_each_side_runs_its_own_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The base is a copy of this tree whose worker marks its records; the head is the working
+    tree. Same timing on both sides: exit 0."""
+    base = _copy_tree(tmp_path / "base-tree")
+    profile = tmp_path / "aa.toml"
+    profile.write_text(AA_PROFILE)
+    out = tmp_path / "ab"
+    argv = ["ab", "--base", str(base), "--profile", str(profile), "-k", "3", "--max-regression", "50%"]
+    code = main([*argv, "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    base_cell = json.loads(next((out / "base" / "cells").glob("*.json")).read_text())
+    head_cell = json.loads(next((out / "head" / "cells").glob("*.json")).read_text())
+    assert base_cell["side_marker"] == "copy"
+    assert "side_marker" not in head_cell
+    assert base_cell["repeats"] == 3  # the rounds, merged
+    md = (out / "compare.md").read_text()
+    assert "**PASS**" in md and "3 rounds" in md
+
+
+@pytest.mark.slow
+@pytest.mark.engine
+def test_real_engine_a_a_on_the_smoke_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One real cell of the smoke profile, both sides this tree: never a regression. (On a busy
+    shared machine a microsecond-scale cell can be too noisy to decide at K=3: exit 3.)"""
+    out = tmp_path / "ab"
+    # The smoke profile, without re-measuring disturbed windows: on a busy machine that alone
+    # would triple this test's time (the flag itself is tested in test_interference).
+    smoke = (PROJECT_ROOT / "bench" / "profiles" / "smoke.toml").read_text()
+    profile = tmp_path / "smoke.toml"
+    profile.write_text(smoke.replace("[measure]\n", "[measure]\ninterference_retries = 0\n"))
+    argv = ["ab", "--base", str(PROJECT_ROOT), "--profile", str(profile), "-m", "mlp", "-b", "torch"]
+    code = main(
+        [
+            *argv,
+            "--batch-size",
+            "1",
+            "--mode",
+            "latency",
+            "-k",
+            "3",
+            "--max-regression",
+            "50%",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code in (0, 3), capsys.readouterr().err
+    rounds = json.loads((out / "ab.json").read_text())["rounds_per_cell"]["mlp__torch__fp32__b1__t1"]
+    assert [r["status"] for r in rounds["base"] + rounds["head"]] == ["ok"] * 6
+    assert all(r["interference_pct"] is not None for r in rounds["head"])
