@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser(
         "compare",
-        help="compare two runs; exit 0 = no regression, 1 = regression, 2 = usage error, 3 = undecided or internal error",
+        help="compare two runs; exit 0 = no regression, 1 = regression, 2 = usage, 3 = undecided/internal",
     )
     compare.add_argument("base", type=Path, help="baseline run directory (or its results.csv)")
     compare.add_argument("new", type=Path, help="new run directory (or its results.csv)")
@@ -147,7 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.set_defaults(func=cmd_compare)
 
-        help="compare two runs; exit 0 = no regression, 1 = regression, 2 = usage error, 3 = undecided or internal error",
+    merge = sub.add_parser("merge", help="one run folder (CSV, cells, report) from the shards of one sweep")
+    merge.add_argument("run_dirs", type=Path, nargs="+", help="the shards' run directories")
+    merge.add_argument("--out", type=Path, required=True, help="the merged run directory to write")
+    merge.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    merge.add_argument("--no-report", action="store_true", help="skip the HTML report and summary.md")
+    merge.set_defaults(func=cmd_merge)
+
+    _add_ab(sub)
 
     lst = sub.add_parser("list", help="backends (with availability), models and profiles")
     lst.set_defaults(func=cmd_list)
