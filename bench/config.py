@@ -43,9 +43,15 @@ class MeasureConfig:
     min_seconds: float = 2.0
     max_iterations: int = 100_000
     max_seconds: float = 60.0
+    # The timed loop stops once the 95% interval of its p50 is within this relative half-width
+    # (0.01 = +-1%), looked at in geometric steps (inferbench.stoprule); a cell that reaches a
+    # maximum first is `capped`. 0 turns the rule off: the loop then runs for its tail samples.
+    precision: float = 0.01
     # Samples needed before p99 is reported as trustworthy (about 100 per 1% tail sample);
-    # the loop runs on towards it until max_seconds, and marks p99 when it falls short.
+    # p99 is marked when it falls short. The loop runs on for them only with `chase_tail = 1`
+    # (or precision = 0): the default does not pay for a reliable tail.
     tail_samples: int = 500
+    chase_tail: int = 0
     # Bootstrap resamples for the confidence intervals of p50 and throughput.
     bootstrap_resamples: int = 2000
     input_sets: int = 4
@@ -82,6 +88,8 @@ class MeasureConfig:
         _require(self.stable_window >= 2, "measure.stable_window must be >= 2")
         _require(self.stable_tolerance > 0, "measure.stable_tolerance must be > 0")
         _require(self.tail_samples >= 1, "measure.tail_samples must be >= 1")
+        _require(0 <= self.precision < 1, "measure.precision must be in [0, 1) (0 = off, 0.01 = 1%)")
+        _require(self.chase_tail in (0, 1), "measure.chase_tail must be 0 or 1")
         _require(self.bootstrap_resamples >= 100, "measure.bootstrap_resamples must be >= 100")
         _require(self.streams >= 0, "measure.streams must be >= 0 (0 = the engine's choice)")
         _require(self.timeout_seconds > 0, "measure.timeout_seconds must be > 0")

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from inferbench.config import MeasureConfig
+from inferbench.stats import slice_rates
+from inferbench.stoprule import PrecisionRule, mean_half_width, median_half_width
 
 if TYPE_CHECKING:
     from inferbench.backends.base import ThroughputRun
@@ -63,9 +65,10 @@ class Measurement:
     latencies_ns: list[int]
     warmup: Warmup
     total_seconds: float
-    capped: bool  # stopped by a maximum before both minimums were met
+    capped: bool  # stopped by a maximum before the minimums, or before the precision asked for
     tail_ok: bool  # at least `tail_samples` samples: p99 is backed by enough data
     device_ns: list[int] | None = None  # per-iteration device time, when the engine reports it
+    p50_half_width: float | None = None  # relative half-width of the p50's 95% interval at the end
 
     @property
     def warmup_iterations(self) -> int:
@@ -128,6 +131,8 @@ def measure(
     device: list[int] = []
     min_ns, max_ns = config.min_seconds * 1e9, config.max_seconds * 1e9
     tail = max(config.tail_samples, config.min_iterations)
+    rule = PrecisionRule(config.precision, config.min_iterations)
+    chase_tail = bool(config.chase_tail) or config.precision == 0
     if window is not None:
         window.start()
     begin = clock()
@@ -143,20 +148,32 @@ def measure(
         i += 1
         n, elapsed = len(latencies), t1 - begin
         minimums_met = n >= config.min_iterations and elapsed >= min_ns
-        if minimums_met and n >= tail:
+        if minimums_met and _answered(rule, latencies, chase_tail, tail):
             break
         if n >= config.max_iterations or elapsed >= max_ns:
             break
     if window is not None:
         window.stop()
+    half_width = median_half_width(latencies) if config.precision else None
+    imprecise = half_width is not None and half_width > config.precision
     return Measurement(
         latencies_ns=latencies,
         warmup=warmup,
         total_seconds=(clock() - begin) / 1e9,
-        capped=not minimums_met,
+        capped=not minimums_met or imprecise,
         tail_ok=len(latencies) >= config.tail_samples,
         device_ns=device or None,
+        p50_half_width=half_width,
     )
+
+
+def _answered(rule: PrecisionRule, latencies: list[int], chase_tail: bool, tail: int) -> bool:
+    """The minimums are met: stop when the p50 is precise enough (looked at in geometric
+    steps), or, when the tail is asked for, once there are enough tail samples."""
+    if chase_tail:
+        n = len(latencies)
+        return n >= tail and (rule.precision == 0 or (rule.due(n) and rule.met(latencies)))
+    return rule.due(len(latencies)) and rule.met(latencies)
 
 
 def measure_throughput(
@@ -166,7 +183,9 @@ def measure_throughput(
 
     Warm-up is repeated slices (at least `warmup_seconds`, or 0.2 s) until two consecutive
     slices' throughputs agree within `stable_tolerance` (capped by `warmup_max_seconds`);
-    the timed run then lasts `min_seconds` and at least `min_iterations` requests.
+    the timed run then lasts `min_seconds` and at least `min_iterations` requests. While the
+    interval of its counted rate (over equal time slices) is wider than `precision`, it is run
+    again for twice as long, up to `max_seconds` in all; the last, longest run is the answer.
     """
     slice_seconds = max(config.warmup_seconds, 0.2)
     rates: list[float] = []
@@ -183,7 +202,22 @@ def measure_throughput(
             break
     if window is not None:
         window.start()
-    timed = run(config.min_seconds, config.min_iterations)
+    seconds = config.min_seconds
+    timed = run(seconds, config.min_iterations)
+    total = timed.wall_seconds
+    while config.precision and rate_half_width(timed) > config.precision:
+        seconds *= 2
+        if total + seconds > config.max_seconds:
+            break
+        timed = run(seconds, config.min_iterations)
+        total += timed.wall_seconds
     if window is not None:
         window.stop()
     return Warmup(requests, spent, stable, len(rates)), timed
+
+
+def rate_half_width(run: ThroughputRun) -> float:
+    """Relative half-width of the 95% interval of a run's counted rate, from its time slices."""
+    if not run.ends_ns or run.end_ns <= run.begin_ns:
+        return float("inf")
+    return mean_half_width(slice_rates(run.ends_ns, run.begin_ns, run.end_ns, 1))

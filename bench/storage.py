@@ -62,6 +62,8 @@ COLUMNS = (
     "throughput_ci_high_sps",
     "streams",
     "iterations",
+    "p50_half_width_pct",
+    "throughput_half_width_pct",
     "p99_reliable",
     "repeats",
     "process_p50_spread_pct",

@@ -23,7 +23,7 @@ from inferbench.config import AccuracyConfig, Cell, MeasureConfig
 from inferbench.errors import UnsupportedError, first_line
 from inferbench.evaluation import engine_infer, evaluation_chunks, reference_infer, run_chunks
 from inferbench.interference import InterferenceProbe, Thresholds
-from inferbench.measure import backend_iteration, measure, measure_throughput
+from inferbench.measure import backend_iteration, measure, measure_throughput, rate_half_width
 from inferbench.models import ModelRef, build_model, count_flops
 from inferbench.procs import add_user_path, guard_child
 from inferbench.stats import accuracy, latency_intervals, slice_rates, summarize, throughput_summary
@@ -126,6 +126,7 @@ def _time_latency(backend: Any, natives: list[Any], batch_size: int, config: Mea
         "warmup_s": result.warmup.seconds,
         "warmup_stable": result.warmup.stable,
         "capped": result.capped,
+        "p50_half_width_pct": None if result.p50_half_width is None else 100 * result.p50_half_width,
         "p99_reliable": result.tail_ok,
         **summarize(result.latencies_ns, batch_size),
         **latency_intervals([result.latencies_ns], batch_size, config.bootstrap_resamples),
@@ -152,7 +153,9 @@ def _time_throughput(
         "warmup_iterations": warmup.iterations,
         "warmup_s": warmup.seconds,
         "warmup_stable": warmup.stable,
-        "capped": len(latencies) < config.min_iterations,
+        "capped": len(latencies) < config.min_iterations
+        or bool(config.precision and rate_half_width(run) > config.precision),
+        "throughput_half_width_pct": 100 * rate_half_width(run),
         "p99_reliable": len(latencies) >= config.tail_samples,
         "streams": run.streams,
         **probe.result(),

@@ -17,6 +17,7 @@ FAST_MEASURE = MeasureConfig(
     input_sets=2,
     timeout_seconds=60.0,
     tail_samples=50,
+    precision=0.0,  # the tail rule: a fixed sample count (the precision rule has its own tests)
     bootstrap_resamples=200,
 )
 NUMPY_MODEL = "tests.fakes:numpy_model"

@@ -37,6 +37,7 @@ def _config(**kwargs: float) -> MeasureConfig:
         "min_seconds": 0.0,
         "max_seconds": 100.0,
         "tail_samples": 1,  # the tail rule has its own tests
+        "precision": 0.0,  # and so has the precision rule
     }
     base.update(kwargs)
     return MeasureConfig(**base)  # type: ignore[arg-type]
@@ -222,3 +223,29 @@ def test_throughput_warmup_repeats_slices_until_two_agree() -> None:
     assert warmup.stable and warmup.window == 4  # 500 then 505: within 2%
     assert calls[-1] == (1.0, 10)  # the timed run: min_seconds and min_iterations
     assert timed.samples == 999 and timed.streams == 2
+
+
+def test_precision_rule_stops_a_stable_engine_early() -> None:
+    clock = FakeClock()
+    rng = np.random.default_rng(0)
+    config = _config(precision=0.01, tail_samples=500)
+    result = measure(lambda i: clock.work(int(1e6 * (1 + rng.normal(0, 0.01)))), config, clock)
+    assert len(result.latencies_ns) < 100  # far short of the 500 tail samples
+    assert not result.capped and not result.tail_ok
+    assert result.p50_half_width is not None and result.p50_half_width <= 0.01
+
+
+def test_precision_rule_runs_on_when_noisy_and_caps_at_the_maximum() -> None:
+    clock = FakeClock()
+    rng = np.random.default_rng(1)
+    config = _config(precision=0.01, max_seconds=2.0)
+    result = measure(lambda i: clock.work(int(1e6 * rng.lognormal(0, 0.8))), config, clock)
+    assert len(result.latencies_ns) > 1000  # ran on to the 2 s cap
+    assert result.capped and result.p50_half_width is not None and result.p50_half_width > 0.01
+
+
+def test_chase_tail_still_buys_the_tail() -> None:
+    clock = FakeClock()
+    config = _config(precision=0.01, tail_samples=300, chase_tail=1)
+    result = measure(lambda i: clock.work(1_000_000), config, clock)
+    assert len(result.latencies_ns) >= 300 and result.tail_ok and not result.capped
