@@ -19,7 +19,7 @@ from inferbench.backends.lowp import torch_dispatch_share
 from inferbench.errors import UnsupportedError
 
 if TYPE_CHECKING:
-    from inferbench.models import ModelDef
+    from inferbench.models import ModelDef, ModelRef
 
 
 def set_torch_threads(threads: int) -> None:
@@ -31,6 +31,13 @@ def set_torch_threads(threads: int) -> None:
         torch.set_num_interop_threads(1)
     except RuntimeError:
         pass  # already set in this process (inter-op pool starts once)
+
+
+def dynamic_int8_conv_reason(convolutions: int) -> str:
+    return (
+        f"dynamic int8 quantizes Linear/LSTM only; the {convolutions} convolutions would stay fp32 "
+        "(static int8: torch-compile, onnxruntime, openvino)"
+    )
 
 
 def dynamic_int8(module: Any) -> tuple[Any, int]:
@@ -47,10 +54,7 @@ def dynamic_int8(module: Any) -> tuple[Any, int]:
 
     convs = [m for m in module.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
     if convs:
-        raise UnsupportedError(
-            f"dynamic int8 quantizes Linear/LSTM only; the {len(convs)} convolutions would stay fp32 "
-            "(static int8: torch-compile, onnxruntime, openvino)"
-        )
+        raise UnsupportedError(dynamic_int8_conv_reason(len(convs)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         quantized = quantize_dynamic(
@@ -74,6 +78,16 @@ class TorchBackend(Backend):
         "bf16": "autocast (bf16 matmul/conv, fp32 for sensitive ops); bf16_mode=full: bf16 weights",
         "int8": "dynamic quantization of Linear/LSTM; models with convolutions are unsupported",
     }
+
+    #: int8 by dynamic quantization (Linear/LSTM only); torch-compile's PT2E is static.
+    dynamic_int8 = True
+
+    @classmethod
+    def unsupported_reason(cls, model: ModelRef, precision: str) -> str | None:
+        convolutions = model.layer_count("conv")
+        if precision == "int8" and cls.dynamic_int8 and convolutions:
+            return dynamic_int8_conv_reason(convolutions)  # known before a worker starts
+        return super().unsupported_reason(model, precision)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -5,7 +5,7 @@ otherwise fail in every worker of the sweep, one cell at a time. The check build
 and runs one forward pass in a child process (user code can crash or hang; the runner must
 not), with a timeout, and turns any failure into one line and exit code 2.
 
-`python -P -m inferbench.modelcheck REF SEED DEADLINE OUT.json` is the child's entry point.
+`python -P -m inferbench.modelcheck REF KIND SEED DEADLINE OUT.json` is the child's entry point.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ import logging
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from inferbench.artifacts import file_digest
 from inferbench.errors import UserError, first_line
 from inferbench.models import ModelRef, build_model
 from inferbench.procs import add_user_path, guard_child, python_command, run_child, worker_env
-from inferbench.util import atomic_write_json
+from inferbench.util import atomic_write_json, cache_key
 
 log = logging.getLogger(__name__)
 
@@ -30,30 +32,88 @@ log = logging.getLogger(__name__)
 CHECK_BATCH = 2
 
 
-def check_models(refs: list[ModelRef], *, seed: int, timeout_s: float, threads: int) -> None:
-    """Raise UserError naming the first user factory that does not give a working model."""
+def check_models(
+    refs: list[ModelRef], *, seed: int, timeout_s: float, threads: int, cache_dir: Path | None = None
+) -> list[ModelRef]:
+    """Raise UserError naming the first user factory that does not give a working model; return
+    the refs with their layer counts (`ModelRef.layers`) where the child could learn them.
+
+    Built-ins are ours and tested, so they are only built for their structure, once per
+    model, seed, torch version and source (cached under `cache_dir`); ONNX files are checked
+    on resolution."""
+    checked = []
     for ref in refs:
-        if ref.kind != "factory":
-            continue  # built-ins are ours and tested; ONNX files are checked on resolution
-        problem = _check_in_child(ref, seed, timeout_s, threads)
-        if problem:
-            raise UserError(f"model {ref.ref} is broken: {problem} (checked before the sweep; no cell ran)")
+        if ref.kind == "factory":
+            problem, layers = _check_in_child(ref, seed, timeout_s, threads)
+            if problem:
+                raise UserError(
+                    f"model {ref.ref} is broken: {problem} (checked before the sweep; no cell ran)"
+                )
+        elif ref.kind == "builtin" and cache_dir is not None:
+            layers = _builtin_layers(ref, seed, timeout_s, threads, cache_dir)
+        else:
+            layers = {}
+        checked.append(replace(ref, layers=tuple(sorted(layers.items()))))
+    return checked
 
 
-def _check_in_child(ref: ModelRef, seed: int, timeout_s: float, threads: int) -> str | None:
+def _builtin_layers(
+    ref: ModelRef, seed: int, timeout_s: float, threads: int, cache_dir: Path
+) -> dict[str, int]:
+    import importlib.metadata
+
+    import inferbench.models
+
+    sources = sorted(Path(inferbench.models.__file__).parent.glob("*.py"))
+    key = cache_key(ref.ref, seed, importlib.metadata.version("torch"), [file_digest(p) for p in sources])
+    path = cache_dir / "model-layers" / f"{ref.ref}-{key}.json"
+    if path.is_file():
+        try:
+            return dict(json.loads(path.read_text()))
+        except ValueError:
+            pass  # torn or foreign: learn it again
+    problem, layers = _check_in_child(ref, seed, timeout_s, threads)
+    if problem or not layers:
+        log.warning(
+            "structure of %s not learned (%s); its verdicts are left to the workers", ref.ref, problem
+        )
+        return {}
+    atomic_write_json(path, layers)
+    return layers
+
+
+def _check_in_child(
+    ref: ModelRef, seed: int, timeout_s: float, threads: int
+) -> tuple[str | None, dict[str, int]]:
     with tempfile.TemporaryDirectory(prefix="inferbench-modelcheck-") as folder:
         out = Path(folder) / "check.json"
-        command = python_command("inferbench.modelcheck", ref.ref, str(seed), f"{timeout_s:g}", str(out))
+        command = python_command(
+            "inferbench.modelcheck", ref.ref, ref.kind, str(seed), f"{timeout_s:g}", str(out)
+        )
         try:
             done = run_child(command, env=worker_env(threads), timeout_s=timeout_s)
         except subprocess.TimeoutExpired:
-            return f"building it and one forward pass took longer than {timeout_s:g} s"
+            return f"building it and one forward pass took longer than {timeout_s:g} s", {}
         if out.is_file():
-            problem = json.loads(out.read_text())["problem"]
-            return str(problem) if problem else None
+            verdict = json.loads(out.read_text())
+            problem = verdict["problem"]
+            return (str(problem) if problem else None), dict(verdict.get("layers") or {})
     lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
     last = f": {lines[-1][:300]}" if lines else ""
-    return f"the check process exited with code {done.returncode} without a verdict{last}"
+    return f"the check process exited with code {done.returncode} without a verdict{last}", {}
+
+
+def layer_counts(module: Any) -> dict[str, int]:
+    """Convolution, linear and recurrent layers of a torch module: what decides, for example,
+    whether dynamic int8 (Linear/LSTM only) can quantize it."""
+    import torch
+
+    kinds = {
+        "conv": torch.nn.modules.conv._ConvNd,
+        "linear": torch.nn.Linear,
+        "recurrent": torch.nn.modules.rnn.RNNBase,
+    }
+    return {name: sum(isinstance(m, cls) for m in module.modules()) for name, cls in kinds.items()}
 
 
 def problem_with(ref: ModelRef, seed: int) -> str | None:
@@ -95,10 +155,16 @@ def _forward_problem(model: Any, seed: int) -> str | None:
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    ref, seed, deadline, out = argv[0], int(argv[1]), float(argv[2]), Path(argv[3])
+    ref = ModelRef(argv[0], argv[1])
+    seed, deadline, out = int(argv[2]), float(argv[3]), Path(argv[4])
     guard_child(deadline)
     add_user_path()
-    atomic_write_json(out, {"problem": problem_with(ModelRef(ref, "factory"), seed)})
+    problem = problem_with(ref, seed) if ref.kind == "factory" else None
+    layers: dict[str, int] = {}
+    if problem is None:
+        model = build_model(ref, seed=seed)
+        layers = layer_counts(model.module) if model.module is not None else {}
+    atomic_write_json(out, {"problem": problem, "layers": layers})
     return 0
 
 

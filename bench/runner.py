@@ -97,12 +97,14 @@ def run_sweep(
             raise UserError(problem)
     cells = _cells_of(config, shard)
     thread_counts = sorted({c.threads for c in cells})
-    check_models(
+    checked = check_models(
         list(refs.values()),
         seed=config.measure.seed,
         timeout_s=config.measure.timeout_seconds,
         threads=thread_counts[-1],
+        cache_dir=cache_dir,
     )
+    refs = {m: ref for m, ref in zip(refs, checked, strict=True)}
     settings = {c.key: config.cell_settings(c, _option_defaults(backend_classes[c.backend])) for c in cells}
     hashes = {key: settings_hash(s) for key, s in settings.items()}
     done = kept_cells(run_dir, settings, hashes) if resume else {}

@@ -46,10 +46,18 @@ class ModelRef:
 
     ref: str
     kind: str
+    # Layer kinds and counts of the built torch module ("conv", "linear", "recurrent"), when
+    # known: learned once before the sweep (inferbench.modelcheck), so verdicts that follow from
+    # the model's structure are decided without starting a worker. Empty = not known.
+    layers: tuple[tuple[str, int], ...] = ()
 
     @property
     def has_torch_module(self) -> bool:
         return self.kind != "onnx"
+
+    def layer_count(self, kind: str) -> int | None:
+        """How many layers of `kind` the model has, or None when its structure is not known."""
+        return dict(self.layers).get(kind, 0) if self.layers else None
 
 
 def resolve_model(ref: str) -> ModelRef:

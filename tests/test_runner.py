@@ -216,3 +216,23 @@ def test_rows_get_percent_of_the_cached_peak(run_dir: Path, cache_dir: Path) -> 
     # Without a cached ceiling the achieved rate is still there, the share is not.
     (plain,) = run_sweep(config, run_dir.with_name("other"), cache_dir=cache_dir / "empty", peak="cached")
     assert plain["achieved_gflops"] > 0 and "pct_of_peak" not in plain
+
+
+@pytest.mark.slow
+def test_structural_unsupported_verdict_needs_no_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dynamic int8 cannot quantize convolutions: known from the model's layers, learned once
+    before the sweep (and cached), so no worker is started for the cell."""
+    from inferbench import runner
+
+    def no_worker(*args: object, **kwargs: object) -> dict[str, object]:
+        raise AssertionError("a worker was started for a statically unsupported cell")
+
+    monkeypatch.setattr(runner, "run_repeats", no_worker)
+    config = fake_sweep(["torch", "torchscript"], precisions=("int8",), batch_sizes=(1,))
+    config = replace(config, models=("tiny-cnn",))
+    records = run_sweep(config, tmp_path / "run", cache_dir=tmp_path / "cache")
+    assert [r["status"] for r in records] == ["unsupported", "unsupported"]
+    assert all("convolutions would stay fp32" in r["reason"] for r in records)
+    assert list((tmp_path / "cache" / "model-layers").glob("tiny-cnn-*.json"))  # cached
