@@ -145,11 +145,12 @@ def noise_warnings(environment: dict[str, Any], rows: list[dict[str, Any]]) -> l
         )
     disturbed = [r for r in rows if str(r.get("interfered")).lower() == "true"]
     if disturbed:
-        worst = max(disturbed, key=lambda r: float(r.get("interference_pct") or 0))
+        worst = max(disturbed, key=lambda r: _number(r.get("interference_pct")))
+        share = _number(worst.get("interference_pct"))
+        worst_text = f"worst {share:.0f}% of its cores used by others" if share else "worst"
         warnings.append(
             f"{len(disturbed)} cell(s) shared their cores with other work during the timed window "
-            f"even after re-measuring (interfered; worst {float(worst.get('interference_pct') or 0):.0f}%: "
-            f"{worst.get('cell_key')})"
+            f"even after re-measuring (interfered; {worst_text}: {worst.get('cell_key')})"
         )
     spread = [r for r in rows if (r.get("process_p50_spread_pct") or 0) > NOISY_SPREAD_PCT]
     if spread:
@@ -215,3 +216,12 @@ def _memory_gb() -> float | None:
     except ImportError:
         return None
     return round(psutil.virtual_memory().total / 2**30, 1)
+
+
+def _number(value: Any) -> float:
+    """A float for sorting and printing; missing or NaN is 0."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if number != number else number

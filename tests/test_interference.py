@@ -129,9 +129,13 @@ def _real_cell(tmp_path: Path, name: str, retries: int) -> dict[str, Any]:
 @pytest.mark.slow
 @pytest.mark.engine
 def test_cpu_hog_beside_a_real_cell_sets_the_flag(tmp_path: Path) -> None:
+    # One busy process pinned to each CPU: left free, the scheduler may move every hog off
+    # the worker's pinned core and leave it alone (which the probe then rightly reports).
     hogs = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"])
-        for _ in range(max(2, len(os.sched_getaffinity(0))))
+        subprocess.Popen(
+            [sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"]
+        )
+        for cpu in sorted(os.sched_getaffinity(0))
     ]
     try:
         record = _real_cell(tmp_path, "hog", retries=0)
