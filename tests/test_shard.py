@@ -72,3 +72,14 @@ def test_bad_shards_are_user_errors(text: str, environ: dict[str, str], message:
 
 def test_explicit_shard() -> None:
     assert str(parse_shard("2/4")) == "2/4"
+
+
+def test_sharded_workflow_parses_and_its_matrix_matches_the_shard_count() -> None:
+    from pathlib import Path
+
+    yaml = pytest.importorskip("yaml")
+    workflow = Path(__file__).resolve().parent.parent / ".github" / "workflows" / "sharded-sweep.yml"
+    data = yaml.safe_load(workflow.read_text())
+    count = int(data["env"]["SHARDS"])
+    assert data["jobs"]["shard"]["strategy"]["matrix"]["shard"] == list(range(1, count + 1))
+    assert data["jobs"]["merge"]["needs"] == "shard"
