@@ -147,7 +147,7 @@ def noise_warnings(environment: dict[str, Any], rows: list[dict[str, Any]]) -> l
     if disturbed:
         worst = max(disturbed, key=lambda r: _number(r.get("interference_pct")))
         share = _number(worst.get("interference_pct"))
-        worst_text = f"worst {share:.0f}% of its cores used by others" if share else "worst"
+        worst_text = f"worst {share:.0f}%" if share else "worst"
         warnings.append(
             f"{len(disturbed)} cell(s) shared their cores with other work during the timed window "
             f"even after re-measuring (interfered; {worst_text}: {worst.get('cell_key')})"
