@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pin", action="store_true", help="pin each worker to its first THREADS cores")
     run.add_argument("--repeats", type=int, help="fresh worker processes per cell")
     run.add_argument(
+        "--fresh-workers",
+        action="store_true",
+        help="one process per cell (default: a model/backend/precision's cells share one)",
+    )
+    run.add_argument(
         "--peak",
         choices=("cached", "measure", "off"),
         default="cached",
@@ -246,6 +251,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         modes=_split(args.mode),
         pin=args.pin or None,
         repeats=args.repeats,
+        fresh_workers=args.fresh_workers,
         peak=args.peak,
         backend_options=_backend_options(args.backend_option),
         run_id=args.run_id,

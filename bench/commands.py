@@ -11,14 +11,15 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from inferbench.backends import backend_names, load_backend
-from inferbench.config import Cell, load_profile, profile_id, profile_names
+from inferbench.config import Cell, SweepConfig, load_profile, profile_id, profile_names
 from inferbench.errors import InternalError, UserError, first_line
 from inferbench.models import BUILTIN_MODELS
 from inferbench.runner import SweepEvents, new_run_id, run_sweep
 from inferbench.shutdown import Terminated
 from inferbench.storage import latest_run
 
-console = Console(stderr=True)
+# soft_wrap: a long path is printed whole (a terminal may wrap it), never folded mid-name.
+console = Console(stderr=True, soft_wrap=True)
 
 
 def run_command(
@@ -32,6 +33,7 @@ def run_command(
     modes: list[str] | None = None,
     pin: bool | None = None,
     repeats: int | None = None,
+    fresh_workers: bool = False,
     peak: str = "off",
     backend_options: dict[str, dict[str, str]] | None = None,
     run_id: str | None = None,
@@ -60,10 +62,7 @@ def run_command(
         pin=pin,
         backend_options=backend_options,
     )
-    if repeats is not None:
-        if repeats < 1:
-            raise UserError(f"--repeats must be >= 1; got {repeats}")
-        config = replace(config, measure=replace(config.measure, repeats=repeats))
+    config = _process_overrides(config, repeats, fresh_workers)
     profile_key = profile_id(profile)
     if run_id is None and resume:
         found = latest_run(results_dir, profile_key)
@@ -320,3 +319,15 @@ def peak_command(threads: list[int], *, refresh: bool = False, cache_dir: Path |
         )
     console.print(table)
     return 0
+
+
+def _process_overrides(config: SweepConfig, repeats: int | None, fresh_workers: bool) -> SweepConfig:
+    """`--repeats N` and `--fresh-workers`: how many processes measure each cell."""
+    measure = config.measure
+    if repeats is not None:
+        if repeats < 1:
+            raise UserError(f"--repeats must be >= 1; got {repeats}")
+        measure = replace(measure, repeats=repeats)
+    if fresh_workers:
+        measure = replace(measure, shared_workers=0)
+    return replace(config, measure=measure)

@@ -61,6 +61,10 @@ class MeasureConfig:
     # Fresh worker processes per cell. Run-to-run variation between processes (memory layout,
     # thread placement, frequency) is often larger than within one; comparisons use it when >1.
     repeats: int = 1
+    # 1: the cells of one (model, backend, precision, threads) share a worker process, one
+    # cell at a time (inferbench.served); 0: a fresh process per cell. Repeats > 1 always
+    # use fresh processes.
+    shared_workers: int = 1
     seed: int = 0
     # Interference (see inferbench.interference): a timed window in which the rest of the
     # machine used more than `interference_max_pct` of the worker's cores, or the hypervisor
@@ -90,6 +94,7 @@ class MeasureConfig:
         _require(self.tail_samples >= 1, "measure.tail_samples must be >= 1")
         _require(0 <= self.precision < 1, "measure.precision must be in [0, 1) (0 = off, 0.01 = 1%)")
         _require(self.chase_tail in (0, 1), "measure.chase_tail must be 0 or 1")
+        _require(self.shared_workers in (0, 1), "measure.shared_workers must be 0 or 1")
         _require(self.bootstrap_resamples >= 100, "measure.bootstrap_resamples must be >= 100")
         _require(self.streams >= 0, "measure.streams must be >= 0 (0 = the engine's choice)")
         _require(self.timeout_seconds > 0, "measure.timeout_seconds must be > 0")
@@ -251,7 +256,9 @@ class SweepConfig:
 
 
 # Measurement settings that cannot change a cell's numbers, left out of its settings hash.
-_UNSHAPING_MEASURE = frozenset({"timeout_seconds"})
+# How cells are spread over processes is recorded in config.json, not hashed: a run folder
+# made with fresh workers can be resumed with shared ones.
+_UNSHAPING_MEASURE = frozenset({"timeout_seconds", "shared_workers"})
 
 
 def _plain_number(value: Any) -> Any:

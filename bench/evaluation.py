@@ -6,7 +6,9 @@ cell's batch size, the last chunk topped up by wrapping around and its extra out
 So at batch 1 the check rests on N samples, not on one, and `top1_agreement` is a fraction.
 
 The reference is FP32 eager PyTorch for torch models and ONNX Runtime FP32 on the CPU for
-ONNX-file models; where neither exists the cell is `accuracy_checked = False`.
+ONNX-file models; where neither exists the cell is `accuracy_checked = False`. The reference
+outputs are computed once per model fingerprint, evaluation set and chunking, and cached on
+disk (`inferbench.refcache`).
 """
 
 from __future__ import annotations

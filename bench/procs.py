@@ -103,12 +103,24 @@ def guard_child(deadline_s: float | None = None) -> None:
     _set_parent_death_signal()
     if os.getppid() != expected:  # the runner died before the signal was armed
         _end_group("runner already gone")
-    ends_at = time.monotonic() + deadline_s if deadline_s else None
-    watcher = threading.Thread(target=_watch, args=(expected, ends_at, deadline_s), daemon=True)
+    reset_deadline(deadline_s)
+    watcher = threading.Thread(target=_watch, args=(expected,), daemon=True)
     watcher.start()
-    if deadline_s:
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        signal.setitimer(signal.ITIMER_REAL, deadline_s + HARD_DEADLINE_MARGIN_S)
+
+
+#: The child's deadline (monotonic time, and its length for the message); None = none.
+_deadline: list[tuple[float, float] | None] = [None]
+
+
+def reset_deadline(deadline_s: float | None) -> None:
+    """Start the child's deadline again from now: a shared worker gives every cell its own."""
+    if not deadline_s:
+        _deadline[0] = None
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        return
+    _deadline[0] = (time.monotonic() + deadline_s, deadline_s)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.setitimer(signal.ITIMER_REAL, deadline_s + HARD_DEADLINE_MARGIN_S)
 
 
 def _set_parent_death_signal() -> None:
@@ -122,13 +134,14 @@ def _set_parent_death_signal() -> None:
         log.warning("prctl unavailable; relying on the parent watchdog")
 
 
-def _watch(parent: int, ends_at: float | None, deadline_s: float | None) -> None:
+def _watch(parent: int) -> None:
     while True:
         time.sleep(WATCH_INTERVAL_S)
         if os.getppid() != parent:
             _end_group("runner gone")
-        if ends_at is not None and time.monotonic() > ends_at:
-            _end_group(f"own deadline of {deadline_s:g} s passed")
+        deadline = _deadline[0]
+        if deadline is not None and time.monotonic() > deadline[0]:
+            _end_group(f"own deadline of {deadline[1]:g} s passed")
 
 
 def _end_group(why: str) -> None:

@@ -9,12 +9,8 @@ runner is gone ends itself (see `inferbench.procs.guard_child`).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
-import signal
-import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,22 +24,20 @@ from inferbench.budget import BudgetClock
 from inferbench.config import Cell, SweepConfig, settings_hash
 from inferbench.errors import UserError
 from inferbench.history.fingerprint import machine_from_env
+from inferbench.launch import SharedWorkers, group_key, pin_cpus, run_in_worker
 from inferbench.modelcheck import check_models
 from inferbench.models import ModelRef, resolve_model
 from inferbench.peak import get_peaks, load_peaks, percent_of_peak
-from inferbench.procs import kill_group, python_command, worker_env
 from inferbench.resume import kept_cells
 from inferbench.shard import Shard
 from inferbench.shutdown import Terminated, signals_held
 from inferbench.stats import bootstrap_ci, latency_intervals, summarize
-from inferbench.status import ERROR, MEASURED, RETRY_ON_RESUME, TIMEOUT, UNAVAILABLE, UNSUPPORTED
+from inferbench.status import MEASURED, RETRY_ON_RESUME, UNAVAILABLE, UNSUPPORTED
 from inferbench.storage import SCHEMA_VERSION, save_cell, start_session, write_csv
-from inferbench.util import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-WORKER_DEADLINE_MARGIN_S = 60.0
 
 
 @dataclass
@@ -126,8 +120,9 @@ def run_sweep(
 
     if events.on_start:
         events.on_start(len(cells))
+    shared = SharedWorkers(enabled=bool(config.measure.shared_workers) and config.measure.repeats == 1)
     try:
-        for cell in cells:
+        for cell in _execution_order(cells) if shared.enabled else cells:
             previous = done.get(cell.key)
             if previous is not None and previous["status"] not in RETRY_ON_RESUME:
                 if events.on_cell_done:
@@ -137,7 +132,7 @@ def run_sweep(
                 events.on_cell_start(cell)
             record = _static_verdict(cell, refs[cell.model], backend_classes[cell.backend], budget)
             if record is None:
-                record = run_repeats(cell, refs[cell.model], config, run_dir, cache_dir)
+                record = run_repeats(cell, refs[cell.model], config, run_dir, cache_dir, shared)
             pinned = ",".join(map(str, pin_cpus(cell.threads))) if config.pin else ""
             extra = {"settings": settings[cell.key], "settings_hash": hashes[cell.key], "session": session}
             record = _finish({**caps, "pinned_cpus": pinned, **record, **extra}, cell, run_dir.name)
@@ -153,6 +148,8 @@ def run_sweep(
         with signals_held():  # the CSV again, whole, from every finished cell
             write_csv(run_dir, _in_sweep_order(done, cells))
         raise
+    finally:
+        shared.close()
     return _in_sweep_order(done, cells)
 
 
@@ -172,6 +169,16 @@ def _in_sweep_order(done: dict[str, dict[str, Any]], cells: list[Cell]) -> list[
     """Records in the sweep's cell order; cells of an earlier, wider sweep (resume) go last."""
     order = {cell.key: i for i, cell in enumerate(cells)}
     return sorted(done.values(), key=lambda r: order.get(r["cell_key"], len(order)))
+
+
+def _execution_order(cells: list[Cell]) -> list[Cell]:
+    """The sweep's cells with each shared-worker group's cells together (groups in order of
+    first appearance, cells in sweep order within them), so one worker serves a whole group.
+    Rows are still written in the sweep's order."""
+    groups: dict[tuple[str, str, str, int], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(group_key(cell), []).append(cell)
+    return [cell for group in groups.values() for cell in group]
 
 
 def _cells_of(config: SweepConfig, shard: Shard | None) -> list[Cell]:
@@ -205,19 +212,20 @@ def _finish(record: dict[str, Any], cell: Cell, run_id: str) -> dict[str, Any]:
     }
 
 
-def pin_cpus(threads: int) -> list[int]:
-    """The first `threads` cores this process may use: where a pinned worker runs."""
-    allowed = sorted(os.sched_getaffinity(0))
-    return allowed[: max(1, threads)]
-
-
 def run_repeats(
-    cell: Cell, ref: ModelRef, config: SweepConfig, run_dir: Path, cache_dir: Path
+    cell: Cell,
+    ref: ModelRef,
+    config: SweepConfig,
+    run_dir: Path,
+    cache_dir: Path,
+    shared: SharedWorkers | None = None,
 ) -> dict[str, Any]:
-    """Run the cell in `repeats` fresh processes and merge them; a failed repeat stops it."""
+    """Run the cell in `repeats` fresh processes and merge them; a failed repeat stops it.
+    A single repeat runs through `shared` when given (a shared worker where it is enabled)."""
     records = []
+    run = shared.run if shared is not None and config.measure.repeats == 1 else None
     for _ in range(config.measure.repeats):
-        record = run_clean(cell, ref, config, run_dir, cache_dir)
+        record = run_clean(cell, ref, config, run_dir, cache_dir, run)
         records.append(record)
         if record["status"] not in MEASURED:
             break
@@ -310,75 +318,3 @@ def _merged_interference(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _spread_pct(values: list[float]) -> float:
     return 100 * (max(values) - min(values)) / float(np.median(values))
-
-
-def run_in_worker(
-    cell: Cell, ref: ModelRef, config: SweepConfig, run_dir: Path, cache_dir: Path
-) -> dict[str, Any]:
-    """Run one cell in a fresh process with a timeout; never raises for engine failures."""
-    work = run_dir / "work"
-    work.mkdir(exist_ok=True)
-    spec_path, out_path = work / f"{cell.key}.spec.json", work / f"{cell.key}.out.json"
-    out_path.unlink(missing_ok=True)
-    atomic_write_json(
-        spec_path,
-        {
-            "cell": asdict(cell),
-            "model_ref": asdict(ref),
-            "measure": asdict(config.measure),
-            "accuracy": asdict(config.accuracy),
-            "options": config.backend_options.get(cell.backend, {}),
-            "cache_dir": str(cache_dir),
-            "pin_cpus": pin_cpus(cell.threads) if config.pin else None,
-            # The worker's own deadline, for when this runner cannot enforce its own (stopped,
-            # frozen): past the runner's timeout, so the runner's verdict normally comes first.
-            "deadline_s": config.measure.timeout_seconds + WORKER_DEADLINE_MARGIN_S,
-        },
-    )
-    log_path = run_dir / "logs" / f"{cell.key}.log"
-    log_path.parent.mkdir(exist_ok=True)
-    timeout = config.measure.timeout_seconds
-    started = time.perf_counter()
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen(
-            python_command("inferbench.worker", str(spec_path), str(out_path)),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=worker_env(cell.threads),
-            start_new_session=True,  # own group: kill it whole
-        )
-        try:
-            returncode = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill_group(proc)
-            return {
-                "status": TIMEOUT,
-                "reason": f"no result after {timeout:g} s (worker killed)",
-                "wall_s": time.perf_counter() - started,
-            }
-        except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: do not leave an orphan worker behind
-            kill_group(proc)
-            raise
-    wall = time.perf_counter() - started
-    if out_path.is_file():
-        record = json.loads(out_path.read_text())
-        out_path.unlink()
-        spec_path.unlink(missing_ok=True)
-        return {**record, "wall_s": wall}
-    return {"status": ERROR, "reason": _death_reason(returncode, log_path), "wall_s": wall}
-
-
-def _death_reason(returncode: int, log_path: Path) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        what = f"worker killed by {name}"
-        if name == "SIGKILL":
-            what += " (out of memory?)"
-    else:
-        what = f"worker exited with code {returncode} without a result"
-    lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
-    return f"{what}: {lines[-1][:300]}" if lines else what

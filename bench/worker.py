@@ -1,11 +1,23 @@
-"""Worker process: runs exactly one cell and writes its record as JSON.
+"""Worker process: runs cells and writes each one's record as JSON.
 
-Invoked by the runner as `python -m inferbench.worker SPEC.json RESULT.json`. Whatever happens in
-the engine, the worst outcome is this process dying; the parent turns that into a row.
+Two ways to start it:
+- `python -m inferbench.worker SPEC.json RESULT.json` runs one cell in a fresh process (every
+  repeat of a `repeats > 1` sweep, and re-measurements);
+- `python -m inferbench.worker --serve REPLY_FD` is a shared worker: it reads one command per
+  line on stdin (`{"spec", "out", "log"}`), runs that cell, writes its record, and answers
+  `done` on the reply pipe. The runner gives it the cells of one (model, backend, precision,
+  threads) in turn, so start-up, imports, the model build and the FP32 reference are paid
+  once, not per cell; each cell still gets a fresh copy of the model, its own engine, its
+  own log, deadline and peak-memory reading.
+
+Whatever happens in the engine, the worst outcome is this process dying; the parent turns
+that into a row for the cell that was running, and starts a new worker for the next one.
 """
 
 from __future__ import annotations
 
+import copy
+import gc
 import json
 import logging
 import os
@@ -13,19 +25,22 @@ import resource
 import sys
 import time
 import traceback
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from inferbench.artifacts import model_fingerprint
 from inferbench.backends import load_backend
 from inferbench.config import AccuracyConfig, Cell, MeasureConfig
 from inferbench.errors import UnsupportedError, first_line
 from inferbench.evaluation import engine_infer, evaluation_chunks, reference_infer, run_chunks
 from inferbench.interference import InterferenceProbe, Thresholds
 from inferbench.measure import backend_iteration, measure, measure_throughput, rate_half_width
-from inferbench.models import ModelRef, build_model, count_flops
-from inferbench.procs import add_user_path, guard_child
+from inferbench.models import ModelDef, ModelRef, build_model, count_flops
+from inferbench.procs import add_user_path, guard_child, reset_deadline
+from inferbench.refcache import cached_flops, cached_reference
 from inferbench.stats import accuracy, latency_intervals, slice_rates, summarize, throughput_summary
 from inferbench.status import ACCURACY_FAIL, ERROR, OK, UNSUPPORTED
 from inferbench.util import atomic_write_json
@@ -35,8 +50,32 @@ log = logging.getLogger("inferbench.worker")
 LOW_PRECISIONS = ("bf16", "fp16", "int8")
 
 
-def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
+@dataclass
+class Memo:
+    """What a shared worker keeps between its cells: the built models, pristine (each cell
+    works on a deep copy, because engines may convert a module in place)."""
+
+    shared: bool = False  # False: a one-cell process, which may use the model itself
+    models: dict[tuple[str, int], ModelDef] = field(default_factory=dict)
+
+    def model(self, ref: ModelRef, seed: int) -> ModelDef:
+        if not self.shared:
+            return build_model(ref, seed=seed)
+        key = (json.dumps(asdict(ref), sort_keys=True, default=str), seed)
+        if key not in self.models:
+            self.models.clear()  # one model at a time: a worker serves one model's cells
+            self.models[key] = build_model(ref, seed=seed)
+            model_fingerprint(self.models[key])  # hashed once; every copy carries it
+        try:
+            return copy.deepcopy(self.models[key])
+        except Exception:  # a model that cannot be copied is built again
+            log.info("model %s cannot be deep-copied; building it again", ref.ref, exc_info=True)
+            return build_model(ref, seed=seed)
+
+
+def run_cell(spec: dict[str, Any], memo: Memo | None = None) -> dict[str, Any]:
     """Prepare, check and time one cell; the returned record is JSON-serialisable."""
+    memo = memo or Memo()
     cell = Cell(**spec["cell"])
     config = MeasureConfig(**spec["measure"])
     checks = AccuracyConfig(**spec.get("accuracy", {}))
@@ -53,13 +92,20 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         streams=config.streams,
     )
     record["backend_options"] = backend.settings
-    model = build_model(ref, seed=config.seed)
-    record["flops_per_sample"] = _safe_flops(model)
+    cache_dir = Path(spec["cache_dir"])
+    t0 = time.perf_counter()
+    model = memo.model(ref, config.seed)
+    record["flops_per_sample"] = cached_flops(model, _safe_flops, cache_dir)
 
     samples = checks.eval_samples
     eval_chunks = evaluation_chunks(model, samples, cell.batch_size, config.seed)
     reference_of = reference_infer(model, cell.threads)
-    reference = run_chunks(reference_of, eval_chunks, samples, cell.batch_size) if reference_of else None
+    reference = None
+    if reference_of is not None:
+        reference, record["reference_cached"] = cached_reference(
+            model, reference_of, eval_chunks, samples, cell.batch_size, cache_dir
+        )
+    record["setup_s"] = time.perf_counter() - t0  # model, FLOPs, reference: cached after once
 
     t0 = time.perf_counter()
     info = backend.prepare(model, cell.precision, cell.batch_size)
@@ -82,7 +128,9 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
 
     record["accuracy_checked"] = reference is not None
     if reference is not None:
+        t0 = time.perf_counter()
         candidate = run_chunks(engine_infer(backend), eval_chunks, samples, cell.batch_size)
+        record["eval_s"] = time.perf_counter() - t0  # the engine's side of the accuracy check
         record["eval_samples"] = samples
         record.update(accuracy(reference, candidate, model.task == "classification"))
         limit = checks.threshold(cell.precision)
@@ -104,12 +152,27 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
             record["lowp_flagged"] = share < checks.min_lowp_share
 
     record["timing_scope"] = backend.timing_scope
+    t0 = time.perf_counter()
     if cell.mode == "throughput":
         record.update(_time_throughput(backend, natives, cell.batch_size, config))
     else:
         record.update(_time_latency(backend, natives, cell.batch_size, config))
+    record["measure_s"] = time.perf_counter() - t0  # warm-up plus the timed loop
     record["details"] = {**record["details"], **backend.run_details()}
     backend.close()
+    return record
+
+
+def run_guarded(spec: dict[str, Any], memo: Memo | None = None) -> dict[str, Any]:
+    """`run_cell` with its failures turned into the cell's row."""
+    try:
+        record = run_cell(spec, memo)
+    except UnsupportedError as exc:
+        record = {"status": UNSUPPORTED, "reason": str(exc)}
+    except Exception as exc:
+        traceback.print_exc()
+        record = {"status": ERROR, "reason": f"{type(exc).__name__}: {first_line(exc)}"[:500]}
+    record["peak_rss_mb"] = peak_rss_mb()
     return record
 
 
@@ -184,8 +247,37 @@ def _safe_flops(model: Any) -> float | None:
 
 
 def peak_rss_mb() -> float:
-    # Linux reports ru_maxrss in KiB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The process's peak resident memory since start, or since `reset_peak_rss` (Linux)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def reset_peak_rss() -> None:
+    """Start the peak-memory reading again (so a shared worker's next cell reports its own
+    peak, not the largest of the cells before it); where the kernel cannot, the reading stays
+    the process's peak so far, an upper bound."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        log.debug("cannot reset the peak RSS; peak_rss_mb is the process's peak so far")
+
+
+def _setup(spec: dict[str, Any]) -> None:
+    """Once per process, before any engine starts: user code path, CPU mask, caches."""
+    add_user_path()  # the user's factories and plugins, resolved from where the sweep started
+    if spec.get("pin_cpus"):
+        # Before any engine starts its thread pools: they inherit this mask.
+        os.sched_setaffinity(0, spec["pin_cpus"])
+    # inductor's on-disk caches live with ours: shared by cells, runs and sweeps, and cleaned
+    # with them (`make clean`), rather than in a /tmp folder the machine may wipe.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(spec["cache_dir"]) / "inductor"))
 
 
 def main(argv: list[str]) -> int:
@@ -194,23 +286,61 @@ def main(argv: list[str]) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if argv and argv[0] == "--serve":
+        return serve(int(argv[1]))
     spec_path, out_path = Path(argv[0]), Path(argv[1])
     spec = json.loads(spec_path.read_text())
     guard_child(spec.get("deadline_s"))  # gone with the runner, and gone at its own deadline
-    add_user_path()  # the user's factories and plugins, resolved from where the sweep started
-    if spec.get("pin_cpus"):
-        # Before any engine starts its thread pools: they inherit this mask.
-        os.sched_setaffinity(0, spec["pin_cpus"])
-    try:
-        record = run_cell(spec)
-    except UnsupportedError as exc:
-        record = {"status": UNSUPPORTED, "reason": str(exc)}
-    except Exception as exc:
-        traceback.print_exc()
-        record = {"status": ERROR, "reason": f"{type(exc).__name__}: {first_line(exc)}"[:500]}
-    record["peak_rss_mb"] = peak_rss_mb()
-    atomic_write_json(out_path, record)
+    _setup(spec)
+    atomic_write_json(out_path, run_guarded(spec))
     return 0
+
+
+def serve(reply_fd: int) -> int:
+    """The shared worker's loop: one cell per command line, `done` on the reply pipe after
+    each record is written; ends when the runner closes stdin."""
+    guard_child(None)  # gone with the runner; each cell's deadline is set as it starts
+    memo, ready = Memo(shared=True), False
+    with os.fdopen(reply_fd, "w") as reply:
+        for served, line in enumerate(sys.stdin):
+            command = json.loads(line)
+            spec = json.loads(Path(command["spec"]).read_text())
+            _to_log(Path(command["log"]))
+            reset_deadline(spec.get("deadline_s"))
+            if not ready:
+                _setup(spec)
+                ready = True
+            _between_cells()
+            record = run_guarded(spec, memo)
+            record["worker_cell"] = served  # 0: this cell paid the worker's start-up
+            atomic_write_json(Path(command["out"]), record)
+            reset_deadline(None)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            reply.write("done\n")
+            reply.flush()
+    return 0
+
+
+def _to_log(path: Path) -> None:
+    """Point this process's stdout and stderr (engines' native output included) at the cell's
+    own log file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _between_cells() -> None:
+    """What one cell must not inherit from the one before: its garbage, torch.compile's
+    compiled-code caches (their recompile limit would otherwise send a later cell to eager
+    without a word), and the peak-memory reading."""
+    gc.collect()
+    if "torch._dynamo" in sys.modules:
+        sys.modules["torch._dynamo"].reset()
+    reset_peak_rss()
 
 
 if __name__ == "__main__":

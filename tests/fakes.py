@@ -59,6 +59,22 @@ class CrashBackend(FakeBackend):
         raise AssertionError("unreachable")
 
 
+class PidBackend(FakeBackend):
+    """Says which process measured it; segfaults at batch 2 and hangs at batch 3, so one
+    shared worker's group holds a crash, a hang and healthy cells."""
+
+    name = "pid"
+
+    def prepare(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
+        if batch_size == 2:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if batch_size == 3:
+            time.sleep(3600)
+        info = super().prepare(model, precision, batch_size)
+        info.details["pid"] = os.getpid()
+        return info
+
+
 class HangBackend(FakeBackend):
     name = "hang"
 

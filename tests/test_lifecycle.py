@@ -64,6 +64,27 @@ def _pids_with(marker: str) -> list[int]:
     return found
 
 
+def _workers_of(runner: int) -> list[int]:
+    """Live worker processes the runner started (a fresh one or a shared `--serve` one)."""
+    found = []
+    for pid in _pids_with("inferbench.worker"):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == runner:
+            found.append(pid)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def _wait_for(condition: object, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -73,18 +94,25 @@ def _wait_for(condition: object, seconds: float, what: str) -> None:
     raise AssertionError(f"gave up waiting for {what}")
 
 
-def _start_sweep(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, str]:
-    """The CLI on a real sweep: a fake cell that finishes, then one that hangs in its worker."""
+def _start_sweep(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, int]:
+    """The CLI on a real sweep: a fake cell that finishes, then one that hangs in its worker;
+    returns the runner, the run folder and the hanging cell's worker."""
     profile = tmp_path / "stop.toml"
     profile.write_text(PROFILE)
     run_dir = tmp_path / "results" / "r"
     command = [sys.executable, "-m", "inferbench", "run", "--profile", str(profile), "--run-id", "r"]
     command += ["--results-dir", str(tmp_path / "results"), "--no-report", "--no-progress", "--peak", "off"]
     runner = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    hang_spec = f"{run_dir}/work/tests.fakes_numpy_model__{HANG}__fp32__b1__t1.spec.json"
-    _wait_for(lambda: _pids_with(hang_spec) or runner.poll() is not None, 300, "the hanging worker")
+    hang_spec = Path(f"{run_dir}/work/tests.fakes_numpy_model__{HANG}__fp32__b1__t1.spec.json")
+    # The runner ends the finished cell's worker before it writes the next cell's spec.
+    _wait_for(
+        lambda: (hang_spec.exists() and _workers_of(runner.pid)) or runner.poll() is not None,
+        300,
+        "the hanging worker",
+    )
     assert runner.poll() is None, runner.communicate()
-    return runner, run_dir, hang_spec
+    (worker,) = _workers_of(runner.pid)
+    return runner, run_dir, worker
 
 
 @pytest.mark.slow
@@ -92,15 +120,14 @@ def _start_sweep(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, str]:
 def test_stop_signal_mid_cell_kills_worker_and_keeps_cells(
     tmp_path: Path, signum: signal.Signals, code: int
 ) -> None:
-    runner, run_dir, hang_spec = _start_sweep(tmp_path)
-    (worker,) = _pids_with(hang_spec)
+    runner, run_dir, worker = _start_sweep(tmp_path)
     runner.send_signal(signum)
     _, err = runner.communicate(timeout=120)
     assert runner.returncode == code
     line = _one_error_line(err)
     assert line.startswith(f"inferbench: stopped by {signum.name}; finished cells are kept in {run_dir}")
     assert "--resume --run-id r" in line
-    assert not _pids_with(hang_spec), "the worker outlived its runner"
+    assert not _alive(worker), "the worker outlived its runner"
     with pytest.raises(ProcessLookupError):
         os.kill(worker, 0)  # reaped as well as dead: killed with its group, waited for
     frame = read_csv(run_dir)
@@ -109,10 +136,10 @@ def test_stop_signal_mid_cell_kills_worker_and_keeps_cells(
 
 @pytest.mark.slow
 def test_worker_ends_itself_when_its_runner_is_killed(tmp_path: Path) -> None:
-    runner, _, hang_spec = _start_sweep(tmp_path)
+    runner, _, worker = _start_sweep(tmp_path)
     runner.kill()  # SIGKILL: the runner gets no chance to clean up; the worker must notice
     runner.communicate(timeout=60)
-    _wait_for(lambda: not _pids_with(hang_spec), 60, "the orphaned worker to exit")
+    _wait_for(lambda: not _alive(worker), 60, "the orphaned worker to exit")
 
 
 @pytest.mark.slow
