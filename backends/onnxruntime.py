@@ -126,15 +126,17 @@ class OrtBackend(Backend):
         )
 
     def _optimize_transformer(
-        self, path: Path, info: dict[str, Any], folder: Path
+        self, path: Path, info: dict[str, Any], folder: Path, *, use_gpu: bool = False
     ) -> tuple[Path, dict[str, int]]:
         """ORT's transformer fusions, published once per source graph (never rewritten in
-        place per cell); the fused-op counts are stored with the artifact."""
+        place per cell); the fused-op counts are stored with the artifact. `use_gpu`: the
+        fusions into the CUDA provider's contrib ops, a separate artifact."""
         import onnxruntime
         from onnxruntime.transformers import optimizer
 
+        artifact = "ort-transformer-gpu" if use_gpu else "ort-transformer"
         parts = {
-            "artifact": "ort-transformer",
+            "artifact": artifact,
             "source": file_digest(path),
             "onnxruntime": onnxruntime.__version__,
             "transformer": info,
@@ -148,12 +150,13 @@ class OrtBackend(Backend):
                 num_heads=info["num_heads"],
                 hidden_size=info["hidden_size"],
                 opt_level=0,  # graph fusions only; ORT's own level-99 rewrites happen at load
+                use_gpu=use_gpu,
             )
             fused = {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
             (tmp / "fused_ops.json").write_text(json.dumps(fused, sort_keys=True))
             opt.save_model_to_file(str(tmp / "model.onnx"))
 
-        out, _ = obtain(folder, "ort-transformer", parts, optimize)
+        out, _ = obtain(folder, artifact, parts, optimize)
         return out / "model.onnx", json.loads((out / "fused_ops.json").read_text())
 
     def _quantize(self, model: ModelDef, path: Path, batch_size: int) -> tuple[Path, bool, str]:

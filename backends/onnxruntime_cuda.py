@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from inferbench.artifacts import file_digest, obtain
 from inferbench.backends.base import Availability, PrepareInfo
 from inferbench.backends.cuda import (
     GPU_EXTRA,
@@ -42,7 +43,6 @@ from inferbench.backends.onnx_export import derived_dir, onnx_file
 from inferbench.backends.onnxruntime import OrtBackend, session_options
 from inferbench.backends.qdq import TENSORRT, static_qdq
 from inferbench.errors import BackendError, UnsupportedError, first_line
-from inferbench.util import cache_key
 
 if TYPE_CHECKING:
     from inferbench.models import ModelDef, ModelRef
@@ -54,6 +54,8 @@ BF16_REASON = (
     "bf16 on the GPU: tensorrt, torch-tensorrt, torch-cuda"
 )
 TRT_EP_LIBRARY = "libonnxruntime_providers_tensorrt.so"
+#: The fp16 graph's name inside its artifact folder.
+FP16_FILE = "model.fp16.onnx"
 #: ONNX Runtime's TensorRT provider built against TensorRT 11 (fixed upstream, not yet released).
 TRT11_ISSUE = "microsoft/onnxruntime#32278"
 INT8_CUDA_REASON = (
@@ -126,7 +128,9 @@ class OrtCudaBackend(CudaBackendMixin, OrtBackend):
         if model.transformer and provider == "cuda":
             # Fused contrib ops (Attention, SkipLayerNorm) are CUDA-provider kernels; the TensorRT
             # provider fuses the plain graph itself.
-            path, details["fused_ops"] = self._optimize_for_gpu(path, model.transformer, folder)
+            path, details["fused_ops"] = self._optimize_transformer(
+                path, model.transformer, folder, use_gpu=True
+            )
         if precision == "fp16":
             path, artifact_cached = self._to_fp16(path, folder)
         elif precision == "int8":
@@ -169,24 +173,6 @@ class OrtCudaBackend(CudaBackendMixin, OrtBackend):
             artifact=path, artifact_cached=artifact_cached, engine_precision=precision, details=details
         )
 
-    def _optimize_for_gpu(
-        self, path: Path, info: dict[str, Any], folder: Path
-    ) -> tuple[Path, dict[str, int]]:
-        from onnxruntime.transformers import optimizer
-
-        out = folder / "model.ort-transformer-gpu.onnx"
-        opt = optimizer.optimize_model(
-            str(path),
-            model_type=info["model_type"],
-            num_heads=info["num_heads"],
-            hidden_size=info["hidden_size"],
-            opt_level=0,
-            use_gpu=True,
-        )
-        fused = {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
-        opt.save_model_to_file(str(out))
-        return out, fused
-
     def _to_fp16(self, path: Path, folder: Path) -> tuple[Path, bool]:
         return ort_fp16(path, folder)
 
@@ -227,22 +213,28 @@ class OrtCudaBackend(CudaBackendMixin, OrtBackend):
 
 
 def ort_fp16(path: Path, folder: Path) -> tuple[Path, bool]:
-    """ONNX Runtime's float16 conversion of `path` (inputs and outputs kept float32), cached
-    beside it; returns (path, from_cache)."""
+    """ONNX Runtime's float16 conversion of `path` (inputs and outputs kept float32), published
+    once per source graph in the artifact store under `folder`: keyed by the source's bytes,
+    built under the key's lock and renamed into place whole, so two sweeps sharing a cache
+    never read each other's half-written file. Returns (path, from_cache)."""
     import onnx
     import onnxruntime
     from onnxruntime.transformers.onnx_model import OnnxModel
 
-    key = cache_key(onnxruntime.__version__, "fp16-keep-io", path.stat().st_size)
-    out = folder / f"{path.stem}.fp16-{key}.onnx"
-    if out.is_file():
-        return out, True
-    model = OnnxModel(onnx.load(str(path)))
-    model.convert_float_to_float16(keep_io_types=True)
-    tmp = out.with_suffix(".tmp.onnx")
-    model.save_model_to_file(str(tmp))
-    tmp.replace(out)
-    return out, False
+    parts = {
+        "artifact": "ort-fp16",
+        "source": file_digest(path),
+        "onnxruntime": onnxruntime.__version__,
+        "keep_io_types": True,
+    }
+
+    def convert(tmp: Path) -> None:
+        model = OnnxModel(onnx.load(str(path)))
+        model.convert_float_to_float16(keep_io_types=True)
+        model.save_model_to_file(str(tmp / FP16_FILE))
+
+    out, cached = obtain(folder, "ort-fp16", parts, convert)
+    return out / FP16_FILE, cached
 
 
 def provider_options(

@@ -41,7 +41,7 @@ from inferbench.backends.cuda import (
 from inferbench.backends.onnx_export import LOW_PRECISION, derived_dir, onnx_file
 from inferbench.backends.qdq import TENSORRT, static_qdq
 from inferbench.errors import BackendError, UnsupportedError
-from inferbench.util import artifact_path
+from inferbench.util import artifact_path, atomic_write_bytes
 
 if TYPE_CHECKING:
     from inferbench.models import ModelDef, ModelRef
@@ -272,8 +272,10 @@ class TensorRtBackend(CudaBackendMixin, Backend):
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise BackendError(f"TensorRT could not build an engine from {source.name} (see the cell log)")
-        _write_bytes(timing, bytes(config.get_timing_cache().serialize()))
-        _write_bytes(engine_file, bytes(serialized))
+        # Unique temporary names: two sweeps sharing a cache may build at once, and a reader
+        # must only ever find a whole engine or timing cache (the last writer's wins).
+        atomic_write_bytes(timing, bytes(config.get_timing_cache().serialize()))
+        atomic_write_bytes(engine_file, bytes(serialized))
 
     def _allocate(self, model: ModelDef, batch_size: int) -> None:
         import tensorrt as trt
@@ -388,10 +390,3 @@ def _logger(trt: Any) -> Any:
     if _LOGGER is None:  # TensorRT wants one logger per process
         _LOGGER = trt.Logger(trt.Logger.WARNING)
     return _LOGGER
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

@@ -12,7 +12,8 @@ cell whose estimate would carry it past the budget, so the total stays close to 
 
 from __future__ import annotations
 
-import json
+import logging
+import math
 import re
 import statistics
 import time
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inferbench import storage
 from inferbench.config import Cell
 from inferbench.errors import UserError
 from inferbench.status import SKIPPED
@@ -31,6 +33,10 @@ DEFAULT_CELL_SECONDS = 30.0
 #: A planned cell still starts if its estimate ends within this factor of the budget.
 BUDGET_SLACK = 1.05
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+#: All the planner needs of a past run: the results.csv columns it reads.
+_HISTORY_COLUMNS = ("cell_key", "model", "backend", "wall_s")
+
+logger = logging.getLogger(__name__)
 
 
 def parse_budget(text: str) -> float:
@@ -63,7 +69,8 @@ class History:
         backends: dict[str, list[float]] = defaultdict(list)
         for record in records:
             wall = record.get("wall_s")
-            if not isinstance(wall, int | float) or wall <= 0:
+            # NaN is what an empty wall_s cell of results.csv reads as.
+            if not isinstance(wall, int | float) or not math.isfinite(wall) or wall <= 0:
                 continue
             keys[str(record.get("cell_key"))].append(float(wall))
             pairs[(str(record.get("model")), str(record.get("backend")))].append(float(wall))
@@ -76,13 +83,18 @@ class History:
 
     @classmethod
     def from_results_dir(cls, results_dir: Path) -> History:
-        """Every cell file of every run folder under `results_dir` (unreadable ones skipped)."""
-        records = []
-        for path in results_dir.glob("*/cells/*.json"):
+        """The `results.csv` of every run folder under `results_dir`: four columns of one
+        small table per run, where the cell files would be read whole (raw latencies and
+        all). A folder whose table cannot be read is skipped: a plan is an estimate, never
+        a reason for a sweep to fail."""
+        records: list[dict[str, object]] = []
+        for run_dir in storage.run_dirs(results_dir):
             try:
-                records.append(json.loads(path.read_text()))
-            except (OSError, ValueError):
+                table = storage.read_csv(run_dir, columns=_HISTORY_COLUMNS)
+            except (UserError, OSError, ValueError) as exc:  # pandas' parse errors are ValueErrors
+                logger.debug("budget history: skipping %s: %s", run_dir, exc)
                 continue
+            records.extend(table.to_dict("records"))
         return cls.from_records(records)
 
     def estimate(self, cell: Cell) -> tuple[float, str]:

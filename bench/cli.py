@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from inferbench.argtypes import fraction, optional_int_items, optional_items
 from inferbench.errors import InternalError, UserError, first_line
 from inferbench.history import cli as history_cli
 from inferbench.procs import add_user_path
@@ -39,22 +40,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, no usage dump: the same shape as every other user error.
         raise UserError(message)
-
-
-def _split(values: Sequence[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
-
-
-def _ints(values: Sequence[str] | None, what: str) -> list[int] | None:
-    items = _split(values)
-    if items is None:
-        return None
-    try:
-        return [int(v) for v in items]
-    except ValueError:
-        raise UserError(f"{what} must be integers; got {', '.join(items)}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,17 +207,17 @@ def cmd_ab(args: argparse.Namespace) -> int:
         profile=args.profile,
         rounds=args.rounds,
         overrides={
-            "models": _split(args.model),
-            "backends": _split(args.backend),
-            "precisions": _split(args.precision),
-            "batch_sizes": _ints(args.batch_size, "batch sizes"),
-            "threads": _ints(args.threads, "threads"),
-            "modes": _split(args.mode),
+            "models": optional_items(args.model),
+            "backends": optional_items(args.backend),
+            "precisions": optional_items(args.precision),
+            "batch_sizes": optional_int_items(args.batch_size, "batch sizes"),
+            "threads": optional_int_items(args.threads, "threads"),
+            "modes": optional_items(args.mode),
             "pin": args.pin or None,
             "backend_options": _backend_options(args.backend_option),
         },
-        max_regression=_fraction(args.max_regression),
-        thresholds={metric: _fraction(value) for metric, value in pairs},
+        max_regression=fraction(args.max_regression),
+        thresholds={metric: fraction(value) for metric, value in pairs},
         alpha=args.alpha,
         out_dir=args.out,
     )
@@ -243,12 +228,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     return run_command(
         profile=args.profile,
-        models=_split(args.model),
-        backends=_split(args.backend),
-        precisions=_split(args.precision),
-        batch_sizes=_ints(args.batch_size, "batch sizes"),
-        threads=_ints(args.threads, "threads"),
-        modes=_split(args.mode),
+        models=optional_items(args.model),
+        backends=optional_items(args.backend),
+        precisions=optional_items(args.precision),
+        batch_sizes=optional_int_items(args.batch_size, "batch sizes"),
+        threads=optional_int_items(args.threads, "threads"),
+        modes=optional_items(args.mode),
         pin=args.pin or None,
         repeats=args.repeats,
         fresh_workers=args.fresh_workers,
@@ -294,14 +279,6 @@ def _backend_options(items: Sequence[str]) -> dict[str, dict[str, str]] | None:
     return options or None
 
 
-def _fraction(text: str) -> float:
-    raw = text.strip()
-    try:
-        return float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
-    except ValueError:
-        raise UserError(f"expected a percentage like 5% or 0.05; got {text!r}") from None
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     from inferbench.commands import report_command
 
@@ -312,11 +289,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from inferbench.commands import compare_command
 
     pairs = _assignments(args.threshold, "--threshold", "METRIC=PCT (e.g. p99=10%)")
-    thresholds = {metric: _fraction(value) for metric, value in pairs}
+    thresholds = {metric: fraction(value) for metric, value in pairs}
     return compare_command(
         args.base,
         args.new,
-        max_regression=_fraction(args.max_regression),
+        max_regression=fraction(args.max_regression),
         thresholds=thresholds,
         alpha=args.alpha,
         out_dir=args.out,
@@ -333,7 +310,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_peak(args: argparse.Namespace) -> int:
     from inferbench.commands import peak_command
 
-    return peak_command(_ints(args.threads, "threads") or [0], refresh=args.refresh, cache_dir=args.cache_dir)
+    return peak_command(
+        optional_int_items(args.threads, "threads") or [0], refresh=args.refresh, cache_dir=args.cache_dir
+    )
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ __all__ = [
     "load_cells",
     "load_run",
     "load_settings",
+    "read_csv",
+    "run_dirs",
     "save_cell",
     "start_session",
 ]
@@ -188,12 +191,19 @@ def write_csv(run_dir: Path, records: list[dict[str, Any]]) -> Path:
     return path
 
 
-def read_csv(path: Path) -> pd.DataFrame:
+def read_csv(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A run's `results.csv` (`path` is the file or its run folder); `columns` reads only
+    those, and a table without one of them is a ValueError."""
     if path.is_dir():
         path = path / "results.csv"
     if not path.is_file():
         raise UserError(f"no results.csv at {path}")
-    return pd.read_csv(path)
+    return pd.read_csv(path, usecols=list(columns) if columns is not None else None)
+
+
+def run_dirs(results_dir: Path) -> list[Path]:
+    """The run folders directly under `results_dir` that hold a `results.csv`, by name."""
+    return sorted(path.parent for path in results_dir.glob("*/results.csv"))
 
 
 def load_settings(run_dir: Path) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from inferbench.budget import DEFAULT_CELL_SECONDS, History, parse_budget, plan_sweep
 from inferbench.config import Cell, SweepConfig
 from inferbench.errors import UserError
+from inferbench.storage import write_csv
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("15m", 900), ("90s", 90), ("1h30m", 5400), ("42", 42)])
@@ -80,12 +83,62 @@ def test_everything_fits_a_large_budget() -> None:
     assert not plan.skipped
 
 
-def test_history_reads_run_folders(tmp_path: Path) -> None:
-    cells_dir = tmp_path / "run-1" / "cells"
-    cells_dir.mkdir(parents=True)
-    (cells_dir / "a.json").write_text(
-        json.dumps({"cell_key": "a", "model": "m", "backend": "b", "wall_s": 3})
-    )
-    (cells_dir / "broken.json").write_text("{not json")
+def _run_folder(results_dir: Path, name: str, rows: list[tuple[Cell, float | None]]) -> Path:
+    """A run folder as the runner leaves it, written through storage."""
+    run_dir = results_dir / name
+    records = [
+        {**asdict(cell), "cell_key": cell.key, "status": "ok" if wall else "skipped", "wall_s": wall}
+        for cell, wall in rows
+    ]
+    write_csv(run_dir, records)
+    return run_dir
+
+
+def test_history_reads_each_run_folders_results_csv(tmp_path: Path) -> None:
+    cells = _cells()
+    mlp_torch = [c for c in cells if (c.model, c.backend) == ("mlp", "torch")]
+    _run_folder(tmp_path, "run-1", [(mlp_torch[0], 2.0), (mlp_torch[1], 5.0), (mlp_torch[2], None)])
+    _run_folder(tmp_path, "run-2", [(mlp_torch[0], 4.0)])
     history = History.from_results_dir(tmp_path)
-    assert history.by_key == {"a": 3.0}
+    assert history.by_key == {mlp_torch[0].key: 3.0, mlp_torch[1].key: 5.0}  # the skipped cell: no time
+    assert history.estimate(mlp_torch[0]) == (3.0, "this cell")
+    assert history.estimate(mlp_torch[2]) == (4.0, "same model and backend")  # median of 2, 4, 5
+    lstm_torch = next(c for c in cells if (c.model, c.backend) == ("lstm", "torch"))
+    assert history.estimate(lstm_torch) == (4.0, "same backend")
+    ort = next(c for c in cells if c.backend == "onnxruntime")
+    assert history.estimate(ort) == (DEFAULT_CELL_SECONDS, "no history")
+
+
+def test_history_uses_the_table_not_the_cell_files(tmp_path: Path) -> None:
+    cell = _cells()[0]
+    run_dir = _run_folder(tmp_path, "run-1", [(cell, 7.0)])
+    (run_dir / "cells").mkdir()
+    (run_dir / "cells" / f"{cell.key}.json").write_text("{not json")
+    only_cells = tmp_path / "run-2" / "cells"  # no results.csv: nothing to learn from
+    only_cells.mkdir(parents=True)
+    (only_cells / "x.json").write_text(
+        json.dumps({"cell_key": "x", "model": "m", "backend": "b", "wall_s": 9})
+    )
+    assert History.from_results_dir(tmp_path).by_key == {cell.key: 7.0}
+
+
+def test_history_skips_folders_whose_table_does_not_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cell = _cells()[0]
+    _run_folder(tmp_path, "good", [(cell, 6.0)])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "results.csv").write_text("")
+    (tmp_path / "old").mkdir()  # a table without wall_s
+    (tmp_path / "old" / "results.csv").write_text("model,backend,cell_key\nmlp,torch,k\n")
+    (tmp_path / "binary").mkdir()
+    (tmp_path / "binary" / "results.csv").write_bytes(b"\xff\xfe\x00garbage")
+    with caplog.at_level(logging.DEBUG, logger="inferbench.budget"):
+        history = History.from_results_dir(tmp_path)
+    assert history.by_key == {cell.key: 6.0}
+    skipped = sorted(Path(str(r.args[0])).name for r in caplog.records if isinstance(r.args, tuple))
+    assert skipped == ["binary", "empty", "old"]
+
+
+def test_no_results_dir_means_no_history(tmp_path: Path) -> None:
+    assert History.from_results_dir(tmp_path / "missing") == History()

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from inferbench.errors import UserError
+from inferbench.argtypes import fraction, int_items, items
 from inferbench.history.changepoints import CHECK_PENALTY_FACTOR, METRICS
 
 _URL_HELP = (
@@ -19,26 +18,6 @@ _URL_HELP = (
 def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--history", metavar="URL", help=_URL_HELP.replace("results/", "<results-dir>/"))
     run.add_argument("--no-history", action="store_true", help="do not append this sweep to the history")
-
-
-def _split(values: Sequence[str] | None) -> tuple[str, ...]:
-    return tuple(v.strip() for value in values or () for v in value.split(",") if v.strip())
-
-
-def _ints(values: Sequence[str] | None, what: str) -> tuple[int, ...]:
-    items = _split(values)
-    try:
-        return tuple(int(v) for v in items)
-    except ValueError:
-        raise UserError(f"{what} must be integers; got {', '.join(items)}") from None
-
-
-def _fraction(text: str) -> float:
-    raw = text.strip()
-    try:
-        return float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
-    except ValueError:
-        raise UserError(f"expected a percentage like 1% or 0.01; got {text!r}") from None
 
 
 def add_parsers(sub: Any) -> None:
@@ -94,13 +73,13 @@ def cmd_history(args: argparse.Namespace) -> int:
     from inferbench.history.store import Filters
 
     filters = Filters(
-        models=_split(args.model),
-        backends=_split(args.backend),
-        precisions=_split(args.precision),
-        batch_sizes=_ints(args.batch_size, "batch sizes"),
-        threads=_ints(args.threads, "threads"),
-        modes=_split(args.mode),
-        profiles=_split(args.profile),
+        models=tuple(items(args.model)),
+        backends=tuple(items(args.backend)),
+        precisions=tuple(items(args.precision)),
+        batch_sizes=tuple(int_items(args.batch_size, "batch sizes")),
+        threads=tuple(int_items(args.threads, "threads")),
+        modes=tuple(items(args.mode)),
+        profiles=tuple(items(args.profile)),
         machine=args.machine.strip(),
     )
     return history_command(
@@ -109,7 +88,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         metric=args.metric,
         html_path=None if args.no_html else args.out,
         check=args.check,
-        min_change=_fraction(args.min_change),
+        min_change=fraction(args.min_change, example_pct=1),
         penalty=args.penalty,
     )
 

@@ -25,8 +25,7 @@ from inferbench.config import Cell
 from inferbench.history.db import connect
 from inferbench.history.fingerprint import Commit
 from inferbench.history.store import append_records, append_run
-from inferbench.storage import SCHEMA_VERSION, save_cell, write_csv
-from inferbench.util import atomic_write_json
+from inferbench.tools.synthetic_runs import synthetic_record, write_run
 
 ENV = {
     "captured_at": "2026-11-01T02:00:00+00:00",
@@ -51,32 +50,8 @@ def records(grid: list[Cell], run_id: str, rng: np.random.Generator, samples: in
     found = []
     for cell in grid:
         p50 = float(rng.uniform(0.5, 50.0))
-        found.append(
-            {
-                **{
-                    k: getattr(cell, k)
-                    for k in ("model", "backend", "precision", "batch_size", "threads", "mode")
-                },
-                "status": "ok",
-                "cell_key": cell.key,
-                "run_id": run_id,
-                "schema_version": SCHEMA_VERSION,
-                "latencies_ns": (p50 * 1e6 * rng.lognormal(0, 0.03, samples)).astype(int).tolist(),
-                "latency_p50_ms": p50,
-                "latency_p50_ci_low_ms": p50 * 0.99,
-                "latency_p50_ci_high_ms": p50 * 1.01,
-                "latency_p90_ms": p50 * 1.1,
-                "latency_p99_ms": p50 * 1.3,
-                "latency_mean_ms": p50 * 1.02,
-                "latency_std_ms": p50 * 0.03,
-                "throughput_sps": cell.batch_size * 1e3 / p50,
-                "throughput_ci_low_sps": cell.batch_size * 1e3 / p50 * 0.99,
-                "throughput_ci_high_sps": cell.batch_size * 1e3 / p50 * 1.01,
-                "iterations": samples,
-                "repeats": 1,
-                "capped": False,
-            }
-        )
+        latencies = (p50 * 1e6 * rng.lognormal(0, 0.03, samples)).astype(int).tolist()
+        found.append(synthetic_record(cell, p50, run_id, latencies_ns=latencies, iterations=samples))
     return found
 
 
@@ -103,11 +78,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):
             run_dir = Path(tmp) / f"folder-{i}"
-            sweep = records(grid, run_dir.name, rng, args.samples)
-            for r in sweep:
-                save_cell(run_dir, r)
-            write_csv(run_dir, sweep)
-            atomic_write_json(run_dir / "env.json", ENV)
+            write_run(run_dir, records(grid, run_dir.name, rng, args.samples), ENV)
             started = time.perf_counter()
             if append_run(engine, run_dir, commit=commit) != len(grid):
                 raise SystemExit(f"{args.url} is not empty: give the benchmark an empty database")
