@@ -116,9 +116,10 @@ def report_command(run_dir: Path, reports_dir: Path, compare_with: Path | None =
     import re
 
     from inferbench.compare import CompareOptions, compare_dirs
-    from inferbench.compare_html import write_compare_html
+    from inferbench.compare_html import render_compare_html
     from inferbench.compare_report import headline
     from inferbench.report import write_report
+    from inferbench.util import atomic_write_text
 
     options = CompareOptions()
     # Compared first: a bad OTHER_RUN stops here, before anything is written.
@@ -127,9 +128,8 @@ def report_command(run_dir: Path, reports_dir: Path, compare_with: Path | None =
     console.print(f"report: {html_path}  summary: {md_path}")
     if c is not None:
         name = re.sub(r"[^\w.-]", "_", f"{c.new.name}-vs-{c.base.name}")  # run names are free text
-        page = write_compare_html(
-            reports_dir / f"{name}.html", c.frame, c.unmatched, options, c.base, c.new, c.notes
-        )
+        page = reports_dir / f"{name}.html"
+        atomic_write_text(page, render_compare_html(c.frame, c.unmatched, options, c.base, c.new, c.notes))
         console.print(f"comparison: {page}  ({headline(c.frame).replace('**', '')})", highlight=False)
     return 0
 

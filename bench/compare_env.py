@@ -139,7 +139,8 @@ def environment_rows(base: RunView, new: RunView) -> list[tuple[str, str, str, s
         b, n = _shown(fact(base)), _shown(fact(new))
         if not b and not n:
             continue  # an older env.json, or a fact neither machine exposes
-        klass = "mismatch" if label in flagged else "differs" if b != n and label not in _ALWAYS_DIFFER else ""
+        differs = b != n and label not in _ALWAYS_DIFFER
+        klass = "mismatch" if label in flagged else "differs" if differs else ""
         rows.append((label, b, n, klass))
     return rows
 

@@ -15,21 +15,17 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
+from inferbench.compare import GATING, CompareOptions
 from inferbench.compare_env import RunView, environment_html, environment_rows
 from inferbench.compare_report import KEY, formatted, headline, legend
 from inferbench.markdown import fmt
 from inferbench.report_charts import latency_quantiles
 from inferbench.report_html import CHARTS_JS, CSS, SORT_JS
-from inferbench.util import atomic_write_text
 from inferbench.verdict import VERDICTS
-
-if TYPE_CHECKING:
-    from inferbench.compare import CompareOptions
 
 #: Quantiles (percent) each side's distribution is drawn from.
 DIST_QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
@@ -140,11 +136,12 @@ def _note(rows: pd.DataFrame, base: RunView, new: RunView, key: tuple[Any, ...])
 def _table_html(frame: pd.DataFrame, base: RunView, new: RunView, charts: dict[tuple[Any, ...], str]) -> str:
     metrics = _metrics(frame)
     groups = '<th class="key" colspan="6">cell</th><th></th>' + "".join(
-        f'<th colspan="5">{m} ({METRIC_UNITS[m]}){" advisory" if m == "p99" else ""}</th>' for m in metrics
+        f'<th colspan="5">{m} ({METRIC_UNITS[m]}){"" if m in GATING else " advisory"}</th>' for m in metrics
     )
     names = "".join(f'<th class="key">{"batch" if k == "batch_size" else k}</th>' for k in KEY)
     names += '<th class="key">verdict</th>'
-    names += "".join("<th>base</th><th>new</th><th>ratio [CI]</th><th>MDE</th><th>verdict</th>" for _ in metrics)
+    per_metric = "<th>base</th><th>new</th><th>ratio [CI]</th><th>MDE</th><th>verdict</th>"
+    names += per_metric * len(metrics)
     names += '<th class="key">note</th><th class="key">chart</th>'
     shown = formatted(frame) if not frame.empty else frame
     body = []
@@ -260,7 +257,7 @@ def render_compare_html(
     checked = sum(klass == "mismatch" for *_, klass in env_rows)
     other = sum(klass == "differs" for *_, klass in env_rows)
     env_line = (
-        f'<p>Environments: {checked} checked difference(s), {other} other '
+        f"<p>Environments: {checked} checked difference(s), {other} other "
         '(<a href="#environment">side by side below</a>).</p>'
     )
     table = _table_html(frame, base, new, chart_ids) if not frame.empty else "<p>No cells in common.</p>"
@@ -290,16 +287,3 @@ def render_compare_html(
         + f'<section id="charts"><h2>Latency distributions</h2>{charts}</section>'
         + f"{scripts}</body></html>"
     )
-
-
-def write_compare_html(
-    path: Path,
-    frame: pd.DataFrame,
-    unmatched: pd.DataFrame,
-    options: CompareOptions,
-    base: RunView,
-    new: RunView,
-    notes: Sequence[str] = (),
-) -> Path:
-    atomic_write_text(path, render_compare_html(frame, unmatched, options, base, new, notes))
-    return path

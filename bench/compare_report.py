@@ -125,9 +125,10 @@ def write_outputs(
     md = out_dir / "compare.md"
     atomic_write_text(md, compare_markdown(frame, unmatched, options, base_name, new_name, notes))
     if views is not None:
-        from inferbench.compare_html import write_compare_html
+        from inferbench.compare_html import render_compare_html
 
-        write_compare_html(out_dir / "compare.html", frame, unmatched, options, *views, notes or ())
+        page = render_compare_html(frame, unmatched, options, *views, notes or ())
+        atomic_write_text(out_dir / "compare.html", page)
     return md
 
 

@@ -65,7 +65,8 @@ div.chart{min-height:450px}
 # Sorting of any `table.sortable` (click a header): by a cell's data-sort when it has one (a
 # number behind formatted text such as "1.02 [0.99, 1.05]"), else by its text.
 SORT_JS = """
-document.querySelectorAll('table.sortable thead tr:last-child th').forEach(th => th.addEventListener('click', () => {
+const sortHeaders = document.querySelectorAll('table.sortable thead tr:last-child th');
+sortHeaders.forEach(th => th.addEventListener('click', () => {
   const body = th.closest('table').tBodies[0]; const col = th.cellIndex;
   const asc = th.dataset.asc !== '1'; th.dataset.asc = asc ? '1' : '0';
   const key = tr => { const td = tr.cells[col];
@@ -77,7 +78,9 @@ document.querySelectorAll('table.sortable thead tr:last-child th').forEach(th =>
 }));
 """
 # Sorting and filtering (drop-downs) of the results table.
-TABLE_JS = SORT_JS + """
+TABLE_JS = (
+    SORT_JS
+    + """
 const filters = [...document.querySelectorAll('.filters select')];
 function applyFilters() {
   const want = filters.map(s => [s.dataset.col, s.value]).filter(([, v]) => v !== '');
@@ -90,6 +93,7 @@ function applyFilters() {
 }
 filters.forEach(s => s.addEventListener('change', applyFilters));
 """
+)
 
 # plotly.js travels gzipped (base64) and is inflated by the browser's own DecompressionStream:
 # a third of the bytes, still one offline file. It is loaded when the charts section nears the

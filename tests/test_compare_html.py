@@ -157,7 +157,7 @@ def test_compare_and_report_write_the_page(
     assert main(["compare", str(base), str(new)]) == 2
     reports = tmp_path / "reports"
     assert main(["report", str(new), "--reports-dir", str(reports), "--compare-with", str(base)]) == 0
-    page = reports / "new-vs-base__img_src_x_onerror_alert_2__.html"  # a run's name is free text, a file name is not
+    page = reports / "new-vs-base__img_src_x_onerror_alert_2__.html"  # a file name from free text
     err = capsys.readouterr().err
     assert "FAIL" in err and "comparison:" in err
     text = page.read_text()
