@@ -193,7 +193,8 @@ def distribution_figure(title: str, sides: Sequence[tuple[str, dict[str, float]]
         )
     fig.update_layout(
         title=_e(title),
-        xaxis_title="latency (ms)",
+        # Log latency: a few slow outliers at p99 must not squeeze the body of both curves.
+        xaxis={"title": {"text": "latency (ms, log scale)"}, "type": "log"},
         yaxis_title="percentile",
         height=320,
         margin={"t": 50, "b": 50},
@@ -264,8 +265,8 @@ def render_compare_html(
     if named:
         charts = (
             '<p class="note">Per cell, each side\'s latency percentiles (p1 to p99, from the raw '
-            "samples): a line further right is slower; a wider spread between p50 and p99 is a "
-            f"longer tail.</p>{charts_html(named)}"
+            "samples; latency on a log scale): a line further right is slower; a wider spread "
+            f"between p50 and p99 is a longer tail.</p>{charts_html(named)}"
         )
         scripts = (
             f'<script type="text/plain" id="plotly-gz">{plotly_gz()}</script>'
