@@ -43,7 +43,7 @@ tr.mismatch th,tr.mismatch td{background:#fbc8c8} tr.differs th,tr.differs td{ba
 span.key{padding:0 4px} span.key.mismatch{background:#fbc8c8} span.key.differs{background:#fff1b8}
 p.headline{font-size:1.2em} p.fail{color:#b00} p.undecided{color:#8a6d00} p.pass{color:#070}
 .note{color:#555} mark{background:#fbc8c8} div.chart{min-height:320px;max-width:900px}
-#cells td{white-space:nowrap}
+#cells td{white-space:nowrap} #cells thead tr:first-child th{position:static}
 """
 
 # The verdict filter: every row carries data-regression / data-inconclusive; a cell's chart is
