@@ -1,5 +1,5 @@
 """The `inferbench ab` command: resolve the sides, run the interleaved rounds, write the
-comparison (compare.md, compare.csv, ab.json) and each side's run folder (base/, head/)."""
+comparison (compare.md, compare.csv, compare.html, ab.json) and each side's run folder (base/, head/)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from inferbench.ab import AbOptions, agents, interleave, paired_rows
+from inferbench.compare_env import load_view
 from inferbench.compare_report import write_outputs
 from inferbench.config import load_profile
 from inferbench.errors import UserError
@@ -111,7 +112,17 @@ def run_ab(
             notes.append(
                 f"The {label} side's code does not know these settings: {', '.join(info['dropped'])}."
             )
-    md = write_outputs(frame, pd.DataFrame(unmatched), options.compare, out_dir, "base", "head", notes)
+    base_view, head_view = (load_view(out_dir / s.label, f"{s.label} ({s.described})") for s in sides)
+    md = write_outputs(
+        frame,
+        pd.DataFrame(unmatched),
+        options.compare,
+        out_dir,
+        "base",
+        "head",
+        notes,
+        views=(base_view, head_view),
+    )
     return frame, pd.DataFrame(unmatched), md
 
 

@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write reports/<run-id>.html and summary.md for a run")
     report.add_argument("run_dir", type=Path)
     report.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    report.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="OTHER_RUN",
+        help="also write reports/<run>-vs-<other>.html: OTHER_RUN as base, RUN as new",
+    )
     report.set_defaults(func=cmd_report)
 
     compare = sub.add_parser(
@@ -129,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-metric override, e.g. p99=10%% (metrics: p50, p99, throughput)",
     )
     compare.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate (Holm)")
-    compare.add_argument("--out", type=Path, help="where compare.md/.csv go (default: NEW)")
+    compare.add_argument("--out", type=Path, help="where compare.md/.csv/.html go (default: NEW)")
     compare.add_argument(
         "--allow-mismatch",
         action="store_true",
@@ -282,7 +288,7 @@ def _backend_options(items: Sequence[str]) -> dict[str, dict[str, str]] | None:
 def cmd_report(args: argparse.Namespace) -> int:
     from inferbench.commands import report_command
 
-    return report_command(args.run_dir, args.reports_dir)
+    return report_command(args.run_dir, args.reports_dir, args.compare_with)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -107,11 +107,29 @@ def run_command(
     return 0
 
 
-def report_command(run_dir: Path, reports_dir: Path) -> int:
-    from inferbench.report import write_report
+def report_command(run_dir: Path, reports_dir: Path, compare_with: Path | None = None) -> int:
+    """The run's report; with `compare_with`, also the comparison page of the two runs (base =
+    `compare_with`, new = `run_dir`): `reports/<run>-vs-<other>.html`. A report only shows, so
+    runs from different machines or settings are compared anyway, the page naming the mismatch,
+    and the exit code is 0 whatever the verdicts."""
+    import re
 
+    from inferbench.compare import CompareOptions, compare_dirs
+    from inferbench.compare_html import render_compare_html
+    from inferbench.compare_report import headline
+    from inferbench.report import write_report
+    from inferbench.util import atomic_write_text
+
+    options = CompareOptions()
+    # Compared first: a bad OTHER_RUN stops here, before anything is written.
+    c = compare_dirs(compare_with, run_dir, options, allow_mismatch=True) if compare_with else None
     html_path, md_path = write_report(run_dir, reports_dir)
     console.print(f"report: {html_path}  summary: {md_path}")
+    if c is not None:
+        name = re.sub(r"[^\w.-]", "_", f"{c.new.name}-vs-{c.base.name}")  # run names are free text
+        page = reports_dir / f"{name}.html"
+        atomic_write_text(page, render_compare_html(c.frame, c.unmatched, options, c.base, c.new, c.notes))
+        console.print(f"comparison: {page}  ({headline(c.frame).replace('**', '')})", highlight=False)
     return 0
 
 
@@ -172,7 +190,8 @@ def print_verdict(frame: Any, unmatched: Any, md_path: Path, title: str) -> int:
         console.print(f"[yellow]UNDECIDED[/]: {len(names)} inconclusive cell(s): {', '.join(names)}")
     else:
         console.print("no regression")
-    console.print(f"summary: {md_path}")
+    page = md_path.with_name("compare.html")
+    console.print(f"summary: {md_path}" + (f"  page: {page}" if page.is_file() else ""))
     return code
 
 

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from inferbench.compare_env import RunView, load_view
 from inferbench.envcheck import mismatch_line
 from inferbench.errors import UserError
-from inferbench.storage import load_run, load_settings
 from inferbench.verdict import INCONCLUSIVE, REGRESSION, Decision, Estimate, decide, welch_estimate
 
 KEY = ["model", "backend", "precision", "batch_size", "threads", "mode"]
@@ -263,6 +263,38 @@ def exit_code(frame: pd.DataFrame) -> int:
     return 3 if frame["inconclusive"].any() else 0
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """Two stored runs compared: the verdict rows, the cells in one run only, the notes the
+    outputs carry, and both runs as read (for the page's environments and distributions)."""
+
+    frame: pd.DataFrame
+    unmatched: pd.DataFrame
+    notes: tuple[str, ...]
+    base: RunView
+    new: RunView
+
+
+def compare_dirs(
+    base_dir: Path, new_dir: Path, options: CompareOptions, *, allow_mismatch: bool = False
+) -> Comparison:
+    """Compare two run directories (nothing written).
+
+    Runs measured on different CPUs, engine versions, thread or measurement settings are
+    refused (UserError, one line naming the difference) unless `allow_mismatch`."""
+    base_dir, new_dir = _run_dir(base_dir), _run_dir(new_dir)
+    base, new = load_view(base_dir), load_view(new_dir)
+    problem = mismatch_line(base.env, new.env, base.settings, new.settings)
+    if problem and not allow_mismatch:
+        raise UserError(f"{problem} (--allow-mismatch compares anyway)")
+    frame, unmatched = compare_records(base.records, new.records, options)
+    single = bool(len(frame)) and "unit" in frame and (frame["unit"] == "iteration").any()
+    notes = [f"Compared despite a mismatch: {problem}."] if problem else []
+    if single:
+        notes.append(SINGLE_PROCESS_CAVEAT)
+    return Comparison(frame, unmatched, tuple(notes), base, new)
+
+
 def compare_runs(
     base_dir: Path,
     new_dir: Path,
@@ -271,25 +303,16 @@ def compare_runs(
     *,
     allow_mismatch: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
-    """Compare two run directories; writes compare.csv and compare.md into out_dir (default NEW).
-
-    Runs measured on different CPUs, engine versions, thread or measurement settings are
-    refused (UserError, one line naming the difference) unless `allow_mismatch`."""
+    """Compare two run directories; writes compare.csv, compare.md and compare.html into
+    out_dir (default NEW). Mismatched runs are refused as in `compare_dirs`."""
     from inferbench.compare_report import write_outputs
 
-    base_dir, new_dir = _run_dir(base_dir), _run_dir(new_dir)
-    _, base, base_env = load_run(base_dir)
-    _, new, new_env = load_run(new_dir)
-    problem = mismatch_line(base_env, new_env, load_settings(base_dir), load_settings(new_dir))
-    if problem and not allow_mismatch:
-        raise UserError(f"{problem} (--allow-mismatch compares anyway)")
-    frame, unmatched = compare_records(base, new, options)
-    single = bool(len(frame)) and "unit" in frame and (frame["unit"] == "iteration").any()
-    notes = [f"Compared despite a mismatch: {problem}."] if problem else []
-    if single:
-        notes.append(SINGLE_PROCESS_CAVEAT)
-    md = write_outputs(frame, unmatched, options, out_dir or new_dir, base_dir.name, new_dir.name, notes)
-    return frame, unmatched, md
+    c = compare_dirs(base_dir, new_dir, options, allow_mismatch=allow_mismatch)
+    out = out_dir or _run_dir(new_dir)
+    md = write_outputs(
+        c.frame, c.unmatched, options, out, c.base.name, c.new.name, list(c.notes), views=(c.base, c.new)
+    )
+    return c.frame, c.unmatched, md
 
 
 SINGLE_PROCESS_CAVEAT = (

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from inferbench.compare import CompareOptions
+    from inferbench.compare_env import RunView
 
 KEY = ["model", "backend", "precision", "batch_size", "threads", "mode"]
 SHOWN = [*KEY, "metric", "verdict", "ratio (CI)", "MDE", "q_value", "note"]
@@ -40,7 +41,7 @@ def headline(frame: pd.DataFrame) -> str:
     return "**PASS**: no regression"
 
 
-def _shown(frame: pd.DataFrame) -> pd.DataFrame:
+def formatted(frame: pd.DataFrame) -> pd.DataFrame:
     shown = frame.copy()
     for column in ("ratio", "ci_low", "ci_high", "mde_pct", "q_value", "note", "verdict"):
         if column not in shown:
@@ -58,6 +59,20 @@ def _shown(frame: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
+def legend(options: CompareOptions) -> str:
+    """What the verdicts mean under these options (Markdown; the HTML page shows it too)."""
+    thresholds = f"{options.max_regression:.0%}" + "".join(
+        f", {m} {t:.0%}" for m, t in options.thresholds.items()
+    )
+    return (
+        f"Threshold {thresholds}; p50 and throughput gate, p99 is advisory. **regression**: worse "
+        f"than the threshold, significant after Holm's correction at alpha={options.alpha}; "
+        f"**no change**: the {options.confidence:.0%} interval lies within ± the threshold; "
+        "**inconclusive**: neither (too noisy to decide, or disturbed). Ratios are NEW/BASE; "
+        "**MDE**: the slowdown this cell would catch 80% of the time at its measured noise."
+    )
+
+
 def compare_markdown(
     frame: pd.DataFrame,
     unmatched: pd.DataFrame,
@@ -66,26 +81,19 @@ def compare_markdown(
     new_name: str,
     notes: list[str] | None = None,
 ) -> str:
-    thresholds = f"{options.max_regression:.0%}" + "".join(
-        f", {m} {t:.0%}" for m, t in options.thresholds.items()
-    )
     parts = [
         f"## InferBench comparison: `{base_name}` → `{new_name}`",
         "",
         headline(frame),
         "",
-        f"Threshold {thresholds}; p50 and throughput gate, p99 is advisory. **regression**: worse "
-        f"than the threshold, significant after Holm's correction at alpha={options.alpha}; "
-        f"**no change**: the {options.confidence:.0%} interval lies within ± the threshold; "
-        "**inconclusive**: neither (too noisy to decide, or disturbed). Ratios are NEW/BASE; "
-        "**MDE**: the slowdown this cell would catch 80% of the time at its measured noise.",
+        legend(options),
     ]
     for note in notes or []:
         parts += ["", note]
     if frame.empty:
         parts += ["", "No cells in common."]
     else:
-        shown = _shown(frame)
+        shown = formatted(frame)
         sections = [
             ("Regressions", shown["regression"] & ~shown["broken"]),
             ("Broken or missing cells", shown["broken"]),
@@ -108,12 +116,19 @@ def write_outputs(
     base_name: str,
     new_name: str,
     notes: list[str] | None = None,
+    views: tuple[RunView, RunView] | None = None,
 ) -> Path:
-    """compare.csv and compare.md into out_dir; returns the markdown's path."""
+    """compare.csv and compare.md into out_dir, and compare.html when both runs are given as
+    read (`views`); returns the markdown's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "compare.csv", frame.to_csv(index=False, float_format="%.6g"))
     md = out_dir / "compare.md"
     atomic_write_text(md, compare_markdown(frame, unmatched, options, base_name, new_name, notes))
+    if views is not None:
+        from inferbench.compare_html import render_compare_html
+
+        page = render_compare_html(frame, unmatched, options, *views, notes or ())
+        atomic_write_text(out_dir / "compare.html", page)
     return md
 
 
@@ -128,7 +143,7 @@ def terminal_table(frame: pd.DataFrame, title: str) -> Table:
         table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=40 if col == "note" else None)
     if frame.empty:
         return table
-    shown = _shown(frame)
+    shown = formatted(frame)
     for row in shown.to_dict("records"):
         cell = f"{row['model']} {row['backend']} {row['precision']} b{row['batch_size']} t{row['threads']}"
         if row.get("mode") == "throughput":

@@ -9,6 +9,7 @@ and names the first differences in one line.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 # Packages whose version changes what a cell measures (the engines and their runtimes).
@@ -37,27 +38,35 @@ NEUTRAL_MEASURE = frozenset(
 MISSING = object()
 
 
-def differences(
+@dataclass(frozen=True)
+class Difference:
+    """One fact measured differently: `label` names it the way the one-line message does
+    ("CPU model", "onnxruntime", "ISA avx512f", "measure.min_seconds"), so the compare page can
+    highlight the same rows the refusal names."""
+
+    label: str
+    base: Any
+    new: Any
+
+
+def find_differences(
     base_env: dict[str, Any],
     new_env: dict[str, Any],
     base_settings: dict[str, Any] | None = None,
     new_settings: dict[str, Any] | None = None,
-) -> list[str]:
-    """Human-readable differences; a fact missing from either side is not compared."""
-    found: list[str] = []
+) -> list[Difference]:
+    """Every fact that differs; a fact missing from either side is not compared."""
+    found: list[Difference] = []
 
     def check(label: str, a: Any, b: Any) -> None:
         if a is not MISSING and b is not MISSING and a != b:
-            found.append(f"{label} {a!r} vs {b!r}")
+            found.append(Difference(label, a, b))
 
     b_cpu, n_cpu = base_env.get("cpu", {}), new_env.get("cpu", {})
     check("CPU model", b_cpu.get("model", MISSING), n_cpu.get("model", MISSING))
     b_isa, n_isa = b_cpu.get("isa") or {}, n_cpu.get("isa") or {}
-    flags = sorted(f for f in set(b_isa) & set(n_isa) if bool(b_isa[f]) != bool(n_isa[f]))
-    if flags:
-        found.append(
-            "ISA " + ", ".join(f"{f} {'only in base' if b_isa[f] else 'only in new'}" for f in flags)
-        )
+    for flag in sorted(set(b_isa) & set(n_isa)):
+        check(f"ISA {flag}", bool(b_isa[flag]), bool(n_isa[flag]))
     b_pkg, n_pkg = base_env.get("packages") or {}, new_env.get("packages") or {}
     for name in ENGINE_PACKAGES:
         check(name, b_pkg.get(name, MISSING), n_pkg.get(name, MISSING))
@@ -71,6 +80,26 @@ def differences(
     b_meas, n_meas = b_set.get("measure") or {}, n_set.get("measure") or {}
     for key in sorted((set(b_meas) & set(n_meas)) - NEUTRAL_MEASURE):
         check(f"measure.{key}", b_meas[key], n_meas[key])
+    return found
+
+
+def differences(
+    base_env: dict[str, Any],
+    new_env: dict[str, Any],
+    base_settings: dict[str, Any] | None = None,
+    new_settings: dict[str, Any] | None = None,
+) -> list[str]:
+    """Human-readable differences, the ISA flags that differ grouped in one item."""
+    found: list[str] = []
+    isa: list[str] = []
+    for d in find_differences(base_env, new_env, base_settings, new_settings):
+        if not d.label.startswith("ISA "):
+            found.append(f"{d.label} {d.base!r} vs {d.new!r}")
+            continue
+        isa.append(f"{d.label[4:]} {'only in base' if d.base else 'only in new'}")
+        if len(isa) > 1:  # the ISA flags come one after another: extend their item
+            found.pop()
+        found.append("ISA " + ", ".join(isa))
     return found
 
 

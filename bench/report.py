@@ -12,6 +12,7 @@ import base64
 import functools
 import gzip
 import html
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,12 @@ from inferbench.util import atomic_write_text
 __all__ = [
     "REFERENCE",
     "TABLE_COLUMNS",
+    "charts_html",
     "load_run",
     "pareto_front",
+    "plotly_gz",
     "render_html",
+    "script_json",
     "summary_markdown",
     "with_speedup",
     "write_report",
@@ -47,38 +51,40 @@ __all__ = [
 
 
 @functools.cache
-def _plotly_gz() -> str:
+def plotly_gz() -> str:
     from plotly.offline import get_plotlyjs
 
     # mtime=0: the same plotly gives the same bytes, so reports of one run compare equal.
     return base64.b64encode(gzip.compress(get_plotlyjs().encode(), 9, mtime=0)).decode("ascii")
 
 
-def _json(value: Any) -> str:
+def script_json(value: Any) -> str:
     """JSON safe inside <script>: no '<' can close the element or open a comment."""
     from plotly.io.json import to_json_plotly
 
     return str(to_json_plotly(value)).replace("<", "\\u003c")
 
 
-def _charts_html(frame: pd.DataFrame, records: list[dict[str, Any]]) -> str:
+def charts_html(named_figures: Iterable[tuple[str, Any]]) -> str:
+    """Chart placeholders with their plotly specs (drawn by CHARTS_JS as they scroll into
+    view; the k-th figure's div is `chart-k`), and the one template they share."""
     import plotly.io as pio
 
     parts = []
-    for k, (name, fig) in enumerate(figures(frame, records)):
+    for k, (name, fig) in enumerate(named_figures):
         spec = fig.to_plotly_json()
         spec["layout"].pop("template", None)  # one shared template for every chart, below
         target = f"chart-{k}"
         parts.append(
             f'<div class="chart" id="{target}" data-name="{html.escape(name)}"></div>'
             f'<script type="application/json" class="chart-spec" data-target="{target}">'
-            f"{_json({'data': spec['data'], 'layout': spec['layout']})}</script>"
+            f"{script_json({'data': spec['data'], 'layout': spec['layout']})}</script>"
         )
     template = pio.templates["plotly_white"].to_plotly_json()
     return (
         '<p id="charts-status">Drawing charts...</p>'
         + "".join(parts)
-        + f'<script type="application/json" id="plotly-template">{_json(template)}</script>'
+        + f'<script type="application/json" id="plotly-template">{script_json(template)}</script>'
     )
 
 
@@ -97,9 +103,9 @@ def render_html(frame: pd.DataFrame, records: list[dict[str, Any]], env: dict[st
         f"<p>Every cell (also in results.csv). Click a header to sort; filter with the lists.</p>"
         f"{results_html(frame)}</section>"
         f'<section id="not-run"><h2>Cells that did not run</h2>{not_run_html(frame)}</section>'
-        f'<section id="charts"><h2>Charts</h2>{_charts_html(frame, records)}</section>'
+        f'<section id="charts"><h2>Charts</h2>{charts_html(figures(frame, records))}</section>'
         f'<section id="environment"><h2>Environment</h2>{env_html(env)}</section>'
-        f'<script type="text/plain" id="plotly-gz">{_plotly_gz()}</script>'
+        f'<script type="text/plain" id="plotly-gz">{plotly_gz()}</script>'
         f"<script>{TABLE_JS}</script><script>{CHARTS_JS}</script></body></html>"
     )
 

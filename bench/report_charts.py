@@ -33,12 +33,15 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def latency_quantiles(latencies_ns: list[int] | None) -> dict[str, float] | None:
-    """p1/p25/p50/p75/p99 in ms from a cell's raw samples (None without samples)."""
+def latency_quantiles(
+    latencies_ns: list[int] | None, quantiles: tuple[int, ...] = BOX_QUANTILES
+) -> dict[str, float] | None:
+    """Quantiles (default p1/p25/p50/p75/p99) in ms from a cell's raw samples (None without
+    samples): a page carries these few numbers, never the samples."""
     if not latencies_ns:
         return None
-    values = np.percentile(np.asarray(latencies_ns, dtype=np.float64) / 1e6, BOX_QUANTILES)
-    return {f"p{q}": float(v) for q, v in zip(BOX_QUANTILES, values, strict=True)}
+    values = np.percentile(np.asarray(latencies_ns, dtype=np.float64) / 1e6, quantiles)
+    return {f"p{q}": float(v) for q, v in zip(quantiles, values, strict=True)}
 
 
 def figures(frame: pd.DataFrame, records: list[dict[str, Any]]) -> Iterator[tuple[str, Any]]:

@@ -62,18 +62,25 @@ td.few{color:#999;font-style:italic} .noise{background:#fff4d6;border:1px solid 
 div.chart{min-height:450px}
 """
 
-# Sorting (click a header) and filtering (drop-downs) of the results table.
-TABLE_JS = """
-document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventListener('click', () => {
-  const body = th.closest('table').tBodies[0];
+# Sorting of any `table.sortable` (click a header): by a cell's data-sort when it has one (a
+# number behind formatted text such as "1.02 [0.99, 1.05]"), else by its text.
+SORT_JS = """
+const sortHeaders = document.querySelectorAll('table.sortable thead tr:last-child th');
+sortHeaders.forEach(th => th.addEventListener('click', () => {
+  const body = th.closest('table').tBodies[0]; const col = th.cellIndex;
   const asc = th.dataset.asc !== '1'; th.dataset.asc = asc ? '1' : '0';
-  const key = tr => {
-    const t = tr.cells[col].textContent; const n = Number(t);
+  const key = tr => { const td = tr.cells[col];
+    const t = td.dataset.sort ?? td.textContent; const n = Number(t);
     return t === '' ? null : isNaN(n) ? t : n; };
   [...body.rows].sort((a, b) => { const x = key(a), y = key(b);
     if (x === null || y === null) return (x === null) - (y === null);  // blanks always last
     return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1); }).forEach(r => body.appendChild(r));
 }));
+"""
+# Sorting and filtering (drop-downs) of the results table.
+TABLE_JS = (
+    SORT_JS
+    + """
 const filters = [...document.querySelectorAll('.filters select')];
 function applyFilters() {
   const want = filters.map(s => [s.dataset.col, s.value]).filter(([, v]) => v !== '');
@@ -86,6 +93,7 @@ function applyFilters() {
 }
 filters.forEach(s => s.addEventListener('change', applyFilters));
 """
+)
 
 # plotly.js travels gzipped (base64) and is inflated by the browser's own DecompressionStream:
 # a third of the bytes, still one offline file. It is loaded when the charts section nears the
