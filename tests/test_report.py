@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 from inferbench.config import Cell
 from inferbench.report import TABLE_COLUMNS, pareto_front, summary_markdown, with_speedup, write_report
 from inferbench.storage import SCHEMA_VERSION, save_cell, to_frame, write_csv
+from inferbench.tools.report_render import RenderedPage, chromium_path, draw_every_chart
 
 EVIL = "<script>alert('x')</script>"
 ARTIFACTS = Path(os.environ.get("INFERBENCH_TEST_ARTIFACTS", "test-artifacts"))
@@ -112,61 +112,23 @@ def test_distribution_charts_carry_quantiles_not_samples(run_dir: Path, tmp_path
 
 
 def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("no chromium on this machine (make test installs Debian's chromium when it can)")
+    path = chromium_path()
+    if path is None:
+        pytest.skip("no chromium on this machine (make test installs Debian's chromium when it can)")
+    return path
 
 
-BROWSER_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-class _Page:
-    """A report opened in headless Chromium; collects console errors and page errors, and how
-    long the page took to load and draw every chart."""
+class _Page(RenderedPage):
+    """A report opened in headless Chromium (inferbench.tools.report_render); skips the test
+    where playwright or chromium is missing."""
 
     def __init__(self, html_path: Path) -> None:
-        self.html_path = html_path
-        self.errors: list[str] = []
-        self.load_s = float("nan")
-
-    def __enter__(self) -> _Page:
-        playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
-        executable = _chromium()
-        self._pw = playwright.sync_playwright().start()
-        self._browser = self._pw.chromium.launch(executable_path=executable, args=BROWSER_ARGS)
-        page = self._browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-        page.on("dialog", lambda d: self.errors.append(f"dialog opened: {d.message}"))
-        t0 = time.perf_counter()
-        page.goto(self.html_path.as_uri())
-        self.load_s = time.perf_counter() - t0  # recorded, never asserted (shared machine)
-        self.charts_before_scrolling = page.get_attribute("body", "data-charts")
-        page.locator("#charts").scroll_into_view_if_needed()  # plotly loads when charts come near
-        page.wait_for_selector("body[data-charts]", timeout=60_000)
-        self.charts_s = time.perf_counter() - t0
-        self.page = page
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._browser.close()
-        self._pw.stop()
+        pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+        super().__init__(html_path, _chromium())
 
 
 def _draw_every_chart(page: Any) -> None:
-    """Charts are drawn as they near the viewport: scroll to each and wait for it."""
-    for chart in page.locator("div.chart").all():
-        chart.scroll_into_view_if_needed()
-        page.wait_for_function("d => d.dataset.drawn === '1'", arg=chart.element_handle(), timeout=60_000)
+    draw_every_chart(page)
 
 
 def _visible_rows(page: Any) -> Any:
