@@ -1,10 +1,13 @@
 """`--shard I/N`: each of N jobs runs its own share of a sweep, with no coordination.
 
-A cell belongs to shard `hash(cell) mod N`, where the hash is SHA-256 of the cell's model,
-backend, precision, batch size and mode (not its thread count, which `0 = all cores` resolves
-differently on each machine). So every job computes its share from the sweep alone, and with
-the same N, adding a model or a backend moves no existing cell to another shard. Shards are
-numbered from 1 (as Slurm array tasks and humans count) to N.
+A cell belongs to shard `hash mod N`, where the hash is SHA-256 of the cell's model, backend
+and precision: the cells a shared worker serves (inferbench.launch) stay in one shard, so a
+shard pays a worker's start-up, model build and reference once per group, as an unsharded
+sweep does (hashing every batch size and mode apart spread a group over all the shards). Not
+its thread count either, which `0 = all cores` resolves differently on each machine. So every
+job computes its share from the sweep alone, and with the same N, adding a model or a backend
+moves no existing cell to another shard. Shards are numbered from 1 (as Slurm array tasks and
+humans count) to N.
 
 `--shard auto` reads the scheduler's own variables: Slurm job arrays
 (`SLURM_ARRAY_TASK_ID`, `SLURM_ARRAY_TASK_COUNT`, `SLURM_ARRAY_TASK_MIN`) and Kubernetes
@@ -45,8 +48,9 @@ class Shard:
 
 
 def shard_of(cell: Cell, count: int) -> int:
-    """The 1-based shard of a cell among `count`: stable across machines and sweeps."""
-    identity = "\x1f".join((cell.model, cell.backend, cell.precision, str(cell.batch_size), cell.mode))
+    """The 1-based shard of a cell among `count`: stable across machines and sweeps, and the
+    same for every batch size and mode of a (model, backend, precision)."""
+    identity = "\x1f".join((cell.model, cell.backend, cell.precision))
     digest = hashlib.sha256(identity.encode()).digest()
     return int.from_bytes(digest[:8], "big") % count + 1
 

@@ -51,12 +51,14 @@ def test_three_smoke_shards_merge_into_the_whole_sweep(tmp_path: Path) -> None:
 
 
 def test_merge_refuses_shards_of_different_sweeps_and_reports_missing(tmp_path: Path) -> None:
-    config = fake_sweep(["tests.fakes:FakeBackend"], batch_sizes=(1, 2, 3, 4))
+    # Two engines x two precisions: groups in both of two shards (a group never splits).
+    backends = ["tests.fakes:FakeBackend", "tests.fakes:SleepBackend"]
+    config = fake_sweep(backends, batch_sizes=(1, 2), precisions=("fp32", "bf16"))
     first = tmp_path / "a"
     run_sweep(config, first, cache_dir=tmp_path / "cache", shard=Shard(1, 2))
     other = tmp_path / "b"
     run_sweep(
-        replace(config, batch_sizes=(1, 2, 3, 4, 5)), other, cache_dir=tmp_path / "cache", shard=Shard(2, 2)
+        replace(config, batch_sizes=(1, 2, 3)), other, cache_dir=tmp_path / "cache", shard=Shard(2, 2)
     )
     with pytest.raises(UserError, match=r"not shards of one sweep \(batch_sizes"):
         merge_runs([first, other], tmp_path / "merged")

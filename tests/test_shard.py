@@ -83,3 +83,11 @@ def test_sharded_workflow_parses_and_its_matrix_matches_the_shard_count() -> Non
     count = int(data["env"]["SHARDS"])
     assert data["jobs"]["shard"]["strategy"]["matrix"]["shard"] == list(range(1, count + 1))
     assert data["jobs"]["merge"]["needs"] == "shard"
+
+
+def test_a_shared_worker_group_stays_in_one_shard() -> None:
+    by_group: dict[tuple[str, str, str], set[int]] = {}
+    for cell in _cells(("resnet50", "bert-base", "lstm")):
+        by_group.setdefault((cell.model, cell.backend, cell.precision), set()).add(shard_of(cell, 4))
+    assert all(len(shards) == 1 for shards in by_group.values())
+    assert len(set().union(*by_group.values())) == 4  # and the groups spread over every shard
