@@ -206,7 +206,9 @@ def pair_cells(
     pairs: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
     used: set[tuple[Any, ...]] = set()
     for key, record in base_ix.items():
-        match = key if key in new_ix else next((k for k in elsewhere.get(key[:-1], []) if k not in used), None)
+        match = key if key in new_ix else None
+        if match is None:  # the same cell measured on another machine
+            match = next((k for k in elsewhere.get(key[:-1], []) if k not in used), None)
         if match is not None:
             used.add(match)
         pairs.append((record, new_ix[match] if match is not None else None))

@@ -106,6 +106,7 @@ def render_html(
     """The page; `host_envs` are the environments of every machine of a merged run."""
     frame = with_speedup(frame)
     hosts, labels = hosts_in(frame), host_labels(host_envs or [])
+    environment = _environment_html(env, host_envs or [], hosts)
     title = html.escape(f"InferBench report: {run_id}")
     warnings = "".join(
         f'<p class="noise">Noise warning: {html.escape(w)}</p>' for w in noise_warnings(env, records)
@@ -120,7 +121,7 @@ def render_html(
         f"{results_html(frame)}</section>"
         f'<section id="not-run"><h2>Cells that did not run</h2>{not_run_html(frame)}</section>'
         f'<section id="charts"><h2>Charts</h2>{_charts_html(frame, records)}</section>'
-        f'<section id="environment"><h2>Environment</h2>{_environment_html(env, host_envs or [], hosts)}</section>'
+        f'<section id="environment"><h2>Environment</h2>{environment}</section>'
         f'<script type="text/plain" id="plotly-gz">{_plotly_gz()}</script>'
         f"<script>{TABLE_JS}</script><script>{CHARTS_JS}</script></body></html>"
     )

@@ -222,9 +222,7 @@ def results_html(frame: pd.DataFrame) -> str:
     """Filters, then every cell in a sortable table whose header stays in view when scrolling."""
     filters = _filters(frame)
     columns = (*TABLE_COLUMNS[:6], HOST, *TABLE_COLUMNS[6:]) if HOST in filters else TABLE_COLUMNS
-    head = "".join(
-        f'<th class="{"s" if c in TEXT_COLUMNS else ""}">{html.escape(c)}</th>' for c in columns
-    )
+    head = "".join(f'<th class="{"s" if c in TEXT_COLUMNS else ""}">{html.escape(c)}</th>' for c in columns)
     rows = []
     for row in frame.to_dict("records"):
         few = str(row.get("p99_reliable")) == "False"

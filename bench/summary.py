@@ -95,7 +95,12 @@ def summary_markdown(
         parts.append(markdown_table(failed, [*keys, "status", "reason"]))
     parts += ["", "## All cells", "", "Also in `results.csv` (every column) and the HTML report."]
     for model, group in frame.groupby("model", sort=False):
-        parts += ["", f"### {model}", "", markdown_table(group, [*CELL_COLUMNS, HOST] if hosts else CELL_COLUMNS)]
+        parts += [
+            "",
+            f"### {model}",
+            "",
+            markdown_table(group, [*CELL_COLUMNS, HOST] if hosts else CELL_COLUMNS),
+        ]
     return "\n".join(parts) + "\n"
 
 
