@@ -253,6 +253,12 @@ def load_host_envs(run_dir: Path) -> list[dict[str, Any]]:
     return envs
 
 
+def save_host_env(run_dir: Path, host: str, environment: dict[str, Any]) -> None:
+    """One machine's environment, beside the others (`envs/<host>.json`): where a merged run
+    and a run over several nodes keep each machine's facts."""
+    atomic_write_json(run_dir / "envs" / f"{host}.json", environment)
+
+
 def start_session(run_dir: Path, config: dict[str, Any], environment: dict[str, Any]) -> int:
     """Record one sweep session's configuration and environment beside the earlier ones
     (never over them) and return its number: 1 for a new run, 2 for its first resume, ..."""
