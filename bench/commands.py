@@ -102,7 +102,7 @@ def run_command(
     except Exception as exc:  # disk full, MemoryError, a bug: exit 3, traceback in the run's log
         raise InternalError(f"{type(exc).__name__}: {first_line(exc)}", log_dir=run_dir / "logs") from exc
     _print_summary(records)
-    console.print(f"results: {run_dir / 'results.csv'}")
+    console.print(f"results: {run_dir / 'results.csv'}", soft_wrap=True)  # a path stays whole
     if history is not None:
         from inferbench.history.commands import record_run
 

@@ -32,7 +32,7 @@ import pandas as pd
 
 from inferbench.envcheck import mismatch_line
 from inferbench.errors import UserError
-from inferbench.hosts import HOST, envs_by_host, host_of, several_hosts
+from inferbench.hosts import HOST, envs_by_host, host_of, several_hosts, with_host
 from inferbench.storage import load_host_envs, load_run, load_settings
 from inferbench.verdict import INCONCLUSIVE, REGRESSION, Decision, Estimate, decide, welch_estimate
 
@@ -339,6 +339,7 @@ def compare_runs(
     base_dir, new_dir = _run_dir(base_dir), _run_dir(new_dir)
     _, base, base_env = load_run(base_dir)
     _, new, new_env = load_run(new_dir)
+    base, new = with_host(base, base_env), with_host(new, new_env)
     settings = load_settings(base_dir), load_settings(new_dir)
     if several_hosts(base) or several_hosts(new):
         problem = _per_host_mismatch(load_host_envs(base_dir), load_host_envs(new_dir), *settings)

@@ -53,6 +53,14 @@ def keys_with_host(keys: Sequence[str], rows: pd.DataFrame | Iterable[dict[str, 
     return [*keys, HOST] if several_hosts(rows) else list(keys)
 
 
+def with_host(records: list[dict[str, Any]], env: dict[str, Any]) -> list[dict[str, Any]]:
+    """Records from before the host column, given the host of their run's environment."""
+    if not env or all(host_of(r) for r in records):
+        return records
+    host = machine_from_env(env).fingerprint
+    return [r if host_of(r) else {**r, HOST: host} for r in records]
+
+
 def envs_by_host(envs: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each machine's environment, by fingerprint (the latest one of a machine wins, as a
     resumed run's latest session does in `storage.load_run`)."""

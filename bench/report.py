@@ -131,6 +131,9 @@ def write_report(run_dir: Path, reports_dir: Path) -> tuple[Path, Path]:
     """Write `reports/<run-id>.html` and `<run_dir>/summary.md`; returns both paths."""
     _, records, env = load_run(run_dir)
     host_envs = load_host_envs(run_dir)
+    hosts = hosts_in(records)
+    if len(hosts) == 1:  # the measuring machine's facts (a Ray node's, not the driver's)
+        env = envs_by_host(host_envs).get(hosts[0], env)
     frame = answer_frame(records)  # results.csv's columns plus flags the CSV may lack
     run_id = run_dir.name
     html_path = reports_dir / f"{run_id}.html"

@@ -19,7 +19,7 @@ from inferbench.cli import main
 from inferbench.compare import CompareOptions, compare_records, compare_runs
 from inferbench.errors import UserError
 from inferbench.history.fingerprint import machine_from_env
-from inferbench.hosts import host_labels, hosts_in, keys_with_host
+from inferbench.hosts import host_labels, hosts_in, keys_with_host, with_host
 from inferbench.merge import merge_runs
 from inferbench.report import render_html, write_report
 from inferbench.storage import SCHEMA_VERSION, load_host_envs, save_cell, to_frame, write_csv
@@ -195,3 +195,13 @@ def test_merged_run_folders_report_and_compare_by_host(tmp_path: Path) -> None:
 def test_frames_without_a_host_column_are_one_host() -> None:
     frame = pd.DataFrame({"model": ["m"], "status": ["ok"]})
     assert hosts_in(frame) == [] and keys_with_host(["model"], frame) == ["model"]
+
+
+def test_rows_from_before_the_host_column_take_their_runs_machine() -> None:
+    old = [{k: v for k, v in r.items() if k != "host"} for r in TWO_HOSTS[:2]]
+    assert with_host(old, {}) is old
+    base = with_host(old, ENV_A)
+    assert {r["host"] for r in base} == {HOST_A}
+    frame, unmatched = compare_records(base, TWO_HOSTS, FAST)
+    assert set(frame["new_host"]) == {HOST_A} and set(frame["verdict"]) == {"no change"}
+    assert list(unmatched["host"]) == [HOST_B, HOST_B] and set(unmatched["only_in"]) == {"new"}
