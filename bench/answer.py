@@ -7,6 +7,9 @@ capped (the time budget ended its measurement), interfered (other work competed 
 cores), lowp_flagged (the engine ran too little of the model in the low precision asked for)
 or accuracy_checked false (no reference to check it against). Columns a run does not have
 (older runs, engines that do not report them) count as "not flagged".
+
+A run merged from shards on several machines is answered per host (`inferbench.hosts`): a
+cell is only ever ranked against, and sped up over, cells of the machine that measured it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from inferbench.hosts import HOST, host_of, hosts_in, keys_with_host
 from inferbench.markdown import fmt
 from inferbench.status import NOT_RUN, OK
 
@@ -73,8 +77,9 @@ def metric_of(mode: str) -> str:
 
 def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
     """Add `speedup_vs_eager_fp32` against eager FP32 at the same model, batch, threads and mode:
-    reference p50 / this p50 in latency mode, this throughput / reference's in throughput mode."""
-    keys = list(GROUP_KEYS)
+    reference p50 / this p50 in latency mode, this throughput / reference's in throughput mode.
+    With several hosts, on the same host too."""
+    keys = keys_with_host(GROUP_KEYS, frame)
     ok = frame[frame["status"] == OK]
     ref = ok[(ok["backend"] == REFERENCE[0]) & (ok["precision"] == REFERENCE[1])]
     ref = ref[[*keys, "latency_p50_ms", "throughput_sps"]].drop_duplicates(keys)
@@ -134,6 +139,8 @@ class Answer:
     excluded: dict[str, int] = field(default_factory=dict)
     #: Did not produce numbers, by status (unsupported, unavailable, error, timeout).
     not_run: dict[str, int] = field(default_factory=dict)
+    #: The machine every candidate ran on, when the run holds several ("" otherwise).
+    host: str = ""
 
     @property
     def metric(self) -> str:
@@ -193,7 +200,7 @@ def _overlap(a: Pick, b: Pick) -> bool:
 
 
 def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
-    model, batch_size, threads, mode = key
+    model, batch_size, threads, mode = key[:4]
     metric = metric_of(mode)
     candidates: list[tuple[int, dict[str, Any]]] = []
     excluded: dict[str, int] = {}
@@ -236,19 +243,33 @@ def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
         within_noise=bool(winner and runner_up and _overlap(winner, runner_up)),
         excluded=dict(sorted(excluded.items())),
         not_run=dict(sorted(not_run.items())),
+        host=host_of(rows[0]) if len(key) > 4 else "",
     )
 
 
 def answers(frame: pd.DataFrame) -> list[Answer]:
-    """One answer per model, batch size, thread count and mode, in sweep order."""
+    """One answer per model, batch size, thread count and mode, in sweep order; with several
+    hosts, one per host too, host by host."""
     if frame.empty:
         return []
     frame = frame.copy()
     frame["mode"] = frame["mode"].fillna("latency") if "mode" in frame else "latency"
+    keys = keys_with_host(GROUP_KEYS, frame)
+    if HOST in keys:  # a blank host (a row from an older shard) is a host of its own
+        frame[HOST] = frame[HOST].fillna("")
     result = []
-    for key, group in frame.groupby(list(GROUP_KEYS), sort=False, dropna=False):
+    for key, group in frame.groupby(keys, sort=False, dropna=False):
         result.append(_answer(tuple(key), group.to_dict("records")))
-    return result
+    order = {host: i for i, host in enumerate(hosts_in(frame))}
+    return sorted(result, key=lambda a: order.get(a.host, len(order)))  # stable: sweep order kept
+
+
+def by_host(found: list[Answer]) -> list[tuple[str, list[Answer]]]:
+    """The answers host by host ("" alone for a one-host run), in the order `answers` gives."""
+    groups: dict[str, list[Answer]] = {}
+    for answer in found:
+        groups.setdefault(answer.host, []).append(answer)
+    return list(groups.items())
 
 
 # ---------------------------------------------------------------- plain text
@@ -339,9 +360,9 @@ def answer_lines(found: list[Answer]) -> list[str]:
     model = None
     show_threads = len({a.threads for a in found}) > 1
     for a in found:
-        if a.model != model:
-            model = a.model
-            lines.append(model)
+        if (a.model, a.host) != model:
+            model = (a.model, a.host)
+            lines.append(f"{a.model} on host {a.host}" if a.host else a.model)
         w = a.winner
         parts = [f"{w.name}: {value_text(a, w)}" if w else "nothing passed"]
         if w and w.speedup_vs_eager_fp32 is not None:

@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="fit the sweep in e.g. 15m: cells that do not fit become `skipped` rows (see README)",
     )
+    run.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: each cell a Ray task, one per node (needs inferbench[ray]; see README)",
+    )
+    run.add_argument("--ray-address", help="the Ray cluster to join (default: a local one-node instance)")
     run.add_argument("--results-dir", type=Path, default=Path("results"))
     run.add_argument("--cache-dir", type=Path, help="artifact cache (default .cache/inferbench)")
     run.add_argument("--no-progress", action="store_true")
@@ -253,6 +260,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         reports_dir=None if args.no_report else args.reports_dir,
         shard=args.shard,
         budget=args.budget,
+        executor=args.executor,
+        ray_address=args.ray_address,
         history=None if args.no_history else history_cli.resolve_run_url(args.history, args.results_dir),
     )
 

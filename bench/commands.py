@@ -45,8 +45,11 @@ def run_command(
     shard: str | None = None,
     budget: str | None = None,
     history: str | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> int:
-    """`history`: the database URL this sweep is appended to at its end (None: not recorded)."""
+    """`history`: the database URL this sweep is appended to at its end (None: not recorded).
+    `executor` "ray" runs the cells as Ray tasks, one per node (`ray_address`: the cluster)."""
     from inferbench.budget import parse_budget
     from inferbench.shard import parse_shard
 
@@ -85,6 +88,7 @@ def run_command(
                 profile=profile_key,
                 shard=shard_of,
                 budget_s=budget_s,
+                executor=_executor(executor, ray_address),
             )
     except (Terminated, KeyboardInterrupt) as exc:
         # Keep the line the CLI prints pointing at this run and at the way to go on.
@@ -97,7 +101,7 @@ def run_command(
     except Exception as exc:  # disk full, MemoryError, a bug: exit 3, traceback in the run's log
         raise InternalError(f"{type(exc).__name__}: {first_line(exc)}", log_dir=run_dir / "logs") from exc
     _print_summary(records)
-    console.print(f"results: {run_dir / 'results.csv'}")
+    console.print(f"results: {run_dir / 'results.csv'}", soft_wrap=True)  # a path stays whole
     if history is not None:
         from inferbench.history.commands import record_run
 
@@ -105,6 +109,18 @@ def run_command(
     if reports_dir is not None:
         report_command(run_dir, reports_dir)
     return 0
+
+
+def _executor(name: str, ray_address: str | None) -> Any:
+    if name == "local":
+        if ray_address:
+            raise UserError("--ray-address needs --executor ray")
+        return None
+    if name == "ray":
+        from inferbench.executor_ray import RayExecutor
+
+        return RayExecutor(ray_address)
+    raise UserError(f"executor must be one of local, ray; got {name!r}")
 
 
 def report_command(run_dir: Path, reports_dir: Path, compare_with: Path | None = None) -> int:

@@ -13,12 +13,17 @@ the change (see `inferbench.verdict`), from the best unit the runs allow:
 p50 and throughput gate; p99 is advisory (reported, never a failure). A cell that ran in BASE
 and is broken or missing in NEW fails the comparison; a cell whose timed window was disturbed
 (`interfered`) is inconclusive, never a change.
+
+Runs merged from several machines keep machines apart: a cell is matched on its key and its
+host. A cell that BASE and NEW measured on different hosts is an environment difference, like
+two runs from different CPUs (`inferbench.envcheck`): refused unless `--allow-mismatch`, and
+then inconclusive, never a regression.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,8 @@ import pandas as pd
 from inferbench.compare_env import RunView, load_view
 from inferbench.envcheck import mismatch_line
 from inferbench.errors import UserError
+from inferbench.hosts import HOST, envs_by_host, host_of, several_hosts, with_host
+from inferbench.storage import load_host_envs
 from inferbench.verdict import INCONCLUSIVE, REGRESSION, Decision, Estimate, decide, welch_estimate
 
 KEY = ["model", "backend", "precision", "batch_size", "threads", "mode"]
@@ -113,17 +120,23 @@ def compare_records(
     base: list[dict[str, Any]], new: list[dict[str, Any]], options: CompareOptions
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-metric comparison rows (with verdicts) and the cells present in one run only."""
-    base_ix, new_ix = _index(base), _index(new)
-    unmatched = [{**dict(zip(KEY, k, strict=True)), "only_in": "base"} for k in base_ix if k not in new_ix]
-    unmatched += [{**dict(zip(KEY, k, strict=True)), "only_in": "new"} for k in new_ix if k not in base_ix]
+    apart = several_hosts(base) or several_hosts(new)
+    pairs, only_new = pair_cells(base, new)
+    unmatched = [{**_cell(b, apart), "only_in": "base"} for b, n in pairs if n is None]
+    unmatched += [{**_cell(n, apart), "only_in": "new"} for n in only_new]
     rng = np.random.default_rng(options.seed)
     rows: list[dict[str, Any]] = []
     estimates: list[Estimate | None] = []
-    for key, b in base_ix.items():
-        n = new_ix.get(key)
-        cell = dict(zip(KEY, key, strict=True))
+    for b, n in pairs:
+        cell = _cell(b, False)
+        if apart:
+            cell.update(base_host=host_of(b), new_host=host_of(n) if n is not None else "")
+        moved = _moved(b, n, apart)
         if n is None or b["status"] != "ok" or n["status"] != "ok":
-            rows.append(status_row(cell, b, n))
+            row = status_row(cell, b, n)
+            if moved:  # another machine may lack an engine: not a breakage of the code
+                row.update(broken=False, verdict=f"{row['verdict']} on another host", note=moved)
+            rows.append(row)
             estimates.append(None)
             continue
         disturbed = [side for side, r in (("base", b), ("new", n)) if r.get("interfered")]
@@ -131,8 +144,8 @@ def compare_records(
             metric, b_procs, n_procs = _samples(b, n, name)
             per_process = len(b_procs) > 1 and len(n_procs) > 1
             estimate: Estimate | None = None
-            if disturbed:
-                pass  # a disturbed window says nothing about the code
+            if disturbed or moved:
+                pass  # a disturbed window, or another machine, says nothing about the code
             elif per_process:
                 b_units = [float(metric.statistic(x)) for x in b_procs]
                 n_units = [float(metric.statistic(x)) for x in n_procs]
@@ -151,16 +164,63 @@ def compare_records(
                     "n_base": len(b_procs) if per_process else sum(map(len, b_procs)),
                     "n_new": len(n_procs) if per_process else sum(map(len, n_procs)),
                     "unit": "process" if per_process else "iteration",
-                    "note": f"interfered ({', '.join(disturbed)})" if disturbed else "",
+                    "note": moved or (f"interfered ({', '.join(disturbed)})" if disturbed else ""),
                 }
             )
             estimates.append(estimate)
     return judge(rows, estimates, options), pd.DataFrame(unmatched)
 
 
-def _index(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+def _key(record: dict[str, Any]) -> tuple[Any, ...]:
     # Records from before the mode axis are latency mode.
-    return {tuple(r.get(k) or "latency" if k == "mode" else r[k] for k in KEY): r for r in records}
+    return tuple(record.get(k) or "latency" if k == "mode" else record[k] for k in KEY)
+
+
+def _cell(record: dict[str, Any], with_host: bool) -> dict[str, Any]:
+    cell = dict(zip(KEY, _key(record), strict=True))
+    return {**cell, HOST: host_of(record)} if with_host else cell
+
+
+def _moved(base: dict[str, Any], new: dict[str, Any] | None, apart: bool) -> str:
+    """Why a pair is an environment difference ("" when it is not)."""
+    if not apart or new is None or host_of(base) == host_of(new):
+        return ""
+    return f"host differs (BASE {host_of(base) or '?'}, NEW {host_of(new) or '?'})"
+
+
+def pair_cells(
+    base: list[dict[str, Any]], new: list[dict[str, Any]]
+) -> tuple[list[tuple[dict[str, Any], dict[str, Any] | None]], list[dict[str, Any]]]:
+    """(BASE record, its NEW record or None) in BASE's order, and the NEW records no BASE cell
+    matched. With several hosts on either side a cell is matched on its key and host; failing
+    that, on its key alone with another host (a pair `_moved` names), never silently."""
+    apart = several_hosts(base) or several_hosts(new)
+
+    def index(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+        return {(*_key(r), host_of(r) if apart else ""): r for r in records}
+
+    base_ix, new_ix = index(base), index(new)
+    elsewhere: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+    for key in new_ix:
+        if key not in base_ix:
+            elsewhere.setdefault(key[:-1], []).append(key)
+    pairs: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+    used: set[tuple[Any, ...]] = set()
+    for key, record in base_ix.items():
+        match = key if key in new_ix else None
+        if match is None:  # the same cell measured on another machine
+            match = next((k for k in elsewhere.get(key[:-1], []) if k not in used), None)
+        if match is not None:
+            used.add(match)
+        pairs.append((record, new_ix[match] if match is not None else None))
+    return pairs, [r for k, r in new_ix.items() if k not in used]
+
+
+def moved_cells(base: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
+    """'cell: host differs (...)' for every cell BASE and NEW measured on different hosts."""
+    apart = several_hosts(base) or several_hosts(new)
+    pairs, _ = pair_cells(base, new)
+    return [f"{'/'.join(map(str, _key(b)))}: {why}" for b, n in pairs if (why := _moved(b, n, apart))]
 
 
 def status_row(cell: dict[str, Any], base: dict[str, Any], new: dict[str, Any] | None) -> dict[str, Any]:
@@ -284,7 +344,18 @@ def compare_dirs(
     refused (UserError, one line naming the difference) unless `allow_mismatch`."""
     base_dir, new_dir = _run_dir(base_dir), _run_dir(new_dir)
     base, new = load_view(base_dir), load_view(new_dir)
-    problem = mismatch_line(base.env, new.env, base.settings, new.settings)
+    base = replace(base, records=with_host(base.records, base.env))
+    new = replace(new, records=with_host(new.records, new.env))
+    if several_hosts(base.records) or several_hosts(new.records):
+        problem = _per_host_mismatch(
+            load_host_envs(base_dir), load_host_envs(new_dir), base.settings, new.settings
+        )
+        moved = moved_cells(base.records, new.records)
+        if moved:
+            more = f" (and {len(moved) - 1} more)" if len(moved) > 1 else ""
+            problem = "; ".join(filter(None, [problem, f"cells on another host: {moved[0]}{more}"]))
+    else:
+        problem = mismatch_line(base.env, new.env, base.settings, new.settings)
     if problem and not allow_mismatch:
         raise UserError(f"{problem} (--allow-mismatch compares anyway)")
     frame, unmatched = compare_records(base.records, new.records, options)
@@ -323,6 +394,22 @@ SINGLE_PROCESS_CAVEAT = (
     "real. For a gate, use `inferbench ab` (interleaved fresh processes, paired), or runs with "
     "`--repeats 3` or more."
 )
+
+
+def _per_host_mismatch(
+    base_envs: list[dict[str, Any]],
+    new_envs: list[dict[str, Any]],
+    base_settings: dict[str, Any],
+    new_settings: dict[str, Any],
+) -> str:
+    """The first difference between the environments of one machine on both sides (each host
+    against itself, never against another one), or of the settings when no host is shared."""
+    base_by, new_by = envs_by_host(base_envs), envs_by_host(new_envs)
+    shared = [h for h in base_by if h in new_by]
+    found = [mismatch_line(base_by[h], new_by[h], base_settings, new_settings) for h in shared]
+    if not shared:
+        found = [mismatch_line({}, {}, base_settings, new_settings)]
+    return next((line for line in found if line), "")
 
 
 def _run_dir(path: Path) -> Path:

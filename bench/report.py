@@ -3,7 +3,8 @@
 The page opens on the answer (inferbench.answer), then every cell in a filterable table,
 then charts per model (inferbench.report_charts), then the environment. It opens offline:
 plotly's JavaScript is inlined once, gzipped; chart specs travel as JSON with `<` escaped,
-and every user-provided string in the HTML goes through html.escape.
+and every user-provided string in the HTML goes through html.escape. A run merged from several
+machines is answered, charted and described host by host (inferbench.hosts).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 
 from inferbench.answer import REFERENCE, RULE, answer_frame, with_speedup
 from inferbench.env import noise_warnings
+from inferbench.hosts import envs_by_host, host_labels, host_title, hosts_in
 from inferbench.report_charts import figures, pareto_front
 from inferbench.report_html import (
     CHARTS_JS,
@@ -31,7 +33,7 @@ from inferbench.report_html import (
     not_run_html,
     results_html,
 )
-from inferbench.storage import load_run
+from inferbench.storage import load_host_envs, load_run
 from inferbench.summary import summary_markdown
 from inferbench.util import atomic_write_text
 
@@ -88,8 +90,29 @@ def charts_html(named_figures: Iterable[tuple[str, Any]]) -> str:
     )
 
 
-def render_html(frame: pd.DataFrame, records: list[dict[str, Any]], env: dict[str, Any], run_id: str) -> str:
+def _environment_html(env: dict[str, Any], host_envs: list[dict[str, Any]], hosts: list[str]) -> str:
+    """One environment table, or one per machine of a run merged from several."""
+    if len(hosts) < 2:
+        return env_html(env)
+    by_fp, labels = envs_by_host(host_envs), host_labels(host_envs)
+    return "".join(
+        f'<h3 class="host">{html.escape(host_title(h, labels))}</h3>'
+        + (env_html(by_fp[h]) if h in by_fp else "<p>No environment recorded for this host.</p>")
+        for h in hosts
+    )
+
+
+def render_html(
+    frame: pd.DataFrame,
+    records: list[dict[str, Any]],
+    env: dict[str, Any],
+    run_id: str,
+    host_envs: list[dict[str, Any]] | None = None,
+) -> str:
+    """The page; `host_envs` are the environments of every machine of a merged run."""
     frame = with_speedup(frame)
+    hosts, labels = hosts_in(frame), host_labels(host_envs or [])
+    environment = _environment_html(env, host_envs or [], hosts)
     title = html.escape(f"InferBench report: {run_id}")
     warnings = "".join(
         f'<p class="noise">Noise warning: {html.escape(w)}</p>' for w in noise_warnings(env, records)
@@ -98,13 +121,13 @@ def render_html(frame: pd.DataFrame, records: list[dict[str, Any]], env: dict[st
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{CSS}</style></head><body><h1>{title}</h1>"
         f'<section id="answer"><h2>Answer</h2>{warnings}<p>{html.escape(RULE)}</p>'
-        f"{answer_html(frame)}</section>"
+        f"{answer_html(frame, labels)}</section>"
         f'<section id="results-section"><h2>Results</h2>'
         f"<p>Every cell (also in results.csv). Click a header to sort; filter with the lists.</p>"
         f"{results_html(frame)}</section>"
         f'<section id="not-run"><h2>Cells that did not run</h2>{not_run_html(frame)}</section>'
         f'<section id="charts"><h2>Charts</h2>{charts_html(figures(frame, records))}</section>'
-        f'<section id="environment"><h2>Environment</h2>{env_html(env)}</section>'
+        f'<section id="environment"><h2>Environment</h2>{environment}</section>'
         f'<script type="text/plain" id="plotly-gz">{plotly_gz()}</script>'
         f"<script>{TABLE_JS}</script><script>{CHARTS_JS}</script></body></html>"
     )
@@ -113,10 +136,14 @@ def render_html(frame: pd.DataFrame, records: list[dict[str, Any]], env: dict[st
 def write_report(run_dir: Path, reports_dir: Path) -> tuple[Path, Path]:
     """Write `reports/<run-id>.html` and `<run_dir>/summary.md`; returns both paths."""
     _, records, env = load_run(run_dir)
+    host_envs = load_host_envs(run_dir)
+    hosts = hosts_in(records)
+    if len(hosts) == 1:  # the measuring machine's facts (a Ray node's, not the driver's)
+        env = envs_by_host(host_envs).get(hosts[0], env)
     frame = answer_frame(records)  # results.csv's columns plus flags the CSV may lack
     run_id = run_dir.name
     html_path = reports_dir / f"{run_id}.html"
-    atomic_write_text(html_path, render_html(frame, records, env, run_id))
+    atomic_write_text(html_path, render_html(frame, records, env, run_id, host_envs))
     md_path = run_dir / "summary.md"
-    atomic_write_text(md_path, summary_markdown(frame, env, run_id))
+    atomic_write_text(md_path, summary_markdown(frame, env, run_id, host_labels(host_envs)))
     return html_path, md_path

@@ -3,7 +3,8 @@
 Sizes stay bounded by the number of cells, never by the number of samples: latency
 distributions are drawn from quantiles computed here from each cell's raw samples (a box
 per cell: p1, p25, p50, p75, p99), so a cell with 50,000 samples costs the same few bytes
-as one with 50.
+as one with 50. A run merged from several machines gets each model's charts once per host:
+a line never joins two machines' points.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from inferbench.answer import exclusion, falsy, with_speedup
+from inferbench.hosts import HOST, keys_with_host
 from inferbench.status import OK
 
 #: Quantiles (percent) each cell's latency box is drawn from: whiskers, box, median.
@@ -45,14 +47,19 @@ def latency_quantiles(
 
 
 def figures(frame: pd.DataFrame, records: list[dict[str, Any]]) -> Iterator[tuple[str, Any]]:
-    """(name, plotly figure) for every chart, model by model."""
+    """(name, plotly figure) for every chart, model by model (and host by host)."""
     ok = with_speedup(frame[frame["status"] == OK]).copy()
     if ok.empty:
         return
     ok["engine"] = ok["backend"] + " " + ok["precision"]
     ok["series"] = ok["engine"] + ok["mode"].map({"throughput": " (tput)"}).fillna("")
     quantiles = {r.get("cell_key"): latency_quantiles(r.get("latencies_ns")) for r in records}
-    for model, group in ok.groupby("model", sort=False):
+    keys = keys_with_host(["model"], frame)
+    if HOST in keys:
+        ok[HOST] = ok[HOST].fillna("")
+    for key, group in ok.groupby(keys, sort=False):
+        # Titles and names carry the host when there are several: 'mlp on host 3fa2c1d0e9ab'.
+        model = f"{key[0]} on host {key[1] or 'unknown'}" if HOST in keys else key[0]
         group = group.sort_values("batch_size", kind="stable")
         yield from _line_charts(str(model), group)
         heat = _heatmap(str(model), group)

@@ -2,7 +2,8 @@
 style and script that make them usable offline (no library, no network).
 
 Every user-provided string goes through html.escape; rows carry their model, backend,
-precision, mode and status as data attributes so the filters need no parsing of cells.
+precision, mode and status as data attributes so the filters need no parsing of cells. A run
+merged from several machines answers per host and its table gains a host column and filter.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from inferbench.answer import ANSWER_COLUMNS, NOT_RUN_ANCHOR, answer_rows, answers, exclusion
+from inferbench.answer import ANSWER_COLUMNS, NOT_RUN_ANCHOR, answer_rows, answers, by_host, exclusion
+from inferbench.hosts import HOST, host_title, several_hosts
 from inferbench.markdown import fmt
 from inferbench.status import MEASURED
 
@@ -47,7 +49,9 @@ TABLE_COLUMNS = (
 )
 #: Columns the results table can be filtered on (a drop-down each).
 FILTERS = ("model", "backend", "precision", "mode", "status")
-TEXT_COLUMNS = frozenset({"model", "backend", "precision", "mode", "status", "engine_precision", "reason"})
+TEXT_COLUMNS = frozenset(
+    {"model", "backend", "precision", "mode", "status", "engine_precision", "reason", "host"}
+)
 _FEW_SAMPLES = "fewer samples than measure.tail_samples: p99 rests on too few observations"
 
 CSS = """
@@ -144,11 +148,23 @@ def _cell(value: Any, klass: str = "", title: str = "") -> str:
     return f"<td{attrs}>{html.escape(fmt(value, 4))}</td>"
 
 
-def answer_html(frame: pd.DataFrame) -> str:
-    """The answer table, with the 'did not run' counts linking to the list of reasons."""
+def answer_html(frame: pd.DataFrame, host_labels: dict[str, str] | None = None) -> str:
+    """The answer table (one per machine when the run holds several), with the 'did not run'
+    counts linking to the list of reasons."""
     found = answers(frame)
     if not found:
         return "<p>No cells.</p>"
+    groups = by_host(found)
+    if len(groups) == 1:
+        return _answer_table(found, "answer-table")
+    return "".join(
+        f'<h3 class="host">{html.escape(host_title(host, host_labels or {}))}</h3>'
+        + _answer_table(group, f"answer-table-{k}")
+        for k, (host, group) in enumerate(groups, 1)
+    )
+
+
+def _answer_table(found: list[Any], table_id: str) -> str:
     head = "".join(f'<th class="s">{html.escape(c)}</th>' for c in ANSWER_COLUMNS)
     body = []
     links = {"did not run": NOT_RUN_ANCHOR, "excluded": "left-out"}
@@ -161,7 +177,7 @@ def answer_html(frame: pd.DataFrame) -> str:
             klass = "s win" if col == "fastest" else "s"
             cells.append(f'<td class="{klass}">{text}</td>')
         body.append(f"<tr>{''.join(cells)}</tr>")
-    return f'<table id="answer-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
 def _plain_table(rows: list[dict[str, Any]], cols: tuple[str, ...], table_id: str) -> str:
@@ -177,7 +193,8 @@ def _plain_table(rows: list[dict[str, Any]], cols: tuple[str, ...], table_id: st
 
 def not_run_html(frame: pd.DataFrame) -> str:
     """Cells without numbers, then measured cells the answer left out, each with the reason."""
-    keys = ("model", "backend", "precision", "batch_size", "threads", "mode")
+    keys: tuple[str, ...] = ("model", "backend", "precision", "batch_size", "threads", "mode")
+    keys += (HOST,) if several_hosts(frame) else ()
     records = frame.to_dict("records")
     failed = [r for r in records if r["status"] not in MEASURED]
     left_out = [
@@ -194,9 +211,13 @@ def not_run_html(frame: pd.DataFrame) -> str:
     return "".join(parts)
 
 
+def _filters(frame: pd.DataFrame) -> tuple[str, ...]:
+    return (*FILTERS, HOST) if several_hosts(frame) else FILTERS
+
+
 def _filters_html(frame: pd.DataFrame) -> str:
     selects = []
-    for col in FILTERS:
+    for col in _filters(frame):
         values = sorted({str(v) for v in frame[col].dropna()}, key=str)
         options = '<option value="">all</option>' + "".join(
             f'<option value="{html.escape(v)}">{html.escape(v)}</option>' for v in values
@@ -207,9 +228,9 @@ def _filters_html(frame: pd.DataFrame) -> str:
 
 def results_html(frame: pd.DataFrame) -> str:
     """Filters, then every cell in a sortable table whose header stays in view when scrolling."""
-    head = "".join(
-        f'<th class="{"s" if c in TEXT_COLUMNS else ""}">{html.escape(c)}</th>' for c in TABLE_COLUMNS
-    )
+    filters = _filters(frame)
+    columns = (*TABLE_COLUMNS[:6], HOST, *TABLE_COLUMNS[6:]) if HOST in filters else TABLE_COLUMNS
+    head = "".join(f'<th class="{"s" if c in TEXT_COLUMNS else ""}">{html.escape(c)}</th>' for c in columns)
     rows = []
     for row in frame.to_dict("records"):
         few = str(row.get("p99_reliable")) == "False"
@@ -217,9 +238,9 @@ def results_html(frame: pd.DataFrame) -> str:
             _cell(row.get(c), "few", _FEW_SAMPLES)
             if c == "latency_p99_ms" and few
             else _cell(row.get(c), "s" if c in TEXT_COLUMNS else "")
-            for c in TABLE_COLUMNS
+            for c in columns
         )
-        data = "".join(f' data-{c}="{html.escape(str(row.get(c)))}"' for c in FILTERS)
+        data = "".join(f' data-{c}="{html.escape(str(row.get(c)))}"' for c in filters)
         rows.append(f'<tr class="status-{html.escape(str(row["status"]))}"{data}>{cells}</tr>')
     table = (
         f'<table class="sortable" id="results"><thead><tr>{head}</tr></thead>'

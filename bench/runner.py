@@ -9,12 +9,13 @@ runner is gone ends itself (see `inferbench.procs.guard_child`).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,7 +36,11 @@ from inferbench.stats import bootstrap_ci, latency_intervals, summarize
 from inferbench.status import MEASURED, RETRY_ON_RESUME, UNAVAILABLE, UNSUPPORTED
 from inferbench.storage import SCHEMA_VERSION, save_cell, start_session, write_csv
 
+if TYPE_CHECKING:
+    from inferbench.executor_ray import RayCells, RayExecutor
+
 log = logging.getLogger(__name__)
+Job = Callable[[Cell], dict[str, Any]]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,6 +73,7 @@ def run_sweep(
     profile: str | None = None,
     shard: Shard | None = None,
     budget_s: float | None = None,
+    executor: RayExecutor | None = None,
 ) -> list[dict[str, Any]]:
     """Run every cell of the sweep into `run_dir`; returns all records (old and new).
 
@@ -76,10 +82,12 @@ def run_sweep(
     `config.json` for `--resume` to find the run by (default: the config's name). `shard`
     runs only that share of the cells (inferbench.shard); `budget_s` plans the sweep to fit
     that many seconds, turning cells that do not fit into `skipped` rows (inferbench.budget).
+    `executor` runs the cells elsewhere, all at once, one per node (inferbench.executor_ray).
 
     Everything that can refuse the sweep (unknown names, bad options, a broken model factory,
     a resume under other settings) does so before the run folder is touched."""
     events = events or SweepEvents()
+    _check_executor(executor, budget_s)
     cache_dir = cache_dir or default_cache_dir()
     refs = {m: resolve_model(m) for m in config.models}  # validates before any work starts
     backend_classes = {b: load_backend(b) for b in config.backends}
@@ -104,7 +112,8 @@ def run_sweep(
     done = kept_cells(run_dir, settings, hashes) if resume else {}
 
     environment = env.capture(thread_counts, gpu=any(c.device != "cpu" for c in backend_classes.values()))
-    peaks = {t: _peaks(peak, cache_dir, t) for t in thread_counts}
+    # With an executor the cells run on other machines, whose ceilings are not this one's.
+    peaks = {t: _peaks(peak if executor is None else "off", cache_dir, t) for t in thread_counts}
     environment["peaks"] = {str(t): p for t, p in peaks.items() if p}
     recorded = {"profile": profile or config.name, "started_at": dt.datetime.now().isoformat()}
     recorded.update({"shard": str(shard)} if shard else {})
@@ -120,7 +129,16 @@ def run_sweep(
 
     if events.on_start:
         events.on_start(len(cells))
-    shared = SharedWorkers(enabled=bool(config.measure.shared_workers) and config.measure.repeats == 1)
+    # Locally, a group's cells share a worker (inferbench.launch); on Ray every cell is a task.
+    shared = SharedWorkers(
+        enabled=bool(config.measure.shared_workers) and config.measure.repeats == 1 and executor is None
+    )
+    job = functools.partial(
+        _run_cell, refs=refs, config=config, run_dir=run_dir, cache_dir=cache_dir, shared=shared
+    )
+    measured = _measured_by(
+        executor, job, run_dir, lambda: [c for c in cells if _needs_worker(c, done, refs, backend_classes)]
+    )
     try:
         for cell in _execution_order(cells) if shared.enabled else cells:
             previous = done.get(cell.key)
@@ -132,7 +150,7 @@ def run_sweep(
                 events.on_cell_start(cell)
             record = _static_verdict(cell, refs[cell.model], backend_classes[cell.backend], budget)
             if record is None:
-                record = run_repeats(cell, refs[cell.model], config, run_dir, cache_dir, shared)
+                record = measured.result(cell)
             pinned = ",".join(map(str, pin_cpus(cell.threads))) if config.pin else ""
             extra = {"settings": settings[cell.key], "settings_hash": hashes[cell.key], "session": session}
             record = _finish({**caps, "pinned_cpus": pinned, **record, **extra}, cell, run_dir.name)
@@ -149,8 +167,61 @@ def run_sweep(
             write_csv(run_dir, _in_sweep_order(done, cells))
         raise
     finally:
+        measured.close()
         shared.close()
     return _in_sweep_order(done, cells)
+
+
+@dataclass(frozen=True)
+class HereCells:
+    """The local executor: each cell measured here, when the sweep loop reaches it."""
+
+    job: Job
+
+    def result(self, cell: Cell) -> dict[str, Any]:
+        return self.job(cell)
+
+    def close(self) -> None:
+        pass
+
+
+def _check_executor(executor: RayExecutor | None, budget_s: float | None) -> None:
+    if executor is not None and budget_s:
+        raise UserError("--budget plans one machine's time; it cannot be combined with --executor ray")
+
+
+def _needs_worker(
+    cell: Cell, done: dict[str, Any], refs: dict[str, ModelRef], classes: dict[str, Any]
+) -> bool:
+    """Whether the sweep loop measures this cell: not kept from an earlier session, not
+    decided without a worker."""
+    kept = cell.key in done and done[cell.key]["status"] not in RETRY_ON_RESUME
+    return not kept and _static_verdict(cell, refs[cell.model], classes[cell.backend]) is None
+
+
+def _measured_by(
+    executor: RayExecutor | None, job: Job, run_dir: Path, todo: Callable[[], list[Cell]]
+) -> HereCells | RayCells:
+    """Here, each cell when the loop reaches it; or an executor, handed every cell the loop
+    will measure (`todo`) at once, whose records the loop collects in sweep order."""
+    if executor is None:
+        return HereCells(job)
+    cells = todo()
+    return executor.start(run_dir, cells, job, sorted({c.threads for c in cells}))
+
+
+def _run_cell(
+    cell: Cell,
+    *,
+    refs: dict[str, ModelRef],
+    config: SweepConfig,
+    run_dir: Path,
+    cache_dir: Path,
+    shared: SharedWorkers | None = None,
+) -> dict[str, Any]:
+    """A cell's measurement in worker processes (its group's shared worker where enabled),
+    here or on a Ray node."""
+    return run_repeats(cell, refs[cell.model], config, run_dir, cache_dir, shared)
 
 
 def _option_defaults(backend_cls: Any) -> dict[str, str]:

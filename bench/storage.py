@@ -248,6 +248,27 @@ def load_envs(run_dir: Path) -> list[dict[str, Any]]:
     return envs
 
 
+def load_host_envs(run_dir: Path) -> list[dict[str, Any]]:
+    """Every machine's environment: a merged run keeps each shard's in `envs/`; any other run
+    has its sessions' (`env*.json`)."""
+    paths = sorted((run_dir / "envs").glob("*.json"))
+    if not paths:
+        return load_envs(run_dir)
+    envs = []
+    for path in paths:
+        try:
+            envs.append(json.loads(path.read_text()))
+        except json.JSONDecodeError as exc:
+            raise InternalError(f"corrupt environment file {path}: {exc}") from exc
+    return envs
+
+
+def save_host_env(run_dir: Path, host: str, environment: dict[str, Any]) -> None:
+    """One machine's environment, beside the others (`envs/<host>.json`): where a merged run
+    and a run over several nodes keep each machine's facts."""
+    atomic_write_json(run_dir / "envs" / f"{host}.json", environment)
+
+
 def start_session(run_dir: Path, config: dict[str, Any], environment: dict[str, Any]) -> int:
     """Record one sweep session's configuration and environment beside the earlier ones
     (never over them) and return its number: 1 for a new run, 2 for its first resume, ..."""

@@ -1,4 +1,7 @@
-"""`summary.md`: the answer first, then why cells were left out, then every cell per model."""
+"""`summary.md`: the answer first, then why cells were left out, then every cell per model.
+
+A run merged from several machines lists its hosts, answers host by host and gives every
+table a host column; a one-host run has none of that (and matches the golden file)."""
 
 from __future__ import annotations
 
@@ -10,12 +13,15 @@ from inferbench.answer import (
     ANSWER_COLUMNS,
     NOT_RUN_ANCHOR,
     RULE,
+    Answer,
     answer_rows,
     answers,
+    by_host,
     exclusion,
     with_speedup,
 )
 from inferbench.env import noise_warnings
+from inferbench.hosts import HOST, host_title, hosts_in
 from inferbench.markdown import markdown_table
 from inferbench.status import MEASURED
 
@@ -38,11 +44,31 @@ CELL_COLUMNS = [
 KEY_COLUMNS = ["model", "backend", "precision", "batch_size", "threads", "mode"]
 
 
-def summary_markdown(frame: pd.DataFrame, env: dict[str, Any], run_id: str) -> str:
+def _answer_tables(found: list[Answer], labels: dict[str, str]) -> list[str]:
+    parts: list[str] = []
+    for host, group in by_host(found):
+        if host or len(found) != len(group):  # a heading per machine, when there are several
+            parts += [f"### {host_title(host, labels)}", ""]
+        rows = pd.DataFrame(answer_rows(group), columns=list(ANSWER_COLUMNS))
+        parts += [markdown_table(rows, list(ANSWER_COLUMNS)), ""]
+    return parts[:-1]
+
+
+def summary_markdown(
+    frame: pd.DataFrame, env: dict[str, Any], run_id: str, host_labels: dict[str, str] | None = None
+) -> str:
+    """The summary; `host_labels` (fingerprint -> readable machine) names the machines of a
+    merged run."""
     frame = with_speedup(frame)
     cpu = env.get("cpu", {})
+    labels = host_labels or {}
+    hosts = hosts_in(frame)
+    hosts = hosts if len(hosts) > 1 else []
     parts = [f"# InferBench run `{run_id}`", ""]
-    if cpu:
+    if hosts:
+        parts.append("Merged from several machines; each is answered on its own, never ranked together:")
+        parts += [*(f"- {host_title(h, labels)}" for h in hosts), ""]
+    elif cpu:
         parts.append(
             f"CPU: {cpu.get('model')} ({cpu.get('logical_cpus')} logical CPUs); "
             f"native bf16: {cpu.get('native_bf16')}; int8 dot product: {cpu.get('native_int8_dot')}"
@@ -53,23 +79,28 @@ def summary_markdown(frame: pd.DataFrame, env: dict[str, Any], run_id: str) -> s
     counts = frame["status"].value_counts().to_dict()
     parts.append("Cells: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     parts += ["", "## Answer", "", ANSWER_TEXT, ""]
-    rows = pd.DataFrame(answer_rows(answers(frame)), columns=list(ANSWER_COLUMNS))
-    parts.append(markdown_table(rows, list(ANSWER_COLUMNS)))
+    parts += _answer_tables(answers(frame), labels)
+    keys = [*KEY_COLUMNS, HOST] if hosts else KEY_COLUMNS
 
     why = [exclusion(r) for r in frame.to_dict("records")]
     measured = frame.assign(excluded_because=why)
     left_out = measured[frame["status"].isin(MEASURED) & measured["excluded_because"].notna()]
     if len(left_out):
         parts += ["", "## Measured but left out of the answer", ""]
-        parts.append(markdown_table(left_out, [*KEY_COLUMNS, "excluded_because", "reason"]))
+        parts.append(markdown_table(left_out, [*keys, "excluded_because", "reason"]))
     failed = frame[~frame["status"].isin(MEASURED)]
     if len(failed):
         # An explicit anchor: the answer's rule links here.
         parts += ["", f'<a id="{NOT_RUN_ANCHOR}"></a>', "", "## Cells that did not run", ""]
-        parts.append(markdown_table(failed, [*KEY_COLUMNS, "status", "reason"]))
+        parts.append(markdown_table(failed, [*keys, "status", "reason"]))
     parts += ["", "## All cells", "", "Also in `results.csv` (every column) and the HTML report."]
     for model, group in frame.groupby("model", sort=False):
-        parts += ["", f"### {model}", "", markdown_table(group, CELL_COLUMNS)]
+        parts += [
+            "",
+            f"### {model}",
+            "",
+            markdown_table(group, [*CELL_COLUMNS, HOST] if hosts else CELL_COLUMNS),
+        ]
     return "\n".join(parts) + "\n"
 
 

@@ -57,9 +57,7 @@ def test_merge_refuses_shards_of_different_sweeps_and_reports_missing(tmp_path: 
     first = tmp_path / "a"
     run_sweep(config, first, cache_dir=tmp_path / "cache", shard=Shard(1, 2))
     other = tmp_path / "b"
-    run_sweep(
-        replace(config, batch_sizes=(1, 2, 3)), other, cache_dir=tmp_path / "cache", shard=Shard(2, 2)
-    )
+    run_sweep(replace(config, batch_sizes=(1, 2, 3)), other, cache_dir=tmp_path / "cache", shard=Shard(2, 2))
     with pytest.raises(UserError, match=r"not shards of one sweep \(batch_sizes"):
         merge_runs([first, other], tmp_path / "merged")
     partial = merge_runs([first], tmp_path / "partial")
