@@ -85,7 +85,13 @@ def draw_every_chart(page: Any) -> float:
     t0 = time.perf_counter()
     for chart in page.locator("div.chart").all():
         chart.scroll_into_view_if_needed()
-        page.wait_for_function("d => d.dataset.drawn === '1'", arg=chart.element_handle(), timeout=60_000)
+        # Lazily drawn charts (run report, compare page) mark themselves; others (history
+        # page) hold a plotly div once drawn.
+        page.wait_for_function(
+            "d => d.dataset.drawn === '1' || d.querySelector('.js-plotly-plot') !== null",
+            arg=chart.element_handle(),
+            timeout=60_000,
+        )
     return time.perf_counter() - t0
 
 
