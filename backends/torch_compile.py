@@ -52,6 +52,14 @@ class TorchCompileBackend(TorchBackend):
             details["calibration_samples"] = self.calibration_samples
             details.update(how)
         self.eager_module = module
+        if self.mode == "throughput":
+            # Inductor specialises the graph on the intra-op thread count and Dynamo guards on
+            # it: compiled at the cell's threads and called from streams running one share of
+            # them each, every stream thread recompiled (and after 8 recompiles Dynamo falls
+            # back to eager without a word). So a throughput cell compiles, checks accuracy and
+            # runs at the streams' thread count.
+            torch.set_num_threads(self.threads_per_stream())
+            details["compiled_threads"] = self.threads_per_stream()
         self.module = torch.compile(module, backend="inductor", dynamic=False)
         # torch.compile is lazy: run once so the compile lands in prepare time, not in the
         # first-inference latency. The example must be made like the timed inputs (outside
