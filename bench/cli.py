@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         "retries error/timeout/unavailable cells; refused if settings changed",
     )
     run.add_argument(
+        "--redo-interfered",
+        action="store_true",
+        help="with --resume: also measure again the cells flagged interfered (others used their cores)",
+    )
+    run.add_argument(
         "--shard",
         metavar="I/N|auto",
         help="run only shard I of N (a stable hash of each cell); auto reads Slurm/Kubernetes variables",
@@ -254,6 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         backend_options=_backend_options(args.backend_option),
         run_id=args.run_id,
         resume=args.resume,
+        redo_interfered=args.redo_interfered,
         results_dir=args.results_dir,
         cache_dir=args.cache_dir,
         progress=not args.no_progress and sys.stderr.isatty(),

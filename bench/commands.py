@@ -38,6 +38,7 @@ def run_command(
     backend_options: dict[str, dict[str, str]] | None = None,
     run_id: str | None = None,
     resume: bool = False,
+    redo_interfered: bool = False,
     results_dir: Path = Path("results"),
     cache_dir: Path | None = None,
     progress: bool = False,
@@ -67,6 +68,8 @@ def run_command(
     )
     config = _process_overrides(config, repeats, fresh_workers)
     profile_key = profile_id(profile)
+    if redo_interfered and not resume:
+        raise UserError("--redo-interfered goes with --resume (it measures a run's disturbed cells again)")
     if run_id is None and resume:
         found = latest_run(results_dir, profile_key)
         if found is None:
@@ -89,6 +92,7 @@ def run_command(
                 shard=shard_of,
                 budget_s=budget_s,
                 executor=_executor(executor, ray_address),
+                redo_interfered=redo_interfered,
             )
     except (Terminated, KeyboardInterrupt) as exc:
         # Keep the line the CLI prints pointing at this run and at the way to go on.

@@ -74,6 +74,7 @@ def run_sweep(
     shard: Shard | None = None,
     budget_s: float | None = None,
     executor: RayExecutor | None = None,
+    redo_interfered: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every cell of the sweep into `run_dir`; returns all records (old and new).
 
@@ -83,6 +84,7 @@ def run_sweep(
     runs only that share of the cells (inferbench.shard); `budget_s` plans the sweep to fit
     that many seconds, turning cells that do not fit into `skipped` rows (inferbench.budget).
     `executor` runs the cells elsewhere, all at once, one per node (inferbench.executor_ray).
+    `redo_interfered`: on resume, cells whose timed window others disturbed are measured again.
 
     Everything that can refuse the sweep (unknown names, bad options, a broken model factory,
     a resume under other settings) does so before the run folder is touched."""
@@ -137,12 +139,15 @@ def run_sweep(
         _run_cell, refs=refs, config=config, run_dir=run_dir, cache_dir=cache_dir, shared=shared
     )
     measured = _measured_by(
-        executor, job, run_dir, lambda: [c for c in cells if _needs_worker(c, done, refs, backend_classes)]
+        executor,
+        job,
+        run_dir,
+        lambda: [c for c in cells if _needs_worker(c, done, refs, backend_classes, redo_interfered)],
     )
     try:
         for cell in _execution_order(cells) if shared.enabled else cells:
             previous = done.get(cell.key)
-            if previous is not None and previous["status"] not in RETRY_ON_RESUME:
+            if previous is not None and _kept(previous, redo_interfered):
                 if events.on_cell_done:
                     events.on_cell_done(cell, previous)
                 continue
@@ -190,13 +195,26 @@ def _check_executor(executor: RayExecutor | None, budget_s: float | None) -> Non
         raise UserError("--budget plans one machine's time; it cannot be combined with --executor ray")
 
 
+def _kept(previous: dict[str, Any] | None, redo_interfered: bool = False) -> bool:
+    """Whether an earlier session's record of a cell stands (not one to retry, nor a disturbed
+    one when those are to be measured again). Until it is replaced it stays in the CSV."""
+    if previous is None or previous["status"] in RETRY_ON_RESUME:
+        return False
+    return not (redo_interfered and previous.get("interfered"))
+
+
 def _needs_worker(
-    cell: Cell, done: dict[str, Any], refs: dict[str, ModelRef], classes: dict[str, Any]
+    cell: Cell,
+    done: dict[str, Any],
+    refs: dict[str, ModelRef],
+    classes: dict[str, Any],
+    redo_interfered: bool = False,
 ) -> bool:
     """Whether the sweep loop measures this cell: not kept from an earlier session, not
     decided without a worker."""
-    kept = cell.key in done and done[cell.key]["status"] not in RETRY_ON_RESUME
-    return not kept and _static_verdict(cell, refs[cell.model], classes[cell.backend]) is None
+    if _kept(done.get(cell.key), redo_interfered):
+        return False
+    return _static_verdict(cell, refs[cell.model], classes[cell.backend]) is None
 
 
 def _measured_by(

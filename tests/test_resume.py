@@ -156,3 +156,31 @@ def test_run_written_before_the_move_still_loads() -> None:
     frame, records, env = load_run(baseline)
     assert len(frame) == len(records) > 0 and env
     assert frame["settings_hash"].isna().all()  # written before settings were hashed
+
+
+@pytest.mark.slow
+def test_resume_measures_disturbed_cells_again_when_asked(tmp_path: Path) -> None:
+    run_dir, cache = tmp_path / "results" / "r", tmp_path / "cache"
+    config = fake_sweep([FAKE], batch_sizes=(1, 2))
+    run_sweep(config, run_dir, cache_dir=cache)
+    disturbed = run_dir / "cells" / f"{config.cells()[0].key}.json"
+    record = json.loads(disturbed.read_text())
+    record.update(interfered=True, interference_pct=55.0)
+    disturbed.write_text(json.dumps(record))
+    untouched = (run_dir / "cells" / f"{config.cells()[1].key}.json").read_text()
+
+    started: list[str] = []
+    events = SweepEvents(on_cell_start=lambda cell: started.append(cell.key))
+    run_sweep(config, run_dir, cache_dir=cache, resume=True, events=events)
+    assert started == []  # a plain resume keeps a disturbed cell as it is
+    run_sweep(config, run_dir, cache_dir=cache, resume=True, events=events, redo_interfered=True)
+    assert started == [config.cells()[0].key]  # measured again, and only it
+    again = json.loads(disturbed.read_text())
+    assert again["interference_pct"] != 55.0 and again["session"] == 3
+    assert (run_dir / "cells" / f"{config.cells()[1].key}.json").read_text() == untouched
+
+
+def test_redo_interfered_needs_resume(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = main(["run", "--profile", "smoke", "--redo-interfered", "--results-dir", str(tmp_path)])
+    assert code == 2
+    assert "--redo-interfered goes with --resume" in capsys.readouterr().err
