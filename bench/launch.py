@@ -78,16 +78,9 @@ class ServedWorker:
         wall = time.perf_counter() - started
         if answered is None:
             self.close(polite=False)
-            return {
-                "status": TIMEOUT,
-                "reason": f"no result after {timeout_s:g} s (worker killed)",
-                "wall_s": wall,
-            }
+            return timed_out(timeout_s, wall)
         if answered.strip() == "done" and out_path.is_file():
-            record = json.loads(out_path.read_text())
-            out_path.unlink()
-            spec_path.unlink(missing_ok=True)
-            return {**record, "wall_s": wall}
+            return collect(spec_path, out_path, wall)
         self.close()
         return {"status": ERROR, "reason": death_reason(self.proc.returncode, log_path), "wall_s": wall}
 
@@ -114,6 +107,19 @@ def _wait_line(stream: IO[str], timeout_s: float) -> str | None:
     if not ready:
         return None
     return stream.readline()
+
+
+def timed_out(timeout_s: float, wall: float) -> dict[str, Any]:
+    """The row of a cell whose worker gave no result in time (and was killed)."""
+    return {"status": TIMEOUT, "reason": f"no result after {timeout_s:g} s (worker killed)", "wall_s": wall}
+
+
+def collect(spec_path: Path, out_path: Path, wall: float) -> dict[str, Any]:
+    """A finished cell's record, its spec and result files cleared away."""
+    record = json.loads(out_path.read_text())
+    out_path.unlink()
+    spec_path.unlink(missing_ok=True)
+    return {**record, "wall_s": wall}
 
 
 def death_reason(returncode: int | None, log_path: Path) -> str:
@@ -163,20 +169,13 @@ def run_in_worker(
             returncode = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             kill_group(proc)
-            return {
-                "status": TIMEOUT,
-                "reason": f"no result after {timeout:g} s (worker killed)",
-                "wall_s": time.perf_counter() - started,
-            }
+            return timed_out(timeout, time.perf_counter() - started)
         except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: do not leave an orphan worker behind
             kill_group(proc)
             raise
     wall = time.perf_counter() - started
     if out_path.is_file():
-        record = json.loads(out_path.read_text())
-        out_path.unlink()
-        spec_path.unlink(missing_ok=True)
-        return {**record, "wall_s": wall}
+        return collect(spec_path, out_path, wall)
     return {"status": ERROR, "reason": death_reason(returncode, log_path), "wall_s": wall}
 
 

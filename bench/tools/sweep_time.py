@@ -69,9 +69,10 @@ def report(run_dir: Path) -> str:
     lines.append("")
     lines.append("| model | cells | wall min | setup | prepare | eval | measure | overhead median s |")
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    timed = [(r, phases(r)) for r in measured]  # each record's phases, worked out once
     by_model: dict[str, list[dict[str, float]]] = {}
-    for r in measured:
-        by_model.setdefault(str(r["model"]), []).append(phases(r))
+    for r, got in timed:
+        by_model.setdefault(str(r["model"]), []).append(got)
     for model, rows in by_model.items():
         sums = {k: sum(row[k] for row in rows) for k in rows[0]}
         lines.append(
@@ -79,10 +80,10 @@ def report(run_dir: Path) -> str:
             f"{sums['prepare'] / 60:.1f} | {sums['eval'] / 60:.1f} | {sums['measure'] / 60:.1f} | "
             f"{statistics.median(row['overhead'] for row in rows):.2f} |"
         )
-    overheads = [phases(r)["overhead"] for r in measured]
+    overheads = [got["overhead"] for _, got in timed]
     if overheads:
-        first = [phases(r)["overhead"] for r in measured if not r.get("worker_cell")]
-        later = [phases(r)["overhead"] for r in measured if r.get("worker_cell")]
+        first = [got["overhead"] for r, got in timed if not r.get("worker_cell")]
+        later = [got["overhead"] for r, got in timed if r.get("worker_cell")]
         lines.append("")
         lines.append(
             f"overhead per measured cell: median {statistics.median(overheads):.2f} s, "
