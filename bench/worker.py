@@ -300,16 +300,15 @@ def serve(reply_fd: int) -> int:
     """The shared worker's loop: one cell per command line, `done` on the reply pipe after
     each record is written; ends when the runner closes stdin."""
     guard_child(None)  # gone with the runner; each cell's deadline is set as it starts
-    memo, ready = Memo(shared=True), False
+    memo = Memo(shared=True)
     with os.fdopen(reply_fd, "w") as reply:
         for served, line in enumerate(sys.stdin):
             command = json.loads(line)
             spec = json.loads(Path(command["spec"]).read_text())
             _to_log(Path(command["log"]))
             reset_deadline(spec.get("deadline_s"))
-            if not ready:
+            if served == 0:  # once, before the first engine starts
                 _setup(spec)
-                ready = True
             _between_cells()
             record = run_guarded(spec, memo)
             record["worker_cell"] = served  # 0: this cell paid the worker's start-up
