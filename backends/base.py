@@ -53,6 +53,7 @@ class ThroughputRun:
     streams: int  # requests kept in flight
     begin_ns: int
     end_ns: int
+    stream_ids: list[int] | None = None  # the stream (in-flight slot) of each request
 
     @property
     def samples(self) -> int:
@@ -284,6 +285,7 @@ class Backend(ABC):
             streams=streams,
             begin_ns=begin,
             end_ns=end,
+            stream_ids=[k for k, e in enumerate(ends) for _ in e],
         )
 
     def to_numpy(self, outputs: Any) -> list[np.ndarray]:

@@ -195,20 +195,24 @@ class OpenVinoBackend(Backend):
         queue = ov.AsyncInferQueue(self.compiled, self.infer_requests)
         starts: list[int] = []
         ends: list[int] = []
+        slots: list[int] = []
 
-        def completed(request: Any, started: int) -> None:
+        def completed(request: Any, userdata: tuple[int, int]) -> None:
             ends.append(clock())
-            starts.append(started)
+            starts.append(userdata[0])
+            slots.append(userdata[1])
 
         queue.set_callback(completed)
         begin, i = clock(), 0
         while clock() - begin < seconds * 1e9 or len(ends) < min_requests:
-            queue.get_idle_request_id()  # wait here, so a request's start is its real start
-            queue.start_async(inputs[i % len(inputs)], userdata=clock(), share_inputs=True)
+            slot = queue.get_idle_request_id()  # wait here, so a request's start is its real start
+            queue.start_async(inputs[i % len(inputs)], userdata=(clock(), slot), share_inputs=True)
             i += 1
         queue.wait_all()
         end = clock()
-        return ThroughputRun(list(starts), list(ends), batch_size, self.infer_requests, begin, end)
+        return ThroughputRun(
+            list(starts), list(ends), batch_size, self.infer_requests, begin, end, list(slots)
+        )
 
     def to_numpy(self, outputs: Any) -> list[np.ndarray]:
         return [np.array(v, dtype=np.float32) for v in outputs.values()]

@@ -10,6 +10,7 @@ no engine sees one reused tensor. See docs/methodology.md.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from inferbench.config import MeasureConfig
-from inferbench.stats import slice_rates
-from inferbench.stoprule import PrecisionRule, mean_half_width, median_half_width
+from inferbench.rate import counted_rate, pooled
+from inferbench.stoprule import PrecisionRule, median_half_width
 
 if TYPE_CHECKING:
     from inferbench.backends.base import ThroughputRun
@@ -184,15 +185,16 @@ def measure_throughput(
     Warm-up is repeated slices (at least `warmup_seconds`, or 0.2 s) until two consecutive
     slices' throughputs agree within `stable_tolerance` (capped by `warmup_max_seconds`);
     the timed run then lasts `min_seconds` and at least `min_iterations` requests. While the
-    interval of its counted rate (over equal time slices) is wider than `precision`, it is run
-    again for twice as long, up to `max_seconds` in all; the last, longest run is the answer.
+    interval of its counted rate (`inferbench.rate`) is wider than `precision`, it runs on for
+    about the time the interval says is missing, up to `max_seconds` in all; the timed runs
+    are pooled into the answer.
     """
     slice_seconds = max(config.warmup_seconds, 0.2)
     rates: list[float] = []
     spent, requests, stable = 0.0, 0, False
     while config.warmup_iterations or config.warmup_seconds:
         done = run(slice_seconds, config.warmup_iterations)
-        rates.append(done.samples / done.wall_seconds)
+        rates.append(counted_rate(done).sps)
         spent += done.wall_seconds
         requests += len(done.ends_ns)
         if len(rates) >= 2 and abs(rates[-1] - rates[-2]) <= config.stable_tolerance * rates[-2]:
@@ -202,22 +204,21 @@ def measure_throughput(
             break
     if window is not None:
         window.start()
-    seconds = config.min_seconds
-    timed = run(seconds, config.min_iterations)
-    total = timed.wall_seconds
-    while config.precision and rate_half_width(timed) > config.precision:
-        seconds *= 2
-        if total + seconds > config.max_seconds:
+    runs = [run(config.min_seconds, config.min_iterations)]
+    total = runs[0].wall_seconds
+    while config.precision:
+        width = counted_rate(pooled(runs)).half_width
+        if width <= config.precision:
             break
-        timed = run(seconds, config.min_iterations)
-        total += timed.wall_seconds
+        # Run on for about what the interval says is missing (n grows as 1/width^2), at least
+        # half of what ran so far: the looks stay geometric, a handful at most.
+        wanted = total * ((width / config.precision) ** 2 - 1) if math.isfinite(width) else total
+        seconds = min(max(wanted, total / 2), config.max_seconds - total)
+        if seconds <= 0:
+            break
+        runs.append(run(seconds, 1))
+        total += runs[-1].wall_seconds
     if window is not None:
         window.stop()
-    return Warmup(requests, spent, stable, len(rates)), timed
+    return Warmup(requests, spent, stable, len(rates)), pooled(runs)
 
-
-def rate_half_width(run: ThroughputRun) -> float:
-    """Relative half-width of the 95% interval of a run's counted rate, from its time slices."""
-    if not run.ends_ns or run.end_ns <= run.begin_ns:
-        return float("inf")
-    return mean_half_width(slice_rates(run.ends_ns, run.begin_ns, run.end_ns, 1))

@@ -1,6 +1,6 @@
 """Summary statistics of per-iteration latencies. One percentile definition for all backends
-(numpy's default linear interpolation between closest ranks), bootstrap confidence intervals,
-and the throughput of a saturated run counted from completions over wall time."""
+(numpy's default linear interpolation between closest ranks), bootstrap confidence intervals.
+A saturated run's counted rate is `inferbench.rate`'s."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import numpy as np
 PERCENTILES = (50, 90, 99)
 CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 12345  # fixed: the same samples always give the same interval
-THROUGHPUT_WINDOWS = 20  # time slices a saturated run is cut into for its interval
 
 
 def bootstrap_ci(
@@ -50,32 +49,6 @@ def latency_intervals(groups: Sequence[Sequence[int]], batch_size: int, resample
         "latency_p50_ci_high_ms": p50[1],
         "throughput_ci_low_sps": sps[0],
         "throughput_ci_high_sps": sps[1],
-    }
-
-
-def slice_rates(ends_ns: Sequence[int], begin_ns: int, end_ns: int, samples_per_request: int) -> list[float]:
-    """Samples/s completed in each of THROUGHPUT_WINDOWS equal slices of the run."""
-    edges = np.linspace(begin_ns, end_ns, THROUGHPUT_WINDOWS + 1)
-    counts = np.histogram(np.asarray(ends_ns, dtype=np.float64), bins=edges)[0]
-    seconds = (end_ns - begin_ns) / 1e9 / THROUGHPUT_WINDOWS
-    return [float(c * samples_per_request / seconds) for c in counts]
-
-
-def throughput_summary(
-    ends_ns: Sequence[int], begin_ns: int, end_ns: int, samples_per_request: int, resamples: int
-) -> dict[str, float]:
-    """Completed samples over wall time, with a 95% interval from the per-slice rates: the run
-    is cut into equal time slices and the slices are resampled."""
-    wall = (end_ns - begin_ns) / 1e9
-    if wall <= 0 or not len(ends_ns):
-        raise ValueError("no completed requests to summarize")
-    per_slice = slice_rates(ends_ns, begin_ns, end_ns, samples_per_request)
-    low, high = bootstrap_ci([per_slice], lambda x: float(x.mean()), resamples)
-    return {
-        "throughput_sps": samples_per_request * len(ends_ns) / wall,
-        "throughput_ci_low_sps": low,
-        "throughput_ci_high_sps": high,
-        "wall_measured_s": wall,
     }
 
 

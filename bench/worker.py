@@ -37,11 +37,12 @@ from inferbench.config import AccuracyConfig, Cell, MeasureConfig
 from inferbench.errors import UnsupportedError, first_line
 from inferbench.evaluation import engine_infer, evaluation_chunks, reference_infer, run_chunks
 from inferbench.interference import InterferenceProbe, Thresholds
-from inferbench.measure import backend_iteration, measure, measure_throughput, rate_half_width
+from inferbench.measure import backend_iteration, measure, measure_throughput
+from inferbench.rate import counted_rate
 from inferbench.models import ModelDef, ModelRef, build_model, count_flops
 from inferbench.procs import add_user_path, guard_child, reset_deadline
 from inferbench.refcache import cached_flops, cached_reference
-from inferbench.stats import accuracy, latency_intervals, slice_rates, summarize, throughput_summary
+from inferbench.stats import accuracy, latency_intervals, summarize
 from inferbench.status import ACCURACY_FAIL, ERROR, OK, UNSUPPORTED
 from inferbench.util import atomic_write_json
 
@@ -211,14 +212,16 @@ def _time_throughput(
     probe = _probe(config)
     warmup, run = measure_throughput(saturate, config, window=probe)
     latencies = [end - start for start, end in zip(run.starts_ns, run.ends_ns, strict=True)]
+    rate = counted_rate(run)
+    low, high = rate.interval
     record: dict[str, Any] = {
         "latencies_ns": latencies,
         "warmup_iterations": warmup.iterations,
         "warmup_s": warmup.seconds,
         "warmup_stable": warmup.stable,
         "capped": len(latencies) < config.min_iterations
-        or bool(config.precision and rate_half_width(run) > config.precision),
-        "throughput_half_width_pct": 100 * rate_half_width(run),
+        or bool(config.precision and rate.half_width > config.precision),
+        "throughput_half_width_pct": 100 * rate.half_width,
         "p99_reliable": len(latencies) >= config.tail_samples,
         "streams": run.streams,
         **probe.result(),
@@ -226,11 +229,11 @@ def _time_throughput(
         **summarize(latencies, batch_size),
         **latency_intervals([latencies], batch_size, config.bootstrap_resamples),
     }
-    counted = throughput_summary(
-        run.ends_ns, run.begin_ns, run.end_ns, batch_size, config.bootstrap_resamples
-    )
-    record.update(counted)  # completed samples over wall time, never derived from latency
-    record["throughput_slices_sps"] = slice_rates(run.ends_ns, run.begin_ns, run.end_ns, batch_size)
+    # Counted completions per stream over its busy time (inferbench.rate), never from latency.
+    record.update({"throughput_sps": rate.sps, "throughput_ci_low_sps": low, "throughput_ci_high_sps": high})
+    record["throughput_slices_sps"] = rate.group_sps
+    # The plain count over the whole wall time, edge effect included, as a cross-check.
+    record["throughput_wall_sps"] = run.samples / run.wall_seconds
     return record
 
 
