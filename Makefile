@@ -48,7 +48,7 @@ postgres:
 	  || echo "postgresql not installed: the PostgreSQL history tests will be skipped"
 
 bench: setup
-	$(PY) -m inferbench run --profile $(HW) $(if $(filter cpu,$(HW)),--peak measure) $(ARGS)
+	$(PY) -m inferbench run --profile $(HW) $(if $(filter cpu cpu-full,$(HW)),--peak measure) $(ARGS)
 
 report: setup
 	$(PY) -m inferbench report $(RUN)

@@ -9,11 +9,17 @@ from inferbench.errors import UserError
 
 
 def test_builtin_profiles_load_and_validate() -> None:
-    assert {"cpu", "smoke"} <= set(profile_names())
-    cpu = load_profile("cpu")
-    assert set(cpu.models) == {"resnet50", "bert-base", "lstm", "minilm"}
-    assert set(cpu.backends) == {"torch", "torchscript", "torch-compile", "onnxruntime", "openvino"}
-    assert cpu.batch_sizes == (1, 8, 32)
+    assert {"cpu", "cpu-full", "smoke"} <= set(profile_names())
+    engines = {"torch", "torchscript", "torch-compile", "onnxruntime", "openvino"}
+    cpu = load_profile("cpu")  # the default: sized for about 30 minutes on 2 vCPUs
+    assert set(cpu.models) == {"resnet50", "lstm", "minilm"}
+    assert set(cpu.backends) == engines
+    assert cpu.batch_sizes == (1, 8)
+    assert len(cpu.cells()) == 180
+    full = load_profile("cpu-full")
+    assert set(full.models) == {"resnet50", "bert-base", "lstm", "minilm"}
+    assert set(full.backends) == engines and full.batch_sizes == (1, 8, 32)
+    assert len(full.cells()) == 360
     assert load_profile("smoke").measure.min_iterations >= 1
 
 
