@@ -71,6 +71,12 @@ def exclusion(row: dict[str, Any]) -> str | None:
     return None
 
 
+def only_capped(row: dict[str, Any]) -> bool:
+    """Measured, and kept out of the answer by `capped` alone."""
+    flags = [column for column in FLAGS if truthy(row.get(column))]
+    return str(row.get("status")) == OK and flags == ["capped"] and not falsy(row.get("accuracy_checked"))
+
+
 def metric_of(mode: str) -> str:
     return "throughput_sps" if mode == "throughput" else "latency_p50_ms"
 
@@ -141,6 +147,9 @@ class Answer:
     not_run: dict[str, int] = field(default_factory=dict)
     #: The machine every candidate ran on, when the run holds several ("" otherwise).
     host: str = ""
+    #: With no winner: the fastest cell kept out only because it was capped (its maximum time
+    #: came before the precision asked for). Shown as not decided, with its interval.
+    provisional: Pick | None = None
 
     @property
     def metric(self) -> str:
@@ -224,6 +233,11 @@ def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
         return (sign * float(row[metric]), math.inf if err is None else err, order)
 
     ranked = [row for _, row in sorted(candidates, key=rank)]
+    capped = (
+        []
+        if ranked
+        else [(i, r) for i, r in enumerate(rows) if only_capped(r) and _num(r.get(metric)) is not None]
+    )
     # The eager reference is the same number as the table's speedup_vs_eager_fp32 uses: any
     # `ok` eager FP32 cell, flagged or not (a flag keeps it from winning, not from measuring).
     eager_rows = [r for r in rows if (r["backend"], r["precision"]) == REFERENCE and r["status"] == OK]
@@ -233,6 +247,11 @@ def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
     picks = [_pick(r, mode, eager, best_fp32) for r in ranked[:2]]
     winner = picks[0] if picks else None
     runner_up = picks[1] if len(picks) > 1 else None
+    provisional = None
+    if capped:
+        leaders = [row for _, row in sorted(capped, key=rank)]
+        fp32_capped = [r for r in leaders if r["precision"] == "fp32"]
+        provisional = _pick(leaders[0], mode, eager, fp32_capped[0] if fp32_capped else None)
     return Answer(
         model=str(model),
         batch_size=int(batch_size),
@@ -244,6 +263,7 @@ def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
         excluded=dict(sorted(excluded.items())),
         not_run=dict(sorted(not_run.items())),
         host=host_of(rows[0]) if len(key) > 4 else "",
+        provisional=provisional,
     )
 
 
@@ -302,6 +322,14 @@ def group_text(answer: Answer, show_threads: bool) -> str:
     return f"b{answer.batch_size}{threads} {answer.mode}"
 
 
+def nothing_text(answer: Answer) -> str:
+    """What the answer says without a winner: nothing passed, or the fastest capped cell, whose
+    interval is wider than asked (the order is not decided)."""
+    if answer.provisional is None:
+        return "nothing passed"
+    return f"not decided (capped): fastest {answer.provisional.name}"
+
+
 def runner_up_text(answer: Answer) -> str:
     if answer.runner_up is None:
         return ""
@@ -316,12 +344,13 @@ def answer_rows(found: list[Answer]) -> list[dict[str, str]]:
     rows = []
     for a in found:
         w = a.winner
+        p = a.provisional
         rows.append(
             {
                 "model": a.model,
                 "case": group_text(a, show_threads),
-                "fastest": w.name if w else "nothing passed",
-                "p50 / throughput [95% CI]": value_text(a, w) if w else "",
+                "fastest": w.name if w else nothing_text(a),
+                "p50 / throughput [95% CI]": value_text(a, w) if w else (value_text(a, p) if p else ""),
                 "vs eager FP32": speedup_text(w.speedup_vs_eager_fp32) if w else "",
                 "vs best FP32": (
                     f"{speedup_text(w.speedup_vs_best_fp32)} ({w.best_fp32})"
@@ -364,7 +393,11 @@ def answer_lines(found: list[Answer]) -> list[str]:
             model = (a.model, a.host)
             lines.append(f"{a.model} on host {a.host}" if a.host else a.model)
         w = a.winner
-        parts = [f"{w.name}: {value_text(a, w)}" if w else "nothing passed"]
+        if w:
+            parts = [f"{w.name}: {value_text(a, w)}"]
+        else:
+            p = a.provisional
+            parts = [nothing_text(a) + (f": {value_text(a, p)}" if p else "")]
         if w and w.speedup_vs_eager_fp32 is not None:
             parts.append(f"{speedup_text(w.speedup_vs_eager_fp32)} vs eager FP32")
         if w and w.speedup_vs_best_fp32 is not None:

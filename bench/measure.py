@@ -221,4 +221,3 @@ def measure_throughput(
     if window is not None:
         window.stop()
     return Warmup(requests, spent, stable, len(rates)), pooled(runs)
-

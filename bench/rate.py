@@ -23,6 +23,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from inferbench.stoprule import mean_half_width
@@ -74,7 +75,7 @@ def counted_rate(run: ThroughputRun) -> Rate:
     for stream, indices in by_stream.items():
         indices.sort(key=run.starts_ns.__getitem__)
         slot = stream % slots  # pooled runs number their streams run * streams + k
-        for i, j in zip(indices, indices[1:] + [None], strict=True):
+        for i, j in zip(indices, [*indices[1:], None], strict=True):
             end = run.ends_ns[i] if j is None else run.starts_ns[j]
             cycles.append((run.starts_ns[i], slot, max(end - run.starts_ns[i], 1)))
         count[slot] += len(indices)
@@ -93,7 +94,7 @@ def _batch_means(values: Sequence[float]) -> list[float]:
     if n < 2 * GROUPS:
         return list(values)
     edges = [round(k * n / GROUPS) for k in range(GROUPS + 1)]
-    return [sum(values[a:b]) / (b - a) for a, b in zip(edges, edges[1:], strict=False)]
+    return [sum(values[a:b]) / (b - a) for a, b in pairwise(edges)]
 
 
 def pooled(runs: Sequence[ThroughputRun]) -> ThroughputRun:

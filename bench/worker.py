@@ -38,9 +38,9 @@ from inferbench.errors import UnsupportedError, first_line
 from inferbench.evaluation import engine_infer, evaluation_chunks, reference_infer, run_chunks
 from inferbench.interference import InterferenceProbe, Thresholds
 from inferbench.measure import backend_iteration, measure, measure_throughput
-from inferbench.rate import counted_rate
 from inferbench.models import ModelDef, ModelRef, build_model, count_flops
 from inferbench.procs import add_user_path, guard_child, reset_deadline
+from inferbench.rate import counted_rate
 from inferbench.refcache import cached_flops, cached_reference
 from inferbench.stats import accuracy, latency_intervals, summarize
 from inferbench.status import ACCURACY_FAIL, ERROR, OK, UNSUPPORTED

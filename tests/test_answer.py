@@ -135,9 +135,31 @@ def test_model_with_nothing_passing() -> None:
     assert answer.winner is None and answer.runner_up is None
     assert answer.excluded == {"accuracy-fail": 1, "capped": 1}
     assert answer.not_run == {"error": 1, "unsupported": 1}
+    # The capped cell is the only one measured and otherwise fine: shown, but not as a winner.
+    assert answer.provisional is not None and answer.provisional.backend == "torchscript"
     row = answer_rows([answer])[0]
-    assert row["fastest"] == "nothing passed"
+    assert row["fastest"] == "not decided (capped): fastest torchscript fp32"
     assert row["did not run"] == "1 error, 1 unsupported"
+    bare = _only(
+        _frame(
+            _cell("openvino", "int8", 4.0, status="accuracy-fail"),
+            _cell("torch", "fp32", 9.0, interfered=True),
+        )
+    )
+    assert bare.winner is None and bare.provisional is None
+    assert answer_rows([bare])[0]["fastest"] == "nothing passed"
+
+
+def test_capped_cells_never_win_but_lead_when_nothing_else_was_measured() -> None:
+    both = _only(_frame(_cell("torch", "fp32", 10.0), _cell("openvino", "int8", 2.0, capped=True)))
+    assert both.winner is not None and both.winner.backend == "torch" and both.provisional is None
+    flagged_twice = _only(_frame(_cell("openvino", "int8", 2.0, capped=True, interfered=True)))
+    assert flagged_twice.provisional is None  # interference is not a precision question
+    leader = _only(
+        _frame(_cell("torch", "fp32", 10.0, capped=True), _cell("openvino", "int8", 2.0, capped=True))
+    )
+    assert leader.provisional is not None and leader.provisional.backend == "openvino"
+    assert leader.provisional.speedup_vs_eager_fp32 == pytest.approx(5.0)
 
 
 def test_throughput_mode_prefers_more_samples_per_second_and_its_interval() -> None:

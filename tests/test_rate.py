@@ -97,8 +97,12 @@ def test_measure_throughput_runs_on_until_precise_then_pools() -> None:
         return loops
 
     config = MeasureConfig(
-        warmup_iterations=0, warmup_seconds=0.0, min_iterations=4, min_seconds=0.5,
-        max_seconds=30.0, precision=0.02,
+        warmup_iterations=0,
+        warmup_seconds=0.0,
+        min_iterations=4,
+        min_seconds=0.5,
+        max_seconds=30.0,
+        precision=0.02,
     )
     _, timed = measure_throughput(run, config)
     assert len(lengths) >= 2  # 10 cycles of 20% spread are not within 2%: it ran on
@@ -114,8 +118,12 @@ def test_measure_throughput_stops_at_max_seconds() -> None:
         return closed_loops([list(rng.lognormal(math.log(0.05), 0.8, n)) for _ in range(2)])
 
     config = MeasureConfig(
-        warmup_iterations=0, warmup_seconds=0.0, min_iterations=4, min_seconds=0.5,
-        max_seconds=2.0, precision=0.001,
+        warmup_iterations=0,
+        warmup_seconds=0.0,
+        min_iterations=4,
+        min_seconds=0.5,
+        max_seconds=2.0,
+        precision=0.001,
     )
     lengths: list[float] = []
     _, timed = measure_throughput(lambda s, m: (lengths.append(s), run(s, m))[1], config)
