@@ -343,14 +343,13 @@ def answer_rows(found: list[Answer]) -> list[dict[str, str]]:
     show_threads = len({a.threads for a in found}) > 1
     rows = []
     for a in found:
-        w = a.winner
-        p = a.provisional
+        w = a.winner or a.provisional  # a provisional leader is described like a winner
         rows.append(
             {
                 "model": a.model,
                 "case": group_text(a, show_threads),
-                "fastest": w.name if w else nothing_text(a),
-                "p50 / throughput [95% CI]": value_text(a, w) if w else (value_text(a, p) if p else ""),
+                "fastest": a.winner.name if a.winner else nothing_text(a),
+                "p50 / throughput [95% CI]": value_text(a, w) if w else "",
                 "vs eager FP32": speedup_text(w.speedup_vs_eager_fp32) if w else "",
                 "vs best FP32": (
                     f"{speedup_text(w.speedup_vs_best_fp32)} ({w.best_fp32})"
@@ -392,12 +391,8 @@ def answer_lines(found: list[Answer]) -> list[str]:
         if (a.model, a.host) != model:
             model = (a.model, a.host)
             lines.append(f"{a.model} on host {a.host}" if a.host else a.model)
-        w = a.winner
-        if w:
-            parts = [f"{w.name}: {value_text(a, w)}"]
-        else:
-            p = a.provisional
-            parts = [nothing_text(a) + (f": {value_text(a, p)}" if p else "")]
+        w = a.winner or a.provisional  # a provisional leader is described like a winner
+        parts = [f"{a.winner.name if a.winner else nothing_text(a)}" + (f": {value_text(a, w)}" if w else "")]
         if w and w.speedup_vs_eager_fp32 is not None:
             parts.append(f"{speedup_text(w.speedup_vs_eager_fp32)} vs eager FP32")
         if w and w.speedup_vs_best_fp32 is not None:

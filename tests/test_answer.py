@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from inferbench.answer import Answer, answer_rows, answers, exclusion, falsy, truthy
+from inferbench.answer import Answer, answer_lines, answer_rows, answers, exclusion, falsy, truthy
 from inferbench.storage import to_frame
 from inferbench.summary import summary_markdown
 
@@ -160,6 +160,11 @@ def test_capped_cells_never_win_but_lead_when_nothing_else_was_measured() -> Non
     )
     assert leader.provisional is not None and leader.provisional.backend == "openvino"
     assert leader.provisional.speedup_vs_eager_fp32 == pytest.approx(5.0)
+    row = answer_rows([leader])[0]
+    assert row["fastest"] == "not decided (capped): fastest openvino int8"
+    assert row["vs eager FP32"] == "5.00x" and row["p50 / throughput [95% CI]"].startswith("2 ms")
+    line = answer_lines([leader])[1]
+    assert "not decided (capped): fastest openvino int8: 2 ms" in line and "5.00x vs eager FP32" in line
 
 
 def test_throughput_mode_prefers_more_samples_per_second_and_its_interval() -> None:
