@@ -322,9 +322,11 @@ def group_text(answer: Answer, show_threads: bool) -> str:
     return f"b{answer.batch_size}{threads} {answer.mode}"
 
 
-def nothing_text(answer: Answer) -> str:
-    """What the answer says without a winner: nothing passed, or the fastest capped cell, whose
+def fastest_text(answer: Answer) -> str:
+    """The winner's name; without one, nothing passed, or the fastest capped cell, whose
     interval is wider than asked (the order is not decided)."""
+    if answer.winner is not None:
+        return answer.winner.name
     if answer.provisional is None:
         return "nothing passed"
     return f"not decided (capped): fastest {answer.provisional.name}"
@@ -348,7 +350,7 @@ def answer_rows(found: list[Answer]) -> list[dict[str, str]]:
             {
                 "model": a.model,
                 "case": group_text(a, show_threads),
-                "fastest": a.winner.name if a.winner else nothing_text(a),
+                "fastest": fastest_text(a),
                 "p50 / throughput [95% CI]": value_text(a, w) if w else "",
                 "vs eager FP32": speedup_text(w.speedup_vs_eager_fp32) if w else "",
                 "vs best FP32": (
@@ -392,7 +394,7 @@ def answer_lines(found: list[Answer]) -> list[str]:
             model = (a.model, a.host)
             lines.append(f"{a.model} on host {a.host}" if a.host else a.model)
         w = a.winner or a.provisional  # a provisional leader is described like a winner
-        parts = [f"{a.winner.name if a.winner else nothing_text(a)}" + (f": {value_text(a, w)}" if w else "")]
+        parts = [fastest_text(a) + (f": {value_text(a, w)}" if w else "")]
         if w and w.speedup_vs_eager_fp32 is not None:
             parts.append(f"{speedup_text(w.speedup_vs_eager_fp32)} vs eager FP32")
         if w and w.speedup_vs_best_fp32 is not None:

@@ -205,9 +205,9 @@ def measure_throughput(
     if window is not None:
         window.start()
     runs = [run(config.min_seconds, config.min_iterations)]
-    total = runs[0].wall_seconds
+    timed, total = runs[0], runs[0].wall_seconds
     while config.precision:
-        width = counted_rate(pooled(runs)).half_width
+        width = counted_rate(timed).half_width
         if width <= config.precision:
             break
         # Run on for about what the interval says is missing (n grows as 1/width^2), at least
@@ -217,7 +217,7 @@ def measure_throughput(
         if seconds <= 0:
             break
         runs.append(run(seconds, 1))
-        total += runs[-1].wall_seconds
+        timed, total = pooled(runs), total + runs[-1].wall_seconds
     if window is not None:
         window.stop()
-    return Warmup(requests, spent, stable, len(rates)), pooled(runs)
+    return Warmup(requests, spent, stable, len(rates)), timed
