@@ -47,6 +47,10 @@ class MeasureConfig:
     # (0.01 = +-1%), looked at in geometric steps (inferbench.stoprule); a cell that reaches a
     # maximum first is `capped`. 0 turns the rule off: the loop then runs for its tail samples.
     precision: float = 0.01
+    # The same for throughput mode's counted rate (the batch-means interval, inferbench.rate);
+    # -1: as `precision`. A saturated machine's rate wanders more between stretches of a run
+    # than one stream's p50, so a profile may ask less of it.
+    throughput_precision: float = -1.0
     # Samples needed before p99 is reported as trustworthy (about 100 per 1% tail sample);
     # p99 is marked when it falls short. The loop runs on for them only with `chase_tail = 1`
     # (or precision = 0): the default does not pay for a reliable tail.
@@ -93,6 +97,10 @@ class MeasureConfig:
         _require(self.stable_tolerance > 0, "measure.stable_tolerance must be > 0")
         _require(self.tail_samples >= 1, "measure.tail_samples must be >= 1")
         _require(0 <= self.precision < 1, "measure.precision must be in [0, 1) (0 = off, 0.01 = 1%)")
+        _require(
+            self.throughput_precision == -1 or 0 <= self.throughput_precision < 1,
+            "measure.throughput_precision must be -1 (as precision) or in [0, 1) (0 = off, 0.02 = 2%)",
+        )
         _require(self.chase_tail in (0, 1), "measure.chase_tail must be 0 or 1")
         _require(self.shared_workers in (0, 1), "measure.shared_workers must be 0 or 1")
         _require(self.bootstrap_resamples >= 100, "measure.bootstrap_resamples must be >= 100")
@@ -101,6 +109,11 @@ class MeasureConfig:
         _require(self.interference_max_pct > 0, "measure.interference_max_pct must be > 0")
         _require(self.steal_max_pct > 0, "measure.steal_max_pct must be > 0")
         _require(self.interference_retries >= 0, "measure.interference_retries must be >= 0")
+
+    @property
+    def rate_precision(self) -> float:
+        """The half-width asked of throughput mode's counted rate (0: no stop rule)."""
+        return self.precision if self.throughput_precision < 0 else self.throughput_precision
 
 
 # Relative L2 error allowed against the FP32 eager reference before a cell is `accuracy-fail`.

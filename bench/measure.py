@@ -185,8 +185,8 @@ def measure_throughput(
     Warm-up is repeated slices (at least `warmup_seconds`, or 0.2 s) until two consecutive
     slices' throughputs agree within `stable_tolerance` (capped by `warmup_max_seconds`);
     the timed run then lasts `min_seconds` and at least `min_iterations` requests. While the
-    interval of its counted rate (`inferbench.rate`) is wider than `precision`, it runs on for
-    about the time the interval says is missing, up to `max_seconds` in all; the timed runs
+    interval of its counted rate (`inferbench.rate`) is wider than `rate_precision`, it runs on
+    for about the time the interval says is missing, up to `max_seconds` in all; the timed runs
     are pooled into the answer.
     """
     slice_seconds = max(config.warmup_seconds, 0.2)
@@ -206,13 +206,14 @@ def measure_throughput(
         window.start()
     runs = [run(config.min_seconds, config.min_iterations)]
     timed, total = runs[0], runs[0].wall_seconds
-    while config.precision:
+    target = config.rate_precision
+    while target:
         width = counted_rate(timed).half_width
-        if width <= config.precision:
+        if width <= target:
             break
         # Run on for about what the interval says is missing (n grows as 1/width^2), at least
         # half of what ran so far: the looks stay geometric, a handful at most.
-        wanted = total * ((width / config.precision) ** 2 - 1) if math.isfinite(width) else total
+        wanted = total * ((width / target) ** 2 - 1) if math.isfinite(width) else total
         seconds = min(max(wanted, total / 2), config.max_seconds - total)
         if seconds <= 0:
             break

@@ -150,3 +150,27 @@ def unbatched_factory() -> tuple[Any, dict[str, Any]]:
 def hanging_factory() -> ModelDef:
     time.sleep(3600)
     raise AssertionError("unreachable")
+
+
+class LinearBackend(FakeBackend):
+    """Computes `torch_linear_model` in numpy: accurate, the same in every mode."""
+
+    name = "linear"
+
+    def prepare(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
+        self.weight = model.module.weight.detach().numpy().T.copy()
+        self.bias = model.module.bias.detach().numpy().copy()
+        return super().prepare(model, precision, batch_size)
+
+    def run(self, inputs: Any) -> Any:
+        return [inputs["x"] @ self.weight + self.bias]
+
+
+class ModeDependentBackend(LinearBackend):
+    """Like LinearBackend, but off by about 1% in throughput mode: another engine there."""
+
+    name = "mode-dependent"
+
+    def run(self, inputs: Any) -> Any:
+        out = super().run(inputs)[0]
+        return [out * 1.01 if self.mode == "throughput" else out]

@@ -152,9 +152,9 @@ def test_real_a_a_two_smoke_runs_do_not_regress(capsys: pytest.CaptureFixture[st
         '[sweep]\nmodels = ["mlp"]\nbackends = ["torch", "onnxruntime"]\nbatch_sizes = [1, 4]\n'
         "threads = [1]\n[measure]\nwarmup_iterations = 20\nwarmup_seconds = 0.1\n"
         "min_iterations = 200\nmin_seconds = 0.2\nmax_iterations = 2000\nrepeats = 3\nprecision = 0.0\n"
-        # Statistics across processes are under test here, not interference (test_interference):
-        # on a shared test machine every cell would be re-measured and called inconclusive.
-        "interference_max_pct = 100.0\nsteal_max_pct = 100.0\n"
+        # The interference probe stays on, as in any run: a neighbour that slows one side's
+        # processes (1.58x on one cell was seen once, with other work on the VM) makes that
+        # cell `interfered`, which compare calls inconclusive, never a change.
     )
     for run in ("a1", "a2"):
         assert (
@@ -177,7 +177,7 @@ def test_real_a_a_two_smoke_runs_do_not_regress(capsys: pytest.CaptureFixture[st
     code = main(["compare", str(tmp_path / "a1"), str(tmp_path / "a2"), "--max-regression", "20%"])
     err = capsys.readouterr().err
     # Never a regression; on a busy shared machine 3 processes a side can be too few to decide
-    # at 20% (exit 3, inconclusive), which is an honest answer, not a false alarm.
+    # at 20%, or a disturbed cell is inconclusive (exit 3): an honest answer, not a false alarm.
     assert code in (0, 3), err
     assert "REGRESSION" not in err
     compared = (tmp_path / "a2" / "compare.csv").read_text()

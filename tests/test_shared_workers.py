@@ -78,3 +78,26 @@ def test_shared_workers_is_validated_and_not_hashed() -> None:
     other = replace(config, measure=replace(config.measure, shared_workers=0))
     assert config.cell_settings(cell, {}) == other.cell_settings(cell, {})
     assert json.dumps(config.to_dict()) != json.dumps(other.to_dict())  # recorded, though
+
+
+def test_throughput_cell_takes_its_latency_twins_check_only_when_outputs_agree(
+    run_dir: Path, cache_dir: Path
+) -> None:
+    same, other = "tests.fakes:LinearBackend", "tests.fakes:ModeDependentBackend"
+    config = fake_sweep(
+        [same, other], models=("tests.fakes:torch_linear_model",), modes=("latency", "throughput")
+    )
+    run_sweep(config, run_dir, cache_dir=cache_dir)
+    cells = {(r["backend"], r["batch_size"], r["mode"]): r for r in load_cells(run_dir)}
+    for batch in (1, 2):
+        latency, throughput = cells[(same, batch, "latency")], cells[(same, batch, "throughput")]
+        assert "accuracy_from" not in latency and latency["eval_samples"] == 64
+        assert latency["status"] == throughput["status"] == "ok"
+        assert throughput["accuracy_from"] == latency["cell_key"]
+        assert throughput["accuracy_from_rel_diff"] <= 1e-5
+        assert throughput["rel_l2_err"] == latency["rel_l2_err"]
+        # Outputs 1% apart in throughput mode: the full check runs there, and fails it (fp32).
+        latency, throughput = cells[(other, batch, "latency")], cells[(other, batch, "throughput")]
+        assert throughput.get("accuracy_from") != latency["cell_key"]  # (a re-measure may reuse its own)
+        assert throughput["rel_l2_err"] > 0.005 > latency["rel_l2_err"]
+        assert (latency["status"], throughput["status"]) == ("ok", "accuracy-fail")

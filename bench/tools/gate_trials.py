@@ -151,7 +151,7 @@ def _outcome(trial: Trial, slow_backend: str | None) -> str:
     return "caught" if trial.exit_code == 1 else ("undecided" if trial.exit_code == 3 else "missed")
 
 
-def baseline_trials(args: argparse.Namespace, out: Path) -> list[Trial]:
+def baseline_trials(args: argparse.Namespace, out: Path, journal: Journal) -> None:
     """The old gate: a stored baseline from this machine, then runs compared with it."""
     base_run = out / "baseline" / "base"
     extra = list(args.extra)
@@ -166,7 +166,6 @@ def baseline_trials(args: argparse.Namespace, out: Path) -> list[Trial]:
         "--no-progress",
     ]
     subprocess.run([*run, *extra, "--results-dir", str(base_run.parent), "--run-id", "base"], check=True)
-    trials = []
     for i in range(args.baseline):
         started = time.perf_counter()
         new = out / "baseline" / f"new-{i}"
@@ -176,17 +175,30 @@ def baseline_trials(args: argparse.Namespace, out: Path) -> list[Trial]:
         flagged, undecided = _read_verdict(new)
         trial = Trial("baseline", code, (time.perf_counter() - started) / 60, flagged, undecided)
         trial.outcome = _outcome(trial, None)
-        trials.append(_report(trial, i))
-    return trials
+        journal.add(trial, i)
 
 
-def _report(trial: Trial, index: int) -> Trial:
-    print(
-        f"{trial.kind:12} #{index + 1:<3} exit {trial.exit_code}  {trial.outcome:28} "
-        f"{trial.minutes:5.1f} min  flagged: {', '.join(trial.flagged) or '-'}",
-        flush=True,
-    )
-    return trial
+@dataclass
+class Journal:
+    """The trials so far: one line printed per trial, trials.json rewritten after each one, so
+    an interrupted campaign keeps what it measured."""
+
+    out: Path
+    head: str
+    rounds: int
+    trials: list[Trial] = field(default_factory=list)
+
+    def add(self, trial: Trial, index: int) -> None:
+        print(
+            f"{trial.kind:12} #{index + 1:<3} exit {trial.exit_code}  {trial.outcome:28} "
+            f"{trial.minutes:5.1f} min  flagged: {', '.join(trial.flagged) or '-'}",
+            flush=True,
+        )
+        self.trials.append(trial)
+        atomic_write_json(
+            self.out / "trials.json",
+            {"head": self.head, "rounds": self.rounds, "trials": [asdict(t) for t in self.trials]},
+        )
 
 
 def summary(trials: list[Trial]) -> str:
@@ -229,14 +241,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     head = _git(repo, "rev-parse", "HEAD")
     out: Path = args.out.resolve()
     common = ["--profile", args.profile, *args.extra]
-    trials: list[Trial] = []
+    journal = Journal(out, head, args.rounds)
     for i in range(args.aa):
         hog = i >= args.aa - args.hog
         target = out / f"aa-{i}"
         code, minutes = run_ab(["--base", head, "--head", head, *common], target, args.rounds, hog)
         trial = Trial("A/A + hog" if hog else "A/A", code, minutes, *_read_verdict(target))
         trial.outcome = _outcome(trial, None)
-        trials.append(_report(trial, i))
+        journal.add(trial, i)
     for pct in args.slowdown or [10.0]:
         if not args.ab:
             break
@@ -249,18 +261,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 trial = Trial(f"A/B +{pct:g}%", code, minutes, *_read_verdict(target))
                 trial.outcome = _outcome(trial, args.slow_backend)
-                trials.append(_report(trial, i))
+                journal.add(trial, i)
         finally:
             _git(repo, "branch", "-D", branch)
     if args.baseline:
-        trials += baseline_trials(args, out)
-    if not trials:
+        baseline_trials(args, out, journal)
+    if not journal.trials:
         parser.error("nothing to do: give --aa, --ab and/or --baseline")
-    table = summary(trials)
+    table = summary(journal.trials)
     print(table)
-    atomic_write_json(
-        out / "trials.json", {"head": head, "rounds": args.rounds, "trials": [asdict(t) for t in trials]}
-    )
     atomic_write_text(out / "trials.md", table + "\n")
     return 0
 

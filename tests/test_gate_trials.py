@@ -1,0 +1,44 @@
+"""The gate-trials tool (inferbench.tools.gate_trials): how each trial is scored, and that an
+interrupted campaign keeps the trials it ran."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from inferbench.tools.gate_trials import Journal, Trial, _outcome, summary
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "flagged", "slow", "outcome"),
+    [
+        (0, [], None, "pass"),
+        (1, ["lstm/torch/b1"], None, "FALSE ALARM"),
+        (3, [], None, "undecided"),
+        (1, ["lstm/onnxruntime/b1"], "onnxruntime", "caught"),
+        (1, ["lstm/onnxruntime/b1", "lstm/torch/b1"], "onnxruntime", "FALSE ALARM (other backend)"),
+        (0, [], "onnxruntime", "missed"),
+        (3, [], "onnxruntime", "undecided"),
+        (2, [], "onnxruntime", "error (exit 2)"),
+    ],
+)
+def test_each_trial_is_scored_against_the_known_truth(
+    exit_code: int, flagged: list[str], slow: str | None, outcome: str
+) -> None:
+    assert _outcome(Trial("t", exit_code, 1.0, flagged), slow) == outcome
+
+
+def test_journal_keeps_every_trial_as_it_goes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    journal = Journal(tmp_path, "abc123", rounds=6)
+    first = Trial("A/A", 0, 2.5, outcome="pass")
+    journal.add(first, 0)
+    saved = json.loads((tmp_path / "trials.json").read_text())
+    assert saved["rounds"] == 6 and [t["outcome"] for t in saved["trials"]] == ["pass"]
+    journal.add(Trial("A/B +10%", 1, 2.4, ["lstm/onnxruntime/b1"], outcome="caught"), 0)
+    saved = json.loads((tmp_path / "trials.json").read_text())
+    assert [t["kind"] for t in saved["trials"]] == ["A/A", "A/B +10%"]
+    assert "caught" in capsys.readouterr().out
+    table = summary(journal.trials)
+    assert "| A/A | 1 | 1 | 0 |" in table and "| A/B +10% | 1 | 0 | 0 | 1 |" in table
