@@ -70,6 +70,23 @@ class Memo:
     def model_key(ref: ModelRef, seed: int) -> tuple[str, int]:
         return json.dumps(asdict(ref), sort_keys=True, default=str), seed
 
+    def same_check(self, key: tuple[Any, ...], first: list[np.ndarray]) -> dict[str, Any] | None:
+        """The figures of an earlier check under `key` whose engine gave the same outputs on
+        the first evaluation chunk (within SAME_OUTPUTS), with where they came from; else None."""
+        if key not in self.checks:
+            return None
+        cell_key, figures, outputs = self.checks[key]
+        difference = output_difference(outputs, first)
+        if not difference <= SAME_OUTPUTS:  # NaN differs too
+            return None
+        return {**figures, "accuracy_from": cell_key, "accuracy_from_rel_diff": difference}
+
+    def keep_check(
+        self, key: tuple[Any, ...], cell_key: str, record: dict[str, Any], first: list[np.ndarray]
+    ) -> None:
+        if self.shared:
+            self.checks[key] = (cell_key, {k: record[k] for k in ACCURACY_FIELDS}, first)
+
     def model(self, ref: ModelRef, seed: int) -> ModelDef:
         if not self.shared:
             return build_model(ref, seed=seed)
@@ -152,22 +169,17 @@ def run_cell(spec: dict[str, Any], memo: Memo | None = None) -> dict[str, Any]:
             cell.threads,
             samples,
         )
-        earlier = memo.checks.get(key) if memo.shared else None
-        agreement = None if earlier is None else output_difference(earlier[2], first)
-        if earlier is not None and agreement is not None and agreement <= SAME_OUTPUTS:
+        earlier = memo.same_check(key, first)
+        if earlier is not None:
             # The same engine and precision in another mode (more streams), giving the same
             # outputs on the first chunk: the full check of the earlier cell stands for it.
-            record.update(earlier[1])
-            record["accuracy_from"] = earlier[0]
-            record["accuracy_from_rel_diff"] = agreement
+            record.update(earlier)
         else:
             candidate = gather(
                 [first, *(infer(chunk) for chunk in eval_chunks[1:])], samples, cell.batch_size
             )
             record.update(accuracy(reference, candidate, model.task == "classification"))
-            if memo.shared:
-                figures = {k: record[k] for k in ACCURACY_FIELDS}
-                memo.checks[key] = (cell.key, figures, first)
+            memo.keep_check(key, cell.key, record, first)
         record["eval_s"] = time.perf_counter() - t0  # the engine's side of the accuracy check
         record["eval_samples"] = samples
         limit = checks.threshold(cell.precision)
