@@ -54,18 +54,6 @@ def gather(per_chunk: list[list[np.ndarray]], samples: int, batch_size: int) -> 
     return joined
 
 
-def output_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    """Relative L2 difference between two engines' outputs on the same chunk (inf if their
-    shapes differ)."""
-    if len(a) != len(b) or any(np.shape(x) != np.shape(y) for x, y in zip(a, b, strict=True)):
-        return float("inf")
-    left = np.concatenate([np.asarray(x, np.float64).ravel() for x in a])
-    right = np.concatenate([np.asarray(y, np.float64).ravel() for y in b])
-    norm = np.linalg.norm(left)
-    diff = np.linalg.norm(left - right)
-    return float(diff / norm) if norm else (0.0 if diff == 0 else float("inf"))
-
-
 def run_chunks(
     infer: Callable[[Chunk], list[np.ndarray]], chunks: list[Chunk], samples: int, batch_size: int
 ) -> list[np.ndarray]:
