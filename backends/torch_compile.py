@@ -65,7 +65,9 @@ class TorchCompileBackend(TorchBackend):
         # first-inference latency. The example must be made like the timed inputs (outside
         # inference_mode): an inference tensor here fails a dispatch-key guard later and
         # recompiles on the first timed call.
+        before = _cache_events()
         self.run(self.to_native(model.make_inputs(batch_size, model.seed)))
+        details["compile_cache"] = _cache_events(since=before)
         return PrepareInfo(engine_precision=precision, details=details)
 
     def _pt2e_int8(self, model: ModelDef, batch_size: int) -> tuple[Any, dict[str, Any]]:
@@ -115,6 +117,24 @@ class TorchCompileBackend(TorchBackend):
             "basis": "FLOPs of the eager module's compute under the same autocast",
             "gflops": gflops,
         }
+
+
+def _cache_events(since: dict[str, int] | None = None) -> dict[str, int]:
+    """inductor's FX-graph cache and AOTAutograd's cache: hits, misses and bypasses (counted
+    since `since`). With freezing on CPU, torch 2.13 bypasses both ("Cannot cache a graph with
+    freezing enabled"; "mkldnn tensors unpickleable" once weights are pre-packed for oneDNN),
+    so every cell compiles from scratch, warm cache or not; the row says so."""
+    from torch._dynamo.utils import counters
+
+    now = {
+        f"{name}_{event}": counters[group][f"{prefix}_{event}"]
+        for group, prefix, name in (
+            ("inductor", "fxgraph_cache", "fx_graph"),
+            ("aot_autograd", "autograd_cache", "aot_autograd"),
+        )
+        for event in ("hit", "miss", "bypass")
+    }
+    return {k: v - (since or {}).get(k, 0) for k, v in now.items() if v - (since or {}).get(k, 0)}
 
 
 class QuantizerPatternError(Exception):

@@ -6,7 +6,7 @@ runs K rounds, and each round runs one fresh worker per side back to back, the o
 alternating by round (AB, BA, AB, ...): whatever the machine does over minutes (frequency,
 neighbours, thermal state) hits both sides of a round alike, and a linear drift cancels over
 each AB/BA pair. The verdict compares the sides round by round: per round the log ratio of
-the metric, then a paired t over the rounds (`inferbench.verdict`). Rounds in which either
+the metric, then a paired t on their 20% trimmed mean (Yuen; `inferbench.verdict`). Rounds in which either
 side's timed window was disturbed (`interfered`, after the runner's own re-measures) are left
 out of the pairs; a cell with fewer than two clean rounds is inconclusive.
 
@@ -168,8 +168,8 @@ class Agent:
         lines = [ln for ln in Path(self._log.name).read_text(errors="replace").splitlines() if ln.strip()]
         return lines[-1][:300] if lines else f"exit code {self.proc.poll()}"
 
-    def run(self, key: str) -> dict[str, Any]:
-        return self._ask({"cell": key})
+    def run(self, key: str, round_index: int = 0) -> dict[str, Any]:
+        return self._ask({"cell": key, "round": round_index})
 
     def close(self) -> None:
         from inferbench.procs import kill_group

@@ -78,7 +78,7 @@ def run_ab(
                 if c["key"] not in cells
             ]
             results = interleave(
-                common, options.rounds, lambda side, key, r: running[side].run(key), on_result
+                common, options.rounds, lambda side, key, r: running[side].run(key, r), on_result
             )
             infos = {label: agent.info for label, agent in running.items()}
     frame = paired_rows(results, cells, options)
@@ -142,7 +142,15 @@ def _key_columns(cell: dict[str, Any]) -> dict[str, Any]:
 
 
 def _round_summary(record: dict[str, Any]) -> dict[str, Any]:
-    keep = ("status", "latency_p50_ms", "latency_p99_ms", "throughput_sps", "interference_pct", "interfered")
+    keep = (
+        "status",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "throughput_sps",
+        "interference_pct",
+        "interfered",
+        "eval_samples",
+    )
     return {k: record.get(k) for k in keep}
 
 

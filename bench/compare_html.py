@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from inferbench.compare import GATING, CompareOptions
+from inferbench.compare import CompareOptions
 from inferbench.compare_env import RunView, environment_html, environment_rows
 from inferbench.compare_report import KEY, formatted, headline, legend
 from inferbench.markdown import fmt
@@ -31,6 +31,8 @@ from inferbench.verdict import VERDICTS
 DIST_QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 #: Metric columns, gating ones first, with their units.
 METRIC_UNITS = {"p50": "ms", "throughput": "samples/s", "p99": "ms"}
+#: What a metric's column header says about gating (see `compare.gates`).
+ADVISORY = {"throughput": " advisory in latency mode", "p99": " advisory"}
 #: A cell's class, worst first: its rank is the sort key of the cell's verdict column.
 CELL_CLASSES = ("broken", "regression", "inconclusive", "status", "improvement", "no-change")
 
@@ -136,7 +138,7 @@ def _note(rows: pd.DataFrame, base: RunView, new: RunView, key: tuple[Any, ...])
 def _table_html(frame: pd.DataFrame, base: RunView, new: RunView, charts: dict[tuple[Any, ...], str]) -> str:
     metrics = _metrics(frame)
     groups = '<th class="key" colspan="6">cell</th><th></th>' + "".join(
-        f'<th colspan="5">{m} ({METRIC_UNITS[m]}){"" if m in GATING else " advisory"}</th>' for m in metrics
+        f'<th colspan="5">{m} ({METRIC_UNITS[m]}){ADVISORY.get(m, "")}</th>' for m in metrics
     )
     names = "".join(f'<th class="key">{"batch" if k == "batch_size" else k}</th>' for k in KEY)
     names += '<th class="key">verdict</th>'

@@ -65,7 +65,8 @@ def legend(options: CompareOptions) -> str:
         f", {m} {t:.0%}" for m, t in options.thresholds.items()
     )
     return (
-        f"Threshold {thresholds}; p50 and throughput gate, p99 is advisory. **regression**: worse "
+        f"Threshold {thresholds}; p50 gates, and throughput in throughput-mode cells; p99 and a "
+        "latency-mode cell's throughput (1/mean of the same calls) are advisory. **regression**: worse "
         f"than the threshold, significant after Holm's correction at alpha={options.alpha}; "
         f"**no change**: the {options.confidence:.0%} interval lies within ± the threshold; "
         "**inconclusive**: neither (too noisy to decide, or disturbed). Ratios are NEW/BASE; "

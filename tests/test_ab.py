@@ -17,6 +17,7 @@ from inferbench.ab import AbOptions, interleave, paired_rows, round_order
 from inferbench.cli import main
 from inferbench.compare import CompareOptions, exit_code
 from inferbench.sides import PROJECT_ROOT, link_tree
+from inferbench.verdict import decide, paired_estimate
 
 CELL = {"model": "m", "backend": "b", "precision": "fp32", "batch_size": 1, "threads": 1, "mode": "latency"}
 
@@ -113,6 +114,58 @@ def test_one_regressed_cell_among_300() -> None:
     frame = _verdicts(OneSlowCell(noise=0.02, seed=3), keys, rounds=6)
     assert set(frame[frame["regression"]]["model"]) == {"c123"}
     assert exit_code(frame) == 1
+
+
+def test_one_wild_round_in_ten_does_not_leave_a_quiet_cell_undecided() -> None:
+    """A process that lands badly (one round 40% off, nothing the probe sees) is trimmed; a plain
+    paired t over the same rounds could not decide."""
+
+    class OneWildRound(FakeMachine):
+        def launch(self, side: str, key: str, round_index: int) -> dict[str, Any]:
+            record = super().launch(side, key, round_index)
+            if side == "head" and round_index == 7:
+                record["latency_p50_ms"] *= 1.4
+            return record
+
+    machine = OneWildRound(noise=0.005, seed=4)
+    results = interleave(["m"], 10, machine.launch)
+    frame = paired_rows(results, {"m": {**CELL, "model": "m"}}, AbOptions(rounds=10))
+    p50 = frame[frame["metric"] == "p50"].iloc[0]
+    assert p50["verdict"] == "no change" and exit_code(frame) == 0, p50
+    base = [r["latency_p50_ms"] for r in results["m"]["base"]]
+    head = [r["latency_p50_ms"] for r in results["m"]["head"]]
+    plain = decide([paired_estimate(base, head, higher_is_better=False, trim=0.0)], [0.05])[0]
+    assert plain.verdict == "inconclusive"
+
+
+def test_trimmed_estimate_is_the_plain_paired_t_below_five_rounds() -> None:
+    base, head = [10.0, 10.2, 9.9, 10.1], [10.3, 10.4, 10.0, 10.6]
+    trimmed = paired_estimate(base, head, higher_is_better=False)
+    diff = np.log(head) - np.log(base)
+    assert trimmed is not None
+    assert trimmed.worse_log == pytest.approx(diff.mean())
+    assert trimmed.se == pytest.approx(diff.std(ddof=1) / 2)
+    assert trimmed.df == 3
+
+
+@pytest.mark.parametrize(("mode", "gated"), [("latency", False), ("throughput", True)])
+def test_throughput_gates_in_throughput_mode_only(mode: str, gated: bool) -> None:
+    """In latency mode throughput is 1/mean of the calls p50 is the median of: a change only in
+    the mean (stalls) is shown, advisory, and does not fail the gate."""
+
+    class StallsOnly(FakeMachine):
+        def launch(self, side: str, key: str, round_index: int) -> dict[str, Any]:
+            record = super().launch(side, key, round_index)
+            if side == "head":
+                record["throughput_sps"] /= 1.3
+            return record
+
+    results = interleave(["m"], 8, StallsOnly(noise=0.005, seed=5).launch)
+    frame = paired_rows(results, {"m": {**CELL, "mode": mode}}, AbOptions(rounds=8))
+    throughput = frame[frame["metric"] == "throughput"].iloc[0]
+    assert throughput["verdict"] == "regression"
+    assert bool(throughput["gating"]) is gated
+    assert exit_code(frame) == (1 if gated else 0)
 
 
 def test_interfered_rounds_are_left_out_and_too_few_clean_rounds_are_inconclusive() -> None:
@@ -248,4 +301,6 @@ def test_real_engine_a_a_on_the_smoke_profile(tmp_path: Path, capsys: pytest.Cap
     assert code in (0, 3), capsys.readouterr().err
     rounds = json.loads((out / "ab.json").read_text())["rounds_per_cell"]["mlp__torch__fp32__b1__t1"]
     assert [r["status"] for r in rounds["base"] + rounds["head"]] == ["ok"] * 6
+    # Round 0 made each side's full accuracy check; later rounds, the same code, check one sample.
+    assert [r["eval_samples"] for r in rounds["head"]] == [64, 1, 1]
     assert all(r["interference_pct"] is not None for r in rounds["head"])

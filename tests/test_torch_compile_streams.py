@@ -38,3 +38,22 @@ def test_stream_threads_do_not_recompile(tmp_path: Path) -> None:
         backend.close()
         torch.set_num_threads(threads)
         torch._dynamo.reset()
+
+
+def test_the_row_says_whether_inductor_cache_was_used(tmp_path: Path) -> None:
+    """With freezing on CPU torch 2.13 bypasses inductor's caches: a warm cache does not make a
+    torch-compile cell cheaper, and its details say which way each graph went."""
+    import torch
+
+    torch._dynamo.reset()
+    model = build_model(resolve_model("tiny-cnn"), seed=0)
+    backend = TorchCompileBackend(1, tmp_path)
+    try:
+        events = backend.prepare(model, "fp32", 1).details["compile_cache"]
+    finally:
+        backend.close()
+        torch._dynamo.reset()
+    assert set(events) <= {
+        f"{c}_{e}" for c in ("fx_graph", "aot_autograd") for e in ("hit", "miss", "bypass")
+    }
+    assert sum(v for k, v in events.items() if k.startswith("fx_graph")) >= 1  # one graph, counted once
