@@ -10,7 +10,8 @@ the change (see `inferbench.verdict`), from the best unit the runs allow:
   feeds a normal test. That covers the noise within each process only. A process-level shift
   (memory layout, frequency, a neighbour) is invisible to it, and the markdown says so.
 
-p50 and throughput gate; p99 is advisory (reported, never a failure). A cell that ran in BASE
+p50 gates, and throughput in throughput-mode cells (`gates`); p99, and a latency-mode cell's
+throughput, are advisory (reported, never a failure). A cell that ran in BASE
 and is broken or missing in NEW fails the comparison; a cell whose timed window was disturbed
 (`interfered`) is inconclusive, never a change.
 
@@ -38,7 +39,6 @@ from inferbench.storage import load_host_envs
 from inferbench.verdict import INCONCLUSIVE, REGRESSION, Decision, Estimate, decide, welch_estimate
 
 KEY = ["model", "backend", "precision", "batch_size", "threads", "mode"]
-GATING = ("p50", "throughput")
 
 
 def gates(metric: str, mode: str) -> bool:

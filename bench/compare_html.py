@@ -31,8 +31,6 @@ from inferbench.verdict import VERDICTS
 DIST_QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 #: Metric columns, gating ones first, with their units.
 METRIC_UNITS = {"p50": "ms", "throughput": "samples/s", "p99": "ms"}
-#: What a metric's column header says about gating (see `compare.gates`).
-ADVISORY = {"throughput": " advisory in latency mode", "p99": " advisory"}
 #: A cell's class, worst first: its rank is the sort key of the cell's verdict column.
 CELL_CLASSES = ("broken", "regression", "inconclusive", "status", "improvement", "no-change")
 
@@ -135,10 +133,18 @@ def _note(rows: pd.DataFrame, base: RunView, new: RunView, key: tuple[Any, ...])
     return "; ".join(notes)
 
 
+def _advisory(frame: pd.DataFrame, metric: str) -> str:
+    """What a metric's column header says about gating (`compare.gates`)."""
+    gating = frame.loc[frame["metric"] == metric, "gating"]
+    if gating.all():
+        return ""
+    return " advisory" if not gating.any() else " advisory in latency mode"
+
+
 def _table_html(frame: pd.DataFrame, base: RunView, new: RunView, charts: dict[tuple[Any, ...], str]) -> str:
     metrics = _metrics(frame)
     groups = '<th class="key" colspan="6">cell</th><th></th>' + "".join(
-        f'<th colspan="5">{m} ({METRIC_UNITS[m]}){ADVISORY.get(m, "")}</th>' for m in metrics
+        f'<th colspan="5">{m} ({METRIC_UNITS[m]}){_advisory(frame, m)}</th>' for m in metrics
     )
     names = "".join(f'<th class="key">{"batch" if k == "batch_size" else k}</th>' for k in KEY)
     names += '<th class="key">verdict</th>'

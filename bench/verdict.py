@@ -157,6 +157,8 @@ def _flipped(estimate: Estimate) -> Estimate:
 
 #: Share of rounds trimmed from each end of the per-round ratios (`paired_estimate`).
 TRIM = 0.2
+#: Rounds from which the ratios are trimmed (8: one trimmed from each end, 5 degrees of freedom).
+TRIM_FROM = 8
 
 
 def paired_estimate(
@@ -170,8 +172,9 @@ def paired_estimate(
     shared 2-vCPU machine about one round in ten comes out 20-50% off on one side with nothing
     the interference probe can see (a process that landed badly), and one such round in ten
     triples a plain mean's standard error. The 20% trimmed mean ignores up to two such rounds
-    in ten and costs little power on clean, normal rounds. Fewer than five rounds are not
-    trimmed (a plain paired t)."""
+    in ten and costs little power on clean, normal rounds. Fewer than `TRIM_FROM` rounds are not
+    trimmed (a plain paired t): trimming one of five would leave 2 degrees of freedom, and a
+    cell with more clean rounds would be harder to decide than one with fewer."""
     b, n = np.log(np.asarray(base, dtype=np.float64)), np.log(np.asarray(new, dtype=np.float64))
     if len(b) != len(n):
         raise ValueError("paired samples must have the same length")
@@ -180,7 +183,7 @@ def paired_estimate(
     k = len(diff)
     if k < 2:
         return None
-    g = int(trim * k) if k >= 5 else 0
+    g = int(trim * k) if k >= TRIM_FROM else 0
     kept = k - 2 * g
     winsorized = np.clip(diff, diff[g], diff[k - 1 - g])
     se = float(winsorized.std(ddof=1)) * math.sqrt(k - 1) / math.sqrt(kept * (kept - 1))

@@ -4,18 +4,22 @@ codes, and real A/A runs whose sides run their own code."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 
 from inferbench.ab import AbOptions, interleave, paired_rows, round_order
+from inferbench.ab_agent import round_config
 from inferbench.cli import main
 from inferbench.compare import CompareOptions, exit_code
+from inferbench.config import load_profile
 from inferbench.sides import PROJECT_ROOT, link_tree
 from inferbench.verdict import decide, paired_estimate
 
@@ -138,14 +142,50 @@ def test_one_wild_round_in_ten_does_not_leave_a_quiet_cell_undecided() -> None:
     assert plain.verdict == "inconclusive"
 
 
-def test_trimmed_estimate_is_the_plain_paired_t_below_five_rounds() -> None:
-    base, head = [10.0, 10.2, 9.9, 10.1], [10.3, 10.4, 10.0, 10.6]
+def test_trimmed_estimate_worked_by_hand() -> None:
+    """Ten rounds, log ratios 0..9 (in %) with one wild round: trim two from each end, winsorize
+    to [2, 7]; Yuen's se = s_w * sqrt(9) / sqrt(6 * 5), 5 degrees of freedom."""
+    diffs = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 90]) / 100
+    base = np.full(10, 10.0)
+    estimate = paired_estimate(base, base * np.exp(diffs), higher_is_better=False)
+    assert estimate is not None
+    assert estimate.worse_log == pytest.approx(np.mean([2, 3, 4, 5, 6, 7]) / 100)
+    winsorized = np.array([2, 2, 2, 3, 4, 5, 6, 7, 7, 7]) / 100
+    assert estimate.se == pytest.approx(winsorized.std(ddof=1) * 3 / np.sqrt(30))
+    assert (estimate.df, estimate.n) == (5, 10)
+    # Throughput: base over head is worse, same numbers.
+    flipped = paired_estimate(base * np.exp(diffs), base, higher_is_better=True)
+    assert flipped is not None and flipped.worse_log == pytest.approx(estimate.worse_log)
+    # A round with no value (inf/NaN ratio) is dropped, leaving nine: one trimmed from each end.
+    holed = paired_estimate(base, np.append(base[:9] * np.exp(diffs[:9]), np.nan), higher_is_better=False)
+    assert holed is not None and (holed.n, holed.df) == (9, 6)
+
+
+def test_trimmed_estimate_is_the_plain_paired_t_below_eight_rounds() -> None:
+    base = [10.0, 10.2, 9.9, 10.1, 10.0, 10.3, 9.8]
+    head = [10.3, 10.4, 10.0, 10.6, 14.0, 10.2, 10.1]
     trimmed = paired_estimate(base, head, higher_is_better=False)
     diff = np.log(head) - np.log(base)
     assert trimmed is not None
     assert trimmed.worse_log == pytest.approx(diff.mean())
-    assert trimmed.se == pytest.approx(diff.std(ddof=1) / 2)
-    assert trimmed.df == 3
+    assert trimmed.se == pytest.approx(diff.std(ddof=1) / np.sqrt(7))
+    assert trimmed.df == 6
+
+
+def test_later_rounds_check_one_sample_and_do_not_judge_it() -> None:
+    """Round 0 judges accuracy on the full set; later rounds (the same code) check one sample
+    and record it, never failing on it: one sample of an int8 cell can exceed a limit the set
+    meets. A side whose settings have no such fields runs as configured."""
+    config = load_profile("gate-cpu")
+    assert round_config(config, 0) is config
+    later = round_config(config, 4)
+    assert later.accuracy.eval_samples == 1
+    assert set(later.accuracy.max_rel_l2) == set(config.accuracy.max_rel_l2)
+    assert all(math.isinf(v) for v in later.accuracy.max_rel_l2.values())
+    assert later.accuracy.threshold("int8") == math.inf
+    assert (later.measure, later.models) == (config.measure, config.models)
+    old = SimpleNamespace(models=["lstm"])  # an old side's config without accuracy settings
+    assert round_config(old, 4) is old
 
 
 @pytest.mark.parametrize(("mode", "gated"), [("latency", False), ("throughput", True)])
