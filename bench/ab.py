@@ -107,7 +107,7 @@ def paired_rows(
         ]
         disturbed = len(by_side["base"]) - len(pairs)
         note = f"{disturbed} of {len(by_side['base'])} rounds interfered, left out" if disturbed else ""
-        for metric in options.compare.metrics:
+        for metric in options.compare.compared:
             b_values = [round_value(b, metric) for b, _ in pairs]
             h_values = [round_value(h, metric) for _, h in pairs]
             estimate = paired_estimate(b_values, h_values, higher_is_better=metric == "throughput")

@@ -50,7 +50,7 @@ def round_config(config: Any, round_index: int) -> Any:
     judged (one sample of a bf16 or int8 cell can exceed a limit the full set meets). For lstm
     that saves 0.6-0.9 s of each process, a fifth of a round. A side whose code has no such
     settings is left as it is."""
-    accuracy = getattr(config, "accuracy", None)
+    accuracy: Any = getattr(config, "accuracy", None)
     known = {f.name for f in fields(accuracy)} if accuracy is not None else set()
     if round_index == 0 or not {"eval_samples", "max_rel_l2"} <= known:
         return config

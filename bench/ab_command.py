@@ -146,6 +146,7 @@ def _round_summary(record: dict[str, Any]) -> dict[str, Any]:
         "status",
         "latency_p50_ms",
         "latency_p99_ms",
+        "latency_min_ms",
         "throughput_sps",
         "interference_pct",
         "interfered",

@@ -209,6 +209,13 @@ def _add_ab(sub: Any) -> None:
     ab.add_argument("--max-regression", default="5%", help="the threshold a regression must exceed")
     ab.add_argument("--threshold", action="append", default=[], metavar="METRIC=PCT")
     ab.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate (Holm)")
+    ab.add_argument(
+        "--gate-on",
+        choices=("p50", "min"),
+        default="p50",
+        help="the latency statistic that gates: p50, or each process's fastest call (min; the "
+        "steadiest on a shared machine, `make gate` uses it); the other is shown, advisory",
+    )
     ab.add_argument("--out", type=Path, help="output folder (default results/ab-<timestamp>)")
     ab.set_defaults(func=cmd_ab)
 
@@ -237,6 +244,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
         max_regression=fraction(args.max_regression),
         thresholds={metric: fraction(value) for metric, value in pairs},
         alpha=args.alpha,
+        gate_on=args.gate_on,
         out_dir=args.out,
     )
 

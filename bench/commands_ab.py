@@ -27,6 +27,7 @@ def ab_command(
     max_regression: float = 0.05,
     thresholds: dict[str, float] | None = None,
     alpha: float = 0.05,
+    gate_on: str = "p50",
     out_dir: Path | None = None,
     repo: Path | None = None,
 ) -> int:
@@ -36,7 +37,9 @@ def ab_command(
 
     options = AbOptions(
         rounds=rounds,
-        compare=CompareOptions(max_regression=max_regression, thresholds=thresholds or {}, alpha=alpha),
+        compare=CompareOptions(
+            max_regression=max_regression, thresholds=thresholds or {}, alpha=alpha, gate_on=gate_on
+        ),
     )
 
     def progress(side: str, key: str, round_index: int, record: dict[str, Any]) -> None:

@@ -41,8 +41,9 @@ from inferbench.verdict import INCONCLUSIVE, REGRESSION, Decision, Estimate, dec
 KEY = ["model", "backend", "precision", "batch_size", "threads", "mode"]
 
 
-def gates(metric: str, mode: str) -> bool:
-    """Whether a metric can fail a comparison: p50 always, throughput in throughput mode.
+def gates(metric: str, mode: str, latency: str = "p50") -> bool:
+    """Whether a metric can fail a comparison: the gating latency statistic (`latency`: p50, or
+    the per-process minimum, `ab --gate-on min`) always, throughput in throughput mode.
 
     In latency mode throughput is batch / mean latency of the very calls p50 is the median of:
     it tells a user nothing p50 does not, but a mean carries every stall, and between fresh
@@ -50,7 +51,7 @@ def gates(metric: str, mode: str) -> bool:
     docs/measurements/2026-11-24-gate-trials.md). Gating on it there doubled the tests Holm
     corrects for and left most cells undecided, for no regression p50 would miss. It is
     still shown, as advisory, like p99."""
-    return metric == "p50" or (metric == "throughput" and mode == "throughput")
+    return metric == latency or (metric == "throughput" and mode == "throughput")
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,20 @@ METRICS = {
     "p50": Metric("p50", np.median, higher_is_better=False),
     "p99": Metric("p99", _p99, higher_is_better=False),
     "throughput": Metric("throughput", np.mean, higher_is_better=True),
+    # The fastest call of a process: what the code costs with the least of the machine's noise
+    # on top (`ab --gate-on min`; one value per process, never bootstrapped).
+    "min": Metric("min", np.min, higher_is_better=False),
 }
+#: Latency statistics a comparison can gate on (`CompareOptions.gate_on`).
+GATE_ON = ("p50", "min")
 # Throughput mode counts completions: its samples are the run's per-slice rates.
 COUNTED_THROUGHPUT = Metric("throughput", np.mean, higher_is_better=True, from_rates=True)
-VALUE_COLUMN = {"p50": "latency_p50_ms", "p99": "latency_p99_ms", "throughput": "throughput_sps"}
+VALUE_COLUMN = {
+    "p50": "latency_p50_ms",
+    "p99": "latency_p99_ms",
+    "throughput": "throughput_sps",
+    "min": "latency_min_ms",
+}
 
 
 @dataclass(frozen=True)
@@ -90,8 +101,16 @@ class CompareOptions:
     n_resamples: int = 2000
     metrics: tuple[str, ...] = ("p50", "p99", "throughput")
     seed: int = 0
+    gate_on: str = "p50"  # the latency statistic that gates (GATE_ON); compared even if not in metrics
+
+    @property
+    def compared(self) -> tuple[str, ...]:
+        """The metrics compared: the gating latency statistic first, then `metrics`."""
+        return (self.gate_on, *(m for m in self.metrics if m != self.gate_on))
 
     def __post_init__(self) -> None:
+        if self.gate_on not in GATE_ON:
+            raise UserError(f"--gate-on must be one of {', '.join(GATE_ON)}; got {self.gate_on!r}")
         for name in (*self.metrics, *self.thresholds):
             if name not in METRICS:
                 raise UserError(f"metric must be one of {', '.join(METRICS)}; got {name!r}")
@@ -266,7 +285,8 @@ def judge(
     if not rows:
         return pd.DataFrame()
     rows = [
-        {"broken": False, **row, "gating": gates(row["metric"], row.get("mode", "latency"))} for row in rows
+        {"broken": False, **row, "gating": gates(row["metric"], row.get("mode", "latency"), options.gate_on)}
+        for row in rows
     ]
     timed = [i for i, row in enumerate(rows) if row["metric"] != "status"]
     families = [[i for i in timed if rows[i]["gating"]]]

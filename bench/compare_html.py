@@ -30,7 +30,7 @@ from inferbench.verdict import VERDICTS
 #: Quantiles (percent) each side's distribution is drawn from.
 DIST_QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 #: Metric columns, gating ones first, with their units.
-METRIC_UNITS = {"p50": "ms", "throughput": "samples/s", "p99": "ms"}
+METRIC_UNITS = {"p50": "ms", "min": "ms", "throughput": "samples/s", "p99": "ms"}
 #: A cell's class, worst first: its rank is the sort key of the cell's verdict column.
 CELL_CLASSES = ("broken", "regression", "inconclusive", "status", "improvement", "no-change")
 

@@ -59,14 +59,18 @@ def formatted(frame: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
+GATE_WORDS = {"p50": "p50", "min": "each process's fastest call (min)"}
+
+
 def legend(options: CompareOptions) -> str:
     """What the verdicts mean under these options (Markdown; the HTML page shows it too)."""
     thresholds = f"{options.max_regression:.0%}" + "".join(
         f", {m} {t:.0%}" for m, t in options.thresholds.items()
     )
     return (
-        f"Threshold {thresholds}; p50 gates, and throughput in throughput-mode cells; p99 and a "
-        "latency-mode cell's throughput (1/mean of the same calls) are advisory. **regression**: worse "
+        f"Threshold {thresholds}; {GATE_WORDS[options.gate_on]} gates, and throughput in throughput-mode "
+        "cells; the other metrics (a latency-mode cell's throughput is 1/mean of the same calls) are "
+        "advisory. **regression**: worse "
         f"than the threshold, significant after Holm's correction at alpha={options.alpha}; "
         f"**no change**: the {options.confidence:.0%} interval lies within ± the threshold; "
         "**inconclusive**: neither (too noisy to decide, or disturbed). Ratios are NEW/BASE; "

@@ -232,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline", type=int, default=0, help="old-gate runs against a stored baseline")
     parser.add_argument("--profile", default="gate-cpu")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--gate-on", default="min", choices=("p50", "min"), help="as `make gate` (GATE_ON)")
     parser.add_argument(
         "--out", type=Path, default=Path("results") / f"gate-trials-{time.strftime('%Y%m%d-%H%M%S')}"
     )
@@ -240,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     repo = Path(_git(Path.cwd(), "rev-parse", "--show-toplevel"))
     head = _git(repo, "rev-parse", "HEAD")
     out: Path = args.out.resolve()
-    common = ["--profile", args.profile, *args.extra]
+    common = ["--profile", args.profile, "--gate-on", args.gate_on, *args.extra]
     journal = Journal(out, head, args.rounds)
     for i in range(args.aa):
         hog = i >= args.aa - args.hog
