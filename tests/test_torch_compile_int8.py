@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from inferbench.backends.torch_compile import TorchCompileBackend
-from inferbench.config import load_profile
+from inferbench.config import AccuracyConfig, load_profile
 from inferbench.models import InputSpec, ModelDef, build_model, resolve_model
 from inferbench.stats import accuracy
 
@@ -56,17 +56,19 @@ class DeadTanh(nn.Module):
         return hidden.relu()
 
 
-def _toy(module: nn.Module, shape: tuple[int, ...]) -> ModelDef:
+def _toy(module: type[nn.Module], shape: tuple[int, ...]) -> ModelDef:
+    # Built here, after seeding: modules built at collection time took whatever the global RNG
+    # held then, so their weights (and the int8 error) depended on which tests ran before.
     torch.manual_seed(0)
-    return ModelDef(name="toy", module=module.eval(), inputs=(InputSpec("x", shape),), seed=0)
+    return ModelDef(name="toy", module=module().eval(), inputs=(InputSpec("x", shape),), seed=0)
 
 
 @pytest.mark.parametrize(
     ("module", "shape", "export", "dead"),
-    [(SharedRelu(), (4, 8, 8), "strict", 0), (DeadTanh(), (8,), "non-strict", 1)],
+    [(SharedRelu, (4, 8, 8), "strict", 0), (DeadTanh, (8,), "non-strict", 1)],
 )
 def test_quantizer_handles_upstream_pitfalls(
-    module: nn.Module, shape: tuple[int, ...], export: str, dead: int, tmp_path: Path
+    module: type[nn.Module], shape: tuple[int, ...], export: str, dead: int, tmp_path: Path
 ) -> None:
     model = _toy(module, shape)
     backend = TorchCompileBackend(threads=1, cache_dir=tmp_path, calibration_samples=4)
@@ -79,7 +81,10 @@ def test_quantizer_handles_upstream_pitfalls(
         out = quantized(*backend.to_native(inputs))
         ref = model.module(*backend.to_native(inputs))  # type: ignore[misc]
     metrics = accuracy([ref.numpy()], [out.numpy()], classification=False)
-    assert metrics["rel_l2_err"] < 0.1, metrics
+    # Within what a sweep accepts for int8 (an 8-wide toy calibrated on 4 samples: 0.03-0.13
+    # across weight seeds), and pointing the same way as the reference.
+    assert metrics["rel_l2_err"] < AccuracyConfig().threshold("int8"), metrics
+    assert metrics["cosine"] > 0.99, metrics
 
 
 @pytest.mark.slow
