@@ -91,7 +91,8 @@ def test_throughput_cell_takes_its_latency_twins_check_only_when_outputs_agree(
     cells = {(r["backend"], r["batch_size"], r["mode"]): r for r in load_cells(run_dir)}
     for batch in (1, 2):
         latency, throughput = cells[(same, batch, "latency")], cells[(same, batch, "throughput")]
-        assert "accuracy_from" not in latency and latency["eval_samples"] == 64
+        # Its own full check (a re-measure of a disturbed window may reuse the cell's own).
+        assert latency.get("accuracy_from") in (None, latency["cell_key"]) and latency["eval_samples"] == 64
         assert latency["status"] == throughput["status"] == "ok"
         assert throughput["accuracy_from"] == latency["cell_key"]
         assert throughput["accuracy_from_rel_diff"] <= 1e-5
