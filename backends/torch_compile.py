@@ -134,7 +134,9 @@ def _cache_events(since: dict[str, int] | None = None) -> dict[str, int]:
         )
         for event in ("hit", "miss", "bypass")
     }
-    return {k: v - (since or {}).get(k, 0) for k, v in now.items() if v - (since or {}).get(k, 0)}
+    since = since or {}
+    counted = {k: v - since.get(k, 0) for k, v in now.items()}
+    return {k: v for k, v in counted.items() if v}
 
 
 class QuantizerPatternError(Exception):

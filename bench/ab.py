@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 
 from inferbench.compare import KEY, VALUE_COLUMN, CompareOptions, judge, status_row
-from inferbench.errors import UserError
+from inferbench.errors import InternalError, UserError
 from inferbench.sides import Side
-from inferbench.verdict import Estimate, paired_estimate
+from inferbench.verdict import INCONCLUSIVE, Estimate, paired_estimate
 
 log = logging.getLogger(__name__)
 
@@ -83,21 +83,61 @@ def _side_status(records: list[dict[str, Any]]) -> dict[str, Any]:
     return next((r for r in records if r["status"] != "ok"), records[-1])
 
 
+def _flaky_base_row(
+    cell: dict[str, Any], records: list[dict[str, Any]], worst: dict[str, Any]
+) -> dict[str, Any] | None:
+    """A base that came out ok and then failed in a later round (the head ok throughout) is
+    flaky, not "fixed" by the head: the cell is undecided. None when that is not the case."""
+    if worst["status"] == "ok" or records[0]["status"] != "ok":
+        return None
+    failed = next(i for i, r in enumerate(records) if r["status"] != "ok")
+    return {
+        **cell,
+        "metric": "status",
+        "base_status": worst["status"],
+        "new_status": "ok",
+        "verdict": INCONCLUSIVE,
+        "broken": False,
+        "note": f"the base side was ok, then {worst['status']} in round {failed + 1} "
+        f"({worst.get('reason', '')[:120]}): not judged",
+    }
+
+
+def _few_rounds(clean: int, note: str) -> str:
+    return f"{clean} clean round(s); {note}" if note else f"{clean} clean round(s)"
+
+
+def _missing_row(cell: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **{k: cell[k] for k in KEY},
+        "metric": "status",
+        "base_status": "not run",
+        "new_status": "missing",
+        "verdict": "broken (missing)",
+        "broken": True,
+        "note": "in the base side's sweep, not in the head's",
+    }
+
+
 def round_value(record: dict[str, Any], metric: str) -> float:
     return float(record[VALUE_COLUMN[metric]])
 
 
 def paired_rows(
-    results: dict[str, dict[str, list[dict[str, Any]]]], cells: dict[str, dict[str, Any]], options: AbOptions
+    results: dict[str, dict[str, list[dict[str, Any]]]],
+    cells: dict[str, dict[str, Any]],
+    options: AbOptions,
+    missing: Sequence[dict[str, Any]] = (),
 ) -> pd.DataFrame:
-    """The verdict table from the rounds, with the same columns as `compare`."""
-    rows: list[dict[str, Any]] = []
-    estimates: list[Estimate | None] = []
+    """The verdict table from the rounds, with the same columns as `compare`. `missing`: cells
+    of the base side's sweep that the head's sweep no longer has (each fails the comparison)."""
+    rows: list[dict[str, Any]] = [_missing_row(cell) for cell in missing]
+    estimates: list[Estimate | None] = [None] * len(rows)
     for key, by_side in results.items():
         cell = {k: cells[key][k] for k in KEY}
         base, head = _side_status(by_side["base"]), _side_status(by_side["head"])
         if base["status"] != "ok" or head["status"] != "ok":
-            rows.append(status_row(cell, base, head))
+            rows.append(_flaky_base_row(cell, by_side["base"], base) or status_row(cell, base, head))
             estimates.append(None)
             continue
         pairs = [
@@ -122,7 +162,7 @@ def paired_rows(
                     "n_base": len(pairs),
                     "n_new": len(pairs),
                     "unit": "round",
-                    "note": note if estimate is not None else f"{len(pairs)} clean round(s): {note}",
+                    "note": note if estimate is not None else _few_rounds(len(pairs), note),
                 }
             )
             estimates.append(estimate)
@@ -149,17 +189,24 @@ class Agent:
             env=side.environ(),
             start_new_session=True,
         )
-        self.info = self._ask(setup)
+        self.info = self._ask(setup, starting=True)
 
-    def _ask(self, message: dict[str, Any]) -> dict[str, Any]:
+    def _ask(self, message: dict[str, Any], starting: bool = False) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(message) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
+        try:
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except BrokenPipeError:
+            line = ""
         if not line:
             tail = self._log_tail()
             self.close()
-            raise UserError(f"the {self.side.label} side ({self.side.described}) failed to start: {tail}")
+            where = f"the {self.side.label} side ({self.side.described})"
+            if starting:  # its code or interpreter cannot run the agent: the user's to fix
+                raise UserError(f"{where} failed to start: {tail}")
+            # A cell's worker dying costs that cell a row; the agent itself dying is ours.
+            raise InternalError(f"{where}: its agent died during the run: {tail}")
         answer: dict[str, Any] = json.loads(line)
         return answer
 

@@ -72,16 +72,13 @@ def run_ab(
             base_keys = {c["key"] for c in running["base"].info["cells"]}
             common = [k for k in cells if k in base_keys]
             unmatched = [{**_key_columns(cells[k]), "only_in": "head"} for k in cells if k not in base_keys]
-            unmatched += [
-                {**_key_columns(c), "only_in": "base"}
-                for c in running["base"].info["cells"]
-                if c["key"] not in cells
-            ]
+            missing = [c for c in running["base"].info["cells"] if c["key"] not in cells]
+            unmatched += [{**_key_columns(c), "only_in": "base"} for c in missing]
             results = interleave(
                 common, options.rounds, lambda side, key, r: running[side].run(key, r), on_result
             )
             infos = {label: agent.info for label, agent in running.items()}
-    frame = paired_rows(results, cells, options)
+    frame = paired_rows(results, cells, options, missing)
     minutes = (time.perf_counter() - started) / 60
     for side in sides:
         _write_side(out_dir / side.label, side, infos[side.label], results)
@@ -161,11 +158,12 @@ def _write_side(
     """Each side's rounds merged into an ordinary run folder (`inferbench report` reads it)."""
     from inferbench.runner import merge_repeats
 
+    tail_samples = int((info["config"].get("measure") or {}).get("tail_samples", 500))
     merged = []
     for by_side in results.values():
         records = by_side[side.label]
         if all(r["status"] in MEASURED for r in records):
-            record = merge_repeats(records, int(records[0]["batch_size"]), resamples=500)
+            record = merge_repeats(records, int(records[0]["batch_size"]), 500, tail_samples)
         else:
             record = next(r for r in records if r["status"] not in MEASURED)
         merged.append({**record, "run_id": run_dir.name, "schema_version": SCHEMA_VERSION})

@@ -151,9 +151,16 @@ class BudgetClock:
     estimate no longer fits in the time left (earlier cells ran long); a cell that ran shorter
     than estimated leaves its time to the next ones."""
 
-    def __init__(self, cells: list[Cell], results_dir: Path, budget_s: float, clock: Any = None) -> None:
+    def __init__(
+        self,
+        cells: list[Cell],
+        results_dir: Path,
+        budget_s: float,
+        clock: Any = None,
+        started: float | None = None,
+    ) -> None:
         self.clock = clock or time.monotonic
-        self.started = self.clock()
+        self.started = self.clock() if started is None else started
         self.budget_s = budget_s
         self.plan = plan_sweep(cells, History.from_results_dir(results_dir), budget_s)
         self._left_out = {c.key for c in self.plan.skipped}

@@ -22,15 +22,18 @@ from inferbench.shutdown import Terminated, stop_on_signals
 EXIT_OK = 0
 EXIT_REGRESSION = 1
 EXIT_USAGE = 2
-EXIT_INTERNAL = 3
+EXIT_UNDECIDED = 3  # ab/compare: no regression found, but some gating result inconclusive
+EXIT_INTERNAL = 4
 EXIT_CODES = """\
 exit codes:
   0    success (compare/ab: no regression)
   1    regression found (compare/ab only; never used for a crash)
   2    usage error: bad flag, profile, model or option, or a broken model factory
-  3    internal error or environment failure (disk full, corrupt result file, out of
-       memory, a bug): one line naming the log that holds the traceback; for ab, also
-       "could not decide"
+  3    compare/ab only: could not decide (no regression found, some gating results
+       inconclusive)
+  4    internal error or environment failure (disk full, corrupt result file, out of
+       memory, a bug): one line naming the log that holds the traceback; never 1 or 3,
+       so a crashed gate cannot pass as "undecided"
   129  stopped by SIGHUP, 130 by Ctrl-C, 143 by SIGTERM: the running worker is killed,
        finished cells are kept (go on with --resume)
 """
@@ -134,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser(
         "compare",
-        help="compare two runs; exit 0 = no regression, 1 = regression, 2 = usage, 3 = undecided/internal",
+        help="compare two runs; exit 0 = no regression, 1 = regression, 2 = usage, 3 = undecided, "
+        "4 = internal error",
     )
     compare.add_argument("base", type=Path, help="baseline run directory (or its results.csv)")
     compare.add_argument("new", type=Path, help="new run directory (or its results.csv)")
@@ -185,7 +189,8 @@ def _add_ab(sub: Any) -> None:
     ab = sub.add_parser(
         "ab",
         help="A/B in one job: both sides' fresh workers interleaved, compared round by round; "
-        "exit 0 = no regression, 1 = regression, 2 = usage error, 3 = could not decide",
+        "exit 0 = no regression, 1 = regression, 2 = usage error, 3 = could not decide, "
+        "4 = internal error",
     )
     ab.add_argument("--base", help="git ref or source directory (the gate: the merge base with main)")
     ab.add_argument("--head", help="git ref or source directory (default: the working tree)")

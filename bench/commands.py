@@ -102,7 +102,7 @@ def run_command(
         if isinstance(exc, InternalError) and exc.log_dir is None:
             exc.log_dir = run_dir / "logs"
         raise
-    except Exception as exc:  # disk full, MemoryError, a bug: exit 3, traceback in the run's log
+    except Exception as exc:  # disk full, MemoryError, a bug: exit 4, traceback in the run's log
         raise InternalError(f"{type(exc).__name__}: {first_line(exc)}", log_dir=run_dir / "logs") from exc
     _print_summary(records)
     console.print(f"results: {run_dir / 'results.csv'}", soft_wrap=True)  # a path stays whole
@@ -202,6 +202,8 @@ def print_verdict(frame: Any, unmatched: Any, md_path: Path, title: str) -> int:
     if code == 1:
         names = failing_cells(frame)
         console.print(f"[bold red]REGRESSION[/] in {len(names)} cell(s): {', '.join(names)}")
+    elif frame.empty:
+        console.print("[yellow]UNDECIDED[/]: nothing was compared (no cell on both sides)")
     elif code == 3:
         undecided = frame[frame["inconclusive"]]
         names = sorted(

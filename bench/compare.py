@@ -171,7 +171,7 @@ def compare_records(
             estimates.append(None)
             continue
         disturbed = [side for side, r in (("base", b), ("new", n)) if r.get("interfered")]
-        for name in options.metrics:
+        for name in options.compared:
             metric, b_procs, n_procs = _samples(b, n, name)
             per_process = len(b_procs) > 1 and len(n_procs) > 1
             estimate: Estimate | None = None
@@ -307,7 +307,10 @@ def judge(
         if column not in frame:
             frame[column] = np.nan
     frame["regression"] = (frame["gating"] & (frame["verdict"] == REGRESSION)) | frame["broken"]
-    frame["inconclusive"] = frame["gating"] & (frame["verdict"] == INCONCLUSIVE)
+    # A status row is undecided only when a side failed in some rounds and not in others (ab).
+    frame["inconclusive"] = (frame["gating"] | (frame["metric"] == "status")) & (
+        frame["verdict"] == INCONCLUSIVE
+    )
     return frame
 
 
@@ -349,9 +352,10 @@ def _processes_ms(record: dict[str, Any]) -> list[np.ndarray]:
 
 
 def exit_code(frame: pd.DataFrame) -> int:
-    """0 = no regression, 1 = regression or broken cell, 3 = could not decide."""
+    """0 = no regression, 1 = regression or broken cell, 3 = could not decide (also when
+    nothing at all was compared: no verdict is not a pass)."""
     if frame.empty:
-        return 0
+        return 3
     if frame["regression"].any():
         return 1
     return 3 if frame["inconclusive"].any() else 0

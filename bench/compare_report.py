@@ -24,7 +24,7 @@ SHOWN = [*KEY, "metric", "verdict", "ratio (CI)", "MDE", "q_value", "note"]
 
 def headline(frame: pd.DataFrame) -> str:
     if frame.empty:
-        return "**PASS**: nothing to compare"
+        return "**UNDECIDED**: nothing was compared (no cell on both sides)"
 
     def cells(mask: pd.Series) -> int:
         return len(frame[mask].drop_duplicates(subset=KEY))

@@ -66,7 +66,7 @@ class MeasureConfig:
     # thread placement, frequency) is often larger than within one; comparisons use it when >1.
     repeats: int = 1
     # 1: the cells of one (model, backend, precision, threads) share a worker process, one
-    # cell at a time (inferbench.served); 0: a fresh process per cell. Repeats > 1 always
+    # cell at a time (inferbench.launch); 0: a fresh process per cell. Repeats > 1 always
     # use fresh processes.
     shared_workers: int = 1
     seed: int = 0

@@ -24,8 +24,9 @@ class UnsupportedError(Exception):
 
 
 class InternalError(Exception):
-    """The harness or its environment failed (disk full, a corrupt result file): exit code 3,
-    one line naming the log that holds the traceback. Never 1, which means "regression".
+    """The harness or its environment failed (disk full, a corrupt result file): exit code 4,
+    one line naming the log that holds the traceback. Never 1 ("regression") or 3 ("could not
+    decide"), which a CI gate may treat as a warning.
     `log_dir`: where the traceback goes (a run's `logs/`), or None for a temporary file."""
 
     def __init__(self, message: str, log_dir: Path | None = None) -> None:

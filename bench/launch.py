@@ -180,7 +180,7 @@ def run_in_worker(
 
 
 class SharedWorkers:
-    """Runs cells in shared workers (inferbench.served): the live worker serves consecutive
+    """Runs cells in shared workers (inferbench.launch): the live worker serves consecutive
     cells of its group; a cell of another group, or a worker that died or hung, starts a new
     one. `close` ends the last. Not `enabled`: every cell in a fresh process."""
 

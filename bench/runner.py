@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -89,6 +90,7 @@ def run_sweep(
     Everything that can refuse the sweep (unknown names, bad options, a broken model factory,
     a resume under other settings) does so before the run folder is touched."""
     events = events or SweepEvents()
+    started = time.monotonic()  # a budget counts the model check and the ceilings too
     _check_executor(executor, budget_s)
     cache_dir = cache_dir or default_cache_dir()
     refs = {m: resolve_model(m) for m in config.models}  # validates before any work starts
@@ -119,7 +121,15 @@ def run_sweep(
     environment["peaks"] = {str(t): p for t, p in peaks.items() if p}
     recorded = {"profile": profile or config.name, "started_at": dt.datetime.now().isoformat()}
     recorded.update({"shard": str(shard)} if shard else {})
-    budget = BudgetClock(cells, run_dir.parent, budget_s) if budget_s else None
+    needed = functools.partial(
+        _needs_worker, done=done, refs=refs, classes=backend_classes, redo_interfered=redo_interfered
+    )
+    # Planned over the cells that need a worker: a row decided without one costs nothing.
+    budget = (
+        BudgetClock(list(filter(needed, cells)), run_dir.parent, budget_s, started=started)
+        if budget_s
+        else None
+    )
     session = start_session(run_dir, {**config.to_dict(), **recorded}, environment)
     # Every row carries what the CPU can do natively, so a slow bf16 cell explains itself.
     machine = machine_from_env(environment)
@@ -142,7 +152,7 @@ def run_sweep(
         executor,
         job,
         run_dir,
-        lambda: [c for c in cells if _needs_worker(c, done, refs, backend_classes, redo_interfered)],
+        lambda: list(filter(needed, cells)),
     )
     try:
         for cell in _execution_order(cells) if shared.enabled else cells:

@@ -158,8 +158,3 @@ def _source(
     worktrees.append(tree)
     log.info("%s: %s checked out at %s (%s)", label, spec, tree, commit[:12])
     return tree, commit
-
-
-def merge_base(repo: Path, ref: str = "main") -> str:
-    """The commit a branch forked from `ref`: the gate's default base."""
-    return _git(repo, "merge-base", "HEAD", ref)

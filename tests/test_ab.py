@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from inferbench.ab import AbOptions, interleave, paired_rows, round_order
+from inferbench.ab import AbOptions, Agent, interleave, paired_rows, round_order
 from inferbench.ab_agent import round_config
 from inferbench.cli import main
 from inferbench.compare import CompareOptions, exit_code
 from inferbench.config import load_profile
-from inferbench.errors import UserError
-from inferbench.sides import PROJECT_ROOT, link_tree
+from inferbench.errors import InternalError, UserError
+from inferbench.sides import PROJECT_ROOT, Side, link_tree
 from inferbench.verdict import decide, paired_estimate
 
 CELL = {"model": "m", "backend": "b", "precision": "fp32", "batch_size": 1, "threads": 1, "mode": "latency"}
@@ -257,6 +257,57 @@ def test_head_side_breaking_a_cell_fails_and_stops_it(status: str) -> None:
     assert row["verdict"] == f"broken ({status})" and row["regression"]
     assert sum(1 for _, key, _ in machine.calls if key == "broken") == 2  # stopped after round 1
     assert exit_code(frame) == 1
+
+
+def test_a_base_failing_after_ok_rounds_is_undecided_not_fixed() -> None:
+    """A flaky base does not make the head a fix: the cell is not judged, and the run says so."""
+    machine = FakeMachine()
+
+    def launch(side: str, key: str, round_index: int) -> dict[str, Any]:
+        record = machine.launch(side, key, round_index)
+        return {"status": "timeout", "reason": "hung"} if (side, round_index) == ("base", 2) else record
+
+    results = interleave(["m"], 4, launch)
+    frame = paired_rows(results, {"m": CELL}, AbOptions(rounds=4))
+    row = frame.iloc[0]
+    assert row["verdict"] == "inconclusive" and row["inconclusive"] and not row["regression"]
+    assert row["note"].startswith("the base side was ok, then timeout in round 3 (hung)")
+    assert exit_code(frame) == 3
+    # Failing from its first round the base was broken before the change: the head fixed it.
+    machine = FakeMachine()
+    machine.status[("base", "m")] = "error"
+    frame = paired_rows(interleave(["m"], 4, machine.launch), {"m": CELL}, AbOptions(rounds=4))
+    assert frame.iloc[0]["verdict"] == "fixed (was error)" and exit_code(frame) == 0
+
+
+def test_a_cell_the_head_no_longer_sweeps_fails_and_nothing_compared_is_undecided() -> None:
+    machine = FakeMachine()
+    results = interleave(["m"], 2, machine.launch)
+    gone = {**CELL, "model": "gone", "key": "gone-key"}
+    frame = paired_rows(results, {"m": CELL}, AbOptions(rounds=2), missing=[gone])
+    row = frame.set_index("model").loc["gone"]
+    assert row["verdict"] == "broken (missing)" and row["regression"] and row["new_status"] == "missing"
+    assert exit_code(frame) == 1
+    # No cell on both sides: no verdict, which is not a pass.
+    assert exit_code(paired_rows({}, {}, AbOptions(rounds=2))) == 3
+
+
+def test_an_agent_dying_mid_run_is_an_internal_error_not_a_usage_error(tmp_path: Path) -> None:
+    """Exit 2 means "fix your input"; an agent that started and then died is the harness's
+    failure (exit 4), and one that cannot start is the side's code or interpreter (exit 2)."""
+    fake = tmp_path / "python"
+    # Answers the set-up message, then dies on the first cell; a second one never answers.
+    fake.write_text("#!/bin/sh\nread line\necho '{\"cells\": []}'\nread line\necho gone >&2\nexit 9\n")
+    fake.chmod(0o755)
+    agent = Agent(Side("base", "fake", str(fake)), {}, tmp_path / "agent.log")
+    assert agent.info == {"cells": []}
+    with pytest.raises(InternalError, match=r"the base side \(fake\): its agent died during the run: gone"):
+        agent.run("k")
+    silent = tmp_path / "silent"
+    silent.write_text("#!/bin/sh\necho cannot import inferbench >&2\nexit 1\n")
+    silent.chmod(0o755)
+    with pytest.raises(UserError, match="failed to start: cannot import inferbench"):
+        Agent(Side("head", "fake", str(silent)), {}, tmp_path / "silent.log")
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from inferbench.budget import DEFAULT_CELL_SECONDS, History, parse_budget, plan_sweep
+from inferbench.budget import DEFAULT_CELL_SECONDS, BudgetClock, History, parse_budget, plan_sweep
 from inferbench.config import Cell, SweepConfig
 from inferbench.errors import UserError
 from inferbench.storage import write_csv
@@ -81,6 +81,25 @@ def test_plan_fits_the_budget_and_reports_the_rest() -> None:
 def test_everything_fits_a_large_budget() -> None:
     plan = plan_sweep(_cells(), History(), budget_s=1e6)
     assert not plan.skipped
+
+
+def test_the_clock_skips_a_planned_cell_once_earlier_cells_ran_long(tmp_path: Path) -> None:
+    """Fake clock, every cell estimated at 10 s (history), 40 s budget: four cells planned. The
+    clock started before the plan (the model check and the ceilings count too)."""
+    cells = _cells()[:6]
+    _run_folder(tmp_path, "earlier", [(c, 10.0) for c in cells])
+    now = [100.0]
+    clock = BudgetClock(cells, tmp_path, 40.0, clock=lambda: now[0], started=95.0)
+    planned, left_out = clock.plan.selected, clock.plan.skipped
+    assert len(planned) == 4 and len(left_out) == 2
+    verdict = clock.verdict(left_out[0])
+    assert verdict is not None and verdict["status"] == "skipped" and "in the plan" in verdict["reason"]
+    assert clock.verdict(planned[0]) is None  # 5 s gone + 10 s estimate: fits
+    now[0] = 95.0 + 33.0  # earlier cells ran long: 33 s gone, 43 s > 40 s x 1.05
+    late = clock.verdict(planned[-1])
+    assert late is not None and late["status"] == "skipped" and "with the time left" in late["reason"]
+    now[0] = 95.0 + 31.0  # 41 s <= 42 s: within the slack
+    assert clock.verdict(planned[-1]) is None
 
 
 def _run_folder(results_dir: Path, name: str, rows: list[tuple[Cell, float | None]]) -> Path:

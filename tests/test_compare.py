@@ -290,9 +290,16 @@ def test_interfered_cell_is_inconclusive_not_a_change() -> None:
     assert set(frame["note"]) == {"interfered (new)"}
 
 
-def _env(model: str = "Intel Xeon", ort: str = "1.32.0", omp: str | None = None) -> dict[str, Any]:
+def _env(
+    model: str = "Intel Xeon", ort: str = "1.32.0", omp: str | None = None, cpus: int = 2
+) -> dict[str, Any]:
     return {
-        "cpu": {"model": model, "isa": {"amx_bf16": model == "Intel Xeon", "avx2": True}},
+        "cpu": {
+            "model": model,
+            "isa": {"amx_bf16": model == "Intel Xeon", "avx2": True},
+            "logical_cpus": 8,
+            "affinity": list(range(cpus)),  # what the run could use: a 2-CPU container on 8
+        },
         "packages": {"onnxruntime": ort, "numpy": "2"},
         "threads": {"inter_op": 1, "env": {"OMP_NUM_THREADS": omp}},
     }
@@ -308,6 +315,7 @@ def test_runs_from_different_machines_or_settings_are_refused(
         (_env(model="AMD EPYC"), "CPU model 'AMD EPYC' vs 'Intel Xeon'; ISA amx_bf16 only in new"),
         (_env(ort="1.31.0"), "onnxruntime '1.31.0' vs '1.32.0'"),
         (_env(omp="4"), "OMP_NUM_THREADS '4' vs None"),
+        (_env(cpus=4), "CPUs 4 vs 2"),  # threads = 0 means all of them
     ]
     (new / "env.json").write_text(json.dumps(_env()))
     for base_env, named in cases:

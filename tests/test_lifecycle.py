@@ -182,7 +182,7 @@ def test_children_know_their_runner() -> None:
 
 
 @pytest.mark.slow
-def test_disk_full_while_saving_exits_3_with_log(
+def test_disk_full_while_saving_exits_4_with_log(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     def full(run_dir: Path, record: dict[str, object]) -> None:
@@ -192,7 +192,7 @@ def test_disk_full_while_saving_exits_3_with_log(
     profile = tmp_path / "p.toml"
     profile.write_text(PROFILE.replace(f', "{HANG}"', ""))
     argv = ["run", "--profile", str(profile), "--run-id", "r", "--results-dir", str(tmp_path), "--no-report"]
-    assert main(argv) == 3
+    assert main(argv) == 4
     line = _one_error_line(capsys.readouterr().err)
     log = tmp_path / "r" / "logs" / "runner.log"
     assert (
@@ -202,21 +202,21 @@ def test_disk_full_while_saving_exits_3_with_log(
     assert "Traceback (most recent call last)" in log.read_text()
 
 
-def test_corrupt_result_file_exits_3(
+def test_corrupt_result_file_exits_4(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where a log with no run goes
     cells = tmp_path / "run" / "cells"
     cells.mkdir(parents=True)
     (cells / "a.json").write_text('{"cell_key": "a", "status": ')
-    assert main(["report", str(tmp_path / "run"), "--reports-dir", str(tmp_path / "reports")]) == 3
+    assert main(["report", str(tmp_path / "run"), "--reports-dir", str(tmp_path / "reports")]) == 4
     line = _one_error_line(capsys.readouterr().err)
     assert line.startswith(f"inferbench: internal error: corrupt result file {cells / 'a.json'}")
     logs = list(tmp_path.glob("inferbench-*.log"))
     assert len(logs) == 1 and str(logs[0]) in line and "JSONDecodeError" in logs[0].read_text()
 
 
-def test_unexpected_exception_is_3_never_1(
+def test_unexpected_exception_is_4_never_1_or_3(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     def exhausted() -> int:
@@ -224,7 +224,7 @@ def test_unexpected_exception_is_3_never_1(
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr("inferbench.commands.list_command", exhausted)
-    assert main(["list"]) == 3
+    assert main(["list"]) == 4
     assert _one_error_line(capsys.readouterr().err).startswith("inferbench: internal error: MemoryError")
 
 

@@ -71,3 +71,19 @@ def test_budget_turns_cells_that_do_not_fit_into_skipped_rows(tmp_path: Path) ->
     records = run_sweep(config, tmp_path / "run", cache_dir=tmp_path / "cache", budget_s=1.0)
     assert [r["status"] for r in records] == [SKIPPED] * 3
     assert all("budget" in r["reason"] for r in records)
+
+
+def test_budget_plans_only_the_cells_that_need_a_worker(tmp_path: Path) -> None:
+    """Rows decided without a worker (here: an engine that is not installed) cost nothing, so
+    they take no share of the budget: 3 cells at the default estimate fit in 95 s."""
+    config = fake_sweep(
+        ["tests.fakes:FakeBackend", "tests.fakes:MissingEngineBackend"], batch_sizes=(1, 2, 3)
+    )
+    records = run_sweep(config, tmp_path / "run", cache_dir=tmp_path / "cache", budget_s=95.0)
+    by_backend: dict[str, set[str]] = {}
+    for r in records:
+        by_backend.setdefault(r["backend"], set()).add(r["status"])
+    assert by_backend == {
+        "tests.fakes:FakeBackend": {"ok"},
+        "tests.fakes:MissingEngineBackend": {"unavailable"},
+    }
