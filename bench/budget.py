@@ -1,13 +1,17 @@
 """`--budget 15m`: plan a sweep to fit a time budget, and say what did not fit.
 
 Each cell's wall time is estimated from history: the median `wall_s` of the same cell in
-earlier runs under the results folder, else of the same model and backend (any precision,
-batch, mode), else of the same backend, else a fixed guess. Cells are then taken in an order
+earlier runs under the results folder (and this run), else of the same model and backend (any
+precision, batch, mode), else of the same model, else of the same backend, else of any cell,
+else a fixed guess. Cells are then taken in an order
 that answers the most with the least: every model's batch-1 latency cells first, larger
 batches next, throughput mode last, eager FP32 first within each group (it is what speed-ups
-are measured against). Cells that do not fit are not dropped: they become rows with status
-`skipped` and the estimate that kept them out. While the sweep runs, the runner also skips a
-cell whose estimate would carry it past the budget, so the total stays close to it.
+are measured against). The cells that fit run first; the rest follow in that order, each
+estimated again from this run's own timings (a fresh clone has no history, and the fixed guess
+is far off), and run while they fit. With no history at all and nothing planned, the first cell
+runs anyway, as the probe the estimates start from. A cell is skipped when its estimate would carry the sweep
+past the budget, so the total stays close to it. Cells that do not fit are not dropped: they
+become rows with status `skipped` and the estimate that kept them out.
 """
 
 from __future__ import annotations
@@ -56,33 +60,47 @@ def parse_budget(text: str) -> float:
 
 @dataclass
 class History:
-    """Median wall time per cell key, per (model, backend) and per backend."""
+    """Median wall time per cell key, per (model, backend), per model, per backend, and over
+    every cell."""
 
     by_key: dict[str, float] = field(default_factory=dict)
     by_model_backend: dict[tuple[str, str], float] = field(default_factory=dict)
+    by_model: dict[str, float] = field(default_factory=dict)
     by_backend: dict[str, float] = field(default_factory=dict)
+    any_cell: float | None = None
 
     @classmethod
     def from_records(cls, records: Iterable[dict[str, object]]) -> History:
-        keys: dict[str, list[float]] = defaultdict(list)
-        pairs: dict[tuple[str, str], list[float]] = defaultdict(list)
-        backends: dict[str, list[float]] = defaultdict(list)
+        groups: dict[str, dict[Any, list[float]]] = {
+            name: defaultdict(list) for name in ("key", "pair", "model", "backend")
+        }
+        walls: list[float] = []
         for record in records:
             wall = record.get("wall_s")
             # NaN is what an empty wall_s cell of results.csv reads as.
             if not isinstance(wall, int | float) or not math.isfinite(wall) or wall <= 0:
                 continue
-            keys[str(record.get("cell_key"))].append(float(wall))
-            pairs[(str(record.get("model")), str(record.get("backend")))].append(float(wall))
-            backends[str(record.get("backend"))].append(float(wall))
+            model, backend = str(record.get("model")), str(record.get("backend"))
+            groups["key"][str(record.get("cell_key"))].append(float(wall))
+            groups["pair"][(model, backend)].append(float(wall))
+            groups["model"][model].append(float(wall))
+            groups["backend"][backend].append(float(wall))
+            walls.append(float(wall))
+        medians = {name: {k: statistics.median(v) for k, v in g.items()} for name, g in groups.items()}
         return cls(
-            {k: statistics.median(v) for k, v in keys.items()},
-            {k: statistics.median(v) for k, v in pairs.items()},
-            {k: statistics.median(v) for k, v in backends.items()},
+            medians["key"],
+            medians["pair"],
+            medians["model"],
+            medians["backend"],
+            statistics.median(walls) if walls else None,
         )
 
     @classmethod
     def from_results_dir(cls, results_dir: Path) -> History:
+        return cls.from_records(cls.records_in(results_dir))
+
+    @staticmethod
+    def records_in(results_dir: Path) -> list[dict[str, object]]:
         """The `results.csv` of every run folder under `results_dir`: four columns of one
         small table per run, where the cell files would be read whole (raw latencies and
         all). A folder whose table cannot be read is skipped: a plan is an estimate, never
@@ -95,7 +113,7 @@ class History:
                 logger.debug("budget history: skipping %s: %s", run_dir, exc)
                 continue
             records.extend(table.to_dict("records"))
-        return cls.from_records(records)
+        return records
 
     def estimate(self, cell: Cell) -> tuple[float, str]:
         """Seconds for the cell, and where the figure came from."""
@@ -103,8 +121,12 @@ class History:
             return self.by_key[cell.key], "this cell"
         if (cell.model, cell.backend) in self.by_model_backend:
             return self.by_model_backend[(cell.model, cell.backend)], "same model and backend"
+        if cell.model in self.by_model:  # a model's size moves a cell's time more than its engine
+            return self.by_model[cell.model], "same model"
         if cell.backend in self.by_backend:
             return self.by_backend[cell.backend], "same backend"
+        if self.any_cell is not None:
+            return self.any_cell, "any cell"
         return DEFAULT_CELL_SECONDS, "no history"
 
 
@@ -139,17 +161,22 @@ def plan_sweep(cells: list[Cell], history: History, budget_s: float) -> Plan:
     return Plan(selected, skipped, estimates, budget_s)
 
 
-def skipped_reason(estimate_s: float, budget_s: float, *, at_run_time: bool = False) -> str:
-    when = "with the time left" if at_run_time else "in the plan"
-    return f"does not fit the {budget_s / 60:g} min budget {when} (estimated {estimate_s:.0f} s)"
+def skipped_reason(estimate_s: float, budget_s: float, source: str) -> str:
+    return (
+        f"does not fit the {budget_s / 60:g} min budget with the time left "
+        f"(estimated {estimate_s:.0f} s, from {source})"
+    )
 
 
 class BudgetClock:
-    """The runner's side of `--budget`: the plan's verdicts, then the clock's.
+    """The runner's side of `--budget`: the plan, then the clock, learning as it goes.
 
-    Cells the plan left out are `skipped` at once. A planned cell is skipped too when its
-    estimate no longer fits in the time left (earlier cells ran long); a cell that ran shorter
-    than estimated leaves its time to the next ones."""
+    The planned cells run first. A planned cell is skipped when its estimate no longer fits
+    in the time left (earlier cells ran long). The cells the plan left out are not given up:
+    they come after the planned ones, in the plan's order of priority, each estimated again
+    from what this run has measured so far (with no history, every first estimate is the
+    fixed guess, usually far too high or too low), and run while they fit. What still does
+    not fit becomes a `skipped` row with its estimate."""
 
     def __init__(
         self,
@@ -162,13 +189,37 @@ class BudgetClock:
         self.clock = clock or time.monotonic
         self.started = self.clock() if started is None else started
         self.budget_s = budget_s
-        self.plan = plan_sweep(cells, History.from_results_dir(results_dir), budget_s)
+        self._past = History.records_in(results_dir)
+        self._measured: list[dict[str, object]] = []
+        self.history = History.from_records(self._past)
+        self.plan = plan_sweep(cells, self.history, budget_s)
         self._left_out = {c.key for c in self.plan.skipped}
 
+    def order(self, cells: list[Cell]) -> list[Cell]:
+        """`cells` (the runner's order) with the plan's left-out cells moved to the end, in
+        priority order: by the time they come up, this run's own timings estimate them."""
+        later = sorted((c for c in cells if c.key in self._left_out), key=_priority)
+        return [c for c in cells if c.key not in self._left_out] + later
+
+    def learn(self, cell: Cell, record: dict[str, Any]) -> None:
+        """A measured cell's wall time, for the estimates of the cells still to come."""
+        self._measured.append(
+            {
+                "cell_key": cell.key,
+                "model": cell.model,
+                "backend": cell.backend,
+                "wall_s": record.get("wall_s"),
+            }
+        )
+        self.history = History.from_records([*self._past, *self._measured])
+
     def verdict(self, cell: Cell) -> dict[str, Any] | None:
-        estimate = self.plan.estimates[cell.key]
-        if cell.key in self._left_out:
-            return {"status": SKIPPED, "reason": skipped_reason(estimate, self.budget_s)}
-        if self.clock() - self.started + estimate > self.budget_s * BUDGET_SLACK:
-            return {"status": SKIPPED, "reason": skipped_reason(estimate, self.budget_s, at_run_time=True)}
-        return None
+        """None: run the cell; else its `skipped` row."""
+        estimate, source = self.history.estimate(cell)
+        spent = self.clock() - self.started
+        if spent + estimate <= self.budget_s * BUDGET_SLACK:
+            return None
+        if source == "no history" and not self._measured and spent < self.budget_s:
+            return None  # the probe: nothing to go on but the fixed guess, so measure one cell
+        return {"status": SKIPPED, "reason": skipped_reason(estimate, self.budget_s, source)}
+        return {"status": SKIPPED, "reason": skipped_reason(estimate, self.budget_s, source)}

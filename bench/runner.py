@@ -155,7 +155,7 @@ def run_sweep(
         lambda: list(filter(needed, cells)),
     )
     try:
-        for cell in _execution_order(cells) if shared.enabled else cells:
+        for cell in _sweep_order(cells, shared.enabled, budget):
             previous = done.get(cell.key)
             if previous is not None and _kept(previous, redo_interfered):
                 if events.on_cell_done:
@@ -165,7 +165,7 @@ def run_sweep(
                 events.on_cell_start(cell)
             record = _static_verdict(cell, refs[cell.model], backend_classes[cell.backend], budget)
             if record is None:
-                record = measured.result(cell)
+                record = _measure(cell, measured, budget)
             pinned = ",".join(map(str, pin_cpus(cell.threads))) if config.pin else ""
             extra = {"settings": settings[cell.key], "settings_hash": hashes[cell.key], "session": session}
             record = _finish({**caps, "pinned_cpus": pinned, **record, **extra}, cell, run_dir.name)
@@ -285,6 +285,19 @@ def _cells_of(config: SweepConfig, shard: Shard | None) -> list[Cell]:
     if not cells:
         raise UserError(f"shard {shard} of this sweep holds no cell; use fewer shards")
     return cells
+
+
+def _sweep_order(cells: list[Cell], shared: bool, budget: BudgetClock | None) -> list[Cell]:
+    """Shared-worker groups together; with a budget, the cells its plan left out go last."""
+    order = _execution_order(cells) if shared else cells
+    return budget.order(order) if budget else order
+
+
+def _measure(cell: Cell, measured: HereCells | RayCells, budget: BudgetClock | None) -> dict[str, Any]:
+    record: dict[str, Any] = measured.result(cell)
+    if budget:
+        budget.learn(cell, record)  # the estimates of the cells still to come
+    return record
 
 
 def _static_verdict(

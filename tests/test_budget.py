@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from inferbench.budget import DEFAULT_CELL_SECONDS, BudgetClock, History, parse_budget, plan_sweep
+from inferbench.budget import DEFAULT_CELL_SECONDS, BudgetClock, History, _priority, parse_budget, plan_sweep
 from inferbench.config import Cell, SweepConfig
 from inferbench.errors import UserError
 from inferbench.storage import write_csv
@@ -38,7 +38,7 @@ def _cells() -> list[Cell]:
     return sweep.cells()
 
 
-def test_estimates_fall_back_from_cell_to_model_backend_to_backend_to_default() -> None:
+def test_estimates_fall_back_from_cell_to_model_backend_model_backend_any_then_default() -> None:
     cells = _cells()
     history = History.from_records(
         [
@@ -53,7 +53,12 @@ def test_estimates_fall_back_from_cell_to_model_backend_to_backend_to_default() 
     lstm_torch = next(c for c in cells if c.model == "lstm" and c.backend == "torch")
     assert history.estimate(lstm_torch) == (6.0, "same model and backend")
     ort = next(c for c in cells if c.backend == "onnxruntime")
-    assert history.estimate(ort) == (8.0, "same backend")
+    assert history.estimate(ort) == (4.0, "same model")  # mlp on torch
+    only_backend = History.from_records(
+        [{"cell_key": "x", "model": "resnet50", "backend": "onnxruntime", "wall_s": 8.0}]
+    )
+    assert only_backend.estimate(ort) == (8.0, "same backend")
+    assert only_backend.estimate(cells[0]) == (8.0, "any cell")
     assert History().estimate(by_key[cells[1].key]) == (DEFAULT_CELL_SECONDS, "no history")
 
 
@@ -92,14 +97,54 @@ def test_the_clock_skips_a_planned_cell_once_earlier_cells_ran_long(tmp_path: Pa
     clock = BudgetClock(cells, tmp_path, 40.0, clock=lambda: now[0], started=95.0)
     planned, left_out = clock.plan.selected, clock.plan.skipped
     assert len(planned) == 4 and len(left_out) == 2
-    verdict = clock.verdict(left_out[0])
-    assert verdict is not None and verdict["status"] == "skipped" and "in the plan" in verdict["reason"]
     assert clock.verdict(planned[0]) is None  # 5 s gone + 10 s estimate: fits
     now[0] = 95.0 + 33.0  # earlier cells ran long: 33 s gone, 43 s > 40 s x 1.05
     late = clock.verdict(planned[-1])
-    assert late is not None and late["status"] == "skipped" and "with the time left" in late["reason"]
+    assert late is not None and late["status"] == "skipped"
+    assert (
+        late["reason"]
+        == "does not fit the 0.666667 min budget with the time left (estimated 10 s, from this cell)"
+    )
     now[0] = 95.0 + 31.0  # 41 s <= 42 s: within the slack
     assert clock.verdict(planned[-1]) is None
+
+
+def test_cells_the_plan_left_out_run_last_estimated_from_this_runs_timings(tmp_path: Path) -> None:
+    """No history (a fresh clone): the plan assumes 30 s a cell and fits 2 of 8 in 60 s. The
+    cells really take 5 s; once two have run, the others are estimated at 5 s and run while
+    the time lasts, in the plan's order of priority, instead of being skipped at the start."""
+    cells = _cells()[:8]
+    now = [0.0]
+    clock = BudgetClock(cells, tmp_path, 60.0, clock=lambda: now[0])
+    assert len(clock.plan.selected) == 2
+    order = clock.order(cells)
+    assert order[:2] == clock.plan.selected  # planned first, then the rest by priority
+    assert [c.key for c in order[2:]] == [c.key for c in sorted(clock.plan.skipped, key=_priority)]
+    statuses = []
+    for cell in order:
+        verdict = clock.verdict(cell)
+        if verdict is None:
+            now[0] += 5.0
+            clock.learn(cell, {"wall_s": 5.0})
+        statuses.append(verdict["status"] if verdict else "ran")
+    # 12 cells' worth of time: all 8 ran, in 40 s
+    assert statuses == ["ran"] * 8 and now[0] == 40.0
+    # A tighter budget: the last cells are skipped, each with the estimate that kept it out.
+    now[0] = 0.0
+    tight = BudgetClock(cells, tmp_path, 22.0, clock=lambda: now[0])
+    seen = []
+    for cell in tight.order(cells):
+        verdict = tight.verdict(cell)
+        if verdict is None:
+            now[0] += 5.0
+            tight.learn(cell, {"wall_s": 5.0})
+        seen.append(verdict["reason"] if verdict else "ran")
+    # Nothing fits the fixed guess: the first cell runs as the probe, then three more fit.
+    assert seen[:4] == ["ran"] * 4 and now[0] == 20.0
+    assert all(
+        r.startswith("does not fit the 0.366667 min budget with the time left (estimated 5 s")
+        for r in seen[4:]
+    )
 
 
 def _run_folder(results_dir: Path, name: str, rows: list[tuple[Cell, float | None]]) -> Path:
@@ -124,8 +169,8 @@ def test_history_reads_each_run_folders_results_csv(tmp_path: Path) -> None:
     assert history.estimate(mlp_torch[2]) == (4.0, "same model and backend")  # median of 2, 4, 5
     lstm_torch = next(c for c in cells if (c.model, c.backend) == ("lstm", "torch"))
     assert history.estimate(lstm_torch) == (4.0, "same backend")
-    ort = next(c for c in cells if c.backend == "onnxruntime")
-    assert history.estimate(ort) == (DEFAULT_CELL_SECONDS, "no history")
+    lstm_ort = next(c for c in cells if (c.model, c.backend) == ("lstm", "onnxruntime"))
+    assert history.estimate(lstm_ort) == (4.0, "any cell")
 
 
 def test_history_uses_the_table_not_the_cell_files(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +15,7 @@ from inferbench.merge import merge_runs
 from inferbench.runner import run_sweep
 from inferbench.shard import Shard
 from inferbench.status import SKIPPED
+from inferbench.storage import write_csv
 from tests.conftest import FAST_MEASURE, fake_sweep
 
 
@@ -67,7 +68,10 @@ def test_merge_refuses_shards_of_different_sweeps_and_reports_missing(tmp_path: 
 
 def test_budget_turns_cells_that_do_not_fit_into_skipped_rows(tmp_path: Path) -> None:
     config = fake_sweep(["tests.fakes:FakeBackend"], batch_sizes=(1, 2, 3))
-    # Nothing in history: every cell is estimated at the default, far over a 1 s budget.
+    # An earlier run took 30 s a cell, far over a 1 s budget. (With no history at all the
+    # first cell would run as the probe: tests/test_budget.py.)
+    past = [{**asdict(c), "cell_key": c.key, "status": "ok", "wall_s": 30.0} for c in config.cells()]
+    write_csv(tmp_path / "earlier", past)
     records = run_sweep(config, tmp_path / "run", cache_dir=tmp_path / "cache", budget_s=1.0)
     assert [r["status"] for r in records] == [SKIPPED] * 3
     assert all("budget" in r["reason"] for r in records)
