@@ -64,7 +64,9 @@ merge: setup
 
 
 # The gate: `inferbench ab` on the gate profile, BASE (default: the merge base with main) and the
-# working tree interleaved in one job. Exit 0 = no regression, 1 = regression, 2 = usage, 3 = undecided.
+# working tree interleaved in one job. Exit 0 = no regression, 1 = regression, 2 = usage, 3 = undecided,
+# 4 = internal error. make itself exits 2 on any failure, so the code is also written to
+# results/gate-$(HW)/exit-code for CI to read (.github/workflows/perf.yml).
 # It gates on each process's fastest call (GATE_ON=min): on a shared machine the steadiest
 # measure of the code's own speed (README, "The gate"); GATE_ON=p50 on a dedicated runner.
 ROUNDS ?= 10
@@ -72,7 +74,8 @@ GATE_ON ?= min
 gate: setup
 	rm -rf results/gate-$(HW)
 	$(PY) -m inferbench ab --base $(or $(BASE),$(shell git merge-base HEAD main 2>/dev/null || git merge-base HEAD origin/main)) \
-	  --profile gate-$(HW) --rounds $(ROUNDS) --gate-on $(GATE_ON) --out results/gate-$(HW) $(ARGS)
+	  --profile gate-$(HW) --rounds $(ROUNDS) --gate-on $(GATE_ON) --out results/gate-$(HW) $(ARGS); \
+	  code=$$?; mkdir -p results/gate-$(HW) && echo $$code > results/gate-$(HW)/exit-code; exit $$code
 
 # For a dedicated, quiet runner only: the gate profile against a baseline committed from that
 # same machine (refused, exit 2, when the CPU, engines, threads or settings differ).

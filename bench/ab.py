@@ -84,23 +84,30 @@ def _side_status(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _flaky_base_row(
-    cell: dict[str, Any], records: list[dict[str, Any]], worst: dict[str, Any]
+    cell: dict[str, Any], records: list[dict[str, Any]], worst: dict[str, Any], head: dict[str, Any]
 ) -> dict[str, Any] | None:
-    """A base that came out ok and then failed in a later round (the head ok throughout) is
-    flaky, not "fixed" by the head: the cell is undecided. None when that is not the case."""
+    """A base that came out ok and then failed in a later round is flaky, not "fixed" by the
+    head: the cell is undecided, whatever the head did in that round (both failing at once
+    says more about the machine than about the change). None when that is not the case."""
     if worst["status"] == "ok" or records[0]["status"] != "ok":
         return None
     failed = next(i for i, r in enumerate(records) if r["status"] != "ok")
+    note = f"the base side was ok, then {worst['status']} in round {failed + 1} ({_reason(worst)})"
+    if head["status"] != "ok":
+        note += f"; the head {head['status']} too ({_reason(head)})"
     return {
         **cell,
         "metric": "status",
         "base_status": worst["status"],
-        "new_status": "ok",
+        "new_status": head["status"],
         "verdict": INCONCLUSIVE,
         "broken": False,
-        "note": f"the base side was ok, then {worst['status']} in round {failed + 1} "
-        f"({worst.get('reason', '')[:120]}): not judged",
+        "note": note + ": not judged",
     }
+
+
+def _reason(record: dict[str, Any]) -> str:
+    return str(record.get("reason") or "no reason given")[:120]
 
 
 def _few_rounds(clean: int, note: str) -> str:
@@ -137,7 +144,7 @@ def paired_rows(
         cell = {k: cells[key][k] for k in KEY}
         base, head = _side_status(by_side["base"]), _side_status(by_side["head"])
         if base["status"] != "ok" or head["status"] != "ok":
-            rows.append(_flaky_base_row(cell, by_side["base"], base) or status_row(cell, base, head))
+            rows.append(_flaky_base_row(cell, by_side["base"], base, head) or status_row(cell, base, head))
             estimates.append(None)
             continue
         pairs = [

@@ -30,7 +30,7 @@ from typing import Any
 from inferbench import storage
 from inferbench.config import Cell
 from inferbench.errors import UserError
-from inferbench.status import SKIPPED
+from inferbench.status import MEASURED, SKIPPED
 
 #: Seconds assumed for a cell that nothing in history resembles.
 DEFAULT_CELL_SECONDS = 30.0
@@ -195,14 +195,18 @@ class BudgetClock:
         self.plan = plan_sweep(cells, self.history, budget_s)
         self._left_out = {c.key for c in self.plan.skipped}
 
-    def order(self, cells: list[Cell]) -> list[Cell]:
-        """`cells` (the runner's order) with the plan's left-out cells moved to the end, in
-        priority order: by the time they come up, this run's own timings estimate them."""
+    def split(self, cells: list[Cell]) -> tuple[list[Cell], list[Cell]]:
+        """`cells` (the runner's order) as the planned ones, in that order, and the plan's
+        left-out ones in priority order, to run after them: by the time they come up, this
+        run's own timings estimate them."""
         later = sorted((c for c in cells if c.key in self._left_out), key=_priority)
-        return [c for c in cells if c.key not in self._left_out] + later
+        return [c for c in cells if c.key not in self._left_out], later
 
     def learn(self, cell: Cell, record: dict[str, Any]) -> None:
-        """A measured cell's wall time, for the estimates of the cells still to come."""
+        """A measured cell's wall time, for the estimates of the cells still to come. A failed
+        cell's time (a timeout's is the timeout) says nothing about the next cell's."""
+        if record.get("status") not in MEASURED:
+            return
         self._measured.append(
             {
                 "cell_key": cell.key,
@@ -221,5 +225,4 @@ class BudgetClock:
             return None
         if source == "no history" and not self._measured and spent < self.budget_s:
             return None  # the probe: nothing to go on but the fixed guess, so measure one cell
-        return {"status": SKIPPED, "reason": skipped_reason(estimate, self.budget_s, source)}
         return {"status": SKIPPED, "reason": skipped_reason(estimate, self.budget_s, source)}

@@ -29,8 +29,8 @@ exit codes:
   0    success (compare/ab: no regression)
   1    regression found (compare/ab only; never used for a crash)
   2    usage error: bad flag, profile, model or option, or a broken model factory
-  3    compare/ab only: could not decide (no regression found, some gating results
-       inconclusive)
+  3    compare/ab only: could not decide (no regression found, but some gating results
+       inconclusive, or no cell timed on both sides)
   4    internal error or environment failure (disk full, corrupt result file, out of
        memory, a bug): one line naming the log that holds the traceback; never 1 or 3,
        so a crashed gate cannot pass as "undecided"

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from inferbench.compare_env import RunView, load_view
+from inferbench.compare_report import nothing_timed
 from inferbench.envcheck import mismatch_line
 from inferbench.errors import UserError
 from inferbench.hosts import HOST, envs_by_host, host_of, several_hosts, with_host
@@ -352,10 +353,11 @@ def _processes_ms(record: dict[str, Any]) -> list[np.ndarray]:
 
 
 def exit_code(frame: pd.DataFrame) -> int:
-    """0 = no regression, 1 = regression or broken cell, 3 = could not decide (also when
-    nothing at all was compared: no verdict is not a pass)."""
-    if frame.empty:
-        return 3
+    """0 = no regression, 1 = regression or broken cell, 3 = could not decide (also when no
+    cell was timed on both sides, e.g. every engine missing on this runner: no verdict is
+    not a pass)."""
+    if nothing_timed(frame):
+        return 1 if not frame.empty and frame["regression"].any() else 3
     if frame["regression"].any():
         return 1
     return 3 if frame["inconclusive"].any() else 0

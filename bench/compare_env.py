@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from inferbench.compare_report import KEY
-from inferbench.envcheck import ENGINE_PACKAGES, Difference, find_differences
+from inferbench.envcheck import ENGINE_PACKAGES, Difference, find_differences, usable_cpus
 from inferbench.storage import load_run, load_settings
 
 Fact = Callable[["RunView"], Any]
@@ -95,6 +95,7 @@ def _facts(base: RunView, new: RunView) -> Iterator[tuple[str, Fact]]:
     yield "host", lambda v: v.env.get("hostname")
     yield "CPU model", _cpu("model")
     yield "logical CPUs", _cpu("logical_cpus")
+    yield "CPUs", lambda v: usable_cpus(v.env.get("cpu") or {})
     yield "memory (GB)", lambda v: v.env.get("memory_gb")
     yield "ISA flags", _isa
     yield "native bf16", _cpu("native_bf16")

@@ -22,6 +22,15 @@ KEY = ["model", "backend", "precision", "batch_size", "threads", "mode"]
 SHOWN = [*KEY, "metric", "verdict", "ratio (CI)", "MDE", "q_value", "note"]
 
 
+def nothing_timed(frame: pd.DataFrame) -> bool:
+    """No result at all: no cell timed on both sides and none fixed, e.g. every engine
+    missing on this runner ("still unavailable"), or no cell in common."""
+    if frame.empty:
+        return True
+    timed = frame["gating"] & (frame["metric"] != "status")
+    return not (timed | (frame["new_status"] == "ok")).any()
+
+
 def headline(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "**UNDECIDED**: nothing was compared (no cell on both sides)"
@@ -38,6 +47,8 @@ def headline(frame: pd.DataFrame) -> str:
         return "**FAIL**: " + ", ".join(what)
     if undecided:
         return f"**UNDECIDED**: no regression found, but {undecided} cell(s) are inconclusive"
+    if nothing_timed(frame):
+        return "**UNDECIDED**: no cell was timed on both sides, and none was fixed"
     return "**PASS**: no regression"
 
 
@@ -73,7 +84,8 @@ def legend(options: CompareOptions) -> str:
         "advisory. **regression**: worse "
         f"than the threshold, significant after Holm's correction at alpha={options.alpha}; "
         f"**no change**: the {options.confidence:.0%} interval lies within ± the threshold; "
-        "**inconclusive**: neither (too noisy to decide, or disturbed). Ratios are NEW/BASE; "
+        "**inconclusive**: neither (too noisy to decide, or disturbed; for a status row, a side that failed "
+        "in some rounds only). Ratios are NEW/BASE; "
         "**MDE**: the slowdown this cell would catch 80% of the time at its measured noise."
     )
 

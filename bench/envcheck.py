@@ -65,7 +65,8 @@ def find_differences(
     b_cpu, n_cpu = base_env.get("cpu", {}), new_env.get("cpu", {})
     check("CPU model", b_cpu.get("model", MISSING), n_cpu.get("model", MISSING))
     # threads = 0 means "every CPU the run may use": the count is part of the setting.
-    check("CPUs", _usable_cpus(b_cpu), _usable_cpus(n_cpu))
+    b_n, n_n = usable_cpus(b_cpu), usable_cpus(n_cpu)
+    check("CPUs", MISSING if b_n is None else b_n, MISSING if n_n is None else n_n)
     b_isa, n_isa = b_cpu.get("isa") or {}, n_cpu.get("isa") or {}
     for flag in sorted(set(b_isa) & set(n_isa)):
         check(f"ISA {flag}", bool(b_isa[flag]), bool(n_isa[flag]))
@@ -85,10 +86,11 @@ def find_differences(
     return found
 
 
-def _usable_cpus(cpu: dict[str, Any]) -> Any:
+def usable_cpus(cpu: dict[str, Any]) -> int | None:
     """The CPUs the run could use: its affinity mask, else the machine's logical CPUs."""
     affinity = cpu.get("affinity")
-    return len(affinity) if affinity else cpu.get("logical_cpus", MISSING)
+    count = len(affinity) if affinity else cpu.get("logical_cpus")
+    return int(count) if count else None
 
 
 def differences(

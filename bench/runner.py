@@ -288,9 +288,13 @@ def _cells_of(config: SweepConfig, shard: Shard | None) -> list[Cell]:
 
 
 def _sweep_order(cells: list[Cell], shared: bool, budget: BudgetClock | None) -> list[Cell]:
-    """Shared-worker groups together; with a budget, the cells its plan left out go last."""
-    order = _execution_order(cells) if shared else cells
-    return budget.order(order) if budget else order
+    """Shared-worker groups together; with a budget, the cells its plan left out go last (in
+    its order of priority, their groups kept together too)."""
+    group = _execution_order if shared else list
+    if budget is None:
+        return group(cells)
+    planned, later = budget.split(cells)
+    return group(planned) + group(later)
 
 
 def _measure(cell: Cell, measured: HereCells | RayCells, budget: BudgetClock | None) -> dict[str, Any]:

@@ -271,8 +271,22 @@ def test_a_base_failing_after_ok_rounds_is_undecided_not_fixed() -> None:
     frame = paired_rows(results, {"m": CELL}, AbOptions(rounds=4))
     row = frame.iloc[0]
     assert row["verdict"] == "inconclusive" and row["inconclusive"] and not row["regression"]
-    assert row["note"].startswith("the base side was ok, then timeout in round 3 (hung)")
+    assert row["note"] == "the base side was ok, then timeout in round 3 (hung): not judged"
     assert exit_code(frame) == 3
+    # Both sides failing in that round: still undecided, and the head's failure is in the row.
+    machine = FakeMachine()
+
+    def both(side: str, key: str, round_index: int) -> dict[str, Any]:
+        record = machine.launch(side, key, round_index)
+        return {"status": "error", "reason": None} if round_index == 2 else record
+
+    frame = paired_rows(interleave(["m"], 4, both), {"m": CELL}, AbOptions(rounds=4))
+    row = frame.iloc[0]
+    assert row["verdict"] == "inconclusive" and row["new_status"] == "error" and exit_code(frame) == 3
+    assert row["note"] == (
+        "the base side was ok, then error in round 3 (no reason given); "
+        "the head error too (no reason given): not judged"
+    )
     # Failing from its first round the base was broken before the change: the head fixed it.
     machine = FakeMachine()
     machine.status[("base", "m")] = "error"
@@ -308,6 +322,33 @@ def test_an_agent_dying_mid_run_is_an_internal_error_not_a_usage_error(tmp_path:
     silent.chmod(0o755)
     with pytest.raises(UserError, match="failed to start: cannot import inferbench"):
         Agent(Side("head", "fake", str(silent)), {}, tmp_path / "silent.log")
+
+
+def test_make_gate_leaves_the_gates_own_exit_code_for_ci(tmp_path: Path) -> None:
+    """make exits 2 whenever a recipe fails, so CI could never tell "undecided" (3, a warning)
+    from a crash (4): the recipe writes the code down. A stand-in interpreter exits 3."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    (tmp_path / "pyproject.toml").write_text("")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".installed-cpu-dev").touch()  # set up already (not older than pyproject.toml)
+    fake = venv / "bin" / "python"
+    fake.write_text('#!/bin/sh\necho "$@" > args\nexit 3\n')
+    fake.chmod(0o755)
+    makefile = str(PROJECT_ROOT / "Makefile")
+    done = subprocess.run(
+        ["make", "-f", makefile, "gate", f"VENV={venv}", "BASE=abc123"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2, done.stderr
+    assert (tmp_path / "results" / "gate-cpu" / "exit-code").read_text().strip() == "3"
+    called = (tmp_path / "args").read_text()
+    assert called.startswith("-m inferbench ab --base abc123 --profile gate-cpu --rounds 10 --gate-on min"), (
+        called
+    )
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

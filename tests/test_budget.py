@@ -117,7 +117,8 @@ def test_cells_the_plan_left_out_run_last_estimated_from_this_runs_timings(tmp_p
     now = [0.0]
     clock = BudgetClock(cells, tmp_path, 60.0, clock=lambda: now[0])
     assert len(clock.plan.selected) == 2
-    order = clock.order(cells)
+    planned, later = clock.split(cells)
+    order = planned + later
     assert order[:2] == clock.plan.selected  # planned first, then the rest by priority
     assert [c.key for c in order[2:]] == [c.key for c in sorted(clock.plan.skipped, key=_priority)]
     statuses = []
@@ -125,7 +126,7 @@ def test_cells_the_plan_left_out_run_last_estimated_from_this_runs_timings(tmp_p
         verdict = clock.verdict(cell)
         if verdict is None:
             now[0] += 5.0
-            clock.learn(cell, {"wall_s": 5.0})
+            clock.learn(cell, {"status": "ok", "wall_s": 5.0})
         statuses.append(verdict["status"] if verdict else "ran")
     # 12 cells' worth of time: all 8 ran, in 40 s
     assert statuses == ["ran"] * 8 and now[0] == 40.0
@@ -133,12 +134,16 @@ def test_cells_the_plan_left_out_run_last_estimated_from_this_runs_timings(tmp_p
     now[0] = 0.0
     tight = BudgetClock(cells, tmp_path, 22.0, clock=lambda: now[0])
     seen = []
-    for cell in tight.order(cells):
+    first, then = tight.split(cells)
+    for cell in first + then:
         verdict = tight.verdict(cell)
         if verdict is None:
             now[0] += 5.0
-            tight.learn(cell, {"wall_s": 5.0})
+            tight.learn(cell, {"status": "ok", "wall_s": 5.0})
         seen.append(verdict["reason"] if verdict else "ran")
+    # A failed cell's time (a timeout's is the timeout) is not learned.
+    tight.learn(cells[0], {"status": "timeout", "wall_s": 600.0})
+    assert tight.history.any_cell == 5.0
     # Nothing fits the fixed guess: the first cell runs as the probe, then three more fit.
     assert seen[:4] == ["ran"] * 4 and now[0] == 20.0
     assert all(

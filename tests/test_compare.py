@@ -263,6 +263,19 @@ def test_ok_to_any_other_status_is_a_failure_listed_by_cell(status: str) -> None
     assert "### Broken or missing cells" in md and f"broken ({status})" in md
 
 
+def test_nothing_timed_on_either_side_is_undecided_not_a_pass() -> None:
+    """Every engine missing on this runner: no cell was measured, so there is no verdict."""
+    base = [_record("a", np.ones(3), status="unavailable"), _record("b", np.ones(3), status="unsupported")]
+    new = [_record("a", np.ones(3), status="unavailable"), _record("b", np.ones(3), status="unsupported")]
+    frame, _ = compare_records(base, new, FAST)
+    from inferbench.compare import exit_code
+    from inferbench.compare_report import headline
+
+    assert set(frame["verdict"]) == {"still unavailable", "still unsupported"}
+    assert exit_code(frame) == 3
+    assert headline(frame) == "**UNDECIDED**: no cell was timed on both sides, and none was fixed"
+
+
 def test_mde_inconclusive_and_no_change() -> None:
     """A noisy cell gets a wide interval and a large MDE: inconclusive, never "no change"."""
     rng = np.random.default_rng(8)

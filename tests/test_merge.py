@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
-from inferbench.config import load_profile
+from inferbench.budget import BudgetClock
+from inferbench.config import Cell, load_profile
 from inferbench.errors import UserError
 from inferbench.merge import merge_runs
 from inferbench.runner import run_sweep
@@ -77,17 +79,29 @@ def test_budget_turns_cells_that_do_not_fit_into_skipped_rows(tmp_path: Path) ->
     assert all("budget" in r["reason"] for r in records)
 
 
-def test_budget_plans_only_the_cells_that_need_a_worker(tmp_path: Path) -> None:
-    """Rows decided without a worker (here: an engine that is not installed) cost nothing, so
-    they take no share of the budget: 3 cells at the default estimate fit in 95 s."""
+def test_budget_plans_only_the_cells_that_need_a_worker_and_learns_as_it_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No history: the plan assumes 30 s a cell and fits 2 of the 3 cells that need a worker in
+    70 s (rows decided without one, here an engine that is not installed, take no share). The
+    third runs after them, estimated from this run's own timings (a second or two here)."""
+    planned: list[list[str]] = []
+
+    class Spy(BudgetClock):
+        def __init__(self, cells: list[Cell], *args: Any, **kwargs: Any) -> None:
+            planned.append([c.backend for c in cells])
+            super().__init__(cells, *args, **kwargs)
+
+    monkeypatch.setattr("inferbench.runner.BudgetClock", Spy)
     config = fake_sweep(
         ["tests.fakes:FakeBackend", "tests.fakes:MissingEngineBackend"], batch_sizes=(1, 2, 3)
     )
-    records = run_sweep(config, tmp_path / "run", cache_dir=tmp_path / "cache", budget_s=95.0)
-    by_backend: dict[str, set[str]] = {}
+    records = run_sweep(config, tmp_path / "run", cache_dir=tmp_path / "cache", budget_s=70.0)
+    assert planned == [["tests.fakes:FakeBackend"] * 3]
+    by_backend: dict[str, list[str]] = {}
     for r in records:
-        by_backend.setdefault(r["backend"], set()).add(r["status"])
+        by_backend.setdefault(r["backend"], []).append(r["status"])
     assert by_backend == {
-        "tests.fakes:FakeBackend": {"ok"},
-        "tests.fakes:MissingEngineBackend": {"unavailable"},
+        "tests.fakes:FakeBackend": ["ok"] * 3,
+        "tests.fakes:MissingEngineBackend": ["unavailable"] * 3,
     }
