@@ -356,11 +356,9 @@ def exit_code(frame: pd.DataFrame) -> int:
     """0 = no regression, 1 = regression or broken cell, 3 = could not decide (also when no
     cell was timed on both sides, e.g. every engine missing on this runner: no verdict is
     not a pass)."""
-    if nothing_timed(frame):
-        return 1 if not frame.empty and frame["regression"].any() else 3
-    if frame["regression"].any():
+    if not frame.empty and frame["regression"].any():
         return 1
-    return 3 if frame["inconclusive"].any() else 0
+    return 3 if nothing_timed(frame) or frame["inconclusive"].any() else 0
 
 
 @dataclass(frozen=True)
