@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 if TYPE_CHECKING:
+    from inferbench.capability import Cpu, Support
     from inferbench.models import ModelDef, ModelRef
 
 
@@ -104,6 +105,10 @@ class Backend(ABC):
     accepts_onnx: ClassVar[bool] = False
     #: Where the model runs: "cpu" rows get `% of peak` against the CPU ceilings.
     device: ClassVar[str] = "cpu"
+    #: The CPU engine whose kernels do this backend's compute (one of
+    #: `inferbench.capability.ENGINES`): the capability model then says, per precision,
+    #: whether this CPU computes it natively. None: an engine the model does not know.
+    cpu_engine: ClassVar[str | None] = None
 
     #: Options this backend accepts (profile `[backend_options.<name>]`, CLI `--backend-option`),
     #: with their allowed values; the first is the default.
@@ -169,6 +174,16 @@ class Backend(ABC):
         if model.kind != "onnx" and not cls.accepts_torch:
             return f"{cls.name} only runs ONNX files"
         return None
+
+    @classmethod
+    def cpu_support(cls, cpu: Cpu, precision: str) -> Support | None:
+        """How this CPU computes `precision` for this engine, or None where the capability
+        model has nothing to say (a GPU backend, an engine it does not know)."""
+        from inferbench.capability import support
+
+        if cls.device != "cpu" or cls.cpu_engine is None:
+            return None
+        return support(cpu, cls.cpu_engine, precision)
 
     @classmethod
     def versions(cls) -> dict[str, str]:

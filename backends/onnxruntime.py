@@ -67,6 +67,7 @@ def session_options(intra_threads: int) -> Any:
 
 class OrtBackend(Backend):
     name = "onnxruntime"
+    cpu_engine = "onnxruntime"
     requires = ("onnxruntime", "onnx")
     extra = "onnxruntime"
     version_packages: ClassVar[tuple[str, ...]] = ("onnxruntime", "onnx", "torch")

@@ -42,6 +42,7 @@ def runtime_ops(compiled: Any) -> list[tuple[str, str]]:
 
 class OpenVinoBackend(Backend):
     name = "openvino"
+    cpu_engine = "openvino"
     requires = ("openvino", "onnx")
     extra = "openvino"
     accepts_onnx = True

@@ -70,6 +70,7 @@ class TorchBackend(Backend):
     """Eager execution of the model's torch module."""
 
     name = "torch"
+    cpu_engine = "torch"
     requires = ("torch",)
     version_packages: ClassVar[tuple[str, ...]] = ("torch",)
     precisions = frozenset({"fp32", "bf16", "int8"})

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -229,16 +229,26 @@ class Agent:
         from inferbench.procs import kill_group
 
         if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
+            _close_quietly(self.proc.stdin)  # end of requests: the agent exits on EOF
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 kill_group(self.proc)
         for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None and not stream.closed:
-                stream.close()
+            _close_quietly(stream)
         self._log.close()
+
+
+def _close_quietly(stream: IO[Any] | None) -> None:
+    """Close a pipe to or from an agent that may already have exited: flushing buffered
+    requests into a pipe whose reader is gone raises BrokenPipeError, and the pipe is closed
+    all the same (the race depends on when the agent died)."""
+    if stream is None or stream.closed:
+        return
+    try:
+        stream.close()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
 
 
 @contextmanager

@@ -60,22 +60,18 @@ def round_config(config: Any, round_index: int) -> Any:
 
 def _run(config: Any, key: str, run_dir: Path, cache_dir: Path, round_index: int = 0) -> dict[str, Any]:
     from inferbench.backends import load_backend
+    from inferbench.capability import this_cpu
     from inferbench.models import resolve_model
-    from inferbench.runner import run_repeats
+    from inferbench.runner import PrecisionCheck, run_repeats, static_verdict
 
     cell = next(c for c in config.cells() if c.key == key)
     config = round_config(config, round_index)
     backend_cls = load_backend(cell.backend)
     ref = resolve_model(cell.model)
-    available = backend_cls.availability()
-    if not available.ok:
-        record: dict[str, Any] = {"status": "unavailable", "reason": available.reason}
-    else:
-        reason = backend_cls.unsupported_reason(ref, cell.precision)
-        if reason:
-            record = {"status": "unsupported", "reason": reason}
-        else:
-            record = run_repeats(cell, ref, config, run_dir, cache_dir)
+    check = PrecisionCheck(this_cpu(), config.allow_emulated)
+    record = static_verdict(cell, ref, backend_cls, check)
+    if record is None:
+        record = {**run_repeats(cell, ref, config, run_dir, cache_dir), **check.flag(cell, backend_cls)}
     return {**record, **asdict(cell), "cell_key": key}
 
 

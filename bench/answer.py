@@ -4,7 +4,8 @@ is fastest among the cells that can be trusted, how much faster, and at what acc
 The report, `summary.md` and the end of `run` all print what `answers()` returns, so the
 three never disagree. A cell is trusted when its status is `ok` and nothing flagged it:
 capped (the time budget ended its measurement), interfered (other work competed for the
-cores), lowp_flagged (the engine ran too little of the model in the low precision asked for)
+cores), lowp_flagged (the engine ran too little of the model in the low precision asked for),
+emulated (the precision was measured with --allow-emulated on a CPU that only emulates it)
 or accuracy_checked false (no reference to check it against). Columns a run does not have
 (older runs, engines that do not report them) count as "not flagged".
 
@@ -28,11 +29,16 @@ from inferbench.status import NOT_RUN, OK
 REFERENCE = ("torch", "fp32")  # speed-ups are against eager FP32 at the same batch size
 GROUP_KEYS = ("model", "batch_size", "threads", "mode")
 #: Boolean columns that, when true, keep a measured cell out of the answer, with the words used.
-FLAGS = {"capped": "capped", "interfered": "interference", "lowp_flagged": "low-precision share"}
+FLAGS = {
+    "capped": "capped",
+    "interfered": "interference",
+    "lowp_flagged": "low-precision share",
+    "emulated": "emulated precision",
+}
 ACCURACY_FIGURES = ("rel_l2_err", "cosine", "top1_agreement")
 RULE = (
     "Fastest cell per model, batch size and mode among those with status ok and no flag "
-    "(capped, interference, low-precision share, accuracy not checked): p50 latency in "
+    "(capped, interference, low-precision share, emulated precision, accuracy not checked): p50 latency in "
     "latency mode, throughput in throughput mode, with its 95% interval. Speed-ups are over "
     "eager FP32 (torch fp32) and over the fastest FP32 cell of any engine."
 )

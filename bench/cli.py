@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", action="append", help="intra-op threads (0 = all cores)")
     run.add_argument("--mode", action="append", help="latency (one request in flight), throughput")
     run.add_argument("--pin", action="store_true", help="pin each worker to its first THREADS cores")
+    run.add_argument(
+        "--allow-emulated",
+        action="store_true",
+        help="measure precisions this CPU only emulates (default: unsupported rows; see inferbench doctor)",
+    )
     run.add_argument("--repeats", type=int, help="fresh worker processes per cell")
     run.add_argument(
         "--fresh-workers",
@@ -210,6 +215,7 @@ def _add_ab(sub: Any) -> None:
     ):
         ab.add_argument(*(f for f in (flag, short) if f), action="append", help=what)
     ab.add_argument("--pin", action="store_true", help="pin each worker to its first THREADS cores")
+    ab.add_argument("--allow-emulated", action="store_true", help="measure precisions this CPU only emulates")
     ab.add_argument("--backend-option", action="append", default=[], metavar="BACKEND.KEY=VALUE")
     ab.add_argument("--max-regression", default="5%", help="the threshold a regression must exceed")
     ab.add_argument("--threshold", action="append", default=[], metavar="METRIC=PCT")
@@ -244,6 +250,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
             "threads": optional_int_items(args.threads, "threads"),
             "modes": optional_items(args.mode),
             "pin": args.pin or None,
+            "allow_emulated": args.allow_emulated or None,
             "backend_options": _backend_options(args.backend_option),
         },
         max_regression=fraction(args.max_regression),
@@ -266,6 +273,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads=optional_int_items(args.threads, "threads"),
         modes=optional_items(args.mode),
         pin=args.pin or None,
+        allow_emulated=args.allow_emulated or None,
         repeats=args.repeats,
         fresh_workers=args.fresh_workers,
         peak=args.peak,

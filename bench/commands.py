@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ def run_command(
     threads: list[int] | None = None,
     modes: list[str] | None = None,
     pin: bool | None = None,
+    allow_emulated: bool | None = None,
     repeats: int | None = None,
     fresh_workers: bool = False,
     peak: str = "off",
@@ -64,6 +66,7 @@ def run_command(
         threads=threads,
         modes=modes,
         pin=pin,
+        allow_emulated=allow_emulated,
         backend_options=backend_options,
     )
     config = _process_overrides(config, repeats, fresh_workers)
@@ -233,11 +236,16 @@ class _progress:
         )
         self.task: Any = None
 
-    def __enter__(self) -> SweepEvents | None:
-        if not self.enabled:
-            return None
+    def __enter__(self) -> SweepEvents:
+        if not self.enabled:  # a slow step before the cells is still announced, in one line
+            return SweepEvents(on_notice=self._notice)
         self.bar.start()
-        return SweepEvents(on_start=self._start, on_cell_start=self._cell, on_cell_done=self._done)
+        return SweepEvents(
+            on_start=self._start, on_cell_start=self._cell, on_cell_done=self._done, on_notice=self._notice
+        )
+
+    def _notice(self, text: str) -> None:
+        console.print(text, highlight=False, markup=False)
 
     def __exit__(self, *exc: object) -> None:
         if self.enabled:
@@ -290,17 +298,37 @@ def list_command() -> int:
 
 def doctor_command() -> int:
     """What this machine can run: CPU features, then every backend x precision with the reason
-    for each gap (model-specific limits are in the notes)."""
-    from inferbench.config import PRECISIONS
-    from inferbench.env import cpu_info
+    for each gap (model-specific limits are in the notes). The CPU's answers come from the
+    capability model (inferbench.capability), with an emulated precision's slowdown when this
+    machine's ceilings are cached (`inferbench peak`)."""
+    from rich.markup import escape
+
+    from inferbench import capability
+    from inferbench.config import PRECISIONS, resolve_threads
     from inferbench.models import ModelRef
+    from inferbench.peak import load_peaks
+    from inferbench.runner import default_cache_dir
 
     out = Console()
-    cpu = cpu_info()
-    flags = ", ".join(f for f, present in cpu["isa"].items() if present)
-    out.print(f"CPU: {cpu['model']}, {cpu['logical_cpus']} logical CPUs; ISA: {flags}")
-    out.print(f"native bf16: {cpu['native_bf16']}   native int8 dot product: {cpu['native_int8_dot']}")
-    out.print(f"GPU: {_gpu_line()}")
+    cpu = capability.this_cpu()
+    described = capability.describe(cpu)
+    flags = ", ".join(described["features"]) or "none listed"
+    summary = f"{cpu.model} ({cpu.arch}), {os.cpu_count()} logical CPUs; {cpu.isa_summary()}"
+    out.print(f"CPU: {summary}", markup=False)
+    out.print(f"ISA: {flags}", markup=False)
+    for variable, value in cpu.caps.items():
+        honoured = capability.CAPS_HONOURED_BY.get(
+            variable, capability.CAPS_HONOURED_BY["ONEDNN_MAX_CPU_ISA"]
+        )
+        out.print(f"capped by {variable}={value} (honoured by {', '.join(honoured)})", markup=False)
+    for problem in cpu.problems:
+        out.print(problem, markup=False)
+    natives = (
+        f"native bf16: {described['native_bf16']}   native int8 dot product: {described['native_int8_dot']}"
+    )
+    out.print(natives)
+    out.print(f"GPU: {escape(_gpu_line())}")
+    peaks = load_peaks(default_cache_dir(), resolve_threads(0))
     table = Table(title="backend x precision on this machine")
     table.add_column("backend")
     for precision in PRECISIONS:
@@ -317,15 +345,30 @@ def doctor_command() -> int:
         cells = []
         for precision in PRECISIONS:
             reason = avail.reason if not avail.ok else cls.unsupported_reason(probe, precision)
-            if reason:
-                cells.append(f"[red]no[/] {footnote(reason)}")
+            found = None if reason else cls.cpu_support(cpu, precision)
+            if reason or (found and found.level == capability.UNAVAILABLE):
+                cells.append(f"[red]no[/] {footnote(reason or found.why if found else reason)}")
+            elif found and found.level == capability.EMULATED:
+                cells.append(f"[yellow]emulated[/] ({_slowdown(peaks, precision)}) {footnote(found.why)}")
             else:
                 cells.append(f"[green]yes[/] {footnote(cls.precision_notes.get(precision, ''))}".strip())
-        table.add_row(name, *cells)
+        table.add_row(escape(name), *cells)
     out.print(table)
     for text, number in notes.items():
-        out.print(f"({number}) {text}", soft_wrap=True)
+        out.print(f"({number}) {text}", soft_wrap=True, markup=False, highlight=False)
+    if any(level == capability.EMULATED for e in described["support"].values() for level in _levels(e)):
+        out.print("emulated precisions are `unsupported` in a sweep unless --allow-emulated", markup=False)
     return 0
+
+
+def _levels(support: dict[str, dict[str, str]]) -> list[str]:
+    return [entry["level"] for entry in support.values()]
+
+
+def _slowdown(peaks: dict[str, Any] | None, precision: str) -> str:
+    record = ((peaks or {}).get("emulated") or {}).get(precision) or {}
+    slowdown = record.get("slowdown_vs_fp32")
+    return f"{slowdown:g}x slower than fp32" if slowdown else "cost unmeasured: inferbench peak"
 
 
 def _gpu_line() -> str:
@@ -349,17 +392,27 @@ def peak_command(threads: list[int], *, refresh: bool = False, cache_dir: Path |
 
     table = Table("threads", "FP32 GFLOP/s", "BF16 GFLOP/s", "INT8 GOP/s", "memory GB/s", "source")
     for t in dict.fromkeys(resolve_threads(t) for t in threads):
-        peaks = get_peaks(cache_dir or default_cache_dir(), t, refresh=refresh)
+        peaks = get_peaks(cache_dir or default_cache_dir(), t, refresh=refresh, announce=console.print)
         if peaks["cached"]:
             console.print(f"threads={t}: from the cache ({peaks.get('measured_at')}); --refresh re-measures")
         table.add_row(
             str(t),
-            *(f"{peaks[k]:.0f}" if peaks.get(k) else "-" for k in PEAK_KEYS.values()),
+            *(_ceiling_text(peaks, precision, key) for precision, key in PEAK_KEYS.items()),
             f"{peaks['memory_gbps']:.1f}",
             "cache" if peaks["cached"] else "measured now",
         )
     console.print(table)
     return 0
+
+
+def _ceiling_text(peaks: dict[str, Any], precision: str, key: str) -> str:
+    """A ceiling, or what stands in its place: an emulated rate (never a ceiling), or '-'."""
+    if peaks.get(key):
+        return f"{peaks[key]:.0f}"
+    emulated = (peaks.get("emulated") or {}).get(precision)
+    if emulated and emulated.get("gflops"):
+        return f"emulated: {emulated['gflops']:.2g} ({_slowdown(peaks, precision)})"
+    return "-"
 
 
 def _process_overrides(config: SweepConfig, repeats: int | None, fresh_workers: bool) -> SweepConfig:

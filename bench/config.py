@@ -201,6 +201,9 @@ class SweepConfig:
     # Per-backend settings, e.g. {"torch": {"bf16_mode": "full"}}; each backend declares its own.
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     name: str = "custom"
+    # Measure a precision this CPU only emulates for the cell's engine (inferbench.capability)
+    # instead of refusing it as `unsupported`; such rows are flagged `emulated`.
+    allow_emulated: bool = False
 
     def __post_init__(self) -> None:
         _require(len(self.models) > 0, "at least one model is required")
@@ -220,6 +223,10 @@ class SweepConfig:
         for m in self.modes:
             _require(m in MODES, f"mode must be one of {', '.join(MODES)}; got {m!r}")
         _require(isinstance(self.pin, bool), f"pin must be true or false; got {self.pin!r}")
+        _require(
+            isinstance(self.allow_emulated, bool),
+            f"allow_emulated must be true or false; got {self.allow_emulated!r}",
+        )
 
     def cells(self) -> list[Cell]:
         return [
@@ -257,6 +264,8 @@ class SweepConfig:
             f"{cell.backend}.{k}": v for k, v in sorted({**option_defaults, **given}.items())
         }
         settings["pin"] = self.pin
+        if self.allow_emulated:  # only when set: older runs' settings hashes stay as they were
+            settings["allow_emulated"] = True
         for name, value in asdict(self.measure).items():
             if name in _UNSHAPING_MEASURE or (name == "streams" and cell.mode != "throughput"):
                 continue
@@ -307,7 +316,7 @@ def resolve_threads(threads: int) -> int:
         return os.cpu_count() or 1
 
 
-_SWEEP_KEYS = {"models", "backends", "precisions", "batch_sizes", "threads", "modes", "pin"}
+_SWEEP_KEYS = {"models", "backends", "precisions", "batch_sizes", "threads", "modes", "pin", "allow_emulated"}
 
 
 def profile_names() -> list[str]:
@@ -356,7 +365,7 @@ def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig
         raise UserError(f"profile {name}: missing [sweep] section")
     bad = set(sweep) - _SWEEP_KEYS
     _require(not bad, f"profile {name}: unknown [sweep] key(s) {sorted(bad)}")
-    for key in _SWEEP_KEYS & set(sweep) - {"pin"}:
+    for key in _SWEEP_KEYS & set(sweep) - {"pin", "allow_emulated"}:
         _require(isinstance(sweep[key], list), f"profile {name}: sweep.{key} must be a list")
     measure_data = data.get("measure", {})
     if not isinstance(measure_data, dict):
@@ -384,6 +393,7 @@ def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig
         threads=tuple(sweep.get("threads", [0])),
         modes=tuple(sweep.get("modes", ["latency"])),
         pin=sweep.get("pin", False),
+        allow_emulated=sweep.get("allow_emulated", False),
         measure=MeasureConfig(**measure_data),
         accuracy=AccuracyConfig(**accuracy_data),
         backend_options=_backend_options(data.get("backend_options", {}), name),

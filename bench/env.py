@@ -8,22 +8,8 @@ import os
 import platform
 import re
 import sys
-from pathlib import Path
 from typing import Any
 
-# ISA features that decide which precisions run natively.
-ISA_FLAGS = (
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx_vnni",
-    "amx_tile",
-    "amx_bf16",
-    "amx_int8",
-    "avx512_fp16",
-)
 PACKAGES = (
     "torch",
     "onnxruntime",
@@ -54,25 +40,19 @@ THREAD_VARS = (
     "MKL_ENABLE_INSTRUCTIONS",
     "ONEDNN_MAX_CPU_ISA",
     "DNNL_MAX_CPU_ISA",
+    "ATEN_CPU_CAPABILITY",
 )
 
 
-def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    flags_line = re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.M)
-    flags = set(flags_line.group(1).split()) if flags_line else set()
+def cpu_info(cpuinfo: str | None = None, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """The CPU and what each engine computes natively on it (inferbench.capability)."""
+    from inferbench import capability
+
+    cpu = capability.this_cpu(environ) if cpuinfo is None else capability.parse_cpu(cpuinfo, environ)
     return {
-        "model": model.group(1).strip() if model else platform.processor(),
+        **capability.describe(cpu),
         "logical_cpus": os.cpu_count(),
         "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "isa": {flag: flag in flags for flag in ISA_FLAGS},
-        "native_bf16": bool(flags & {"avx512_bf16", "amx_bf16"}),
-        "native_int8_dot": bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}),
     }
 
 

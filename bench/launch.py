@@ -225,6 +225,7 @@ def _write_spec(
             "options": config.backend_options.get(cell.backend, {}),
             "cache_dir": str(cache_dir),
             "pin_cpus": pin_cpus(cell.threads) if config.pin else None,
+            "allow_emulated": config.allow_emulated,
             # The worker's own deadline, for when this runner cannot enforce its own (stopped,
             # frozen): past the runner's timeout, so the runner's verdict normally comes first.
             "deadline_s": config.measure.timeout_seconds + WORKER_DEADLINE_MARGIN_S,

@@ -8,6 +8,12 @@ can beat it (fused kernels, Winograd, a lucky frequency): `% of peak` above 100 
 than hiding it. Run in a fresh process with the thread environment set, cached per machine,
 thread count and library versions.
 
+A precision a library only emulates on this CPU (`inferbench.capability`: torch's bf16 GEMM on
+AVX2 runs far below fp32) is never a ceiling: it is timed once on a small GEMM, recorded under
+`emulated` with its slowdown against the fp32 ceiling (the cost the runner's `unsupported`
+rows quote), and its `% of peak` stays empty. A precision the library does not compute here
+is not probed. The whole probe stays within about a minute on any CPU.
+
 `python -m inferbench.peak THREADS OUT.json` is the subprocess entry point.
 """
 
@@ -22,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from inferbench import capability
 from inferbench.errors import UserError
 from inferbench.procs import guard_child, python_command, run_child, worker_env
 from inferbench.util import atomic_write_json, cache_key
@@ -32,6 +39,9 @@ log = logging.getLogger(__name__)
 GEMM_SHAPES = ((512, 2048, 2048), (2048, 2048, 2048))
 MEMORY_BYTES = 256 * 2**20
 PROBE_SECONDS = 0.6
+#: An emulated precision's probe: small enough that even a reference kernel finishes quickly.
+EMULATED_SHAPE = (256, 256, 256)
+EMULATED_SECONDS = 0.3
 #: Precision -> key in the peaks record; fp16 has no CPU probe.
 PEAK_KEYS = {"fp32": "fp32_gflops", "bf16": "bf16_gflops", "int8": "int8_gops"}
 
@@ -39,11 +49,18 @@ PEAK_KEYS = {"fp32": "fp32_gflops", "bf16": "bf16_gflops", "int8": "int8_gops"}
 PEAK_TIMEOUT_S = 600.0
 
 
-def best_seconds(call: Callable[[], Any], seconds: float = PROBE_SECONDS) -> float:
-    """Fastest of repeated calls within about `seconds` (after two warm-up calls)."""
+def best_seconds(call: Callable[[], Any], seconds: float = PROBE_SECONDS, warmup: int = 2) -> float:
+    """Fastest of repeated calls within about `seconds` (after `warmup` calls). A call slower
+    than `seconds` is timed once and not repeated: a slow kernel has no ceiling to find, and
+    the probe must finish within a minute on any CPU."""
+    t0 = time.perf_counter()
     call()
-    call()
-    best, start = float("inf"), time.perf_counter()
+    first = time.perf_counter() - t0
+    if first > seconds:
+        return first
+    for _ in range(warmup - 1):
+        call()
+    best, start = first, time.perf_counter()
     while time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
         call()
@@ -89,7 +106,9 @@ def _openvino_gemm(precision: str, threads: int, shape: tuple[int, int, int]) ->
     return 2 * m * k * n / best_seconds(lambda: request.infer([data], share_inputs=True)) / 1e9
 
 
-def _torch_gemm(precision: str, threads: int, shape: tuple[int, int, int]) -> float:
+def _torch_gemm(
+    precision: str, threads: int, shape: tuple[int, int, int], seconds: float = PROBE_SECONDS, warmup: int = 2
+) -> float:
     import torch
 
     torch.set_num_threads(threads)
@@ -108,7 +127,7 @@ def _torch_gemm(precision: str, threads: int, shape: tuple[int, int, int]) -> fl
             return a @ b
 
     with torch.inference_mode():
-        return 2 * m * k * n / best_seconds(call) / 1e9
+        return 2 * m * k * n / best_seconds(call, seconds, warmup) / 1e9
 
 
 def _memory_bandwidth(threads: int) -> tuple[float, str]:
@@ -129,36 +148,76 @@ PROBES: dict[str, Callable[[str, int, tuple[int, int, int]], float]] = {
 }
 
 
-def measure_peaks(threads: int) -> dict[str, Any]:
+def measure_peaks(threads: int, cpu: capability.Cpu | None = None) -> dict[str, Any]:
     """Run every probe here (call in a process whose thread environment is set)."""
     import importlib.util
 
-    peaks: dict[str, Any] = {"threads": threads, "probes": {}}
+    cpu = cpu or capability.this_cpu()
+    peaks: dict[str, Any] = {"threads": threads, "probes": {}, "emulated": {}, "not_probed": {}}
+    libraries = [name for name in PROBES if importlib.util.find_spec(name) is not None]
     for precision, key in PEAK_KEYS.items():
         best, method = 0.0, ""
-        for library, probe in PROBES.items():
-            if importlib.util.find_spec(library) is None:
+        for library in libraries:
+            found = capability.support(cpu, library, precision)
+            if found.level == capability.UNAVAILABLE:
+                peaks["not_probed"][f"{library} {precision}"] = found.why
+                continue
+            if found.level == capability.EMULATED:
+                record = _emulated_probe(library, precision, threads, found.why)
+                peaks["emulated"].setdefault(precision, record)
                 continue
             for shape in GEMM_SHAPES:
                 try:
-                    rate = probe(precision, threads, shape)
+                    rate = PROBES[library](precision, threads, shape)
                 except Exception as exc:  # one library failing a probe leaves the others
                     log.warning("%s %s probe failed: %s", library, precision, exc)
                     continue
                 peaks["probes"][f"{library} {precision} {'x'.join(map(str, shape))}"] = round(rate, 1)
                 if rate > best:
                     best, method = rate, f"{library} gemm {'x'.join(map(str, shape))}"
+                if 2 * shape[0] * shape[1] * shape[2] / (rate * 1e9) > PROBE_SECONDS:
+                    break  # a slow kernel (torch's _int_mm on AVX2): the larger shapes only cost time
         peaks[key] = best or None
         peaks[f"{key}_method"] = method
+    for record in peaks["emulated"].values():
+        if peaks.get("fp32_gflops") and record.get("gflops"):
+            record["slowdown_vs_fp32"] = round(peaks["fp32_gflops"] / record["gflops"], 1)
     peaks["memory_gbps"], peaks["memory_gbps_method"] = _memory_bandwidth(threads)
     return peaks
+
+
+def _emulated_probe(library: str, precision: str, threads: int, why: str) -> dict[str, Any]:
+    """One small GEMM in an emulated precision: its rate, never a ceiling."""
+    shape = EMULATED_SHAPE
+    record: dict[str, Any] = {"library": library, "why": why, "shape": "x".join(map(str, shape))}
+    if library != "torch":  # the only probe whose library computes an emulated precision
+        return record
+    try:
+        rate = _torch_gemm(precision, threads, shape, seconds=EMULATED_SECONDS, warmup=1)
+    except Exception as exc:  # an emulation may also simply fail (oneDNN has no primitive)
+        record["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return record
+    record["gflops"] = round(rate, 3)
+    return record
+
+
+def emulation_cost(peaks: dict[str, Any] | None, precision: str) -> str:
+    """'torch's bf16 GEMM runs 108x slower than fp32 here', from the probe, or ''."""
+    record = ((peaks or {}).get("emulated") or {}).get(precision) or {}
+    slowdown = record.get("slowdown_vs_fp32")
+    if not slowdown:
+        return ""
+    library = record.get("library", "the")
+    return f"{library}'s {precision} GEMM runs {slowdown:g}x slower than fp32 here (peak probe)"
 
 
 def peak_cache_path(cache_dir: Path, threads: int) -> Path:
     from inferbench import env
 
     versions = env.package_versions()
-    key = cache_key(env.cpu_info()["model"], threads, versions["torch"], versions["openvino"])
+    cpu = capability.this_cpu()  # the caps change what runs, so they key the cache too
+    caps = ",".join(f"{k}={v}" for k, v in sorted(cpu.caps.items()))
+    key = cache_key(cpu.model, threads, versions["torch"], versions["openvino"], caps)
     return cache_dir / "peaks" / f"peaks-t{threads}-{key}.json"
 
 
@@ -167,11 +226,20 @@ def load_peaks(cache_dir: Path, threads: int) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def get_peaks(cache_dir: Path, threads: int, *, refresh: bool = False) -> dict[str, Any]:
-    """Cached peaks for this machine and thread count, measured in a fresh process if absent."""
+def get_peaks(
+    cache_dir: Path,
+    threads: int,
+    *,
+    refresh: bool = False,
+    announce: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Cached peaks for this machine and thread count, measured in a fresh process if absent;
+    `announce` hears one line before a measurement starts."""
     path = peak_cache_path(cache_dir, threads)
     if path.is_file() and not refresh:
         return dict(json.loads(path.read_text()), cached=True)
+    if announce:
+        announce(f"measuring this machine's ceilings at {threads} thread(s) (about a minute, cached after)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".new.json")
     try:
@@ -200,7 +268,7 @@ def percent_of_peak(record: dict[str, Any], peaks: dict[str, Any] | None) -> dic
     achieved = flops * throughput / 1e9
     result = {"achieved_gflops": achieved}
     ceiling = (peaks or {}).get(PEAK_KEYS.get(record.get("precision", ""), ""))
-    if ceiling:
+    if ceiling and record.get("precision") not in ((peaks or {}).get("emulated") or {}):
         result["peak_gflops"] = float(ceiling)
         result["pct_of_peak"] = 100 * achieved / float(ceiling)
     return result

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from inferbench import env
+from inferbench import capability, env
 from inferbench.backends import load_backend
 from inferbench.budget import BudgetClock
 from inferbench.config import Cell, SweepConfig, settings_hash
@@ -29,7 +29,7 @@ from inferbench.history.fingerprint import machine_from_env
 from inferbench.launch import SharedWorkers, group_key, pin_cpus, run_in_worker
 from inferbench.modelcheck import check_models
 from inferbench.models import ModelRef, resolve_model
-from inferbench.peak import get_peaks, load_peaks, percent_of_peak
+from inferbench.peak import emulation_cost, get_peaks, load_peaks, percent_of_peak
 from inferbench.resume import kept_cells
 from inferbench.shard import Shard
 from inferbench.shutdown import Terminated, signals_held
@@ -53,6 +53,31 @@ class SweepEvents:
     on_start: Callable[[int], None] | None = None  # total cells
     on_cell_start: Callable[[Cell], None] | None = None
     on_cell_done: Callable[[Cell, dict[str, Any]], None] | None = None
+    on_notice: Callable[[str], None] | None = None  # one line about a slow step before the cells
+
+
+@dataclass(frozen=True)
+class PrecisionCheck:
+    """Refuses, before any worker, a precision this CPU does not compute natively for a cell's
+    engine (inferbench.capability); an emulated one is measured only when allowed, and its
+    reason quotes the slowdown the peak probe measured."""
+
+    cpu: capability.Cpu
+    allow_emulated: bool = False
+    peaks: dict[int, dict[str, Any] | None] | None = None
+
+    def verdict(self, cell: Cell, backend_cls: Any) -> dict[str, Any] | None:
+        found = backend_cls.cpu_support(self.cpu, cell.precision)
+        reason = capability.refusal(found, self.allow_emulated, self._cost(cell))
+        return {"status": UNSUPPORTED, "reason": reason} if reason else None
+
+    def flag(self, cell: Cell, backend_cls: Any) -> dict[str, Any]:
+        """`emulated` for a measured row: True, False, or absent where the model says nothing."""
+        found = backend_cls.cpu_support(self.cpu, cell.precision)
+        return {} if found is None else {"emulated": found.level == capability.EMULATED}
+
+    def _cost(self, cell: Cell) -> str:
+        return emulation_cost((self.peaks or {}).get(cell.threads), cell.precision)
 
 
 def default_cache_dir() -> Path:
@@ -117,12 +142,22 @@ def run_sweep(
 
     environment = env.capture(thread_counts, gpu=any(c.device != "cpu" for c in backend_classes.values()))
     # With an executor the cells run on other machines, whose ceilings are not this one's.
-    peaks = {t: _peaks(peak if executor is None else "off", cache_dir, t) for t in thread_counts}
+    peak_mode = peak if executor is None else "off"
+    peaks = {t: _peaks(peak_mode, cache_dir, t, events.on_notice) for t in thread_counts}
+    # Other machines' CPUs too: there each worker applies the same check to its own CPU.
+    precision_check = (
+        PrecisionCheck(capability.this_cpu(), config.allow_emulated, peaks) if executor is None else None
+    )
     environment["peaks"] = {str(t): p for t, p in peaks.items() if p}
     recorded = {"profile": profile or config.name, "started_at": dt.datetime.now().isoformat()}
     recorded.update({"shard": str(shard)} if shard else {})
     needed = functools.partial(
-        _needs_worker, done=done, refs=refs, classes=backend_classes, redo_interfered=redo_interfered
+        _needs_worker,
+        done=done,
+        refs=refs,
+        classes=backend_classes,
+        redo_interfered=redo_interfered,
+        precision_check=precision_check,
     )
     # Planned over the cells that need a worker: a row decided without one costs nothing.
     budget = (
@@ -163,9 +198,11 @@ def run_sweep(
                 continue
             if events.on_cell_start:
                 events.on_cell_start(cell)
-            record = _static_verdict(cell, refs[cell.model], backend_classes[cell.backend], budget)
+            backend_cls = backend_classes[cell.backend]
+            record = static_verdict(cell, refs[cell.model], backend_cls, precision_check, budget)
             if record is None:
                 record = _measure(cell, measured, budget)
+                record.update(precision_check.flag(cell, backend_cls) if precision_check else {})
             pinned = ",".join(map(str, pin_cpus(cell.threads))) if config.pin else ""
             extra = {"settings": settings[cell.key], "settings_hash": hashes[cell.key], "session": session}
             record = _finish({**caps, "pinned_cpus": pinned, **record, **extra}, cell, run_dir.name)
@@ -219,12 +256,13 @@ def _needs_worker(
     refs: dict[str, ModelRef],
     classes: dict[str, Any],
     redo_interfered: bool = False,
+    precision_check: PrecisionCheck | None = None,
 ) -> bool:
     """Whether the sweep loop measures this cell: not kept from an earlier session, not
     decided without a worker."""
     if _kept(done.get(cell.key), redo_interfered):
         return False
-    return _static_verdict(cell, refs[cell.model], classes[cell.backend]) is None
+    return static_verdict(cell, refs[cell.model], classes[cell.backend], precision_check) is None
 
 
 def _measured_by(
@@ -256,9 +294,11 @@ def _option_defaults(backend_cls: Any) -> dict[str, str]:
     return {key: allowed[0] for key, allowed in backend_cls.options.items()}
 
 
-def _peaks(mode: str, cache_dir: Path, threads: int) -> dict[str, Any] | None:
+def _peaks(
+    mode: str, cache_dir: Path, threads: int, announce: Callable[[str], None] | None = None
+) -> dict[str, Any] | None:
     if mode == "measure":
-        return get_peaks(cache_dir, threads)
+        return get_peaks(cache_dir, threads, announce=announce)
     if mode == "cached":
         return load_peaks(cache_dir, threads)
     return None
@@ -304,17 +344,24 @@ def _measure(cell: Cell, measured: HereCells | RayCells, budget: BudgetClock | N
     return record
 
 
-def _static_verdict(
-    cell: Cell, ref: ModelRef, backend_cls: Any, budget: BudgetClock | None = None
+def static_verdict(
+    cell: Cell,
+    ref: ModelRef,
+    backend_cls: Any,
+    precision_check: PrecisionCheck | None = None,
+    budget: BudgetClock | None = None,
 ) -> dict[str, Any] | None:
-    """Rows decided without starting a worker: engine missing, combination not supported, or
-    no time left in the budget."""
+    """Rows decided without starting a worker: engine missing, combination not supported, a
+    precision this CPU does not compute natively, or no time left in the budget."""
     available = backend_cls.availability()
     if not available.ok:
         return {"status": UNAVAILABLE, "reason": available.reason}
     reason = backend_cls.unsupported_reason(ref, cell.precision)
     if reason:
         return {"status": UNSUPPORTED, "reason": reason}
+    refused = precision_check.verdict(cell, backend_cls) if precision_check else None
+    if refused:
+        return refused
     return budget.verdict(cell) if budget else None
 
 

@@ -11,6 +11,10 @@ import numpy as np
 PERCENTILES = (50, 90, 99)
 CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 12345  # fixed: the same samples always give the same interval
+#: The fewest samples a 95% interval of a median can rest on: with 5 or fewer, even the range
+#: of the samples covers the median with less than 95% (2 * 0.5**5 = 6.25% outside), and a
+#: bootstrap of one call reads [x, x], as if perfectly precise. Fewer: no interval (NaN).
+MIN_INTERVAL_SAMPLES = 6
 
 
 def bootstrap_ci(
@@ -40,8 +44,17 @@ def bootstrap_ci(
 
 
 def latency_intervals(groups: Sequence[Sequence[int]], batch_size: int, resamples: int) -> dict[str, float]:
-    """95% intervals of p50 (ms) and latency-mode throughput (samples/s)."""
+    """95% intervals of p50 (ms) and latency-mode throughput (samples/s); NaN (no interval)
+    when the groups hold fewer than MIN_INTERVAL_SAMPLES calls in all."""
     ms = [np.asarray(g, dtype=np.float64) / 1e6 for g in groups]
+    if sum(len(g) for g in ms) < MIN_INTERVAL_SAMPLES:
+        names = (
+            "latency_p50_ci_low_ms",
+            "latency_p50_ci_high_ms",
+            "throughput_ci_low_sps",
+            "throughput_ci_high_sps",
+        )
+        return dict.fromkeys(names, float("nan"))
     p50 = bootstrap_ci(ms, lambda x: float(np.median(x)), resamples)
     sps = bootstrap_ci(ms, lambda x: batch_size * len(x) / (x.sum() / 1e3), resamples)
     return {

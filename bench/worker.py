@@ -33,6 +33,7 @@ import numpy as np
 
 from inferbench.artifacts import model_fingerprint
 from inferbench.backends import load_backend
+from inferbench.capability import refusal, this_cpu
 from inferbench.config import AccuracyConfig, Cell, MeasureConfig
 from inferbench.errors import UnsupportedError, first_line
 from inferbench.evaluation import engine_infer, evaluation_chunks, gather, reference_infer
@@ -116,6 +117,12 @@ def run_cell(spec: dict[str, Any], memo: Memo | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {"status": OK, "reason": ""}
     backend_cls = load_backend(cell.backend)
     record["versions"] = backend_cls.versions()
+    # The runner decides this before starting a worker; a worker on another machine (Ray) or
+    # one started by hand applies the same rule to its own CPU.
+    found = backend_cls.cpu_support(this_cpu(), cell.precision)
+    refused = refusal(found, bool(spec.get("allow_emulated")))
+    if refused:
+        raise UnsupportedError(refused)
     backend = backend_cls(
         cell.threads,
         Path(spec["cache_dir"]),
