@@ -15,7 +15,7 @@ The flags come from `/proc/cpuinfo` (x86 `flags`, aarch64 `Features`), narrowed 
 variables that cap what really runs: oneDNN's `ONEDNN_MAX_CPU_ISA` (also `DNNL_MAX_CPU_ISA`),
 which torch's bundled oneDNN and OpenVINO's CPU plugin read, and torch's
 `ATEN_CPU_CAPABILITY`, which caps ATen's own vectorised kernels. ONNX Runtime's MLAS reads
-neither: on a wider CPU it keeps its wider kernels (see `caps_honoured_by`).
+neither: on a wider CPU it keeps its wider kernels (see `CAPS_HONOURED_BY`).
 
 Everything here is a pure function of the cpuinfo text, the environment and the machine name,
 so captured cpuinfo files of other machines test it (tests/cpuinfo/).
@@ -89,10 +89,14 @@ _GOVERNED = frozenset().union(*(flags for _, flags in _ONEDNN_LEVELS))
 # ATEN_CPU_CAPABILITY's values on x86 and the widest oneDNN-style level each allows ATen.
 _ATEN_LEVELS = {"default": "SSE41", "avx2": "AVX2", "avx512": "AVX512_CORE_AMX_FP16"}
 
-#: Which engines' kernels follow which cap variable (measured, see docs/cpu-capabilities.md).
-CAPS_HONOURED_BY = {
+#: Whose GEMM and convolution kernels follow which cap variable (docs/cpu-capabilities.md):
+#: torch's bundled oneDNN and OpenVINO's CPU plugin read ONEDNN_MAX_CPU_ISA (OpenVINO's
+#: convolution went from brgconv_avx2_f32 to jit_sse42_f32 under SSE41 on a Zen 3); ONNX
+#: Runtime's MLAS reads neither. ATEN_CPU_CAPABILITY caps only ATen's own vectorised kernels
+#: (elementwise, reductions): torch's matmuls still reach oneDNN, so it moves no precision.
+CAPS_HONOURED_BY: dict[str, tuple[str, ...]] = {
     "ONEDNN_MAX_CPU_ISA": ("torch", "openvino"),
-    "ATEN_CPU_CAPABILITY": ("torch",),
+    "ATEN_CPU_CAPABILITY": (),
 }
 
 

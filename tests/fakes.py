@@ -174,3 +174,11 @@ class ModeDependentBackend(LinearBackend):
     def run(self, inputs: Any) -> Any:
         out = super().run(inputs)[0]
         return [out * 1.01 if self.mode == "throughput" else out]
+
+
+class TorchLikeBackend(FakeBackend):
+    """A fake whose compute the capability model judges as torch's (bf16 is emulated where
+    torch's would be): the runner's precision check without a real engine."""
+
+    name = "torch-like"
+    cpu_engine = "torch"

@@ -12,6 +12,7 @@ import pytest
 
 from inferbench.backends import BUILTIN_BACKENDS, load_backend
 from inferbench.backends.base import Backend
+from inferbench.capability import refusal, this_cpu
 from inferbench.models import InputSpec, ModelDef, build_model, resolve_model
 from inferbench.stats import accuracy
 
@@ -141,6 +142,9 @@ def test_low_precision_within_threshold_or_unsupported_with_reason(
     backend = _backend(backend_name, engine_cache)
     model = build_model(resolve_model(model_name))
     static = backend.unsupported_reason(resolve_model(model_name), precision)
+    # A precision this CPU does not compute natively is refused before any worker: the reason
+    # comes from the capability model, whatever CPU runs the test.
+    static = static or refusal(backend.cpu_support(this_cpu(), precision), allow_emulated=False)
     if static is not None:
         assert len(static) > 20  # a reason a user can act on, not a bare "no"
         return
@@ -172,12 +176,11 @@ def test_quantization_really_changes_the_graph(engine_cache: Path) -> None:
 
 
 def test_openvino_bf16_really_runs_bf16(engine_cache: Path) -> None:
-    from inferbench.env import cpu_info
     from inferbench.errors import UnsupportedError
 
     backend = _backend("openvino", engine_cache)
     model = build_model(resolve_model("tiny-cnn"))
-    if not cpu_info()["native_bf16"]:
+    if not backend.cpu_support(this_cpu(), "bf16").runs:  # the engine's own read-back refuses it
         with pytest.raises(UnsupportedError, match="ran no compute layer in bf16"):
             backend.prepare(model, "bf16", 1)
         return

@@ -7,24 +7,73 @@ from pathlib import Path
 
 import pytest
 
-from inferbench import env, peak
+from inferbench import capability, env, peak
 from inferbench.tools import crosscheck
 
 GOLDEN = Path(__file__).parent / "golden"
 
 
 def test_peak_probes_return_positive_plausible_rates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every precision some library computes natively here gets a ceiling; one that is only
+    emulated gets none, and its rate is recorded apart (this CPU's answers come from the
+    capability model, whatever CPU runs the test)."""
     # Small shapes and short probes: the code path of the real measurement, in a second.
     monkeypatch.setattr(peak, "GEMM_SHAPES", ((128, 256, 256),))
     monkeypatch.setattr(peak, "PROBE_SECONDS", 0.05)
+    monkeypatch.setattr(peak, "EMULATED_SECONDS", 0.05)
+    monkeypatch.setattr(peak, "EMULATED_SHAPE", (64, 64, 64))
     monkeypatch.setattr(peak, "MEMORY_BYTES", 16 * 2**20)
-    found = peak.measure_peaks(threads=1)
-    for key in ("fp32_gflops", "bf16_gflops", "int8_gops"):
-        # Anything from an old laptop core to a large server; zero or absurd means a broken probe.
-        assert 0.5 < found[key] < 100_000, key
-        assert found[f"{key}_method"].split()[0] in peak.PROBES
+    cpu = capability.this_cpu()
+    found = peak.measure_peaks(threads=1, cpu=cpu)
+    for precision, key in peak.PEAK_KEYS.items():
+        levels = {capability.support(cpu, library, precision).level for library in peak.PROBES}
+        if capability.NATIVE in levels:
+            # Anything from an old laptop core to a large server; zero or absurd means a broken probe.
+            assert 0.5 < found[key] < 100_000, key
+            assert found[f"{key}_method"].split()[0] in peak.PROBES
+        else:
+            assert found[key] is None, key
+        if capability.EMULATED in levels and capability.NATIVE not in levels:
+            assert found["emulated"][precision]["gflops"] > 0
+            assert found["emulated"][precision]["slowdown_vs_fp32"] > 0
     assert 0.1 < found["memory_gbps"] < 10_000
     assert any(name.startswith("torch fp32") for name in found["probes"])
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parent / "cpuinfo").glob("*.txt")))
+def test_emulated_precisions_are_never_a_ceiling(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On every CPU class, with fake probes: a precision the capability model calls emulated
+    for a library is timed once on the small shape and kept out of the ceilings; one it calls
+    unavailable is not probed at all."""
+    cpu = capability.parse_cpu((Path(__file__).parent / "cpuinfo" / f"{name}.txt").read_text(), {})
+    calls: list[tuple[str, str, tuple[int, int, int]]] = []
+
+    def fake(library: str) -> object:
+        def probe(
+            precision: str, threads: int, shape: tuple[int, int, int], *args: object, **kw: object
+        ) -> float:
+            calls.append((library, precision, shape))
+            return 100.0
+
+        return probe
+
+    monkeypatch.setattr(peak, "PROBES", {name: fake(name) for name in peak.PROBES})
+    monkeypatch.setattr(peak, "_torch_gemm", fake("torch"))
+    monkeypatch.setattr(peak, "_memory_bandwidth", lambda threads: (10.0, "fake"))
+    found = peak.measure_peaks(threads=1, cpu=cpu)
+    for precision, key in peak.PEAK_KEYS.items():
+        levels = {lib: capability.support(cpu, lib, precision).level for lib in peak.PROBES}
+        native = [lib for lib, level in levels.items() if level == capability.NATIVE]
+        assert (found[key] is not None) == bool(native), (precision, levels)
+        for library, level in levels.items():
+            probed = [shape for lib, p, shape in calls if (lib, p) == (library, precision)]
+            if level == capability.UNAVAILABLE:
+                assert not probed and f"{library} {precision}" in found["not_probed"]
+            elif level == capability.EMULATED and library == "torch":
+                assert probed == [peak.EMULATED_SHAPE]
+                assert found["emulated"][precision]["slowdown_vs_fp32"] == 1.0
+    row = {"precision": "bf16", "flops_per_sample": 1e9, "throughput_sps": 10.0}
+    assert ("pct_of_peak" in peak.percent_of_peak(row, found)) == bool(found["bf16_gflops"])
 
 
 def test_peaks_are_cached_per_machine_and_thread_count(tmp_path: Path) -> None:
