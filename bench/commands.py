@@ -346,8 +346,10 @@ def doctor_command() -> int:
         for precision in PRECISIONS:
             reason = avail.reason if not avail.ok else cls.unsupported_reason(probe, precision)
             found = None if reason else cls.cpu_support(cpu, precision)
-            if reason or (found and found.level == capability.UNAVAILABLE):
-                cells.append(f"[red]no[/] {footnote(reason or found.why if found else reason)}")
+            if found and found.level == capability.UNAVAILABLE:
+                reason = found.why
+            if reason:
+                cells.append(f"[red]no[/] {footnote(reason)}")
             elif found and found.level == capability.EMULATED:
                 cells.append(f"[yellow]emulated[/] ({_slowdown(peaks, precision)}) {footnote(found.why)}")
             else:
