@@ -7,6 +7,7 @@ from inferbench.backends.base import ThroughputRun
 from inferbench.config import MeasureConfig
 from inferbench.measure import measure, measure_throughput, settled, stability_window
 from inferbench.stats import (
+    MIN_INTERVAL_SAMPLES,
     accuracy,
     bootstrap_ci,
     latency_intervals,
@@ -235,3 +236,17 @@ def test_chase_tail_still_buys_the_tail() -> None:
     config = _config(precision=0.01, tail_samples=300, chase_tail=1)
     result = measure(lambda i: clock.work(1_000_000), config, clock)
     assert len(result.latencies_ns) >= 300 and result.tail_ok and not result.capped
+
+
+def test_no_interval_from_too_few_calls() -> None:
+    """One timed call of an emulated bf16 cell read [6647, 6647]: as if perfectly precise.
+    Below MIN_INTERVAL_SAMPLES there is no interval; from it on there is one, and it is wide
+    where the calls disagree."""
+    one = latency_intervals([[6_647_000_000]], batch_size=1, resamples=200)
+    assert all(np.isnan(v) for v in one.values()), one
+    few = latency_intervals([[1_000_000, 2_000_000], [3_000_000] * 3], batch_size=1, resamples=200)
+    assert all(np.isnan(v) for v in few.values())  # 5 calls in all, across two processes
+    six = [1_000_000, 1_100_000, 1_200_000, 1_300_000, 1_400_000, 1_500_000]
+    enough = latency_intervals([six], batch_size=1, resamples=200)
+    assert enough["latency_p50_ci_low_ms"] < enough["latency_p50_ci_high_ms"]
+    assert MIN_INTERVAL_SAMPLES == len(six)
