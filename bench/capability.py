@@ -27,7 +27,7 @@ import os
 import platform
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,9 @@ class Cpu:
     flags: frozenset[str]  # as reported by the CPU
     caps: dict[str, str] = field(default_factory=dict)  # cap variable -> value, those set
     problems: tuple[str, ...] = ()  # cap values not understood (ignored, said so)
+    #: What an engine itself says it can do here, where it says (`with_engine_reports`):
+    #: engine -> its own words, e.g. OpenVINO's OPTIMIZATION_CAPABILITIES.
+    reported: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def x86(self) -> bool:
@@ -260,7 +263,35 @@ def support(cpu: Cpu, engine: str, precision: str) -> Support:
         return Support(UNAVAILABLE, f"{engine} has no {precision} on a CPU")
     if not (cpu.x86 or cpu.arm):
         return Support(UNAVAILABLE, f"{cpu.arch} CPUs are not modelled")
-    return rule(cpu)
+    found = rule(cpu)
+    said = cpu.reported.get(engine)
+    # The flags can only be narrowed by the engine's word: OpenVINO reads the CPU's flags for
+    # OPTIMIZATION_CAPABILITIES, not the cap variables, so its word never widens them.
+    if found.level == NATIVE and said is not None and _REPORT_NAMES.get(precision, "") not in said:
+        return Support(UNAVAILABLE, f"{engine} reports no {precision} here ({', '.join(said)})")
+    return found
+
+
+#: The words an engine's own report uses for a precision.
+_REPORT_NAMES = {"bf16": "BF16", "int8": "INT8", "fp16": "FP16"}
+
+
+def with_engine_reports(cpu: Cpu, engines: tuple[str, ...] = ENGINES) -> Cpu:
+    """`cpu` with what the engines among `engines` report of themselves here (imports them):
+    today OpenVINO's CPU `OPTIMIZATION_CAPABILITIES`. An engine that is missing or fails to
+    answer reports nothing."""
+    import importlib.util
+
+    reported = dict(cpu.reported)
+    if "openvino" in engines and importlib.util.find_spec("openvino") is not None:
+        try:
+            import openvino as ov
+
+            said = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+            reported["openvino"] = tuple(str(word) for word in said)
+        except Exception:
+            pass
+    return replace(cpu, reported=reported)
 
 
 def _torch_bf16(cpu: Cpu) -> Support:
@@ -358,6 +389,7 @@ def describe(cpu: Cpu) -> dict[str, Any]:
         "features": sorted(f for f in (X86_FLAGS if cpu.x86 else ARM_FLAGS) if f in cpu.flags),
         "isa_summary": cpu.isa_summary(),
         "caps": dict(cpu.caps),
+        "reported": {engine: list(words) for engine, words in cpu.reported.items()},
         "native_bf16": support(cpu, "torch", "bf16").runs,
         "native_int8_dot": bool(usable & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"}),
         "support": table(cpu),

@@ -310,7 +310,7 @@ def doctor_command() -> int:
     from inferbench.runner import default_cache_dir
 
     out = Console()
-    cpu = capability.this_cpu()
+    cpu = capability.with_engine_reports(capability.this_cpu())
     described = capability.describe(cpu)
     flags = ", ".join(described["features"]) or "none listed"
     summary = f"{cpu.model} ({cpu.arch}), {os.cpu_count()} logical CPUs; {cpu.isa_summary()}"

@@ -44,11 +44,16 @@ THREAD_VARS = (
 )
 
 
-def cpu_info(cpuinfo: str | None = None, environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """The CPU and what each engine computes natively on it (inferbench.capability)."""
+def cpu_info(
+    cpuinfo: str | None = None, environ: dict[str, str] | None = None, *, engine_reports: bool = False
+) -> dict[str, Any]:
+    """The CPU and what each engine computes natively on it (inferbench.capability), with
+    the engines' own reports when asked (that imports them)."""
     from inferbench import capability
 
     cpu = capability.this_cpu(environ) if cpuinfo is None else capability.parse_cpu(cpuinfo, environ)
+    if engine_reports:
+        cpu = capability.with_engine_reports(cpu)
     return {
         **capability.describe(cpu),
         "logical_cpus": os.cpu_count(),
@@ -164,7 +169,7 @@ def capture(threads: list[int], gpu: bool = False) -> dict[str, Any]:
         "hostname": platform.node(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
-        "cpu": cpu_info(),
+        "cpu": cpu_info(engine_reports=True),
         "memory_gb": _memory_gb(),
         "load_average": list(load) if load else None,
         "packages": package_versions(),

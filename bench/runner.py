@@ -146,7 +146,9 @@ def run_sweep(
     peaks = {t: _peaks(peak_mode, cache_dir, t, events.on_notice) for t in thread_counts}
     # Other machines' CPUs too: there each worker applies the same check to its own CPU.
     precision_check = (
-        PrecisionCheck(capability.this_cpu(), config.allow_emulated, peaks) if executor is None else None
+        PrecisionCheck(_cpu_for(backend_classes.values()), config.allow_emulated, peaks)
+        if executor is None
+        else None
     )
     environment["peaks"] = {str(t): p for t, p in peaks.items() if p}
     recorded = {"profile": profile or config.name, "started_at": dt.datetime.now().isoformat()}
@@ -292,6 +294,12 @@ def _run_cell(
 
 def _option_defaults(backend_cls: Any) -> dict[str, str]:
     return {key: allowed[0] for key, allowed in backend_cls.options.items()}
+
+
+def _cpu_for(classes: Any) -> capability.Cpu:
+    """This CPU, with the word of each CPU engine in the sweep that reports on itself."""
+    engines = tuple({cls.cpu_engine for cls in classes if cls.cpu_engine and cls.device == "cpu"})
+    return capability.with_engine_reports(capability.this_cpu(), engines)
 
 
 def _peaks(

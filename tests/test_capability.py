@@ -3,6 +3,7 @@ without the cap variables, and the runner's use of it."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -255,3 +256,27 @@ def test_engine_tests_pass_again_as_an_avx2_cpu() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_an_engine_report_narrows_but_never_widens() -> None:
+    """OpenVINO's OPTIMIZATION_CAPABILITIES can take a precision away from the flags' answer
+    (a plugin built without it), never add one: it reads the CPU, not the caps."""
+    amx = cpu_of("sapphire-rapids-amx")
+    without_bf16 = dataclasses.replace(amx, reported={"openvino": ("FP32", "INT8", "EXPORT_IMPORT")})
+    assert support(without_bf16, "openvino", "bf16").level == UNAVAILABLE
+    assert "reports no bf16" in support(without_bf16, "openvino", "bf16").why
+    assert support(without_bf16, "openvino", "int8").level == NATIVE
+    assert support(without_bf16, "torch", "bf16").level == NATIVE  # another engine's word
+    capped = dataclasses.replace(
+        cpu_of("sapphire-rapids-amx", ONEDNN_MAX_CPU_ISA="AVX2"), reported={"openvino": ("FP32", "BF16")}
+    )
+    assert support(capped, "openvino", "bf16").level == UNAVAILABLE
+
+
+def test_this_machines_openvino_agrees_with_the_flags() -> None:
+    pytest.importorskip("openvino")
+    cpu = capability.with_engine_reports(capability.this_cpu({}), ("openvino",))
+    assert "FP32" in cpu.reported["openvino"]
+    for precision in ("bf16", "int8"):
+        flags_say = support(capability.this_cpu({}), "openvino", precision).level
+        assert support(cpu, "openvino", precision).level == flags_say, cpu.reported
