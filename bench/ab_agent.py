@@ -61,13 +61,12 @@ def round_config(config: Any, round_index: int) -> Any:
 def _run(config: Any, key: str, run_dir: Path, cache_dir: Path, round_index: int = 0) -> dict[str, Any]:
     from inferbench.backends import load_backend
     from inferbench.capability import this_cpu
-    from inferbench.models import resolve_model
-    from inferbench.runner import PrecisionCheck, run_repeats, static_verdict
+    from inferbench.runner import PrecisionCheck, resolve_models, run_repeats, static_verdict
 
     cell = next(c for c in config.cells() if c.key == key)
     config = round_config(config, round_index)
     backend_cls = load_backend(cell.backend)
-    ref = resolve_model(cell.model)
+    ref = resolve_models(config)[cell.model]
     check = PrecisionCheck(this_cpu(), config.allow_emulated)
     record = static_verdict(cell, ref, backend_cls, check)
     if record is None:

@@ -126,10 +126,9 @@ def run_ab(
 def _validate(config: Any) -> None:
     """Unknown models and backends fail here in one line, not inside a side's agent."""
     from inferbench.backends import load_backend
-    from inferbench.models import resolve_model
+    from inferbench.runner import resolve_models
 
-    for model in config.models:
-        resolve_model(model)
+    resolve_models(config)
     for backend in config.backends:
         load_backend(backend)
 

@@ -103,6 +103,17 @@ def arrays_digest(batches: list[dict[str, np.ndarray]]) -> str:
 # -- what a model is ----------------------------------------------------------------------------
 
 
+def _spec_identity(spec: Any) -> tuple[Any, ...]:
+    """An input spec as the fingerprint sees it; the batch axis and a user's value only when
+    they differ from the defaults, so fingerprints of models without them stay as they were."""
+    found: tuple[Any, ...] = (spec.name, spec.shape, spec.dtype, spec.low, spec.high)
+    if spec.batch_axis != 0:
+        found += (f"batch_axis={spec.batch_axis}",)
+    if spec.value is not None:
+        found += ("value=" + hashlib.sha256(np.ascontiguousarray(spec.value).tobytes()).hexdigest()[:16],)
+    return found
+
+
 def model_fingerprint(model: ModelDef) -> str:
     """Hash of what determines a model's artifacts: its parameters and buffers, its code, its
     input specs and seed (or, for an ONNX-file model, the file's bytes). Memoized per model."""
@@ -110,7 +121,7 @@ def model_fingerprint(model: ModelDef) -> str:
     if cached:
         return str(cached)
     h = hashlib.sha256()
-    specs = [(s.name, s.shape, s.dtype, s.low, s.high) for s in model.inputs]
+    specs = [_spec_identity(s) for s in model.inputs]
     h.update(json.dumps([model.name, specs, model.output_names, model.seed, model.transformer]).encode())
     if model.onnx_path is not None:
         h.update(onnx_bytes_digest(model.onnx_path).encode())

@@ -85,6 +85,24 @@ def build_parser() -> argparse.ArgumentParser:
         default="cached",
         help="%% of peak per row: cached ceilings only (default), measure them if missing, or off",
     )
+    inputs = run.add_argument_group("an ONNX file's inputs (by input name; repeat each flag)")
+    inputs.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        metavar="NAME=DIMS",
+        help="e.g. images=?x3x640x640 (? = batch)",
+    )
+    inputs.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a number or FILE.npy, e.g. sr=16000",
+    )
+    inputs.add_argument(
+        "--batch-axis", action="append", default=[], metavar="NAME=K", help="the batch is dim K, e.g. state=1"
+    )
     run.add_argument(
         "--backend-option",
         action="append",
@@ -274,6 +292,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         modes=optional_items(args.mode),
         pin=args.pin or None,
         allow_emulated=args.allow_emulated or None,
+        inputs=_input_flags(args),
         repeats=args.repeats,
         fresh_workers=args.fresh_workers,
         peak=args.peak,
@@ -308,6 +327,25 @@ def _assignments(items: Sequence[str], flag: str, form: str) -> list[tuple[str, 
             raise UserError(f"{flag} expects {form}; got {item!r}")
         pairs.append((name.strip(), value.strip()))
     return pairs
+
+
+def _input_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """--shape, --input and --batch-axis as the sweep's input tables (only those given)."""
+    found: dict[str, Any] = {}
+    shapes = dict(_assignments(args.shape, "--shape", "NAME=DIMS (e.g. images=?x3x640x640)"))
+    values = {
+        name: str(Path(text).resolve()) if text.endswith(".npy") else text  # workers start elsewhere
+        for name, text in _assignments(args.input, "--input", "NAME=VALUE or NAME=FILE.npy (e.g. sr=16000)")
+    }
+    axes = {}
+    for name, text in _assignments(args.batch_axis, "--batch-axis", "NAME=K (e.g. state=1)"):
+        if not text.isdigit():
+            raise UserError(f"--batch-axis expects NAME=K with K a dim index (0, 1, ...); got {name}={text}")
+        axes[name] = int(text)
+    for key, table in (("input_shapes", shapes), ("input_values", values), ("batch_axes", axes)):
+        if table:
+            found[key] = table
+    return found
 
 
 def _backend_options(items: Sequence[str]) -> dict[str, dict[str, str]] | None:

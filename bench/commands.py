@@ -34,6 +34,7 @@ def run_command(
     modes: list[str] | None = None,
     pin: bool | None = None,
     allow_emulated: bool | None = None,
+    inputs: dict[str, Any] | None = None,
     repeats: int | None = None,
     fresh_workers: bool = False,
     peak: str = "off",
@@ -68,6 +69,7 @@ def run_command(
         pin=pin,
         allow_emulated=allow_emulated,
         backend_options=backend_options,
+        **(inputs or {}),
     )
     config = _process_overrides(config, repeats, fresh_workers)
     profile_key = profile_id(profile)

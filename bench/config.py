@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from inferbench.errors import UserError
+from inferbench.models.onnx_inputs import InputOptions
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 # latency: one request in flight. throughput: the engine kept saturated with concurrent requests.
@@ -204,6 +205,11 @@ class SweepConfig:
     # Measure a precision this CPU only emulates for the cell's engine (inferbench.capability)
     # instead of refusing it as `unsupported`; such rows are flagged `emulated`.
     allow_emulated: bool = False
+    # ONNX files' inputs, by input name (inferbench.models.onnx_inputs): `--shape NAME=DIMS`,
+    # `--input NAME=VALUE|FILE.npy`, `--batch-axis NAME=K`; profile table [inputs].
+    input_shapes: dict[str, str] = field(default_factory=dict)
+    input_values: dict[str, str] = field(default_factory=dict)
+    batch_axes: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(len(self.models) > 0, "at least one model is required")
@@ -227,10 +233,35 @@ class SweepConfig:
             isinstance(self.allow_emulated, bool),
             f"allow_emulated must be true or false; got {self.allow_emulated!r}",
         )
+        for label, table in (("shape", self.input_shapes), ("input", self.input_values)):
+            for name, text in table.items():
+                _require(
+                    isinstance(name, str) and bool(name) and isinstance(text, str),
+                    f"{label} {name!r}: expected NAME=TEXT; got {text!r}",
+                )
+        for name, axis in self.batch_axes.items():
+            _require(
+                isinstance(axis, int) and not isinstance(axis, bool) and axis >= 0,
+                f"batch axis of {name!r} must be a non-negative integer; got {axis!r}",
+            )
+
+    def input_options(self) -> InputOptions:
+        """What the sweep says about ONNX files' inputs."""
+        return InputOptions(
+            shapes=tuple(sorted(self.input_shapes.items())),
+            values=tuple(sorted(self.input_values.items())),
+            batch_axes=tuple(sorted(self.batch_axes.items())),
+        )
+
+    def model_labels(self) -> dict[str, str]:
+        """Model reference -> the name cells, keys and rows use: an ONNX file's stem (`det` for
+        `models/det.onnx`), with its folder's name before it where two share a stem."""
+        return model_labels(self.models)
 
     def cells(self) -> list[Cell]:
+        labels = self.model_labels()
         return [
-            Cell(m, b, p, bs, resolve_threads(t), mode)
+            Cell(labels[m], b, p, bs, resolve_threads(t), mode)
             for mode, m, b, p, bs, t in itertools.product(
                 self.modes, self.models, self.backends, self.precisions, self.batch_sizes, self.threads
             )
@@ -242,6 +273,9 @@ class SweepConfig:
         for key in ("models", "backends", "precisions", "batch_sizes", "threads", "modes"):
             if key in given:
                 given[key] = tuple(given[key])
+        for key in ("input_shapes", "input_values", "batch_axes"):
+            if key in given:  # the command line's, over the profile's, input by input
+                given[key] = {**getattr(self, key), **given[key]}
         if "backend_options" in given:  # merged over the profile's, option by option
             merged = {b: dict(o) for b, o in self.backend_options.items()}
             for backend, options in given["backend_options"].items():
@@ -266,6 +300,12 @@ class SweepConfig:
         settings["pin"] = self.pin
         if self.allow_emulated:  # only when set: older runs' settings hashes stay as they were
             settings["allow_emulated"] = True
+        for name, table in (
+            ("shape", self.input_shapes),
+            ("input", self.input_values),
+            ("batch_axis", self.batch_axes),
+        ):
+            settings.update({f"{name}.{k}": v for k, v in sorted(table.items())})
         for name, value in asdict(self.measure).items():
             if name in _UNSHAPING_MEASURE or (name == "streams" and cell.mode != "throughput"):
                 continue
@@ -304,6 +344,20 @@ def settings_difference(recorded: dict[str, Any], current: dict[str, Any]) -> li
         for n in names
         if recorded.get(n, "-") != current.get(n, "-")
     ]
+
+
+def model_labels(models: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """See `SweepConfig.model_labels`; two references that still share a label are an error."""
+    labels = {m: Path(m).stem if m.endswith(".onnx") else m for m in models}
+    taken = [label for label in labels.values()]
+    for m, label in labels.items():
+        if m.endswith(".onnx") and taken.count(label) > 1:
+            labels[m] = f"{Path(m).resolve().parent.name}/{label}"
+    seen: dict[str, str] = {}
+    for m, label in labels.items():
+        _require(label not in seen, f"models {seen.get(label)!r} and {m!r} would share the name {label!r}")
+        seen[label] = m
+    return labels
 
 
 def resolve_threads(threads: int) -> int:
@@ -358,7 +412,7 @@ def load_profile(name_or_path: str) -> SweepConfig:
 
 
 def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig:
-    unknown = set(data) - {"sweep", "measure", "accuracy", "backend_options"}
+    unknown = set(data) - {"sweep", "measure", "accuracy", "backend_options", "inputs"}
     _require(not unknown, f"profile {name}: unknown section(s) {sorted(unknown)}")
     sweep = data.get("sweep")
     if not isinstance(sweep, dict):
@@ -398,7 +452,25 @@ def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig
         accuracy=AccuracyConfig(**accuracy_data),
         backend_options=_backend_options(data.get("backend_options", {}), name),
         name=name,
+        **_inputs_table(data.get("inputs", {}), name),
     )
+
+
+def _inputs_table(data: Any, name: str) -> dict[str, Any]:
+    """The profile's [inputs] table: shapes, values and batch_axes, each by input name."""
+    _require(isinstance(data, dict), f"profile {name}: [inputs] must be a table")
+    bad = set(data) - {"shapes", "values", "batch_axes"}
+    _require(not bad, f"profile {name}: unknown [inputs] key(s) {sorted(bad)}")
+    found: dict[str, Any] = {}
+    for key, field_name in (
+        ("shapes", "input_shapes"),
+        ("values", "input_values"),
+        ("batch_axes", "batch_axes"),
+    ):
+        table = data.get(key, {})
+        _require(isinstance(table, dict), f"profile {name}: inputs.{key} must be a table of NAME = ...")
+        found[field_name] = {str(k): (v if key == "batch_axes" else str(v)) for k, v in table.items()}
+    return found
 
 
 def _backend_options(data: Any, name: str) -> dict[str, dict[str, Any]]:

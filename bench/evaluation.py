@@ -31,14 +31,25 @@ Chunk = dict[str, np.ndarray]
 
 
 def evaluation_chunks(model: ModelDef, samples: int, batch_size: int, seed: int) -> list[Chunk]:
-    """The evaluation set of `samples` samples in chunks of `batch_size` (last one wrapped)."""
+    """The evaluation set of `samples` samples in chunks of `batch_size` (last one wrapped),
+    each input cut along its own batch axis; an input without one (a scalar, the user's
+    constant) goes whole into every chunk. A model with no batch axis at all gets `samples`
+    separate input sets instead."""
+    axes = {spec.name: spec.batch_axis for spec in model.inputs}
+    if model.inputs and all(axis is None for axis in axes.values()):
+        offset = seed + EVAL_SEED_OFFSET
+        return [model.make_inputs(batch_size, offset + k, purpose="evaluation") for k in range(samples)]
     full = model.make_inputs(samples, seed + EVAL_SEED_OFFSET, purpose="evaluation")
     count = -(-samples // batch_size)
     order = np.arange(count * batch_size) % samples
-    return [
-        {name: array[order[k * batch_size : (k + 1) * batch_size]] for name, array in full.items()}
-        for k in range(count)
-    ]
+
+    def cut(name: str, array: np.ndarray, k: int) -> np.ndarray:
+        axis = axes.get(name, 0)
+        if axis is None:
+            return array
+        return np.take(array, order[k * batch_size : (k + 1) * batch_size], axis=axis)
+
+    return [{name: cut(name, array, k) for name, array in full.items()} for k in range(count)]
 
 
 def gather(per_chunk: list[list[np.ndarray]], samples: int, batch_size: int) -> list[np.ndarray]:

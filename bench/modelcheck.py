@@ -5,18 +5,22 @@ otherwise fail in every worker of the sweep, one cell at a time. The check build
 and runs one forward pass in a child process (user code can crash or hang; the runner must
 not), with a timeout, and turns any failure into one line and exit code 2.
 
-`python -P -m inferbench.modelcheck REF KIND SEED DEADLINE OUT.json` is the child's entry point.
+ONNX files are given a trial run in ONNX Runtime with the inputs the sweep would give them
+(shapes and values from `--shape`/`--input`), so a value the graph rejects is one line too.
+
+`python -P -m inferbench.modelcheck REF.json SEED DEADLINE OUT.json` is the child's entry point.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import logging
 import subprocess
 import sys
 import tempfile
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +55,14 @@ def check_models(
                 )
         elif ref.kind == "builtin" and cache_dir is not None:
             layers = _builtin_layers(ref, seed, timeout_s, threads, cache_dir)
+        elif ref.kind == "onnx" and importlib.util.find_spec("onnxruntime") is not None:
+            problem, layers = _check_in_child(ref, seed, timeout_s, threads)
+            if problem:
+                name = Path(ref.ref).name
+                raise UserError(
+                    f"model {name} failed a trial run in ONNX Runtime with the inputs it would get: "
+                    f"{problem}{_generated_hint(ref)} (no cell ran)"
+                )
         else:
             layers = {}
         checked.append(replace(ref, layers=tuple(sorted(layers.items()))))
@@ -87,9 +99,9 @@ def _check_in_child(
 ) -> tuple[str | None, dict[str, int]]:
     with tempfile.TemporaryDirectory(prefix="inferbench-modelcheck-") as folder:
         out = Path(folder) / "check.json"
-        command = python_command(
-            "inferbench.modelcheck", ref.ref, ref.kind, str(seed), f"{timeout_s:g}", str(out)
-        )
+        spec = Path(folder) / "ref.json"
+        atomic_write_json(spec, asdict(ref))
+        command = python_command("inferbench.modelcheck", str(spec), str(seed), f"{timeout_s:g}", str(out))
         try:
             done = run_child(command, env=worker_env(threads), timeout_s=timeout_s)
         except subprocess.TimeoutExpired:
@@ -153,13 +165,45 @@ def _forward_problem(model: Any, seed: int) -> str | None:
     return None
 
 
+def _generated_hint(ref: ModelRef) -> str:
+    """Which inputs got made-up data, the likeliest cause of a graph's refusal."""
+    made_up = [
+        f"{spec.name} ({spec.dtype}{list(spec.shape) if spec.shape else ' scalar'}, drawn from "
+        f"[{spec.low}, {spec.high}))"
+        for spec in build_model(ref).inputs
+        if spec.value is None and spec.dtype not in ("float32", "float16", "float64")
+    ]
+    if not made_up:
+        return "; check --shape/--batch-axis"
+    return f"; inputs with made-up data: {', '.join(made_up)}: give real values with --input NAME=VALUE"
+
+
+def onnx_trial_problem(ref: ModelRef, seed: int) -> str | None:
+    """Why ONNX Runtime rejects the model with the inputs a sweep would give it (a value the
+    graph checks, a shape it cannot take), or None."""
+    import onnxruntime as ort
+
+    model = build_model(ref, seed=seed)
+    batch = CHECK_BATCH if ref.batched else 1
+    try:
+        session = ort.InferenceSession(str(ref.ref), providers=["CPUExecutionProvider"])
+        session.run(None, model.make_inputs(batch, seed))
+    except Exception as exc:
+        return f"{type(exc).__name__}: {first_line(exc)}"[:400]
+    return None
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    ref = ModelRef(argv[0], argv[1])
-    seed, deadline, out = int(argv[2]), float(argv[3]), Path(argv[4])
+    ref = ModelRef(**json.loads(Path(argv[0]).read_text()))
+    seed, deadline, out = int(argv[1]), float(argv[2]), Path(argv[3])
     guard_child(deadline)
     add_user_path()
-    problem = problem_with(ref, seed) if ref.kind == "factory" else None
+    problem = None
+    if ref.kind == "factory":
+        problem = problem_with(ref, seed)
+    elif ref.kind == "onnx":
+        problem = onnx_trial_problem(ref, seed)
     layers: dict[str, int] = {}
     if problem is None:
         model = build_model(ref, seed=seed)

@@ -118,7 +118,7 @@ def run_sweep(
     started = time.monotonic()  # a budget counts the model check and the ceilings too
     _check_executor(executor, budget_s)
     cache_dir = cache_dir or default_cache_dir()
-    refs = {m: resolve_model(m) for m in config.models}  # validates before any work starts
+    refs = resolve_models(config)  # validates before any work starts
     backend_classes = {b: load_backend(b) for b in config.backends}
     for name, options in config.backend_options.items():
         if name not in backend_classes:
@@ -296,6 +296,36 @@ def _option_defaults(backend_cls: Any) -> dict[str, str]:
     return {key: allowed[0] for key, allowed in backend_cls.options.items()}
 
 
+def resolve_models(config: SweepConfig) -> dict[str, ModelRef]:
+    """The sweep's models by the name its cells use, each checked; input shapes and values
+    must each name an input of some ONNX model of the sweep (checked first: a misspelt name
+    is the likelier fault than the dims it left open)."""
+    options = config.input_options()
+    if options:
+        files = [Path(m) for m in config.models if m.endswith(".onnx") and Path(m).is_file()]
+        if not files:
+            raise UserError(
+                "--shape, --input and --batch-axis describe ONNX files' inputs; none in this sweep"
+            )
+        known = {gi.name for path in files for gi in _declared_inputs(path)}
+        unknown = sorted(options.names - known)
+        if unknown:
+            raise UserError(
+                f"no ONNX model of this sweep has an input named {', '.join(map(repr, unknown))} "
+                f"(inputs: {', '.join(sorted(known))})"
+            )
+    return {label: resolve_model(m, options) for m, label in config.model_labels().items()}
+
+
+def _declared_inputs(path: Path) -> list[Any]:
+    from inferbench.models.onnx_inputs import graph_inputs
+
+    try:
+        return graph_inputs(path)
+    except Exception:  # a broken file: resolve_model names the problem
+        return []
+
+
 def _cpu_for(classes: Any) -> capability.Cpu:
     """This CPU, with the word of each CPU engine in the sweep that reports on itself."""
     engines = tuple({cls.cpu_engine for cls in classes if cls.cpu_engine and cls.device == "cpu"})
@@ -364,7 +394,7 @@ def static_verdict(
     available = backend_cls.availability()
     if not available.ok:
         return {"status": UNAVAILABLE, "reason": available.reason}
-    reason = backend_cls.unsupported_reason(ref, cell.precision)
+    reason = backend_cls.unsupported_reason(ref, cell.precision) or ref.batch_problem(cell.batch_size)
     if reason:
         return {"status": UNSUPPORTED, "reason": reason}
     refused = precision_check.verdict(cell, backend_cls) if precision_check else None

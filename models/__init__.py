@@ -13,15 +13,17 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from inferbench.errors import UserError, first_line
 from inferbench.models.base import InputSpec, ModelDef, count_flops
+from inferbench.models.onnx_inputs import GraphInput, InputOptions, graph_inputs, resolve
 
 __all__ = [
     "BUILTIN_MODELS",
+    "InputOptions",
     "InputSpec",
     "ModelDef",
     "ModelRef",
@@ -50,6 +52,24 @@ class ModelRef:
     # known: learned once before the sweep (inferbench.modelcheck), so verdicts that follow from
     # the model's structure are decided without starting a worker. Empty = not known.
     layers: tuple[tuple[str, int], ...] = ()
+    # ONNX files: the user's shapes and values for its inputs (inferbench.models.onnx_inputs),
+    # and whether any input has a batch axis (without one, the model runs at batch 1 only).
+    inputs: InputOptions = field(default_factory=InputOptions)
+    batched: bool = True
+
+    def __post_init__(self) -> None:  # a worker's spec gives JSON lists and dicts back
+        object.__setattr__(self, "layers", tuple((str(k), int(n)) for k, n in self.layers))
+        if isinstance(self.inputs, dict):
+            object.__setattr__(self, "inputs", InputOptions(**self.inputs))
+
+    def batch_problem(self, batch_size: int) -> str | None:
+        """Why this model cannot run at `batch_size`, or None."""
+        if self.batched or batch_size == 1:
+            return None
+        return (
+            "its inputs have no batch axis (every dim is fixed or given), so it runs at batch 1 only; "
+            "mark one with --shape NAME=?x... or --batch-axis NAME=K where the graph allows it"
+        )
 
     @property
     def has_torch_module(self) -> bool:
@@ -60,8 +80,10 @@ class ModelRef:
         return dict(self.layers).get(kind, 0) if self.layers else None
 
 
-def resolve_model(ref: str) -> ModelRef:
-    """Validate a model reference without building it (cheap; no engine imports)."""
+def resolve_model(ref: str, inputs: InputOptions | None = None) -> ModelRef:
+    """Validate a model reference without building it (cheap; no engine imports). An ONNX
+    file's inputs are resolved against `inputs` here, so a missing or contradicting shape is a
+    UserError before any worker."""
     if ref in BUILTIN_MODELS:
         return ModelRef(ref, "builtin")
     looks_like_factory = ":" in ref and "/" not in ref and not ref.endswith(".onnx")
@@ -72,7 +94,9 @@ def resolve_model(ref: str) -> ModelRef:
         if path.suffix != ".onnx":
             raise UserError(f"model file must be an .onnx file; got {ref}")
         _check_onnx(path)
-        return ModelRef(str(path.resolve()), "onnx")
+        options = inputs or InputOptions()
+        resolved = resolve(path.name, _graph_inputs(path), options)
+        return ModelRef(str(path.resolve()), "onnx", inputs=options, batched=resolved.batched)
     if looks_like_factory:
         module_name, _, attr = ref.partition(":")
         try:
@@ -104,7 +128,7 @@ def build_model(ref: ModelRef, seed: int = 0) -> ModelDef:
     if ref.kind == "builtin":
         return _call(BUILTIN_MODELS[ref.ref], seed=seed)
     if ref.kind == "onnx":
-        return _onnx_model(Path(ref.ref))
+        return _onnx_model(Path(ref.ref), ref.inputs)
     produced = _call_factory(ref.ref, seed)
     if isinstance(produced, ModelDef):
         return produced
@@ -137,22 +161,17 @@ def _call(target: str, **kwargs: Any) -> Any:
     return getattr(importlib.import_module(module_name), attr)(**kwargs)
 
 
-_ONNX_DTYPES = {1: "float32", 7: "int64", 6: "int32", 9: "bool"}
+def _graph_inputs(path: Path) -> list[GraphInput]:
+    try:
+        return graph_inputs(path)
+    except ImportError:
+        raise UserError(f"reading {path.name} needs onnx: pip install 'inferbench[onnx]'") from None
 
 
-def _onnx_model(path: Path) -> ModelDef:
+def _onnx_model(path: Path, inputs: InputOptions) -> ModelDef:
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    initializers = {init.name for init in graph.initializer}
-    specs = []
-    for value in graph.input:
-        if value.name in initializers:
-            continue
-        tensor = value.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
-        if tensor.elem_type not in _ONNX_DTYPES or any(d <= 0 for d in dims[1:]):
-            raise UserError(f"{path}: input {value.name!r} needs a known dtype and static non-batch dims")
-        specs.append(InputSpec(value.name, tuple(dims[1:]), _ONNX_DTYPES[tensor.elem_type]))
+    specs = resolve(path.name, _graph_inputs(path), inputs).specs
     outputs = tuple(v.name for v in graph.output)
-    return ModelDef(name=path.stem, inputs=tuple(specs), output_names=outputs, onnx_path=path)
+    return ModelDef(name=path.stem, inputs=specs, output_names=outputs, onnx_path=path)

@@ -12,28 +12,57 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-_DTYPES = {"float32": np.float32, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
+_DTYPES = {
+    name: np.dtype(name)
+    for name in (
+        "float32",
+        "float16",
+        "float64",
+        "int64",
+        "int32",
+        "int16",
+        "int8",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "bool",
+    )
+}
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One model input; `shape` excludes the leading batch dimension."""
+    """One model input; `shape` excludes the batch dimension, which sits at `batch_axis`
+    (None: the input has no batch dimension, the same for every batch size). `value`, when
+    given, is the input's data (the user's `--input`), used as it is for every call."""
 
     name: str
     shape: tuple[int, ...]
     dtype: str = "float32"
     low: int = 0  # integer inputs are drawn from [low, high)
     high: int = 2
+    batch_axis: int | None = 0
+    value: np.ndarray | None = field(default=None, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}; got {self.dtype!r}")
 
+    def shape_at(self, batch_size: int) -> tuple[int, ...]:
+        """The full shape of a call at `batch_size`."""
+        if self.batch_axis is None:
+            return self.shape
+        return (*self.shape[: self.batch_axis], batch_size, *self.shape[self.batch_axis :])
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
-        shape = (batch_size, *self.shape)
-        if self.dtype == "float32":
-            return rng.standard_normal(shape, dtype=np.float32)
-        if self.dtype == "bool":
+        if self.value is not None:
+            return np.array(self.value, copy=True)
+        shape = self.shape_at(batch_size)
+        kind = _DTYPES[self.dtype].kind
+        if kind == "f":
+            return rng.standard_normal(shape, dtype=np.float32).astype(self.dtype, copy=False)
+        if kind == "b":
             return rng.integers(0, 2, shape).astype(np.bool_)
         return rng.integers(self.low, self.high, shape).astype(_DTYPES[self.dtype])
 

@@ -1,0 +1,225 @@
+"""Users' ONNX files as they are (issue 26): symbolic dims filled from --shape, a batch axis
+anywhere or none, scalars the graph checks, float16 inputs, fixed batches; every problem one
+line and exit 2 before any worker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inferbench.cli import main
+from inferbench.errors import UserError
+from inferbench.models import InputOptions, build_model, resolve_model
+from inferbench.models.onnx_inputs import graph_inputs, parse_shape, resolve
+from tests import onnx_models
+
+pytest.importorskip("onnx")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("onnx-models")
+    return {
+        name: getattr(onnx_models, name)(folder / f"{name}.onnx")
+        for name in ("detector", "all_symbolic", "fixed_batch", "streaming", "half_input")
+    }
+
+
+def _specs(path: Path, **options: object) -> dict[str, object]:
+    resolved = resolve(path.name, graph_inputs(path), InputOptions(**options))  # type: ignore[arg-type]
+    return {s.name: (s.shape, s.batch_axis, s.dtype) for s in resolved.specs} | {"batched": resolved.batched}
+
+
+def test_parse_shape() -> None:
+    assert parse_shape("?x3x640x640") == (None, 3, 640, 640)
+    assert parse_shape("1*8") == (1, 8)
+    assert parse_shape("scalar") == ()
+    for bad in ("?x?", "0x3", "ax3", "?x3,?x5"):
+        with pytest.raises(UserError):
+            parse_shape(bad)
+
+
+def test_symbolic_spatial_dims_come_from_the_shape(files: dict[str, Path]) -> None:
+    found = _specs(files["detector"], shapes=(("images", "?x3x64x48"),))
+    assert found == {"images": ((3, 64, 48), 0, "float32"), "batched": True}
+
+
+def test_every_dim_symbolic(files: dict[str, Path]) -> None:
+    found = _specs(files["all_symbolic"], shapes=(("x", "?x3x32x32"),))
+    assert found["x"] == ((3, 32, 32), 0, "float32")
+
+
+def test_the_batch_in_the_second_dim_and_a_scalar_value(files: dict[str, Path]) -> None:
+    """`state: [2, batch, 8]` shares its batch with `input: [batch, 8]` by name; `sr` is a
+    scalar the user gives."""
+    found = _specs(files["streaming"], values=(("sr", "16000"),))
+    assert found["input"] == ((8,), 0, "float32")
+    assert found["state"] == ((2, 8), 1, "float32")
+    assert found["sr"] == ((), None, "int64")
+    ref = resolve_model(str(files["streaming"]), InputOptions(values=(("sr", "16000"),)))
+    inputs = build_model(ref).make_inputs(3, seed=0)
+    assert inputs["state"].shape == (2, 3, 8) and inputs["input"].shape == (3, 8)
+    assert inputs["sr"].shape == () and int(inputs["sr"]) == 16000
+
+
+def test_batch_axis_given_by_the_user(files: dict[str, Path]) -> None:
+    found = _specs(files["streaming"], batch_axes=(("state", 1),), values=(("sr", "8000"),))
+    assert found["state"] == ((2, 8), 1, "float32")
+    with pytest.raises(UserError, match="--batch-axis state=0 names a dim fixed to 2"):
+        _specs(files["streaming"], batch_axes=(("state", 0),))
+
+
+def test_a_fixed_batch_runs_at_batch_1_only(files: dict[str, Path]) -> None:
+    ref = resolve_model(str(files["fixed_batch"]))
+    assert ref.batched is False
+    assert ref.batch_problem(1) is None
+    assert "runs at batch 1 only" in (ref.batch_problem(8) or "")
+    assert build_model(ref).make_inputs(1, 0)["images"].shape == (1, 3, 16, 16)
+
+
+def test_float16_inputs(files: dict[str, Path]) -> None:
+    model = build_model(resolve_model(str(files["half_input"])))
+    assert model.make_inputs(2, 0)["x"].dtype == np.float16
+
+
+@pytest.mark.parametrize(
+    ("model", "flags", "expected"),
+    [
+        (
+            "detector",
+            [],
+            "input images [batch, 3, height, width] has unknown dims height, width; "
+            "give them with --shape images=?x3xHEIGHTxWIDTH",
+        ),
+        ("detector", ["--shape", "images=?x4x32x32"], "fixes a dim to 3; --shape/--input gave 4"),
+        ("detector", ["--shape", "images=?x3x32"], "has 4 dims; --shape/--input gave 3"),
+        ("detector", ["--shape", "imgs=?x3x32x32"], "no ONNX model of this sweep has an input named 'imgs'"),
+        ("fixed_batch", ["--shape", "images=?x3x16x16"], "fixes dim 0 to 1; it cannot be the batch axis"),
+        ("streaming", [], "inputs with made-up data: sr (int64 scalar, drawn from [0, 2))"),
+        ("streaming", ["--input", "sr=8000"], "failed a trial run in ONNX Runtime"),
+        ("streaming", ["--input", "sr=fast"], "--input sr=fast: not a number of the model's dtype int64"),
+        ("streaming", ["--input", "state=missing.npy"], "--input state="),
+        ("streaming", ["--batch-axis", "state=one"], "--batch-axis expects NAME=K"),
+    ],
+)
+def test_every_model_problem_is_one_line_and_exit_2_before_any_worker(
+    capsys: pytest.CaptureFixture[str],
+    files: dict[str, Path],
+    tmp_path: Path,
+    model: str,
+    flags: list[str],
+    expected: str,
+) -> None:
+    if "trial run" in expected or "made-up" in expected:
+        pytest.importorskip("onnxruntime")
+    code = main(
+        [
+            "run",
+            "--profile",
+            "smoke",
+            "--model",
+            str(files[model]),
+            "--backend",
+            "onnxruntime",
+            *flags,
+            "--results-dir",
+            str(tmp_path),
+            "--no-history",
+            "--no-report",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert expected in err[0]
+    assert not any(tmp_path.iterdir())  # no run folder: nothing started
+
+
+def test_a_data_file_of_the_wrong_dtype(files: dict[str, Path], tmp_path: Path) -> None:
+    data = tmp_path / "state.npy"
+    np.save(data, np.zeros((2, 8), dtype=np.float64))
+    with pytest.raises(UserError, match="dtype float64, but the model takes float32"):
+        resolve_model(str(files["streaming"]), InputOptions(values=(("state", str(data)), ("sr", "16000"))))
+
+
+def test_model_names_are_file_stems(tmp_path: Path) -> None:
+    from inferbench.config import model_labels
+
+    a, b = tmp_path / "exp" / "det.onnx", tmp_path / "prod" / "det.onnx"
+    assert model_labels([str(tmp_path / "det.onnx"), "resnet50"]) == {
+        str(tmp_path / "det.onnx"): "det",
+        "resnet50": "resnet50",
+    }
+    assert model_labels([str(a), str(b)]) == {str(a): "exp/det", str(b): "prod/det"}
+
+
+def test_the_user_options_reach_the_worker_intact(files: dict[str, Path]) -> None:
+    """A worker rebuilds the model from the spec's JSON: the same inputs come out."""
+    from dataclasses import asdict
+
+    from inferbench.models import ModelRef
+
+    ref = resolve_model(str(files["streaming"]), InputOptions(values=(("sr", "16000"),)))
+    again = ModelRef(**json.loads(json.dumps(asdict(ref))))
+    assert again == ref
+    first, second = build_model(ref).make_inputs(2, 5), build_model(again).make_inputs(2, 5)
+    assert all(np.array_equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.slow
+@pytest.mark.engine
+@pytest.mark.parametrize(
+    ("model", "flags"),
+    [
+        ("detector", ["--shape", "images=?x3x16x16"]),
+        ("all_symbolic", ["--shape", "x=?x3x16x16"]),
+        ("streaming", ["--input", "sr=16000"]),
+        ("fixed_batch", []),
+        ("half_input", []),
+    ],
+)
+def test_each_signature_runs_end_to_end_on_both_engines(
+    files: dict[str, Path], tmp_path: Path, model: str, flags: list[str]
+) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    code = main(
+        [
+            "run",
+            "--profile",
+            "smoke",
+            "--model",
+            str(files[model]),
+            "--backend",
+            "onnxruntime,openvino",
+            "--precision",
+            "fp32,int8",
+            "--batch-size",
+            "1,2",
+            "--mode",
+            "latency",
+            *flags,
+            "--results-dir",
+            str(tmp_path),
+            "--run-id",
+            "r",
+            "--no-history",
+            "--no-report",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "r" / "results.csv")
+    assert set(frame["model"]) == {model}  # the file's stem, not its path
+    for row in frame.to_dict("records"):
+        if model == "fixed_batch" and row["batch_size"] == 2:
+            assert row["status"] == "unsupported" and "batch 1 only" in row["reason"]
+            continue
+        # Real quantization may cost accuracy on random weights, but never an error.
+        assert row["status"] in ("ok", "accuracy-fail", "unsupported"), row
+        if row["status"] == "unsupported":
+            assert row["precision"] == "int8" and row["reason"], row
