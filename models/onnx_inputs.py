@@ -312,12 +312,27 @@ def _dims(
             unknown.append("?" if declared is None else str(declared))
             dims.append(0)
     if unknown:
-        example = "x".join(
-            "?" if k == axis else (str(d) if isinstance(d, int) else str(d).upper())
-            for k, d in enumerate(gi.dims)
-        )
+        example = _example_shape(gi, axis)
         raise UserError(
             f"model {label}: input {gi.text()} has unknown dims {', '.join(unknown)}; give them with "
             f"--shape {gi.name}={example or 'scalar'} (? = the batch axis)"
         )
     return tuple(dims)
+
+
+def _example_shape(gi: GraphInput, axis: int | None) -> str:
+    """A --shape for the error message: `?` on the batch axis (or on a dynamic first dim when
+    none is known), fixed dims as they are, each open dim a placeholder to replace."""
+    if axis is None and gi.dims and not isinstance(gi.dims[0], int):
+        axis = 0
+    parts = []
+    for k, dim in enumerate(gi.dims):
+        if k == axis:
+            parts.append("?")
+        elif isinstance(dim, int):
+            parts.append(str(dim))
+        elif isinstance(dim, str) and re.fullmatch(r"[A-Za-z_]\w{0,15}", dim):
+            parts.append(dim.upper())
+        else:
+            parts.append(f"D{k}")
+    return "x".join(parts) or "scalar"

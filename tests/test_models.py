@@ -97,6 +97,6 @@ def test_unknown_model_lists_the_choices() -> None:
 
 def test_input_spec_validates_dtype() -> None:
     with pytest.raises(ValueError, match="dtype must be one of"):
-        InputSpec("x", (3,), dtype="float16")
+        InputSpec("x", (3,), dtype="complex64")
     model = ModelDef(name="m", inputs=(InputSpec("mask", (2,), "bool"),))
     assert model.make_inputs(2, 0)["mask"].dtype == np.bool_
