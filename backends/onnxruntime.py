@@ -100,7 +100,12 @@ class OrtBackend(Backend):
         artifact_cached = cached
         share = None
         if precision == "int8":
-            path, artifact_cached, method = self._quantize(model, path, batch_size)
+            # A model that arrives quantized runs as it is (inferbench.models.onnx_precision).
+            path, artifact_cached, method = (
+                (path, cached, model.graph_precision)
+                if model.graph_precision
+                else self._quantize(model, path, batch_size)
+            )
             details["quantization"] = method
             details["quant_ops"] = count_ops(path, QUANT_OPS)
             # What the session really executes: the graph after ORT's own optimizations.

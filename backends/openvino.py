@@ -66,7 +66,7 @@ class OpenVinoBackend(Backend):
         path, cached = onnx_file(model, self.cache_dir)
         core = ov.Core()
         ir_path, artifact_cached = self._fp32_ir(core, path)
-        if precision == "int8":
+        if precision == "int8" and not model.graph_precision:  # else its own Q/DQ pairs decide
             ir_path, artifact_cached = self._nncf_int8(core, model, path, ir_path)
         try:
             ov_model = core.read_model(str(ir_path))
@@ -104,6 +104,7 @@ class OpenVinoBackend(Backend):
             "runtime_precisions": counts,
             "num_streams": str(compiled.get_property("NUM_STREAMS")),
             "infer_requests": self.infer_requests,
+            **({"quantization": model.graph_precision} if model.graph_precision else {}),
         }
         ran = ",".join(sorted(counts)) if counts else "unknown"
         return PrepareInfo(

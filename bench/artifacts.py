@@ -125,6 +125,8 @@ def model_fingerprint(model: ModelDef) -> str:
     h.update(json.dumps([model.name, specs, model.output_names, model.seed, model.transformer]).encode())
     if model.onnx_path is not None:
         h.update(onnx_bytes_digest(model.onnx_path).encode())
+    if model.reference_path is not None:  # the accuracy reference of a model that arrives quantized
+        h.update(b"reference:" + onnx_bytes_digest(model.reference_path).encode())
     if model.module is not None:
         h.update(state_digest(model.module).encode())
         h.update(code_digest(model.module).encode())

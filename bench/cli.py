@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument(
         "--batch-axis", action="append", default=[], metavar="NAME=K", help="the batch is dim K, e.g. state=1"
     )
+    inputs.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="[MODEL=]FP32.onnx",
+        help="the FP32 model a quantized ONNX file is checked against",
+    )
     run.add_argument(
         "--backend-option",
         action="append",
@@ -342,7 +349,17 @@ def _input_flags(args: argparse.Namespace) -> dict[str, Any]:
         if not text.isdigit():
             raise UserError(f"--batch-axis expects NAME=K with K a dim index (0, 1, ...); got {name}={text}")
         axes[name] = int(text)
-    for key, table in (("input_shapes", shapes), ("input_values", values), ("batch_axes", axes)):
+    references = {}
+    for item in args.reference:
+        name, sep, path = item.rpartition("=")
+        references[name.strip() if sep else ""] = str(Path(path.strip()).resolve())
+    tables = (
+        ("input_shapes", shapes),
+        ("input_values", values),
+        ("batch_axes", axes),
+        ("references", references),
+    )
+    for key, table in tables:
         if table:
             found[key] = table
     return found

@@ -210,6 +210,9 @@ class SweepConfig:
     input_shapes: dict[str, str] = field(default_factory=dict)
     input_values: dict[str, str] = field(default_factory=dict)
     batch_axes: dict[str, int] = field(default_factory=dict)
+    # Models that arrive quantized: model name (or "" for the one such model) -> its FP32 ONNX
+    # file, the accuracy reference (`--reference`; profile `references` under [inputs]).
+    references: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(len(self.models) > 0, "at least one model is required")
@@ -273,7 +276,7 @@ class SweepConfig:
         for key in ("models", "backends", "precisions", "batch_sizes", "threads", "modes"):
             if key in given:
                 given[key] = tuple(given[key])
-        for key in ("input_shapes", "input_values", "batch_axes"):
+        for key in ("input_shapes", "input_values", "batch_axes", "references"):
             if key in given:  # the command line's, over the profile's, input by input
                 given[key] = {**getattr(self, key), **given[key]}
         if "backend_options" in given:  # merged over the profile's, option by option
@@ -304,6 +307,7 @@ class SweepConfig:
             ("shape", self.input_shapes),
             ("input", self.input_values),
             ("batch_axis", self.batch_axes),
+            ("reference", self.references),
         ):
             settings.update({f"{name}.{k}": v for k, v in sorted(table.items())})
         for name, value in asdict(self.measure).items():
@@ -457,15 +461,17 @@ def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig
 
 
 def _inputs_table(data: Any, name: str) -> dict[str, Any]:
-    """The profile's [inputs] table: shapes, values and batch_axes, each by input name."""
+    """The profile's [inputs] table: shapes, values and batch_axes, each by input name, and
+    references by model name."""
     _require(isinstance(data, dict), f"profile {name}: [inputs] must be a table")
-    bad = set(data) - {"shapes", "values", "batch_axes"}
+    bad = set(data) - {"shapes", "values", "batch_axes", "references"}
     _require(not bad, f"profile {name}: unknown [inputs] key(s) {sorted(bad)}")
     found: dict[str, Any] = {}
     for key, field_name in (
         ("shapes", "input_shapes"),
         ("values", "input_values"),
         ("batch_axes", "batch_axes"),
+        ("references", "references"),
     ):
         table = data.get(key, {})
         _require(isinstance(table, dict), f"profile {name}: inputs.{key} must be a table of NAME = ...")

@@ -86,13 +86,15 @@ def reference_infer(model: ModelDef, threads: int) -> Callable[[Chunk], list[np.
             return [o.float().numpy().copy() for o in outs]
 
         return eager
-    if model.onnx_path is not None and importlib.util.find_spec("onnxruntime") is not None:
+    # A model that arrives quantized is checked against the user's FP32 model, never itself.
+    reference = model.reference_path if model.graph_precision else model.onnx_path
+    if reference is not None and importlib.util.find_spec("onnxruntime") is not None:
         import onnxruntime as ort
 
         from inferbench.backends.onnxruntime import session_options
 
         session = ort.InferenceSession(
-            str(model.onnx_path), session_options(threads), providers=["CPUExecutionProvider"]
+            str(reference), session_options(threads), providers=["CPUExecutionProvider"]
         )
 
         def onnx_reference(chunk: Chunk) -> list[np.ndarray]:

@@ -314,7 +314,34 @@ def resolve_models(config: SweepConfig) -> dict[str, ModelRef]:
                 f"no ONNX model of this sweep has an input named {', '.join(map(repr, unknown))} "
                 f"(inputs: {', '.join(sorted(known))})"
             )
-    return {label: resolve_model(m, options) for m, label in config.model_labels().items()}
+    labels = config.model_labels()
+    references = _references(config, labels)
+    return {label: resolve_model(m, options, references.get(label)) for m, label in labels.items()}
+
+
+def _references(config: SweepConfig, labels: dict[str, str]) -> dict[str, str]:
+    """--reference by model name; a bare one belongs to the sweep's one ONNX file that arrives
+    quantized."""
+    from inferbench.models.onnx_precision import graph_precision
+
+    given = dict(config.references)
+    unknown = sorted(set(given) - set(labels.values()) - {""})
+    if unknown:
+        raise UserError(f"--reference names no model of this sweep: {', '.join(unknown)}")
+    if "" in given:
+        quantized = [
+            label
+            for m, label in labels.items()
+            if m.endswith(".onnx") and Path(m).is_file() and graph_precision(Path(m))
+        ]
+        if len(quantized) != 1:
+            found = ", ".join(quantized) or "none"
+            raise UserError(
+                f"--reference without a model name needs exactly one quantized ONNX model in the sweep "
+                f"(found: {found}); use --reference NAME=FP32.onnx"
+            )
+        given[quantized[0]] = given.pop("")
+    return given
 
 
 def _declared_inputs(path: Path) -> list[Any]:
@@ -394,7 +421,11 @@ def static_verdict(
     available = backend_cls.availability()
     if not available.ok:
         return {"status": UNAVAILABLE, "reason": available.reason}
-    reason = backend_cls.unsupported_reason(ref, cell.precision) or ref.batch_problem(cell.batch_size)
+    reason = (
+        backend_cls.unsupported_reason(ref, cell.precision)
+        or ref.precision_problem(cell.precision)
+        or ref.batch_problem(cell.batch_size)
+    )
     if reason:
         return {"status": UNSUPPORTED, "reason": reason}
     refused = precision_check.verdict(cell, backend_cls) if precision_check else None

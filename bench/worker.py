@@ -167,6 +167,11 @@ def run_cell(spec: dict[str, Any], memo: Memo | None = None) -> dict[str, Any]:
     record["first_inference_ms"] = (time.perf_counter() - t0) * 1e3
 
     record["accuracy_checked"] = reference is not None
+    if reference_of is None and model.graph_precision:
+        record["reason"] = (
+            f"accuracy not checked: the model arrives {model.graph_precision} and no FP32 model was "
+            "given to check it against (--reference FP32.onnx)"
+        )
     if reference is not None:
         t0 = time.perf_counter()
         infer = engine_infer(backend)

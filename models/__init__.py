@@ -20,6 +20,7 @@ from typing import Any
 from inferbench.errors import UserError, first_line
 from inferbench.models.base import InputSpec, ModelDef, count_flops
 from inferbench.models.onnx_inputs import GraphInput, InputOptions, graph_inputs, resolve
+from inferbench.models.onnx_precision import base_precision, graph_precision
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -56,11 +57,24 @@ class ModelRef:
     # and whether any input has a batch axis (without one, the model runs at batch 1 only).
     inputs: InputOptions = field(default_factory=InputOptions)
     batched: bool = True
+    # ONNX files that arrive quantized: their precision as read from the graph (for example
+    # "int8 (QDQ, from the model)"), and the user's FP32 model to check their accuracy against.
+    graph_precision: str = ""
+    reference: str = ""
 
     def __post_init__(self) -> None:  # a worker's spec gives JSON lists and dicts back
         object.__setattr__(self, "layers", tuple((str(k), int(n)) for k, n in self.layers))
         if isinstance(self.inputs, dict):
             object.__setattr__(self, "inputs", InputOptions(**self.inputs))
+
+    def precision_problem(self, precision: str) -> str | None:
+        """Why a model that arrives quantized cannot run at `precision`, or None."""
+        if not self.graph_precision or precision == base_precision(self.graph_precision):
+            return None
+        return (
+            f"the model is {self.graph_precision}: it runs as it is, at "
+            f"{base_precision(self.graph_precision)} only (never quantized again)"
+        )
 
     def batch_problem(self, batch_size: int) -> str | None:
         """Why this model cannot run at `batch_size`, or None."""
@@ -80,7 +94,7 @@ class ModelRef:
         return dict(self.layers).get(kind, 0) if self.layers else None
 
 
-def resolve_model(ref: str, inputs: InputOptions | None = None) -> ModelRef:
+def resolve_model(ref: str, inputs: InputOptions | None = None, reference: str | None = None) -> ModelRef:
     """Validate a model reference without building it (cheap; no engine imports). An ONNX
     file's inputs are resolved against `inputs` here, so a missing or contradicting shape is a
     UserError before any worker."""
@@ -95,8 +109,19 @@ def resolve_model(ref: str, inputs: InputOptions | None = None) -> ModelRef:
             raise UserError(f"model file must be an .onnx file; got {ref}")
         _check_onnx(path)
         options = inputs or InputOptions()
-        resolved = resolve(path.name, _graph_inputs(path), options)
-        return ModelRef(str(path.resolve()), "onnx", inputs=options, batched=resolved.batched)
+        declared = _graph_inputs(path)
+        resolved = resolve(path.name, declared, options)
+        arrives_as = graph_precision(path)
+        if reference:
+            _check_reference(path, declared, Path(reference), arrives_as)
+        return ModelRef(
+            str(path.resolve()),
+            "onnx",
+            inputs=options,
+            batched=resolved.batched,
+            graph_precision=arrives_as,
+            reference=str(Path(reference).resolve()) if reference else "",
+        )
     if looks_like_factory:
         module_name, _, attr = ref.partition(":")
         try:
@@ -128,7 +153,7 @@ def build_model(ref: ModelRef, seed: int = 0) -> ModelDef:
     if ref.kind == "builtin":
         return _call(BUILTIN_MODELS[ref.ref], seed=seed)
     if ref.kind == "onnx":
-        return _onnx_model(Path(ref.ref), ref.inputs)
+        return _onnx_model(Path(ref.ref), ref.inputs, ref.reference)
     produced = _call_factory(ref.ref, seed)
     if isinstance(produced, ModelDef):
         return produced
@@ -161,6 +186,25 @@ def _call(target: str, **kwargs: Any) -> Any:
     return getattr(importlib.import_module(module_name), attr)(**kwargs)
 
 
+def _check_reference(path: Path, declared: list[GraphInput], reference: Path, arrives_as: str) -> None:
+    """The FP32 model a quantized ONNX file is checked against: an ONNX file, not itself
+    quantized, taking the same inputs."""
+    if not arrives_as:
+        raise UserError(
+            f"--reference {reference} given for {path.name}, which is not quantized (its own FP32)"
+        )
+    if not reference.is_file() or reference.suffix != ".onnx":
+        raise UserError(f"--reference {reference}: not an .onnx file")
+    _check_onnx(reference)
+    if graph_precision(reference):
+        raise UserError(
+            f"--reference {reference.name} is itself {graph_precision(reference)}; give the FP32 model"
+        )
+    theirs = sorted(gi.name for gi in _graph_inputs(reference))
+    if theirs != sorted(gi.name for gi in declared):
+        raise UserError(f"--reference {reference.name} takes inputs {theirs}; {path.name} takes others")
+
+
 def _graph_inputs(path: Path) -> list[GraphInput]:
     try:
         return graph_inputs(path)
@@ -168,10 +212,17 @@ def _graph_inputs(path: Path) -> list[GraphInput]:
         raise UserError(f"reading {path.name} needs onnx: pip install 'inferbench[onnx]'") from None
 
 
-def _onnx_model(path: Path, inputs: InputOptions) -> ModelDef:
+def _onnx_model(path: Path, inputs: InputOptions, reference: str = "") -> ModelDef:
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     specs = resolve(path.name, _graph_inputs(path), inputs).specs
     outputs = tuple(v.name for v in graph.output)
-    return ModelDef(name=path.stem, inputs=specs, output_names=outputs, onnx_path=path)
+    return ModelDef(
+        name=path.stem,
+        inputs=specs,
+        output_names=outputs,
+        onnx_path=path,
+        graph_precision=graph_precision(path),
+        reference_path=Path(reference) if reference else None,
+    )

@@ -95,6 +95,10 @@ class ModelDef:
     transformer: dict[str, Any] | None = None
     input_maker: InputMaker | None = field(default=None, repr=False)
     input_pools: dict[str, InputMaker] = field(default_factory=dict, repr=False)
+    # An ONNX file that arrives quantized: its precision from the graph ("int8 (QDQ, from the
+    # model)"); it runs as it is. `reference_path`: the user's FP32 model to check it against.
+    graph_precision: str = ""
+    reference_path: Path | None = None
 
     @property
     def input_names(self) -> tuple[str, ...]:

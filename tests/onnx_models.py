@@ -116,3 +116,23 @@ def half_input(path: Path) -> Path:
         [weight],
     )
     return _save(graph, path)
+
+
+def quantized(fp32: Path, path: Path, shape: tuple[int, ...] = (1, 3, 16, 16)) -> Path:
+    """`fp32` quantized to a QDQ graph by ONNX Runtime's static quantizer, as a user's model
+    arrives from quantization-aware training or another tool."""
+    import onnx
+    from onnxruntime import quantization as q
+
+    name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
+    rng = np.random.default_rng(3)
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{name: rng.standard_normal(shape).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    q.quantize_static(str(fp32), str(path), Reader(), quant_format=q.QuantFormat.QDQ)
+    return path

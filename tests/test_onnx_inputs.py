@@ -223,3 +223,134 @@ def test_each_signature_runs_end_to_end_on_both_engines(
         assert row["status"] in ("ok", "accuracy-fail", "unsupported"), row
         if row["status"] == "unsupported":
             assert row["precision"] == "int8" and row["reason"], row
+
+
+@pytest.fixture(scope="module")
+def qdq(files: dict[str, Path]) -> Path:
+    pytest.importorskip("onnxruntime")
+    return onnx_models.quantized(files["fixed_batch"], files["fixed_batch"].with_name("det_int8.onnx"))
+
+
+def test_a_quantized_model_is_read_as_int8_and_runs_at_int8_only(qdq: Path, files: dict[str, Path]) -> None:
+    ref = resolve_model(str(qdq))
+    assert ref.graph_precision == "int8 (QDQ, from the model)"
+    assert ref.precision_problem("int8") is None
+    assert "runs as it is, at int8 only (never quantized again)" in (ref.precision_problem("fp32") or "")
+    assert resolve_model(str(files["fixed_batch"])).graph_precision == ""
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--reference", "{qdq}"], "is itself int8 (QDQ, from the model); give the FP32 model"),
+        (["--reference", "{streaming}"], "takes inputs ['input', 'sr', 'state']"),
+        (["--reference", "nosuch=x.onnx"], "--reference names no model of this sweep: nosuch"),
+    ],
+)
+def test_reference_problems_exit_2(
+    capsys: pytest.CaptureFixture[str],
+    qdq: Path,
+    files: dict[str, Path],
+    tmp_path: Path,
+    flags: list[str],
+    expected: str,
+) -> None:
+    flags = [f.format(qdq=qdq, streaming=files["streaming"]) for f in flags]
+    code = main(
+        [
+            "run",
+            "--profile",
+            "smoke",
+            "--model",
+            str(qdq),
+            "--backend",
+            "onnxruntime",
+            *flags,
+            "--results-dir",
+            str(tmp_path),
+            "--no-history",
+            "--no-report",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and expected in err[0], err
+
+
+def test_a_bare_reference_needs_one_quantized_model(
+    capsys: pytest.CaptureFixture[str], files: dict[str, Path], tmp_path: Path
+) -> None:
+    code = main(
+        [
+            "run",
+            "--profile",
+            "smoke",
+            "--model",
+            str(files["fixed_batch"]),
+            "--backend",
+            "onnxruntime",
+            "--reference",
+            str(files["fixed_batch"]),
+            "--results-dir",
+            str(tmp_path),
+            "--no-history",
+            "--no-report",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "needs exactly one quantized ONNX model in the sweep (found: none)" in err
+
+
+@pytest.mark.slow
+@pytest.mark.engine
+def test_a_quantized_model_runs_as_it_is_checked_against_its_fp32(
+    qdq: Path, files: dict[str, Path], tmp_path: Path
+) -> None:
+    """Its int8 cells run without a second quantization on both engines (the cells say where
+    the quantization came from), against the user's FP32 model; without one, unchecked with
+    the reason; its fp32 cells are unsupported before any worker."""
+    import pandas as pd
+
+    pytest.importorskip("openvino")
+    for run_id, extra in (("checked", ["--reference", str(files["fixed_batch"])]), ("unchecked", [])):
+        code = main(
+            [
+                "run",
+                "--profile",
+                "smoke",
+                "--model",
+                str(qdq),
+                "--backend",
+                "onnxruntime,openvino",
+                "--precision",
+                "fp32,int8",
+                "--batch-size",
+                "1",
+                "--mode",
+                "latency",
+                *extra,
+                "--results-dir",
+                str(tmp_path),
+                "--run-id",
+                run_id,
+                "--no-history",
+                "--no-report",
+                "--no-progress",
+            ]
+        )
+        assert code == 0
+        rows = {
+            (r["backend"], r["precision"]): r
+            for r in pd.read_csv(tmp_path / run_id / "results.csv").to_dict("records")
+        }
+        for backend in ("onnxruntime", "openvino"):
+            assert rows[(backend, "fp32")]["status"] == "unsupported"
+            int8 = rows[(backend, "int8")]
+            assert int8["status"] in ("ok", "accuracy-fail"), int8
+            record = json.loads(
+                (tmp_path / run_id / "cells" / f"det_int8__{backend}__int8__b1__t1.json").read_text()
+            )
+            assert record["details"]["quantization"] == "int8 (QDQ, from the model)"
+            if run_id == "checked":
+                assert str(int8["accuracy_checked"]) == "True" and int8["rel_l2_err"] < 0.25
+            else:
+                assert str(int8["accuracy_checked"]) == "False" and "--reference" in int8["reason"]
