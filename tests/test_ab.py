@@ -433,8 +433,9 @@ def test_a_a_exits_0_and_each_side_runs_its_own_code(
 @pytest.mark.engine
 def test_real_engine_a_a_on_the_smoke_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """One real cell of the smoke profile, both sides this tree, gated on each process's fastest
-    call (as `make gate` is): exit 0. Only rounds the interference probe flags (left out of the
-    pairs, so fewer than two clean ones can remain at K=3) may leave it undecided."""
+    call (as `make gate` is): never a regression; passed, or undecided where the rounds
+    disagree (disturbed rounds are left out of the pairs, and process-to-process modes of a
+    small VM can leave three rounds short of a decision)."""
     out = tmp_path / "ab"
     # The smoke profile, without re-measuring disturbed windows: on a busy machine that alone
     # would triple this test's time (the flag itself is tested in test_interference).
@@ -464,8 +465,12 @@ def test_real_engine_a_a_on_the_smoke_profile(tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr().err
     rounds = json.loads((out / "ab.json").read_text())["rounds_per_cell"]["mlp__torch__fp32__b1__t1"]
     assert [r["status"] for r in rounds["base"] + rounds["head"]] == ["ok"] * 6
-    disturbed = [r for r in rounds["base"] + rounds["head"] if r["interfered"]]
-    assert code == 0 or (code == 3 and disturbed), (code, err, rounds)
+    # Never a false alarm. Undecided (3) is an honest answer at K=3: on the 2-vCPU Zen 3 VM
+    # (2026-12-01) a process's fastest call landed at 31 or at 46 us, at random, with nothing
+    # flagged by the interference probe, so one odd round of three leaves the pair open
+    # (issue 30 works on deciding with fewer such rounds).
+    assert code in (0, 3), (code, err, rounds)
+    assert "REGRESSION" not in err
     # Round 0 made each side's full accuracy check; later rounds, the same code, check one sample.
     assert [r["eval_samples"] for r in rounds["head"]] == [64, 1, 1]
     assert all(r["interference_pct"] is not None for r in rounds["head"])

@@ -144,9 +144,9 @@ def test_doctor_prints_the_precision_matrix(capsys: pytest.CaptureFixture[str]) 
 def test_real_a_a_two_smoke_runs_do_not_regress(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """Two runs of the same code, each cell in 3 processes, compared: no regression (exit 0).
 
-    The threshold is wider than the 5% default: CI runners are shared machines whose level drifts
-    between runs minutes apart (up to ~17% measured on the 2-core development VM); the gate's
-    5% belongs on a dedicated, quiet runner."""
+    The threshold is far wider than the 5% default: CI runners are shared machines whose level
+    drifts between runs minutes apart (up to ~17% measured on the 2-core Zen 5 VM, 58% on the
+    Zen 3 one for an 11 us call); the gate's 5% belongs on a dedicated, quiet runner."""
     profile = tmp_path / "aa.toml"
     profile.write_text(
         '[sweep]\nmodels = ["mlp"]\nbackends = ["torch", "onnxruntime"]\nbatch_sizes = [1, 4]\n'
@@ -174,7 +174,11 @@ def test_real_a_a_two_smoke_runs_do_not_regress(capsys: pytest.CaptureFixture[st
             )
             == 0
         )
-    code = main(["compare", str(tmp_path / "a1"), str(tmp_path / "a2"), "--max-regression", "20%"])
+    # 80%: the cells are 10-70 us calls, and on the 2-vCPU Zen 3 VM (2026-12-01) all three
+    # processes of one run landed at 1.58x the other run's (onnxruntime mlp b1: 11.3 vs 17.8 us)
+    # with nothing flagged: separate runs of such short calls differ by process placement, which
+    # `ab`'s interleaved rounds exist for (issue 30).
+    code = main(["compare", str(tmp_path / "a1"), str(tmp_path / "a2"), "--max-regression", "80%"])
     err = capsys.readouterr().err
     # Never a regression; on a busy shared machine 3 processes a side can be too few to decide
     # at 20%, or a disturbed cell is inconclusive (exit 3): an honest answer, not a false alarm.
