@@ -12,6 +12,7 @@ transformers; the non-quantized remainder runs in f32.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -125,6 +126,12 @@ class OpenVinoBackend(Backend):
             try:
                 ov_model = core.read_model(str(onnx_path))
             except Exception as exc:
+                failed = unconverted_ops(str(exc))
+                if failed:  # the frontend's own verdict on this graph: no cell of it can run
+                    raise UnsupportedError(
+                        f"OpenVINO's ONNX frontend cannot convert {onnx_path.name}: "
+                        f"{', '.join(failed)} failed to convert"
+                    ) from exc
                 raise BackendError(f"OpenVINO could not read {onnx_path.name}: {exc}") from exc
             ov.save_model(ov_model, str(tmp / "model.xml"), compress_to_fp16=False)
 
@@ -229,3 +236,11 @@ def _port_name(port: Any, inputs: dict[str, np.ndarray]) -> str:
     graph input that feeds a Reshape kept both), so `get_any_name` may give another one."""
     names = port.get_names()
     return next((name for name in sorted(names) if name in inputs), port.get_any_name())
+
+
+def unconverted_ops(message: str) -> list[str]:
+    """The operators OpenVINO's frontend names in "Model wasn't fully converted" (`Conv-16`,
+    `ReduceMean-16`); [] for any other failure (then it is an engine error)."""
+    if "wasn't fully converted" not in message:
+        return []
+    return list(dict.fromkeys(re.findall(r"^-- (\S+) with a message:", message, re.M)))

@@ -354,3 +354,19 @@ def test_a_quantized_model_runs_as_it_is_checked_against_its_fp32(
                 assert str(int8["accuracy_checked"]) == "True" and int8["rel_l2_err"] < 0.25
             else:
                 assert str(int8["accuracy_checked"]) == "False" and "--reference" in int8["reason"]
+
+
+def test_a_graph_openvino_cannot_convert_is_unsupported_with_its_operators() -> None:
+    """silero_vad.onnx's If branches (Conv and ReduceMean of unknown rank) stop OpenVINO's
+    frontend: the cells are `unsupported`, naming them, not engine errors."""
+    from inferbench.backends.openvino import unconverted_ops
+
+    message = (
+        "Check 'false' failed at src/frontends/common_translators/src/unconverted_ops_report.cpp:151:\n"
+        "FrontEnd API failed with OpConversionFailure:\n"
+        "Model wasn't fully converted. Failed operations detailed log:\n"
+        "-- Conv-16 with a message:\nThe input data tensor's rank has to be known (static)\n\n"
+        "-- ReduceMean-16 with a message:\nCheck failed\n"
+    )
+    assert unconverted_ops(message) == ["Conv-16", "ReduceMean-16"]
+    assert unconverted_ops("Exception from src/inference/src/cpp/core.cpp:84: file not found") == []
