@@ -44,6 +44,26 @@ TENSORRT = QdqSettings(
 )
 
 
+#: Per-channel Q/DQ needs DequantizeLinear's `axis`, which opset 13 introduced: the quantizer
+#: writes it into an older graph anyway, and ONNX Runtime then refuses the model
+#: ("Unrecognized attribute: axis"; PP-OCRv4's detector, opset 11, did so).
+PER_CHANNEL_OPSET = 13
+
+
+def _with_opset(path: Path, folder: Path, opset: int) -> Path:
+    """`path`, or a copy converted up to `opset` in `folder` when its default domain is older."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(path))
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if current >= opset:
+        return path
+    upgraded = folder / "opset-upgraded.onnx"
+    onnx.save(version_converter.convert_version(model, opset), str(upgraded))
+    return upgraded
+
+
 def static_qdq(
     path: Path,
     folder: Path,
@@ -63,6 +83,7 @@ def static_qdq(
         "onnxruntime": onnxruntime.__version__,
         "settings": asdict(settings),
         "per_channel": True,
+        "min_opset": PER_CHANNEL_OPSET,
         "calibration": arrays_digest(batches),
         "calibration_samples": calibration_samples,
     }
@@ -71,7 +92,9 @@ def static_qdq(
 
     def quantize(tmp: Path) -> None:
         prepped = tmp / "preprocessed.onnx"
-        q.quant_pre_process(str(path), str(prepped), skip_symbolic_shape=True)
+        q.quant_pre_process(
+            str(_with_opset(path, tmp, PER_CHANNEL_OPSET)), str(prepped), skip_symbolic_shape=True
+        )
         extra: dict[str, bool] = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else {}
         if not settings.quantize_bias:
             extra["QuantizeBias"] = False
@@ -88,6 +111,7 @@ def static_qdq(
             extra_options=extra or None,
         )
         prepped.unlink()
+        (tmp / "opset-upgraded.onnx").unlink(missing_ok=True)
 
     out, cached = obtain(folder, f"int8-{settings.tag}", parts, quantize)
     return out / filename, cached

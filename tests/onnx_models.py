@@ -11,11 +11,11 @@ import numpy as np
 OPSET = 17
 
 
-def _save(graph: object, path: Path) -> Path:
+def _save(graph: object, path: Path, opset: int = OPSET) -> Path:
     import onnx
     from onnx import helper
 
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -55,9 +55,9 @@ def all_symbolic(path: Path) -> Path:
     return _save(_conv_graph("x", ["N", "C", "H", "W"]), path)
 
 
-def fixed_batch(path: Path) -> Path:
+def fixed_batch(path: Path, opset: int = OPSET) -> Path:
     """images [1, 3, 16, 16]: the batch is fixed to 1."""
-    return _save(_conv_graph("images", [1, 3, 16, 16]), path)
+    return _save(_conv_graph("images", [1, 3, 16, 16]), path, opset)
 
 
 def streaming(path: Path) -> Path:

@@ -370,3 +370,19 @@ def test_a_graph_openvino_cannot_convert_is_unsupported_with_its_operators() -> 
     )
     assert unconverted_ops(message) == ["Conv-16", "ReduceMean-16"]
     assert unconverted_ops("Exception from src/inference/src/cpp/core.cpp:84: file not found") == []
+
+
+def test_static_int8_of_an_opset_11_graph_loads(tmp_path: Path) -> None:
+    """Per-channel Q/DQ needs opset 13: an older graph is converted up first (PP-OCRv4's
+    detector, opset 11, became an invalid model without it)."""
+    ort = pytest.importorskip("onnxruntime")
+    from inferbench.backends.qdq import static_qdq
+
+    old = onnx_models.fixed_batch(tmp_path / "old.onnx", opset=11)
+    batches = [
+        {"images": np.random.default_rng(k).standard_normal((1, 3, 16, 16)).astype(np.float32)}
+        for k in range(2)
+    ]
+    out, _ = static_qdq(old, tmp_path / "derived", batches, 2)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.run(None, batches[0])[0].shape == (1, 4)
