@@ -322,6 +322,7 @@ def resolve_models(config: SweepConfig) -> dict[str, ModelRef]:
 def _references(config: SweepConfig, labels: dict[str, str]) -> dict[str, str]:
     """--reference by model name; a bare one belongs to the sweep's one ONNX file that arrives
     quantized."""
+    from inferbench.models.onnx_inputs import load_graph
     from inferbench.models.onnx_precision import graph_precision
 
     given = dict(config.references)
@@ -332,7 +333,7 @@ def _references(config: SweepConfig, labels: dict[str, str]) -> dict[str, str]:
         quantized = [
             label
             for m, label in labels.items()
-            if m.endswith(".onnx") and Path(m).is_file() and graph_precision(Path(m))
+            if m.endswith(".onnx") and Path(m).is_file() and graph_precision(load_graph(Path(m)))
         ]
         if len(quantized) != 1:
             found = ", ".join(quantized) or "none"
@@ -345,10 +346,10 @@ def _references(config: SweepConfig, labels: dict[str, str]) -> dict[str, str]:
 
 
 def _declared_inputs(path: Path) -> list[Any]:
-    from inferbench.models.onnx_inputs import graph_inputs
+    from inferbench.models.onnx_inputs import graph_inputs, load_graph
 
     try:
-        return graph_inputs(path)
+        return graph_inputs(load_graph(path))
     except Exception:  # a broken file: resolve_model names the problem
         return []
 

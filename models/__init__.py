@@ -19,7 +19,7 @@ from typing import Any
 
 from inferbench.errors import UserError, first_line
 from inferbench.models.base import InputSpec, ModelDef, count_flops
-from inferbench.models.onnx_inputs import GraphInput, InputOptions, graph_inputs, resolve
+from inferbench.models.onnx_inputs import GraphInput, InputOptions, graph_inputs, load_graph, resolve
 from inferbench.models.onnx_precision import base_precision, graph_precision
 
 __all__ = [
@@ -109,9 +109,10 @@ def resolve_model(ref: str, inputs: InputOptions | None = None, reference: str |
             raise UserError(f"model file must be an .onnx file; got {ref}")
         _check_onnx(path)
         options = inputs or InputOptions()
-        declared = _graph_inputs(path)
+        graph = _load_graph(path)
+        declared = graph_inputs(graph)
         resolved = resolve(path.name, declared, options)
-        arrives_as = graph_precision(path)
+        arrives_as = graph_precision(graph)
         if reference:
             _check_reference(path, declared, Path(reference), arrives_as)
         return ModelRef(
@@ -196,33 +197,31 @@ def _check_reference(path: Path, declared: list[GraphInput], reference: Path, ar
     if not reference.is_file() or reference.suffix != ".onnx":
         raise UserError(f"--reference {reference}: not an .onnx file")
     _check_onnx(reference)
-    if graph_precision(reference):
-        raise UserError(
-            f"--reference {reference.name} is itself {graph_precision(reference)}; give the FP32 model"
-        )
-    theirs = sorted(gi.name for gi in _graph_inputs(reference))
+    graph = _load_graph(reference)
+    quantized = graph_precision(graph)
+    if quantized:
+        raise UserError(f"--reference {reference.name} is itself {quantized}; give the FP32 model")
+    theirs = sorted(gi.name for gi in graph_inputs(graph))
     if theirs != sorted(gi.name for gi in declared):
         raise UserError(f"--reference {reference.name} takes inputs {theirs}; {path.name} takes others")
 
 
-def _graph_inputs(path: Path) -> list[GraphInput]:
+def _load_graph(path: Path) -> Any:
     try:
-        return graph_inputs(path)
+        return load_graph(path)
     except ImportError:
         raise UserError(f"reading {path.name} needs onnx: pip install 'inferbench[onnx]'") from None
 
 
 def _onnx_model(path: Path, inputs: InputOptions, reference: str = "") -> ModelDef:
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    specs = resolve(path.name, _graph_inputs(path), inputs).specs
+    graph = _load_graph(path)
+    specs = resolve(path.name, graph_inputs(graph), inputs).specs
     outputs = tuple(v.name for v in graph.output)
     return ModelDef(
         name=path.stem,
         inputs=specs,
         output_names=outputs,
         onnx_path=path,
-        graph_precision=graph_precision(path),
+        graph_precision=graph_precision(graph),
         reference_path=Path(reference) if reference else None,
     )

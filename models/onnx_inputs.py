@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,11 +101,16 @@ class ResolvedInputs:
         return "its inputs have no batch axis (every dim is fixed), so it runs at batch 1 only"
 
 
-def graph_inputs(path: Path) -> list[GraphInput]:
-    """The inputs of an ONNX file that are not initializers (weights are not read)."""
+def load_graph(path: Path) -> Any:
+    """An ONNX file's graph (external weight files are not read), loaded once for every
+    question asked of it: its inputs, outputs and precision."""
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
+    return onnx.load(str(path), load_external_data=False).graph
+
+
+def graph_inputs(graph: Any) -> list[GraphInput]:
+    """The inputs of an ONNX graph that are not initializers."""
     initializers = {init.name for init in graph.initializer}
     found = []
     for value in graph.input:

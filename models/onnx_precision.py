@@ -5,7 +5,7 @@ only, and is never quantized again on top (which would measure a different model
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
+from typing import Any
 
 #: Operators that compute on integers (ONNX Runtime's QOperator format and integer kernels).
 INTEGER_OPS = frozenset(
@@ -21,13 +21,10 @@ INTEGER_OPS = frozenset(
 )
 
 
-def graph_precision(path: Path) -> str:
+def graph_precision(graph: Any) -> str:
     """'int8 (QDQ, from the model)', 'int8 (QOperator, from the model)', or '' for a float
     graph. Weight-only graphs (DequantizeLinear on weights, activations left in float) are
     int8 weights, not int8 compute: '' as well, since the engines compute them in float."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
     ops = Counter(node.op_type for node in graph.node)
     if any(ops[name] for name in INTEGER_OPS):
         return "int8 (QOperator, from the model)"

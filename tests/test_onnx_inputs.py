@@ -13,7 +13,7 @@ import pytest
 from inferbench.cli import main
 from inferbench.errors import UserError
 from inferbench.models import InputOptions, build_model, resolve_model
-from inferbench.models.onnx_inputs import graph_inputs, parse_shape, resolve
+from inferbench.models.onnx_inputs import graph_inputs, load_graph, parse_shape, resolve
 from tests import onnx_models
 
 pytest.importorskip("onnx")
@@ -29,7 +29,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _specs(path: Path, **options: object) -> dict[str, object]:
-    resolved = resolve(path.name, graph_inputs(path), InputOptions(**options))  # type: ignore[arg-type]
+    resolved = resolve(path.name, graph_inputs(load_graph(path)), InputOptions(**options))  # type: ignore[arg-type]
     return {s.name: (s.shape, s.batch_axis, s.dtype) for s in resolved.specs} | {"batched": resolved.batched}
 
 
