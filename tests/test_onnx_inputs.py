@@ -28,6 +28,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+def _run(model: Path, results: Path, *flags: str) -> int:
+    """`inferbench run` of one ONNX file on ONNX Runtime, the smoke profile's settings."""
+    argv = ["run", "--profile", "smoke", "--model", str(model), "--backend", "onnxruntime", *flags]
+    return main([*argv, "--results-dir", str(results), "--no-history", "--no-report"])
+
+
 def _specs(path: Path, **options: object) -> dict[str, object]:
     resolved = resolve(path.name, graph_inputs(load_graph(path)), InputOptions(**options))  # type: ignore[arg-type]
     return {s.name: (s.shape, s.batch_axis, s.dtype) for s in resolved.specs} | {"batched": resolved.batched}
@@ -115,22 +121,7 @@ def test_every_model_problem_is_one_line_and_exit_2_before_any_worker(
 ) -> None:
     if "trial run" in expected or "made-up" in expected:
         pytest.importorskip("onnxruntime")
-    code = main(
-        [
-            "run",
-            "--profile",
-            "smoke",
-            "--model",
-            str(files[model]),
-            "--backend",
-            "onnxruntime",
-            *flags,
-            "--results-dir",
-            str(tmp_path),
-            "--no-history",
-            "--no-report",
-        ]
-    )
+    code = _run(files[model], tmp_path, *flags)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert expected in err[0]
@@ -256,22 +247,7 @@ def test_reference_problems_exit_2(
     expected: str,
 ) -> None:
     flags = [f.format(qdq=qdq, streaming=files["streaming"]) for f in flags]
-    code = main(
-        [
-            "run",
-            "--profile",
-            "smoke",
-            "--model",
-            str(qdq),
-            "--backend",
-            "onnxruntime",
-            *flags,
-            "--results-dir",
-            str(tmp_path),
-            "--no-history",
-            "--no-report",
-        ]
-    )
+    code = _run(qdq, tmp_path, *flags)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and expected in err[0], err
 
@@ -279,23 +255,7 @@ def test_reference_problems_exit_2(
 def test_a_bare_reference_needs_one_quantized_model(
     capsys: pytest.CaptureFixture[str], files: dict[str, Path], tmp_path: Path
 ) -> None:
-    code = main(
-        [
-            "run",
-            "--profile",
-            "smoke",
-            "--model",
-            str(files["fixed_batch"]),
-            "--backend",
-            "onnxruntime",
-            "--reference",
-            str(files["fixed_batch"]),
-            "--results-dir",
-            str(tmp_path),
-            "--no-history",
-            "--no-report",
-        ]
-    )
+    code = _run(files["fixed_batch"], tmp_path, "--reference", str(files["fixed_batch"]))
     err = capsys.readouterr().err
     assert code == 2 and "needs exactly one quantized ONNX model in the sweep (found: none)" in err
 
