@@ -10,6 +10,8 @@ import re
 import sys
 from typing import Any
 
+from inferbench.history.fingerprint import node_name
+
 PACKAGES = (
     "torch",
     "onnxruntime",
@@ -167,6 +169,8 @@ def capture(threads: list[int], gpu: bool = False) -> dict[str, Any]:
         **found,
         "captured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "hostname": platform.node(),
+        # The machine's name in its fingerprint: $INFERBENCH_NODE (a pod's node) or the host name.
+        "node": node_name(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "cpu": cpu_info(engine_reports=True),

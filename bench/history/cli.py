@@ -43,6 +43,11 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="exit 1 when the newest point of a series starts a step for the worse (0 otherwise)",
     )
+    history.add_argument(
+        "--expect-run",
+        metavar="RUN_ID",
+        help="--check: tonight's run, which must hold the newest points (exit 2 when it is not recorded)",
+    )
     history.add_argument("--min-change", default="1%", help="smallest step --check reports (default 1%%)")
     history.add_argument(
         "--penalty",
@@ -57,6 +62,12 @@ def add_parsers(sub: Any) -> None:
     # SUPPRESS: given after `import` it counts, and it never erases one given before it.
     imp.add_argument("--history", metavar="URL", default=argparse.SUPPRESS, help=_URL_HELP)
     imp.set_defaults(func=cmd_import)
+    append = nested.add_parser(
+        "append", help="append finished run folders as `run` does, failing (exit 4) when the database does"
+    )
+    append.add_argument("run_dirs", nargs="+", type=Path)
+    append.add_argument("--history", metavar="URL", default=argparse.SUPPRESS, help=_URL_HELP)
+    append.set_defaults(func=cmd_append)
 
     export = sub.add_parser("export", help="a run as Bencher Metric Format JSON or MLflow runs")
     export.add_argument("run_dir", type=Path)
@@ -90,6 +101,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         check=args.check,
         min_change=fraction(args.min_change, example_pct=1),
         penalty=args.penalty,
+        expect_run=args.expect_run,
     )
 
 
@@ -97,6 +109,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     from inferbench.history.commands import import_command, resolve_url
 
     return import_command(resolve_url(args.history), args.paths)
+
+
+def cmd_append(args: argparse.Namespace) -> int:
+    from inferbench.history.commands import append_command, resolve_url
+
+    return append_command(resolve_url(args.history), args.run_dirs)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

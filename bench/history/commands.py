@@ -8,13 +8,16 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import sqlalchemy as sa
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from inferbench.errors import UserError
+from inferbench.errors import InternalError, UserError, first_line
 from inferbench.history.changepoints import CHECK_PENALTY_FACTOR, METRICS, Metric
 from inferbench.history.db import connect, normalize_url, safe_url
 from inferbench.history.fingerprint import project_commit
+from inferbench.history.newest import broken_cells, missing_from_run
 from inferbench.history.series import Series, build_series
 from inferbench.history.store import Filters, append_run, import_runs, load_points
 
@@ -32,19 +35,38 @@ def resolve_url(given: str | None, results_dir: Path = Path("results")) -> str:
 
 
 def record_run(run_dir: Path, url: str) -> int | None:
-    """Append a finished sweep to the history; a failure costs one warning, never the run."""
+    """Append a finished sweep to the history; a failure costs one warning, never the run.
+    Where a gate depends on the history (the nightly), `history append` fails instead."""
     try:
-        engine = connect(url)
-        try:
-            added = append_run(engine, run_dir, commit=project_commit())
-        finally:
-            engine.dispose()
+        added = _append(url, run_dir)
     except Exception as exc:  # the run's results are on disk already; history is a copy
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log.warning("history not recorded in %s: %s", safe_url(url), text)
+        log.warning("history not recorded in %s: %s", safe_url(url), first_line(exc))
         return None
     console.print(f"history: {added} cell(s) appended to {safe_url(url)}")
     return added
+
+
+def append_command(url: str, run_dirs: list[Path]) -> int:
+    """`history append`: what `run` does after a sweep, failing closed: a run folder that is
+    not one is exit 2, a database that refuses the rows exit 4, never a warning."""
+    for run_dir in run_dirs:
+        if not (run_dir / "cells").is_dir():
+            raise UserError(f"{run_dir} is not a run folder (a run folder has cells/ inside)")
+    for run_dir in run_dirs:
+        try:
+            added = _append(url, run_dir)
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise InternalError(f"history not recorded in {safe_url(url)}: {first_line(exc)}") from exc
+        console.print(f"history: {added} cell(s) of {run_dir} appended to {safe_url(url)}")
+    return 0
+
+
+def _append(url: str, run_dir: Path) -> int:
+    engine = connect(url)
+    try:
+        return append_run(engine, run_dir, commit=project_commit())
+    finally:
+        engine.dispose()
 
 
 def _require_existing(url: str) -> None:
@@ -66,9 +88,14 @@ def history_command(
     check: bool = False,
     min_change: float = 0.01,
     penalty: float = CHECK_PENALTY_FACTOR,
+    expect_run: str | None = None,
 ) -> int:
     """Print the series, write the HTML page; with `check`, exit 1 when the newest point of
-    some series starts a step for the worse, else 0."""
+    some series starts a step for the worse, or a cell that was ok is not (broken, or missing
+    from `expect_run`), else 0. `expect_run` (tonight's run id) must hold the newest points:
+    when it is not recorded, the check is a UserError rather than a verdict on older points."""
+    if expect_run is not None and not check:
+        raise UserError("--expect-run needs --check")
     if metric not in METRICS:
         raise UserError(f"--metric must be one of {', '.join(METRICS)}; got {metric!r}")
     if min_change < 0:
@@ -83,6 +110,7 @@ def history_command(
         engine.dispose()
     if points.empty:
         raise UserError(f"no recorded cells in {safe_url(url)} match the filters")
+    missing = missing_from_run(points, expect_run, safe_url(url)) if expect_run is not None else []
     chosen = METRICS[metric]
     series = build_series(points, chosen, min_change=min_change, check_penalty=penalty)
     _print_series(series, chosen)
@@ -93,18 +121,24 @@ def history_command(
         note = f"{len(series)} series from {safe_url(url)}."
         atomic_write_text(html_path, render_history(series, chosen, _machines(points), note))
         console.print(f"history page: {html_path}")
-    if not check:
-        return 0
+    return _verdict(series, chosen, broken_cells(points) + missing) if check else 0
+
+
+def _verdict(series: list[Series], metric: Metric, broken: list[str]) -> int:
+    """--check's lines and exit code: 1 for a new step for the worse or a broken cell."""
+    for line in broken:
+        console.print(f"[bold red]BROKEN[/] {escape(line)}")
     flagged = [(s, s.regression) for s in series if s.regression is not None]
     for s, step in flagged:
-        newest = s.points.iloc[-1]
+        newest = escape(str(s.points.iloc[-1]["run_id"]))
         console.print(
-            f"[bold red]REGRESSION[/] {s.title} on {s.fingerprint}: {chosen.label} {step.change:+.1%}, "
-            f"a step starting at point {step.index + 1} of {len(s.points)} (newest run {newest['run_id']})"
+            f"[bold red]REGRESSION[/] {escape(s.title)} on {s.fingerprint}: {metric.label} "
+            f"{step.change:+.1%}, a step starting at point {step.index + 1} of {len(s.points)} "
+            f"(newest run {newest})"
         )
-    if not flagged:
-        console.print(f"history check: no new step for the worse in {len(series)} series ({metric})")
-    return 1 if flagged else 0
+    if not flagged and not broken:
+        console.print(f"history check: no new step for the worse in {len(series)} series ({metric.name})")
+    return 1 if flagged or broken else 0
 
 
 def _machines(points: pd.DataFrame) -> pd.DataFrame:

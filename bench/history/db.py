@@ -4,6 +4,13 @@ SQLAlchemy Core, so one piece of code serves the embedded SQLite file and a team
 PostgreSQL server. The schema is versioned in its own table; the tool creates it on first use
 and migrates older databases forward, step by step, in one transaction. A database newer than
 this tool is refused rather than half-understood.
+
+Several sweeps may append at once (shards of one sweep, two nightlies on one machine), so every
+write is race-free on its own: rows go in with `INSERT ... ON CONFLICT DO NOTHING`, SQLite
+transactions take the write lock when they begin (`BEGIN IMMEDIATE`, in WAL mode, waiting up
+to BUSY_TIMEOUT_S for another writer), and PostgreSQL schema creation is serialised by an
+advisory lock. SQLite's locks only hold between processes of one machine: processes on several
+nodes must share a PostgreSQL server, never one SQLite file on a network filesystem.
 """
 
 from __future__ import annotations
@@ -14,13 +21,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.dml import Insert
 
 from inferbench.errors import UserError
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+DIALECTS = ("sqlite", "postgresql")  # the two with ON CONFLICT DO NOTHING that history needs
+BUSY_TIMEOUT_S = 60  # how long a SQLite writer waits for another one before giving up
+# Any fixed 64-bit number: the PostgreSQL advisory lock that serialises schema creation.
+_SCHEMA_LOCK = 0x1BFE_2026_0027
 
 metadata = sa.MetaData()
 
@@ -129,13 +142,16 @@ def connect(url: str) -> Engine:
     except (sa.exc.ArgumentError, ValueError):
         raise UserError(f"history: not a database URL or path: {safe_url(url)}") from None
     kwargs: dict[str, object] = {}
-    if parsed.get_backend_name() == "sqlite":
+    backend = parsed.get_backend_name()
+    if backend not in DIALECTS:
+        raise UserError(f"history: cannot use {safe_url(url)}: only SQLite and PostgreSQL are supported")
+    if backend == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         # Two sweeps finishing together wait for each other's write instead of failing.
-        kwargs["connect_args"] = {"timeout": 30}
-    elif parsed.get_backend_name() == "postgresql" and importlib.util.find_spec("psycopg") is None:
+        kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_S}
+    elif importlib.util.find_spec("psycopg") is None:
         raise UserError("history: PostgreSQL needs psycopg: pip install 'inferbench[postgres]'")
     try:
         engine = sa.create_engine(parsed, **kwargs)
@@ -143,7 +159,8 @@ def connect(url: str) -> Engine:
         reason = str(exc).strip().splitlines()[0]
         raise UserError(f"history: cannot use {safe_url(url)}: {reason}") from None
     if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_foreign_keys)
+        sa.event.listen(engine, "connect", _sqlite_connect)
+        sa.event.listen(engine, "begin", _sqlite_begin)
     try:
         with engine.begin() as conn:
             migrate(conn)
@@ -157,10 +174,31 @@ def connect(url: str) -> Engine:
     return engine
 
 
-def _sqlite_foreign_keys(dbapi_connection: object, _record: object) -> None:
+def _sqlite_connect(dbapi_connection: object, _record: object) -> None:
+    # The driver's own BEGIN is deferred: two appenders would both read, then one would fail
+    # to upgrade its lock (SQLITE_BUSY, no waiting). With the driver's transaction handling
+    # off, _sqlite_begin starts every transaction itself.
+    dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA foreign_keys=ON")
+    # WAL: readers (a `history` page) never block the writer nor wait for it. Persistent in
+    # the file; an in-memory database answers "memory" and stays as it is.
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # The write lock is taken when the transaction begins, waiting up to BUSY_TIMEOUT_S
+    # (the driver's timeout is SQLite's busy timeout): what a transaction reads stays true
+    # until it commits, including the schema check of a database two processes create at once.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def insert_ignoring_duplicates(conn: Connection, table: sa.Table, key: str) -> Insert:
+    """`INSERT ... ON CONFLICT (key) DO NOTHING` in the connection's dialect: a row another
+    appender wrote first (or at the same moment) is skipped, never an IntegrityError."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=[key])
 
 
 def current_version(conn: Connection) -> int | None:
@@ -172,6 +210,10 @@ def current_version(conn: Connection) -> int | None:
 
 def migrate(conn: Connection, target: int = SCHEMA_VERSION) -> None:
     """Create the schema in an empty database, or upgrade an older one to `target`."""
+    if conn.dialect.name == "postgresql":
+        # Held to the end of the transaction: of two processes finding an empty database,
+        # the second waits and then sees the first one's tables instead of creating them again.
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
     version = current_version(conn)
     if version is None:
         metadata.create_all(conn)

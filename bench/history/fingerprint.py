@@ -1,14 +1,18 @@
 """Who measured: the machine's fingerprint and the project's git commit.
 
 A history series only means something on one machine: the fingerprint is a short stable hash
-of what decides speed (CPU model, ISA flags, logical CPUs, memory, GPU), read from a run's
-`env.json`, kept beside its readable parts so a person can tell two machines apart.
+of what decides speed (CPU model, ISA flags, logical CPUs, memory, GPU) and of the host's name,
+read from a run's `env.json`, kept beside its readable parts so a person can tell two machines
+apart. The host is in it because identical nodes (a Slurm partition, a Kubernetes pool) are
+still several machines: their series and their rows must not merge into one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import platform
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +20,14 @@ from typing import Any
 
 # The checkout the harness runs from (bench/history/ -> the repository root).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Names the machine when the host name does not: a container's host name is the pod or
+# container, new on every run (Kubernetes: the node name, through the downward API).
+NODE_VAR = "INFERBENCH_NODE"
+
+
+def node_name() -> str:
+    """The name of the machine a run measures on, as env.json records it (`node`)."""
+    return os.environ.get(NODE_VAR) or platform.node()
 
 
 @dataclass(frozen=True)
@@ -27,15 +39,27 @@ class Machine:
     logical_cpus: int | None
     memory_gb: float | None
     gpu: str
+    host: str = ""  # "" when env.json does not say (runs captured before it did)
+
+    @property
+    def hardware(self) -> str:
+        """The hash of the hardware facts alone: what `fingerprint` was before it held the host."""
+        return _hash([self.cpu_model, list(self.isa), self.logical_cpus, self.memory_gb, self.gpu])
 
     @property
     def fingerprint(self) -> str:
-        facts = [self.cpu_model, list(self.isa), self.logical_cpus, self.memory_gb, self.gpu]
-        return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:12]
+        # How old fingerprints relate: one recorded before the host was part of it is
+        # `hardware`, and a run folder whose env.json names no host still gets exactly that,
+        # so old records stay readable and keep their series. A machine's first run that
+        # names its host starts a new series beside its old one (the old points stay listed,
+        # under the old fingerprint): an old series of identical nodes cannot be told apart.
+        if not self.host:
+            return self.hardware
+        return _hash([self.cpu_model, list(self.isa), self.logical_cpus, self.memory_gb, self.gpu, self.host])
 
     @property
     def label(self) -> str:
-        """A readable name: 'AMD EPYC, 2 CPUs, 23.4 GiB, avx2+fma' (+ the GPU)."""
+        """A readable name: 'AMD EPYC, 2 CPUs, 23.4 GiB, avx2+fma' (+ the GPU, + 'on HOST')."""
         parts = [self.cpu_model or "unknown CPU"]
         if self.logical_cpus:
             parts.append(f"{self.logical_cpus} CPUs")
@@ -44,7 +68,13 @@ class Machine:
         parts.append("+".join(self.isa) or "no listed ISA extensions")
         if self.gpu:
             parts.append(self.gpu)
+        if self.host:
+            parts.append(f"on {self.host}")
         return ", ".join(parts)
+
+
+def _hash(facts: list[Any]) -> str:
+    return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:12]
 
 
 def machine_from_env(env: dict[str, Any]) -> Machine:
@@ -60,6 +90,7 @@ def machine_from_env(env: dict[str, Any]) -> Machine:
         logical_cpus=cpu.get("logical_cpus"),
         memory_gb=float(round(memory)) if isinstance(memory, int | float) else None,
         gpu=str(gpu.get("name") or "") if isinstance(gpu, dict) else "",
+        host=str(env.get("node") or env.get("hostname") or ""),
     )
 
 

@@ -38,12 +38,16 @@ class Series:
 
     @property
     def title(self) -> str:
-        first = self.points.iloc[0]
-        mode = "" if first["mode"] == "latency" else f" {first['mode']}"
-        return (
-            f"{first['model']} {first['backend']} {first['precision']} "
-            f"b{first['batch_size']} t{first['threads']}{mode}"
-        )
+        return cell_title(self.points.iloc[0])
+
+
+def cell_title(point: pd.Series) -> str:
+    """'mlp onnxruntime fp32 b1 t2' (+ the mode when it is not latency) for one point."""
+    mode = "" if point["mode"] == "latency" else f" {point['mode']}"
+    return (
+        f"{point['model']} {point['backend']} {point['precision']} "
+        f"b{point['batch_size']} t{point['threads']}{mode}"
+    )
 
 
 def build_series(

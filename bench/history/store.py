@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from inferbench.errors import UserError
-from inferbench.history.db import METRIC_COLUMNS, machines, results, runs
+from inferbench.history.db import METRIC_COLUMNS, insert_ignoring_duplicates, machines, results, runs
 from inferbench.history.fingerprint import Commit, Machine, machine_from_env
 from inferbench.storage import load_config, load_run
 
@@ -65,15 +65,20 @@ def append_records(
     if not records:
         return 0
     machine = machine_from_env(env)
-    rows = [_result_row(record, machine.fingerprint) for record in records]
+    # Sorted by digest: two appenders of overlapping rows lock them in one order (PostgreSQL
+    # would otherwise abort one of them as a deadlock).
+    rows = sorted((_result_row(record, machine) for record in records), key=lambda row: row["digest"])
     with engine.begin() as conn:
+        # A cheap first filter only (an append of a recorded run adds no run row); the insert
+        # below decides, so an appender racing this one never makes a row fail or repeat.
         known = _known_digests(conn, [row["digest"] for row in rows])
         rows = [row for row in rows if row["digest"] not in known]
         if not rows:
             return 0
         _ensure_machine(conn, machine)
-        inserted = conn.execute(
-            runs.insert().values(
+        run_ref = conn.execute(
+            runs.insert()
+            .values(
                 run_id=run_id,
                 run_path=run_path,
                 profile=profile,
@@ -84,10 +89,15 @@ def append_records(
                 recorded_at=now or utc_now(),
                 source=source,
             )
-        ).inserted_primary_key
-        run_ref = inserted[0] if inserted else None
-        conn.execute(results.insert(), [{**row, "run_ref": run_ref} for row in rows])
-    return len(rows)
+            .returning(runs.c.id)
+        ).scalar_one()
+        added = conn.execute(
+            insert_ignoring_duplicates(conn, results, "digest").returning(results.c.id),
+            [{**row, "run_ref": run_ref} for row in rows],
+        ).all()
+        if not added:  # another appender recorded every one of them since the filter above
+            conn.execute(runs.delete().where(runs.c.id == run_ref))
+    return len(added)
 
 
 def _known_digests(conn: Connection, digests: list[str]) -> set[str]:
@@ -99,21 +109,18 @@ def _known_digests(conn: Connection, digests: list[str]) -> set[str]:
 
 
 def _ensure_machine(conn: Connection, machine: Machine) -> None:
-    found = conn.execute(
-        sa.select(machines.c.fingerprint).where(machines.c.fingerprint == machine.fingerprint)
-    ).first()
-    if found is None:
-        conn.execute(
-            machines.insert().values(
-                fingerprint=machine.fingerprint,
-                label=machine.label,
-                cpu_model=machine.cpu_model,
-                isa=",".join(machine.isa),
-                logical_cpus=machine.logical_cpus,
-                memory_gb=machine.memory_gb,
-                gpu=machine.gpu,
-            )
+    # Two appenders from one machine both insert it; the second one's insert does nothing.
+    conn.execute(
+        insert_ignoring_duplicates(conn, machines, "fingerprint").values(
+            fingerprint=machine.fingerprint,
+            label=machine.label,
+            cpu_model=machine.cpu_model,
+            isa=",".join(machine.isa),
+            logical_cpus=machine.logical_cpus,
+            memory_gb=machine.memory_gb,
+            gpu=machine.gpu,
         )
+    )
 
 
 def _run_time(env: dict[str, Any], run_dir: Path) -> dt.datetime:
@@ -144,11 +151,14 @@ def _flag(value: Any) -> bool | None:
     return None
 
 
-def _result_row(record: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+def _result_row(record: dict[str, Any], machine: Machine) -> dict[str, Any]:
     # The digest covers every scalar of the record (not the raw sample lists, which are long
     # and fully determined by the run): the same cell of the same run is the same digest.
+    # It hashes the hardware fingerprint, without the host: a folder recorded before the host
+    # joined the fingerprint is still known when imported again (the record's own numbers,
+    # run id and `host` column already tell two nodes' cells apart).
     scalars = {k: v for k, v in record.items() if not isinstance(v, list | dict)}
-    digest = hashlib.sha256(json.dumps([fingerprint, scalars], sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(json.dumps([machine.hardware, scalars], sort_keys=True, default=str).encode())
     whole = record.get("iterations")
     return {
         "digest": digest.hexdigest()[:32],
