@@ -9,6 +9,7 @@ a line never joins two machines' points.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,7 +52,9 @@ def figures(frame: pd.DataFrame, records: list[dict[str, Any]]) -> Iterator[tupl
     ok = with_speedup(frame[frame["status"] == OK]).copy()
     if ok.empty:
         return
-    ok["engine"] = ok["backend"] + " " + ok["precision"]
+    # Plotly renders a subset of HTML in chart text (<a href>, <b>, <span style>): every name
+    # a chart shows goes in as entities, as the tables escape it.
+    ok["engine"] = (ok["backend"] + " " + ok["precision"]).map(plotly_text)
     ok["series"] = ok["engine"] + ok["mode"].map({"throughput": " (tput)"}).fillna("")
     quantiles = {r.get("cell_key"): latency_quantiles(r.get("latencies_ns")) for r in records}
     keys = keys_with_host(["model"], frame)
@@ -59,17 +62,26 @@ def figures(frame: pd.DataFrame, records: list[dict[str, Any]]) -> Iterator[tupl
         ok[HOST] = ok[HOST].fillna("")
     for key, group in ok.groupby(keys, sort=False):
         # Titles and names carry the host when there are several: 'mlp on host 3fa2c1d0e9ab'.
-        model = f"{key[0]} on host {key[1] or 'unknown'}" if HOST in keys else key[0]
+        model = f"{key[0]} on host {key[1] or 'unknown'}" if HOST in keys else str(key[0])
+        shown = plotly_text(model)  # the charts' text; the figure's name stays raw for the page
         group = group.sort_values("batch_size", kind="stable")
-        yield from _line_charts(str(model), group)
-        heat = _heatmap(str(model), group)
+        for metric, fig in _line_charts(shown, group):
+            yield f"{model}-{metric}", fig
+        heat = _heatmap(shown, group)
         if heat is not None:
             yield f"{model}-heatmap", heat
-        yield f"{model}-pareto", pareto_figure(str(model), group)
-        yield f"{model}-distribution", distribution_figure(str(model), group, quantiles)
+        yield f"{model}-pareto", pareto_figure(shown, group)
+        yield f"{model}-distribution", distribution_figure(shown, group, quantiles)
+
+
+def plotly_text(value: Any) -> str:
+    """A string as plotly text that shows as it is: its HTML subset becomes entities, which
+    plotly draws as the characters they stand for."""
+    return html.escape(str(value))
 
 
 def _line_charts(model: str, group: pd.DataFrame) -> Iterator[tuple[str, Any]]:
+    """(metric, figure) for p50 latency and throughput against batch size."""
     import plotly.express as px
 
     for metric, title, log in (
@@ -87,7 +99,7 @@ def _line_charts(model: str, group: pd.DataFrame) -> Iterator[tuple[str, Any]]:
             template="plotly_white",
         )
         fig.update_xaxes(type="category")
-        yield f"{model}-{metric}", fig
+        yield metric, fig
 
 
 def _heatmap(model: str, group: pd.DataFrame) -> Any:

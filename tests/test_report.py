@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,44 @@ def test_distribution_charts_carry_quantiles_not_samples(run_dir: Path, tmp_path
     text = html_path.read_text()
     assert str(records["latencies_ns"][0] / 1e6) not in text  # no raw sample in the page
     assert text.count('"lowerfence"') == 2  # one box trace per model, p1..p99 per cell
+
+
+def _strings(node: Any) -> Iterator[str]:
+    """Every string in a plotly figure's JSON: titles, trace names, text, hover text, labels."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, (list, tuple, np.ndarray)):
+        for value in node:
+            yield from _strings(value)
+
+
+def test_chart_text_escapes_names_plotly_would_render_as_html() -> None:
+    """Plotly draws <a href>, <b> and <span style> from its text: a model or backend name must
+    show as it is written, never as a link or styled text, in every title, legend, label and
+    hover text. The charts' own <br> and <extra> are all the markup left."""
+    from inferbench.report_charts import figures
+
+    link = '<a href="https://evil.example/">resnet50</a>'
+    bold = "<b>fast</b>"
+    styled = '<span style="color:red">ov</span>'
+    records = [
+        _record(model, backend, batch, p50 * batch)
+        for model in (link, "mlp")
+        for backend, p50 in (("torch", 10.0), (bold, 6.0), (styled, 5.0))
+        for batch in (1, 8)
+    ]
+    named = list(figures(with_speedup(to_frame(records)), records))
+    assert {"heatmap", "pareto", "distribution"} <= {name.rsplit("-", 1)[1] for name, _ in named}
+    shown = [s for _, fig in named for s in _strings(fig.to_plotly_json())]
+    left = {s for s in shown if "<" in s.replace("<br>", "").replace("<extra></extra>", "")}
+    assert left == set()
+    text = "\n".join(shown)
+    assert html.escape(link) in text and html.escape(bold) in text and html.escape(styled) in text
+    # The figure's name (the page escapes it once, in its attribute) stays as the model is named.
+    assert f"{link}-pareto" in {name for name, _ in named}
 
 
 def _chromium() -> str:
