@@ -15,13 +15,22 @@ EVIL = "<script>alert('x')</script>"
 BASE_TIME = dt.datetime(2026, 11, 1, 2, 0, tzinfo=dt.UTC)
 
 
-def env(cpu: str = "Test CPU 9000", memory_gb: float = 23.4, when: dt.datetime = BASE_TIME) -> dict[str, Any]:
-    return {
+def env(
+    cpu: str = "Test CPU 9000",
+    memory_gb: float = 23.4,
+    when: dt.datetime = BASE_TIME,
+    host: str | None = None,
+) -> dict[str, Any]:
+    """A run's env.json; without `host`, one from before env.json named the machine."""
+    found: dict[str, Any] = {
         "captured_at": when.isoformat(timespec="seconds"),
         "cpu": {"model": cpu, "logical_cpus": 2, "isa": {"avx2": True, "fma": True, "avx512f": False}},
         "memory_gb": memory_gb,
         "packages": {},
     }
+    if host is not None:
+        found["hostname"] = found["node"] = host
+    return found
 
 
 def make_run(
