@@ -64,16 +64,23 @@ merge: setup
 
 
 # The gate: `inferbench ab` on the gate profile, BASE (default: the merge base with main) and the
-# working tree interleaved in one job. Exit 0 = no regression, 1 = regression, 2 = usage, 3 = undecided,
-# 4 = internal error. make itself exits 2 on any failure, so the code is also written to
-# results/gate-$(HW)/exit-code for CI to read (.github/workflows/perf.yml).
+# head (HEAD_SRC, a source folder; default: the working tree) interleaved in one job. Exit 0 = no
+# regression, 1 = regression, 2 = usage, 3 = undecided, 4 = internal error. make itself exits 2 on
+# any failure, so the code is also written to results/gate-$(HW)/exit-code for CI to read.
+# CI runs this Makefile from the base commit's checkout with HEAD_SRC=the pull request's checkout
+# (.github/workflows/perf.yml): the harness, its verdict and the gate profile (read from the
+# base's tree) are the base's, and the head is only the code measured; HEAD_PYTHON runs it with
+# the head's own packages when its dependency list differs.
 # It gates on each process's fastest call (GATE_ON=min): on a shared machine the steadiest
 # measure of the code's own speed (README, "The gate"); GATE_ON=p50 on a dedicated runner.
 ROUNDS ?= 10
 GATE_ON ?= min
+HEAD_SRC ?=
+HEAD_PYTHON ?=
 gate: setup
 	rm -rf results/gate-$(HW)
 	$(PY) -m inferbench ab --base $(or $(BASE),$(shell git merge-base HEAD main 2>/dev/null || git merge-base HEAD origin/main)) \
+	  $(if $(HEAD_SRC),--head "$(HEAD_SRC)") $(if $(HEAD_PYTHON),--head-python "$(HEAD_PYTHON)") \
 	  --profile gate-$(HW) --rounds $(ROUNDS) --gate-on $(GATE_ON) --out results/gate-$(HW) $(ARGS); \
 	  code=$$?; mkdir -p results/gate-$(HW) && echo $$code > results/gate-$(HW)/exit-code; exit $$code
 
@@ -94,13 +101,17 @@ baseline: setup
 history: setup
 	$(PY) -m inferbench history $(ARGS)
 
-# The scheduled job after merge: run the gate profile (appended to the history), then exit 1 if
-# the newest point of any cell starts a step for the worse, in latency or in throughput.
+# The scheduled job after merge: run the gate profile, append it to the history, then exit 1 if
+# the newest point of any cell starts a step for the worse (latency or throughput) or a cell
+# that was ok is not. Fails closed: `history append` exits non-zero when the append fails (`run`
+# would only warn), and --expect-run fails when tonight's run is not the newest in the history.
 nightly: setup
-	$(PY) -m inferbench run --profile gate-$(HW) --no-report --no-progress
-	$(PY) -m inferbench history --profile gate-$(HW) --check; latency=$$?; \
-	$(PY) -m inferbench history --profile gate-$(HW) --check --metric throughput --no-html; tput=$$?; \
-	exit $$(( latency > tput ? latency : tput ))
+	run=nightly-$$(date -u +%Y%m%dT%H%M%SZ); \
+	$(PY) -m inferbench run --profile gate-$(HW) --run-id $$run --no-history --no-report --no-progress \
+	  && $(PY) -m inferbench history append results/$$run || exit $$?; \
+	$(PY) -m inferbench history --profile gate-$(HW) --check --expect-run $$run; latency=$$?; \
+	$(PY) -m inferbench history --profile gate-$(HW) --check --expect-run $$run --metric throughput --no-html; \
+	tput=$$?; exit $$(( latency > tput ? latency : tput ))
 
 # How often the gate is wrong on this machine: A/A runs (some with a CPU hog) and A/B runs
 # against a branch that makes one backend slower. See bench/tools/gate_trials.py.
@@ -121,6 +132,8 @@ test: setup browser postgres
 lint: setup
 	$(PY) -m ruff check bench backends models tests
 	$(PY) -m ruff format --check bench backends models tests
+	$(VENV)/bin/zizmor --offline .github/workflows/
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	rm -rf build/typecheck && mkdir -p build/typecheck/inferbench
 	ln -s $(CURDIR)/bench/* build/typecheck/inferbench/
 	ln -s $(CURDIR)/backends $(CURDIR)/models build/typecheck/inferbench/

@@ -21,12 +21,13 @@ from inferbench.storage import SCHEMA_VERSION, save_cell, write_csv
 from inferbench.util import atomic_write_json
 
 
-def profile_data(profile: str, head: Side) -> tuple[dict[str, Any], str]:
-    """The profile's TOML data, read from the head's tree when it has it: both sides measure
-    with the settings of the change under test."""
+def profile_data(profile: str, base: Side) -> tuple[dict[str, Any], str]:
+    """The profile's TOML data; a profile named (not a path) is read from the base's tree when
+    it has it, else from this harness. The change under test never picks the settings that judge
+    it: a head that edits or trims the gate profile is still measured on the base's sweep."""
     path = Path(profile)
-    if path.suffix != ".toml" and not path.exists() and head.source is not None:
-        candidate = head.source / "bench" / "profiles" / f"{profile}.toml"
+    if path.suffix != ".toml" and not path.exists() and base.source is not None:
+        candidate = base.source / "bench" / "profiles" / f"{profile}.toml"
         if candidate.is_file():
             path = candidate
     if path.is_file():
@@ -65,7 +66,7 @@ def run_ab(
     started = time.perf_counter()
     with prepared_sides(base, head, base_python, head_python, repo) as sides:
         out_dir.mkdir(parents=True, exist_ok=True)
-        data, name = profile_data(profile, sides[1])
+        data, name = profile_data(profile, sides[0])
         setup = {"profile": data, "name": name, "overrides": overrides}
         with agents(sides, setup, out_dir) as running:
             cells = {c["key"]: c for c in running["head"].info["cells"]}

@@ -8,6 +8,7 @@ import math
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 
 from inferbench.ab import AbOptions, Agent, interleave, paired_rows, round_order
 from inferbench.ab_agent import round_config
+from inferbench.ab_command import profile_data
 from inferbench.cli import main
 from inferbench.compare import CompareOptions, exit_code
 from inferbench.config import load_profile
@@ -330,12 +332,7 @@ def test_make_gate_leaves_the_gates_own_exit_code_for_ci(tmp_path: Path) -> None
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     (tmp_path / "pyproject.toml").write_text("")
-    venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
-    (venv / ".installed-cpu-dev").touch()  # set up already (not older than pyproject.toml)
-    fake = venv / "bin" / "python"
-    fake.write_text('#!/bin/sh\necho "$@" > args\nexit 3\n')
-    fake.chmod(0o755)
+    venv = _stand_in_venv(tmp_path, exit_with=3)
     makefile = str(PROJECT_ROOT / "Makefile")
     done = subprocess.run(
         ["make", "-f", makefile, "gate", f"VENV={venv}", "BASE=abc123"],
@@ -348,6 +345,77 @@ def test_make_gate_leaves_the_gates_own_exit_code_for_ci(tmp_path: Path) -> None
     called = (tmp_path / "args").read_text()
     assert called.startswith("-m inferbench ab --base abc123 --profile gate-cpu --rounds 10 --gate-on min"), (
         called
+    )
+
+
+#: A pull request's Makefile that passes its own gate.
+PASSING_MAKEFILE = "gate:\n\tmkdir -p results/gate-cpu && echo 0 > results/gate-cpu/exit-code\n"
+
+
+def _stand_in_venv(where: Path, exit_with: int) -> Path:
+    """A virtual environment that `make` takes as set up, whose python records its arguments
+    and exits with the given code: the Makefile's plumbing without a measurement."""
+    venv = where / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".installed-cpu-dev").touch()  # set up already (not older than pyproject.toml)
+    fake = venv / "bin" / "python"
+    fake.write_text(f'#!/bin/sh\necho "$@" > args\nexit {exit_with}\n')
+    fake.chmod(0o755)
+    return venv
+
+
+def test_make_gate_from_the_base_checkout_measures_the_head_folder(tmp_path: Path) -> None:
+    """CI runs the base's Makefile with HEAD_SRC at the pull request's checkout. The head's own
+    Makefile, which here writes a passing exit code, is never run; the harness's code (1, a
+    regression) is the one written down."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    (tmp_path / "pyproject.toml").write_text("")
+    venv = _stand_in_venv(tmp_path, exit_with=1)
+    head = tmp_path / "head tree"  # a space: the folder is passed as one argument
+    head.mkdir()
+    (head / "Makefile").write_text(PASSING_MAKEFILE + "\ttouch head-ran\n")
+    done = subprocess.run(
+        [
+            "make",
+            "-f",
+            str(PROJECT_ROOT / "Makefile"),
+            "gate",
+            f"VENV={venv}",
+            "BASE=abc123",
+            f"HEAD_SRC={head}",
+            "HEAD_PYTHON=/opt/head-venv/bin/python",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2, done.stderr
+    assert (tmp_path / "results" / "gate-cpu" / "exit-code").read_text().strip() == "1"
+    assert not (head / "head-ran").exists() and not (head / "results").exists()
+    called = (tmp_path / "args").read_text()
+    assert called.startswith(
+        f"-m inferbench ab --base abc123 --head {head} --head-python /opt/head-venv/bin/python "
+        "--profile gate-cpu "
+    ), called
+
+
+def test_a_named_profile_is_read_from_the_base_tree_never_the_heads(tmp_path: Path) -> None:
+    """The sweep that judges a change comes from the base's tree (or, without one, from the
+    harness): `run_ab` hands this the base side, so a head's own profile is never read."""
+    tree = tmp_path / "base"
+    (tree / "bench" / "profiles").mkdir(parents=True)
+    (tree / "bench" / "profiles" / "gate-cpu.toml").write_text("[sweep]\nbatch_sizes = [1, 2]\n")
+    base = Side("base", "base", sys.executable, source=tree)
+    assert profile_data("gate-cpu", base) == ({"sweep": {"batch_sizes": [1, 2]}}, "gate-cpu")
+    shipped = (PROJECT_ROOT / "bench" / "profiles" / "gate-cpu.toml").read_text()
+    # A base side without a tree (an installed copy) reads the harness's own profile.
+    installed = Side("base", "installed", sys.executable)
+    assert profile_data("gate-cpu", installed)[0] == tomllib.loads(shipped)
+    # A base tree without that profile (a profile newer than the base): the harness's own.
+    assert profile_data("gate-cpu", Side("base", "b", sys.executable, source=tmp_path / "none")) == (
+        tomllib.loads(shipped),
+        "gate-cpu",
     )
 
 
@@ -427,6 +495,56 @@ def test_a_a_exits_0_and_each_side_runs_its_own_code(
     assert "**PASS**" in md and "3 rounds" in md
     page = (out / "compare.html").read_text()  # the same verdicts, both sides named
     assert "<b>PASS</b>" in page and "head (working tree)" in page and 'class="chart-spec"' in page
+
+
+def _hostile_head(where: Path) -> Path:
+    """A copy of this tree as a pull request that tries to pass its own gate: its gate profile
+    trimmed to one short cell at batch 64, its verdict code always passing, its Makefile writing
+    exit code 0, and its worker breaking every cell (so the harness has something to catch)."""
+    for folder in ("bench", "backends", "models"):
+        shutil.copytree(PROJECT_ROOT / folder, where / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (where / "bench" / "profiles" / "smoke.toml").write_text(
+        AA_PROFILE.replace("batch_sizes = [1]", "batch_sizes = [64]").replace(
+            "min_iterations = 50", "min_iterations = 1"
+        )
+    )
+    with (where / "bench" / "compare.py").open("a") as compare:
+        compare.write("\n\ndef exit_code(frame, *args, **kwargs):  # noqa\n    return 0\n")
+    (where / "Makefile").write_text(PASSING_MAKEFILE)
+    worker = where / "bench" / "worker.py"
+    marker = '    """Prepare, check and time one cell; the returned record is JSON-serialisable."""\n'
+    assert marker in worker.read_text()
+    broken = marker + '    raise RuntimeError("broken by the head")\n'
+    worker.write_text(worker.read_text().replace(marker, broken))
+    return where
+
+
+@pytest.mark.slow
+def test_a_head_cannot_pass_its_own_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The gate as CI runs it: this harness, the base a source tree (its gate profile: one cell,
+    50 calls at least), the head a folder. The head's profile, verdict code and Makefile are
+    not used: the base's sweep is measured on both sides, the head's broken cell fails the
+    gate (exit 1), and both sides ran with the base's measurement settings."""
+    base = _copy_tree(tmp_path / "base-tree")
+    (base / "bench" / "profiles" / "smoke.toml").write_text(AA_PROFILE)
+    head = _hostile_head(tmp_path / "head-tree")
+    out = tmp_path / "gate"
+    fakes = ["-m", "tests.fakes:numpy_model", "-b", "tests.fakes:SleepBackend"]  # the harness's check
+    argv = ["ab", "--base", str(base), "--head", str(head), "--profile", "smoke", *fakes, "-k", "2"]
+    code = main([*argv, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    rounds = json.loads((out / "ab.json").read_text())["rounds_per_cell"]
+    assert len(rounds) == 1  # the base's one cell...
+    (by_side,) = rounds.values()
+    assert [r["status"] for r in by_side["head"]] == ["error"]  # ...broken by the head in round 1
+    for side in ("base", "head"):
+        cells = [json.loads(p.read_text()) for p in (out / side / "cells").glob("*.json")]
+        assert [c["batch_size"] for c in cells] == [1], side  # not the head's batch 64
+        config = json.loads((out / side / "config.json").read_text())
+        assert config["measure"]["min_iterations"] == 50, side  # not the head's 1
+    assert "broken (error)" in (out / "compare.md").read_text()
+    assert not (out / "exit-code").exists() and not (tmp_path / "results").exists()
 
 
 @pytest.mark.slow
