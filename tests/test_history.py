@@ -15,7 +15,7 @@ from inferbench.config import Cell
 from inferbench.errors import UserError
 from inferbench.history import db
 from inferbench.history.commands import record_run, resolve_url
-from inferbench.history.fingerprint import Commit, machine_from_env, project_commit
+from inferbench.history.fingerprint import NODE_VAR, Commit, machine_from_env, node_name, project_commit
 from inferbench.history.store import Filters, append_run, load_points
 from tests.history_runs import BASE_TIME, CNN, MLP, env, make_run
 
@@ -196,11 +196,39 @@ def test_urls_and_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
             db.connect(bad)
 
 
-def test_fingerprint_and_commit(tmp_path: Path) -> None:
+def test_fingerprint_and_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     base = machine_from_env(env())
     assert machine_from_env(env(memory_gb=23.45)).fingerprint == base.fingerprint  # jitter, same box
     assert machine_from_env(env(cpu="Other CPU")).fingerprint != base.fingerprint
     assert len(base.fingerprint) == 12 and base.label.startswith("Test CPU 9000, 2 CPUs, 23 GiB, avx2+fma")
+    # Identical nodes are different machines; an env.json naming no host keeps the fingerprint
+    # recorded before the host was part of it (the value the earlier code gave this env.json).
+    nodes = [machine_from_env(env(host=name)) for name in ("node-1", "node-2")]
+    assert len({n.fingerprint for n in nodes} | {base.fingerprint}) == 3
+    assert {n.hardware for n in nodes} == {base.hardware} == {base.fingerprint} == {"0a1cecadbf9a"}
+    assert nodes[0].label.endswith(", on node-1")
+    monkeypatch.setenv(NODE_VAR, "k8s-node-7")  # a pod's host name is new each run; its node is not
+    assert node_name() == "k8s-node-7"
     assert project_commit(tmp_path) == Commit(None, None)  # not a git checkout
     here = project_commit()
     assert here.sha is None or (len(here.sha) == 40 and here.dirty in (True, False))
+
+
+def test_a_folder_recorded_before_hosts_is_not_recorded_again(history_url: str, tmp_path: Path) -> None:
+    import json
+
+    run = make_run(tmp_path, "old-run", {MLP: 2.0, CNN: 5.0})  # env.json without a host
+    engine = db.connect(history_url)
+    try:
+        assert append_run(engine, run, commit=COMMIT) == 2
+        # The same folder as today's env capture would describe it, host and all.
+        (run / "env.json").write_text(json.dumps(env(host="node-1")))
+        assert append_run(engine, run, commit=COMMIT) == 0
+        fresh = make_run(tmp_path, "new-run", {MLP: 2.0}, environment=env(host="node-1"))
+        assert append_run(engine, fresh, commit=COMMIT) == 1
+        points = load_points(engine)
+    finally:
+        engine.dispose()
+    by_run = dict(zip(points["run_id"], points["fingerprint"], strict=False))
+    assert by_run["old-run"] == machine_from_env(env()).fingerprint  # old points keep theirs
+    assert by_run["new-run"] == machine_from_env(env(host="node-1")).fingerprint
