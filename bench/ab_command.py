@@ -13,7 +13,7 @@ from typing import Any
 from inferbench.ab import AbOptions, agents, interleave, paired_rows
 from inferbench.compare_env import load_view
 from inferbench.compare_report import write_outputs
-from inferbench.config import load_profile
+from inferbench.config import CELL_AXES, cell_axes, load_profile
 from inferbench.errors import UserError
 from inferbench.sides import Side, prepared_sides
 from inferbench.status import MEASURED
@@ -135,7 +135,7 @@ def _validate(config: Any) -> None:
 
 
 def _key_columns(cell: dict[str, Any]) -> dict[str, Any]:
-    return {k: cell[k] for k in ("model", "backend", "precision", "batch_size", "threads", "mode")}
+    return dict(zip(CELL_AXES, cell_axes(cell), strict=True))
 
 
 def _round_summary(record: dict[str, Any]) -> dict[str, Any]:

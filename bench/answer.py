@@ -27,7 +27,7 @@ from inferbench.markdown import fmt
 from inferbench.status import NOT_RUN, OK
 
 REFERENCE = ("torch", "fp32")  # speed-ups are against eager FP32 at the same batch size
-GROUP_KEYS = ("model", "batch_size", "threads", "mode")
+GROUP_KEYS = ("model", "shape", "batch_size", "threads", "mode")
 #: Boolean columns that, when true, keep a measured cell out of the answer, with the words used.
 FLAGS = {
     "capped": "capped",
@@ -92,6 +92,7 @@ def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
     reference p50 / this p50 in latency mode, this throughput / reference's in throughput mode.
     With several hosts, on the same host too."""
     keys = keys_with_host(GROUP_KEYS, frame)
+    frame = frame.assign(shape=frame["shape"].fillna("")) if "shape" in frame else frame.assign(shape="")
     ok = frame[frame["status"] == OK]
     ref = ok[(ok["backend"] == REFERENCE[0]) & (ok["precision"] == REFERENCE[1])]
     ref = ref[[*keys, "latency_p50_ms", "throughput_sps"]].drop_duplicates(keys)
@@ -137,9 +138,10 @@ class Pick:
 
 @dataclass(frozen=True)
 class Answer:
-    """The verdict for one model, batch size, thread count and mode."""
+    """The verdict for one model, shape, batch size, thread count and mode."""
 
     model: str
+    shape: str
     batch_size: int
     threads: int
     mode: str
@@ -215,7 +217,7 @@ def _overlap(a: Pick, b: Pick) -> bool:
 
 
 def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
-    model, batch_size, threads, mode = key[:4]
+    model, shape, batch_size, threads, mode = key[:5]
     metric = metric_of(mode)
     candidates: list[tuple[int, dict[str, Any]]] = []
     excluded: dict[str, int] = {}
@@ -260,6 +262,7 @@ def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
         provisional = _pick(leaders[0], mode, eager, fp32_capped[0] if fp32_capped else None)
     return Answer(
         model=str(model),
+        shape=str(shape),
         batch_size=int(batch_size),
         threads=int(threads) if _num(threads) is not None else 0,
         mode=str(mode),
@@ -268,7 +271,7 @@ def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
         within_noise=bool(winner and runner_up and _overlap(winner, runner_up)),
         excluded=dict(sorted(excluded.items())),
         not_run=dict(sorted(not_run.items())),
-        host=host_of(rows[0]) if len(key) > 4 else "",
+        host=host_of(rows[0]) if len(key) > 5 else "",
         provisional=provisional,
     )
 
@@ -280,6 +283,7 @@ def answers(frame: pd.DataFrame) -> list[Answer]:
         return []
     frame = frame.copy()
     frame["mode"] = frame["mode"].fillna("latency") if "mode" in frame else "latency"
+    frame["shape"] = frame["shape"].fillna("") if "shape" in frame else ""
     keys = keys_with_host(GROUP_KEYS, frame)
     if HOST in keys:  # a blank host (a row from an older shard) is a host of its own
         frame[HOST] = frame[HOST].fillna("")
@@ -323,9 +327,10 @@ def counts_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {why}" for why, n in counts.items())
 
 
-def group_text(answer: Answer, show_threads: bool) -> str:
+def group_text(answer: Answer, show_threads: bool, show_shape: bool = False) -> str:
     threads = f" t{answer.threads}" if show_threads else ""
-    return f"b{answer.batch_size}{threads} {answer.mode}"
+    shape = f"{answer.shape or 'default shape'} " if show_shape else ""
+    return f"{shape}b{answer.batch_size}{threads} {answer.mode}"
 
 
 def fastest_text(answer: Answer) -> str:
@@ -349,13 +354,14 @@ def answer_rows(found: list[Answer]) -> list[dict[str, str]]:
     """The answer as a list of text rows (one per model/batch/mode), shared by the Markdown
     summary, the HTML report and the terminal."""
     show_threads = len({a.threads for a in found}) > 1
+    show_shape = any(a.shape for a in found)
     rows = []
     for a in found:
         w = a.winner or a.provisional  # a provisional leader is described like a winner
         rows.append(
             {
                 "model": a.model,
-                "case": group_text(a, show_threads),
+                "case": group_text(a, show_threads, show_shape),
                 "fastest": fastest_text(a),
                 "p50 / throughput [95% CI]": value_text(a, w) if w else "",
                 "vs eager FP32": speedup_text(w.speedup_vs_eager_fp32) if w else "",
@@ -395,6 +401,7 @@ def answer_lines(found: list[Answer]) -> list[str]:
     lines: list[str] = []
     model = None
     show_threads = len({a.threads for a in found}) > 1
+    show_shape = any(a.shape for a in found)
     for a in found:
         if (a.model, a.host) != model:
             model = (a.model, a.host)
@@ -413,7 +420,7 @@ def answer_lines(found: list[Answer]) -> list[str]:
             parts.append(f"left out: {counts_text(a.excluded)}")
         if a.not_run:
             parts.append(f"did not run: {counts_text(a.not_run)}")
-        lines.append(f"  {group_text(a, show_threads)}: " + "; ".join(parts))
+        lines.append(f"  {group_text(a, show_threads, show_shape)}: " + "; ".join(parts))
     return lines
 
 

@@ -85,13 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
         default="cached",
         help="%% of peak per row: cached ceilings only (default), measure them if missing, or off",
     )
+    sizes = run.add_argument_group("the shape axis: input sizes swept like batch sizes")
+    sizes.add_argument(
+        "--seq-len",
+        action="append",
+        default=[],
+        help="sequence length(s) of bert-base, minilm, e.g. 32,128,512",
+    )
+    sizes.add_argument(
+        "--image-size", action="append", default=[], help="image size(s) of resnet50, e.g. 224,384"
+    )
     inputs = run.add_argument_group("an ONNX file's inputs (by input name; repeat each flag)")
     inputs.add_argument(
         "--shape",
         action="append",
         default=[],
         metavar="NAME=DIMS",
-        help="e.g. images=?x3x640x640 (? = batch)",
+        help="e.g. images=?x3x640x640 (? = batch); several (?x32,?x128) sweep a shape axis",
     )
     inputs.add_argument(
         "--input",
@@ -338,8 +348,18 @@ def _assignments(items: Sequence[str], flag: str, form: str) -> list[tuple[str, 
 
 def _input_flags(args: argparse.Namespace) -> dict[str, Any]:
     """--shape, --input and --batch-axis as the sweep's input tables (only those given)."""
+    from inferbench.models.shapes import sweep_points
+
     found: dict[str, Any] = {}
-    shapes = dict(_assignments(args.shape, "--shape", "NAME=DIMS (e.g. images=?x3x640x640)"))
+    given = _assignments(args.shape, "--shape", "NAME=DIMS (e.g. images=?x3x640x640)")
+    shapes = {name: dims for name, dims in given if "," not in dims}
+    axis = sweep_points(
+        optional_int_items(args.seq_len, "sequence lengths") or [],
+        optional_int_items(args.image_size, "image sizes") or [],
+        [f"{name}={dims}" for name, dims in given if "," in dims],
+    )
+    if axis:
+        found["shapes"] = axis
     values = {
         name: str(Path(text).resolve()) if text.endswith(".npy") else text  # workers start elsewhere
         for name, text in _assignments(args.input, "--input", "NAME=VALUE or NAME=FILE.npy (e.g. sr=16000)")

@@ -33,13 +33,14 @@ import pandas as pd
 
 from inferbench.compare_env import RunView, load_view
 from inferbench.compare_report import nothing_timed
+from inferbench.config import CELL_AXES, cell_axes
 from inferbench.envcheck import mismatch_line
 from inferbench.errors import UserError
 from inferbench.hosts import HOST, envs_by_host, host_of, several_hosts, with_host
 from inferbench.storage import load_host_envs
 from inferbench.verdict import INCONCLUSIVE, REGRESSION, Decision, Estimate, decide, welch_estimate
 
-KEY = ["model", "backend", "precision", "batch_size", "threads", "mode"]
+KEY = list(CELL_AXES)
 
 
 def gates(metric: str, mode: str, latency: str = "p50") -> bool:
@@ -204,8 +205,7 @@ def compare_records(
 
 
 def _key(record: dict[str, Any]) -> tuple[Any, ...]:
-    # Records from before the mode axis are latency mode.
-    return tuple(record.get(k) or "latency" if k == "mode" else record[k] for k in KEY)
+    return cell_axes(record)
 
 
 def _cell(record: dict[str, Any], with_host: bool) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inferbench.compare_report import KEY
+from inferbench.config import cell_axes
 from inferbench.envcheck import ENGINE_PACKAGES, Difference, find_differences, usable_cpus
 from inferbench.storage import load_run, load_settings
 
@@ -45,10 +45,8 @@ class RunView:
 
     @functools.cached_property
     def _by_key(self) -> dict[tuple[Any, ...], dict[str, Any]]:
-        # Records from before the mode axis are latency mode, as `compare` matches them.
-        return {
-            tuple((r.get(c) or "latency") if c == "mode" else r.get(c) for c in KEY): r for r in self.records
-        }
+        # Keyed as `compare` matches records (axes added later take their defaults).
+        return {cell_axes(r): r for r in self.records}
 
 
 def load_view(run_dir: Path, name: str | None = None) -> RunView:

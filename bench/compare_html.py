@@ -22,6 +22,7 @@ import pandas as pd
 from inferbench.compare import CompareOptions
 from inferbench.compare_env import RunView, environment_html, environment_rows
 from inferbench.compare_report import KEY, formatted, headline, legend
+from inferbench.config import Cell, axes_shown
 from inferbench.markdown import fmt
 from inferbench.report_charts import latency_quantiles
 from inferbench.report_html import CHARTS_JS, CSS, SORT_JS
@@ -143,10 +144,11 @@ def _advisory(frame: pd.DataFrame, metric: str) -> str:
 
 def _table_html(frame: pd.DataFrame, base: RunView, new: RunView, charts: dict[tuple[Any, ...], str]) -> str:
     metrics = _metrics(frame)
-    groups = '<th class="key" colspan="6">cell</th><th></th>' + "".join(
+    keys = axes_shown(frame.get("shape", ())) if not frame.empty else KEY
+    groups = f'<th class="key" colspan="{len(keys)}">cell</th><th></th>' + "".join(
         f'<th colspan="5">{m} ({METRIC_UNITS[m]}){_advisory(frame, m)}</th>' for m in metrics
     )
-    names = "".join(f'<th class="key">{"batch" if k == "batch_size" else k}</th>' for k in KEY)
+    names = "".join(f'<th class="key">{"batch" if k == "batch_size" else k}</th>' for k in keys)
     names += '<th class="key">verdict</th>'
     per_metric = "<th>base</th><th>new</th><th>ratio [CI]</th><th>MDE</th><th>verdict</th>"
     names += per_metric * len(metrics)
@@ -156,7 +158,7 @@ def _table_html(frame: pd.DataFrame, base: RunView, new: RunView, charts: dict[t
     for key, rows, klass in cells(frame):
         status = rows[rows["metric"] == "status"]
         verdict = str(status["verdict"].iloc[0]) if len(status) else klass.replace("-", " ")
-        tds = "".join(f'<td class="key">{_e(v)}</td>' for v in key)
+        tds = "".join(f'<td class="key">{_e(v)}</td>' for k, v in zip(KEY, key, strict=True) if k in keys)
         tds += f'<td class="key" data-sort="{CELL_CLASSES.index(klass)}">{_e(verdict)}</td>'
         tds += "".join(_metric_cells(rows, shown, m) for m in metrics)
         chart = charts.get(key)
@@ -225,8 +227,7 @@ def _figures(
                 sides.append((f"{'base' if view is base else 'new'}: {view.name}", q))
         if len(sides) < 2:
             continue
-        model, backend, precision, batch, threads, mode = key
-        title = f"{model} {backend} {precision} b{batch} t{threads} {mode}"
+        title = Cell(*key).title
         ids[key] = f"chart-{len(named)}"  # the id the shared chart markup gives the k-th figure
         named.append((f"cell-{len(named)}", distribution_figure(title, sides)))
     return named, ids
@@ -235,7 +236,7 @@ def _figures(
 def _unmatched_html(unmatched: pd.DataFrame) -> str:
     if unmatched.empty:
         return ""
-    cols = [*KEY, "only_in"]
+    cols = [*axes_shown(unmatched.get("shape", ())), "only_in"]
     head = "".join(f'<th class="key">{c}</th>' for c in cols)
     rows = "".join(
         "<tr>" + "".join(f'<td class="key">{_e(r.get(c))}</td>' for c in cols) + "</tr>"

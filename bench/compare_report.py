@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from inferbench.config import CELL_AXES, axes_shown
 from inferbench.markdown import fmt, markdown_table
 from inferbench.util import atomic_write_text
 
@@ -18,8 +19,8 @@ if TYPE_CHECKING:
     from inferbench.compare import CompareOptions
     from inferbench.compare_env import RunView
 
-KEY = ["model", "backend", "precision", "batch_size", "threads", "mode"]
-SHOWN = [*KEY, "metric", "verdict", "ratio (CI)", "MDE", "q_value", "note"]
+KEY = list(CELL_AXES)
+VERDICT_COLUMNS = ["metric", "verdict", "ratio (CI)", "MDE", "q_value", "note"]
 
 
 def nothing_timed(frame: pd.DataFrame) -> bool:
@@ -111,6 +112,7 @@ def compare_markdown(
         parts += ["", "No cells in common."]
     else:
         shown = formatted(frame)
+        columns = [*axes_shown(shown.get("shape", ())), *VERDICT_COLUMNS]
         sections = [
             ("Regressions", shown["regression"] & ~shown["broken"]),
             ("Broken or missing cells", shown["broken"]),
@@ -118,10 +120,11 @@ def compare_markdown(
         ]
         for title, mask in sections:
             if mask.any():
-                parts += ["", f"### {title}", "", markdown_table(shown[mask], SHOWN)]
-        parts += ["", "### All compared cells", "", markdown_table(shown, SHOWN)]
+                parts += ["", f"### {title}", "", markdown_table(shown[mask], columns)]
+        parts += ["", "### All compared cells", "", markdown_table(shown, columns)]
     if not unmatched.empty:
-        parts += ["", "### Unmatched cells", "", markdown_table(unmatched, [*KEY, "only_in"])]
+        keys = axes_shown(unmatched.get("shape", ()))
+        parts += ["", "### Unmatched cells", "", markdown_table(unmatched, [*keys, "only_in"])]
     return "\n".join(parts) + "\n"
 
 
@@ -165,6 +168,8 @@ def terminal_table(frame: pd.DataFrame, title: str) -> Table:
         cell = f"{row['model']} {row['backend']} {row['precision']} b{row['batch_size']} t{row['threads']}"
         if row.get("mode") == "throughput":
             cell += " thr"
+        if row.get("shape"):
+            cell += f" {row['shape']}"
         style = "bold red" if row["broken"] else STYLE.get(str(row["verdict"]))
         if not row["gating"] and row["metric"] != "status":
             style = "dim"

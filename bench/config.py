@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 from inferbench.errors import UserError
 from inferbench.models.onnx_inputs import InputOptions
+from inferbench.models.shapes import builtin_label, canonical
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 # latency: one request in flight. throughput: the engine kept saturated with concurrent requests.
@@ -175,14 +177,60 @@ class Cell:
     batch_size: int
     threads: int
     mode: str = "latency"
+    # The input shape the sweep varies (`--seq-len`, `--image-size`, several `--shape` values),
+    # as `seq_len=32` or `input_ids=?x32`; "" is the model's default shape.
+    shape: str = ""
 
     @property
     def key(self) -> str:
-        # Model references can be paths; keep the key filesystem-safe.
-        safe_model = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.model)
-        key = f"{safe_model}__{self.backend}__{self.precision}__b{self.batch_size}__t{self.threads}"
-        # Latency keys predate the mode axis; keeping them lets old baselines still match.
-        return key if self.mode == "latency" else f"{key}__{self.mode}"
+        key = f"{_safe(self.model)}__{self.backend}__{self.precision}__b{self.batch_size}__t{self.threads}"
+        # Latency keys and default shapes predate their axes; leaving them out of the key lets
+        # old baselines still match.
+        if self.mode != "latency":
+            key += f"__{self.mode}"
+        return f"{key}__shape-{_safe(self.shape)}" if self.shape else key
+
+    @property
+    def title(self) -> str:
+        """The cell in a few words: `mlp torch fp32 b8 t2 latency seq_len=32`."""
+        words = f"{self.model} {self.backend} {self.precision} b{self.batch_size} t{self.threads} {self.mode}"
+        return f"{words} {self.shape}" if self.shape else words
+
+
+# The axes that name a cell, in key order: every table that joins or groups cells uses these.
+CELL_AXES = tuple(f.name for f in fields(Cell))
+# What a record from before an axis existed holds for it.
+_AXIS_DEFAULTS = {"mode": "latency", "shape": ""}
+
+
+def _safe(text: str) -> str:
+    """Filesystem-safe: model labels can hold a folder, shapes hold `?` and `=`."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def cell_axes(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A record's cell axes in `CELL_AXES` order, with the defaults of axes added later (a
+    blank read back from a CSV is the default too)."""
+    return tuple(_axis_value(record, axis) for axis in CELL_AXES)
+
+
+def _axis_value(record: Mapping[str, Any], axis: str) -> Any:
+    value = record.get(axis)
+    if axis in _AXIS_DEFAULTS and (value is None or value == "" or value != value):  # NaN != NaN
+        return _AXIS_DEFAULTS[axis]
+    return value
+
+
+def axes_shown(shapes: Iterable[Any]) -> list[str]:
+    """The cell axes a table shows: the shape only where some cell has one other than its
+    model's default (so tables of runs without a shape axis look as they did)."""
+    given = any(_axis_value({"shape": s}, "shape") for s in shapes)
+    return [a for a in CELL_AXES if given or a != "shape"]
+
+
+def cell_of(record: Mapping[str, Any]) -> Cell:
+    """The cell a record (a result JSON, a CSV row) is about."""
+    return Cell(*cell_axes(record))
 
 
 @dataclass(frozen=True)
@@ -195,6 +243,9 @@ class SweepConfig:
     batch_sizes: tuple[int, ...] = (1,)
     threads: tuple[int, ...] = (0,)
     modes: tuple[str, ...] = ("latency",)
+    # The shape axis (inferbench.models.shapes): `seq_len=32`, `image_size=384`, `NAME=DIMS`;
+    # "" is each model's default shape.
+    shapes: tuple[str, ...] = ("",)
     # Pin each worker to its first `threads` allowed cores (os.sched_setaffinity).
     pin: bool = False
     measure: MeasureConfig = field(default_factory=MeasureConfig)
@@ -231,6 +282,14 @@ class SweepConfig:
             )
         for m in self.modes:
             _require(m in MODES, f"mode must be one of {', '.join(MODES)}; got {m!r}")
+        _require(len(self.shapes) > 0, 'at least one shape is required ("" is the model\'s own)')
+        for text in self.shapes:
+            _require(isinstance(text, str), f"shape must be text like 'seq_len=128'; got {text!r}")
+            _require(text == canonical(text), f"shape {text!r} is written {canonical(text)!r}")
+        for axis in ("backends", "precisions", "batch_sizes", "threads", "modes", "shapes"):
+            values = getattr(self, axis)
+            twice = sorted({str(v) for v in values if values.count(v) > 1})
+            _require(not twice, f"{axis.replace('_', ' ')}: {', '.join(twice)} given twice")
         _require(isinstance(self.pin, bool), f"pin must be true or false; got {self.pin!r}")
         _require(
             isinstance(self.allow_emulated, bool),
@@ -264,16 +323,22 @@ class SweepConfig:
     def cells(self) -> list[Cell]:
         labels = self.model_labels()
         return [
-            Cell(labels[m], b, p, bs, resolve_threads(t), mode)
-            for mode, m, b, p, bs, t in itertools.product(
-                self.modes, self.models, self.backends, self.precisions, self.batch_sizes, self.threads
+            Cell(labels[m], b, p, bs, resolve_threads(t), mode, builtin_label(m, shape))
+            for mode, m, b, p, bs, t, shape in itertools.product(
+                self.modes,
+                self.models,
+                self.backends,
+                self.precisions,
+                self.batch_sizes,
+                self.threads,
+                self.shapes,
             )
         ]
 
     def with_overrides(self, **overrides: Any) -> SweepConfig:
         """Replace the given axes (those not None), re-validating the result."""
         given = {k: v for k, v in overrides.items() if v is not None}
-        for key in ("models", "backends", "precisions", "batch_sizes", "threads", "modes"):
+        for key in ("models", "backends", "precisions", "batch_sizes", "threads", "modes", "shapes"):
             if key in given:
                 given[key] = tuple(given[key])
         for key in ("input_shapes", "input_values", "batch_axes", "references"):
@@ -374,7 +439,17 @@ def resolve_threads(threads: int) -> int:
         return os.cpu_count() or 1
 
 
-_SWEEP_KEYS = {"models", "backends", "precisions", "batch_sizes", "threads", "modes", "pin", "allow_emulated"}
+_SWEEP_KEYS = {
+    "models",
+    "backends",
+    "precisions",
+    "batch_sizes",
+    "threads",
+    "modes",
+    "shapes",
+    "pin",
+    "allow_emulated",
+}
 
 
 def profile_names() -> list[str]:
@@ -450,6 +525,7 @@ def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig
         batch_sizes=tuple(sweep.get("batch_sizes", [1])),
         threads=tuple(sweep.get("threads", [0])),
         modes=tuple(sweep.get("modes", ["latency"])),
+        shapes=tuple(_canonical_shapes(sweep.get("shapes", [""]), name)),
         pin=sweep.get("pin", False),
         allow_emulated=sweep.get("allow_emulated", False),
         measure=MeasureConfig(**measure_data),
@@ -458,6 +534,14 @@ def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig
         name=name,
         **_inputs_table(data.get("inputs", {}), name),
     )
+
+
+def _canonical_shapes(shapes: list[Any], name: str) -> list[str]:
+    for text in shapes:
+        _require(
+            isinstance(text, str), f"profile {name}: sweep.shapes holds text like 'seq_len=128'; got {text!r}"
+        )
+    return [canonical(text) for text in shapes]
 
 
 def _inputs_table(data: Any, name: str) -> dict[str, Any]:

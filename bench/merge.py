@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from inferbench.config import Cell, cell_of, model_labels
 from inferbench.errors import UserError
+from inferbench.models.shapes import builtin_label
 from inferbench.storage import SCHEMA_VERSION, load_cells, save_cell, write_csv
 from inferbench.util import atomic_write_json
 
@@ -56,21 +58,21 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
     return None if a == b else f"{path}: {a!r} vs {b!r}"
 
 
-_AXES = ("modes", "models", "backends", "precisions", "batch_sizes", "threads")
+_AXES = ("modes", "models", "backends", "precisions", "batch_sizes", "threads", "shapes")
 
 
 def _missing(config: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
     """Cells the sweep expected that no shard holds (threads = 0 matches any thread count,
     since "all cores" resolves per machine)."""
-    found = {
-        (r["model"], r["backend"], r["precision"], r["batch_size"], r["mode"], r["threads"]) for r in records
-    }
-    any_threads = {key[:5] for key in found}
+    found = {cell_of(r) for r in records}
+    any_threads = {replace(cell, threads=0) for cell in found}
+    labels = model_labels(config.get("models") or [])
     missing = []
-    for mode, m, b, p, bs, t in itertools.product(*(config.get(k) or [] for k in _AXES)):
-        held = (m, b, p, bs, mode) in any_threads if t == 0 else (m, b, p, bs, mode, t) in found
-        if not held:
-            missing.append(f"{m}/{b}/{p}/b{bs}/t{t}/{mode}")
+    axes = [config.get(k) or [] for k in _AXES[:-1]] + [config.get("shapes") or [""]]
+    for mode, m, b, p, bs, t, shape in itertools.product(*axes):
+        expected = Cell(labels[m], b, p, bs, t, mode, builtin_label(m, shape))
+        if expected not in (any_threads if t == 0 else found):
+            missing.append(expected.title)
     return missing
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from inferbench.answer import ANSWER_COLUMNS, NOT_RUN_ANCHOR, answer_rows, answers, by_host, exclusion
+from inferbench.config import axes_shown
 from inferbench.hosts import HOST, host_title, several_hosts
 from inferbench.markdown import fmt
 from inferbench.status import MEASURED
@@ -193,8 +194,7 @@ def _plain_table(rows: list[dict[str, Any]], cols: tuple[str, ...], table_id: st
 
 def not_run_html(frame: pd.DataFrame) -> str:
     """Cells without numbers, then measured cells the answer left out, each with the reason."""
-    keys: tuple[str, ...] = ("model", "backend", "precision", "batch_size", "threads", "mode")
-    keys += (HOST,) if several_hosts(frame) else ()
+    keys = (*axes_shown(frame.get("shape", ())), *((HOST,) if several_hosts(frame) else ()))
     records = frame.to_dict("records")
     failed = [r for r in records if r["status"] not in MEASURED]
     left_out = [
@@ -212,7 +212,8 @@ def not_run_html(frame: pd.DataFrame) -> str:
 
 
 def _filters(frame: pd.DataFrame) -> tuple[str, ...]:
-    return (*FILTERS, HOST) if several_hosts(frame) else FILTERS
+    shape = ("shape",) if "shape" in axes_shown(frame.get("shape", ())) else ()
+    return (*FILTERS, *shape, *((HOST,) if several_hosts(frame) else ()))
 
 
 def _filters_html(frame: pd.DataFrame) -> str:
@@ -229,7 +230,9 @@ def _filters_html(frame: pd.DataFrame) -> str:
 def results_html(frame: pd.DataFrame) -> str:
     """Filters, then every cell in a sortable table whose header stays in view when scrolling."""
     filters = _filters(frame)
-    columns = (*TABLE_COLUMNS[:6], HOST, *TABLE_COLUMNS[6:]) if HOST in filters else TABLE_COLUMNS
+    extra = ("shape",) if "shape" in filters else ()
+    extra += (HOST,) if HOST in filters else ()
+    columns = (*TABLE_COLUMNS[:6], *extra, *TABLE_COLUMNS[6:])
     head = "".join(f'<th class="{"s" if c in TEXT_COLUMNS else ""}">{html.escape(c)}</th>' for c in columns)
     rows = []
     for row in frame.to_dict("records"):

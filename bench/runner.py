@@ -29,6 +29,7 @@ from inferbench.history.fingerprint import machine_from_env
 from inferbench.launch import SharedWorkers, group_key, pin_cpus, run_in_worker
 from inferbench.modelcheck import check_models
 from inferbench.models import ModelRef, resolve_model
+from inferbench.models.shapes import parse_point
 from inferbench.peak import emulation_cost, get_peaks, load_peaks, percent_of_peak
 from inferbench.resume import kept_cells
 from inferbench.shard import Shard
@@ -301,14 +302,15 @@ def resolve_models(config: SweepConfig) -> dict[str, ModelRef]:
     must each name an input of some ONNX model of the sweep (checked first: a misspelt name
     is the likelier fault than the dims it left open)."""
     options = config.input_options()
-    if options:
+    shaped = {name for text in config.shapes for name, _ in parse_point(text).inputs}
+    if options or shaped:
         files = [Path(m) for m in config.models if m.endswith(".onnx") and Path(m).is_file()]
         if not files:
             raise UserError(
                 "--shape, --input and --batch-axis describe ONNX files' inputs; none in this sweep"
             )
         known = {gi.name for path in files for gi in _declared_inputs(path)}
-        unknown = sorted(options.names - known)
+        unknown = sorted((options.names | shaped) - known)
         if unknown:
             raise UserError(
                 f"no ONNX model of this sweep has an input named {', '.join(map(repr, unknown))} "
@@ -316,7 +318,9 @@ def resolve_models(config: SweepConfig) -> dict[str, ModelRef]:
             )
     labels = config.model_labels()
     references = _references(config, labels)
-    return {label: resolve_model(m, options, references.get(label)) for m, label in labels.items()}
+    return {
+        label: resolve_model(m, options, references.get(label), config.shapes) for m, label in labels.items()
+    }
 
 
 def _references(config: SweepConfig, labels: dict[str, str]) -> dict[str, str]:
@@ -426,6 +430,7 @@ def static_verdict(
         backend_cls.unsupported_reason(ref, cell.precision)
         or ref.precision_problem(cell.precision)
         or ref.batch_problem(cell.batch_size)
+        or ref.shape_problem(cell.shape)
     )
     if reason:
         return {"status": UNSUPPORTED, "reason": reason}

@@ -49,6 +49,7 @@ COLUMNS = (
     "batch_size",
     "threads",
     "mode",
+    "shape",
     "status",
     "reason",
     "latency_p50_ms",
@@ -122,6 +123,7 @@ TEXT_COLUMNS = frozenset(
         "backend",
         "precision",
         "mode",
+        "shape",
         "status",
         "reason",
         "p99_reliable",
@@ -177,6 +179,7 @@ def to_row(record: dict[str, Any]) -> dict[str, Any]:
     versions = record.get("versions") or {}
     row["engine_versions"] = ";".join(f"{k}={v}" for k, v in sorted(versions.items()))
     row["mode"] = record.get("mode") or "latency"  # cells recorded before the mode axis
+    row["shape"] = record.get("shape") or ""  # and before the shape axis
     return row
 
 

@@ -20,6 +20,7 @@ from inferbench.answer import (
     exclusion,
     with_speedup,
 )
+from inferbench.config import axes_shown
 from inferbench.env import noise_warnings
 from inferbench.hosts import HOST, host_title, hosts_in
 from inferbench.markdown import markdown_table
@@ -41,7 +42,11 @@ CELL_COLUMNS = [
     "pct_of_peak",
     "max_abs_err",
 ]
-KEY_COLUMNS = ["model", "backend", "precision", "batch_size", "threads", "mode"]
+
+
+def _cell_columns(group: pd.DataFrame, hosts: list[str]) -> list[str]:
+    shape = ["shape"] if "shape" in axes_shown(group.get("shape", ())) else []
+    return [*shape, *CELL_COLUMNS, *([HOST] if hosts else [])]
 
 
 def _answer_tables(found: list[Answer], labels: dict[str, str]) -> list[str]:
@@ -80,7 +85,7 @@ def summary_markdown(
     parts.append("Cells: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     parts += ["", "## Answer", "", ANSWER_TEXT, ""]
     parts += _answer_tables(answers(frame), labels)
-    keys = [*KEY_COLUMNS, HOST] if hosts else KEY_COLUMNS
+    keys = axes_shown(frame.get("shape", ())) + ([HOST] if hosts else [])
 
     why = [exclusion(r) for r in frame.to_dict("records")]
     measured = frame.assign(excluded_because=why)
@@ -99,7 +104,7 @@ def summary_markdown(
             "",
             f"### {model}",
             "",
-            markdown_table(group, [*CELL_COLUMNS, HOST] if hosts else CELL_COLUMNS),
+            markdown_table(group, _cell_columns(group, hosts)),
         ]
     return "\n".join(parts) + "\n"
 

@@ -13,14 +13,17 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from inferbench.errors import UserError, first_line
+from inferbench.errors import UnsupportedError, UserError, first_line
 from inferbench.models.base import InputSpec, ModelDef, count_flops
 from inferbench.models.onnx_inputs import GraphInput, InputOptions, graph_inputs, load_graph, resolve
 from inferbench.models.onnx_precision import base_precision, graph_precision
+from inferbench.models.shapes import PARAMETERS, builtin_problem, parse_point
+
+_SIZE_FLAGS = tuple(f"--{name.replace('_', '-')}" for name in PARAMETERS)
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -61,9 +64,15 @@ class ModelRef:
     # "int8 (QDQ, from the model)"), and the user's FP32 model to check their accuracy against.
     graph_precision: str = ""
     reference: str = ""
+    # The point of the shape axis this model is built at (inferbench.models.shapes); "" is the
+    # model's own shape. Set per cell with `at_shape`.
+    shape: str = ""
+    # An ONNX file's input names, for saying which shapes it cannot take.
+    input_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:  # a worker's spec gives JSON lists and dicts back
         object.__setattr__(self, "layers", tuple((str(k), int(n)) for k, n in self.layers))
+        object.__setattr__(self, "input_names", tuple(self.input_names))
         if isinstance(self.inputs, dict):
             object.__setattr__(self, "inputs", InputOptions(**self.inputs))
 
@@ -85,6 +94,35 @@ class ModelRef:
             "mark one with --shape NAME=?x... or --batch-axis NAME=K where the graph allows it"
         )
 
+    def shape_problem(self, shape: str) -> str | None:
+        """Why this model cannot be built at `shape` (a cell's shape), or None. A factory's
+        size parameters are known only once it is imported: its worker decides those."""
+        if not shape:
+            return None
+        point = parse_point(shape)
+        if self.kind == "builtin":
+            return builtin_problem(self.ref, point)
+        if self.kind == "factory":
+            if point.inputs:
+                return f"{self.ref} is a factory: size it with {' or '.join(_SIZE_FLAGS)}, not input shapes"
+            return None
+        if point.sizes:
+            names = ", ".join(name for name, _ in point.sizes)
+            return f"an ONNX file takes no {names}: give its inputs' shapes with --shape NAME=DIMS"
+        lacking = [name for name, _ in point.inputs if name not in self.input_names]
+        if lacking:
+            return f"it has no input named {', '.join(lacking)} (inputs: {', '.join(self.input_names)})"
+        return None
+
+    def at_shape(self, shape: str) -> ModelRef:
+        """This model as built for a cell at `shape`: an ONNX file's input shapes from the
+        point override the sweep's own."""
+        if self.kind != "onnx" or not shape:
+            return replace(self, shape=shape)
+        point = parse_point(shape)
+        shapes = {**dict(self.inputs.shapes), **dict(point.inputs)}
+        return replace(self, shape=shape, inputs=replace(self.inputs, shapes=tuple(sorted(shapes.items()))))
+
     @property
     def has_torch_module(self) -> bool:
         return self.kind != "onnx"
@@ -94,10 +132,15 @@ class ModelRef:
         return dict(self.layers).get(kind, 0) if self.layers else None
 
 
-def resolve_model(ref: str, inputs: InputOptions | None = None, reference: str | None = None) -> ModelRef:
+def resolve_model(
+    ref: str,
+    inputs: InputOptions | None = None,
+    reference: str | None = None,
+    shapes: tuple[str, ...] = (),
+) -> ModelRef:
     """Validate a model reference without building it (cheap; no engine imports). An ONNX
-    file's inputs are resolved against `inputs` here, so a missing or contradicting shape is a
-    UserError before any worker."""
+    file's inputs are resolved against `inputs` here, and at each of the sweep's `shapes` it
+    can take, so a missing or contradicting shape is a UserError before any worker."""
     if ref in BUILTIN_MODELS:
         return ModelRef(ref, "builtin")
     looks_like_factory = ":" in ref and "/" not in ref and not ref.endswith(".onnx")
@@ -108,21 +151,20 @@ def resolve_model(ref: str, inputs: InputOptions | None = None, reference: str |
         if path.suffix != ".onnx":
             raise UserError(f"model file must be an .onnx file; got {ref}")
         _check_onnx(path)
-        options = inputs or InputOptions()
         graph = _load_graph(path)
         declared = graph_inputs(graph)
-        resolved = resolve(path.name, declared, options)
         arrives_as = graph_precision(graph)
         if reference:
             _check_reference(path, declared, Path(reference), arrives_as)
-        return ModelRef(
+        found = ModelRef(
             str(path.resolve()),
             "onnx",
-            inputs=options,
-            batched=resolved.batched,
+            inputs=inputs or InputOptions(),
             graph_precision=arrives_as,
             reference=str(Path(reference).resolve()) if reference else "",
+            input_names=tuple(gi.name for gi in declared),
         )
+        return _resolved_at_shapes(found, declared, shapes)
     if looks_like_factory:
         module_name, _, attr = ref.partition(":")
         try:
@@ -138,6 +180,24 @@ def resolve_model(ref: str, inputs: InputOptions | None = None, reference: str |
     )
 
 
+def _resolved_at_shapes(found: ModelRef, declared: list[GraphInput], shapes: tuple[str, ...]) -> ModelRef:
+    """An ONNX model resolved at each point of the shape axis it can take (and at its own
+    shape, unless every point of the sweep gives it one). Without its own shape, the model's
+    trial run (inferbench.modelcheck) uses the first point."""
+    label = Path(found.ref).name
+    points = [s for s in shapes if s and found.shape_problem(s) is None]
+    own = "" in shapes or not points
+    batched = None
+    for shape in [""] * own + points:
+        try:
+            resolved = resolve(label, declared, found.at_shape(shape).inputs)
+        except UserError as exc:
+            raise (UserError(f"at shape {shape}: {exc}") if shape else exc) from None
+        batched = resolved.batched if batched is None else batched
+    found = replace(found, batched=bool(batched))
+    return found if own else found.at_shape(points[0])
+
+
 def _check_onnx(path: Path) -> None:
     try:
         import onnx
@@ -151,11 +211,12 @@ def _check_onnx(path: Path) -> None:
 
 def build_model(ref: ModelRef, seed: int = 0) -> ModelDef:
     """Build the model in this process (called inside workers)."""
+    sizes = dict(parse_point(ref.shape).sizes)
     if ref.kind == "builtin":
-        return _call(BUILTIN_MODELS[ref.ref], seed=seed)
+        return _call(BUILTIN_MODELS[ref.ref], seed=seed, **sizes)
     if ref.kind == "onnx":
         return _onnx_model(Path(ref.ref), ref.inputs, ref.reference)
-    produced = _call_factory(ref.ref, seed)
+    produced = _call_factory(ref.ref, seed, sizes)
     if isinstance(produced, ModelDef):
         return produced
     module, inputs = produced
@@ -163,23 +224,29 @@ def build_model(ref: ModelRef, seed: int = 0) -> ModelDef:
     return ModelDef(name=ref.ref, module=module.eval(), inputs=specs, seed=seed)
 
 
-def _call_factory(target: str, seed: int) -> Any:
+def _call_factory(target: str, seed: int, sizes: dict[str, int] | None = None) -> Any:
     """Call a user's factory with the sweep's seed: as `seed=` when it takes one, else with
-    torch's and numpy's global generators seeded, so random weights are the same every run."""
+    torch's and numpy's global generators seeded, so random weights are the same every run.
+    The shape axis's sizes (`seq_len`, `image_size`) go as keywords; a factory without such a
+    parameter cannot be built at that shape (an `unsupported` cell)."""
     module_name, _, attr = target.partition(":")
     factory = getattr(importlib.import_module(module_name), attr)
     try:
-        takes_seed = "seed" in inspect.signature(factory).parameters
+        parameters = set(inspect.signature(factory).parameters)
     except (TypeError, ValueError):  # builtins and C callables have no signature
-        takes_seed = False
-    if takes_seed:
-        return factory(seed=seed)
+        parameters = set()
+    sizes = sizes or {}
+    missing = sorted(set(sizes) - parameters)
+    if missing:
+        raise UnsupportedError(f"{target} takes no {', '.join(missing)} parameter, so it cannot be resized")
+    if "seed" in parameters:
+        return factory(seed=seed, **sizes)
     import numpy as np
     import torch
 
     torch.manual_seed(seed)
     np.random.seed(seed)
-    return factory()
+    return factory(**sizes)
 
 
 def _call(target: str, **kwargs: Any) -> Any:

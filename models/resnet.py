@@ -64,12 +64,12 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-def build(seed: int = 0) -> ModelDef:
+def build(seed: int = 0, image_size: int = 224) -> ModelDef:
     torch.manual_seed(seed)
     return ModelDef(
         name="resnet50",
         module=ResNet().eval(),
-        inputs=(InputSpec("input", (3, 224, 224)),),
+        inputs=(InputSpec("input", (3, image_size, image_size)),),
         output_names=("logits",),
         task="classification",
         seed=seed,

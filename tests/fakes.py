@@ -113,6 +113,15 @@ def torch_linear_model(seed: int = 0) -> ModelDef:
     return ModelDef(name="torch-linear", module=torch.nn.Linear(4, 3).eval(), inputs=(InputSpec("x", (4,)),))
 
 
+def sized_model(seed: int = 0, seq_len: int = 4) -> ModelDef:
+    """A factory that takes the shape axis's `seq_len`: a Linear over `seq_len` features."""
+    import torch
+
+    torch.manual_seed(seed)
+    module = torch.nn.Linear(seq_len, 3).eval()
+    return ModelDef(name="sized", module=module, inputs=(InputSpec("x", (seq_len,)),))
+
+
 class WrongAnswerBackend(FakeBackend):
     """Fast and wrong: returns zeros of the reference's shape."""
 

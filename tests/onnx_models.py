@@ -118,6 +118,39 @@ def half_input(path: Path) -> Path:
     return _save(graph, path)
 
 
+def tokens(path: Path) -> Path:
+    """NLP-style: input_ids and attention_mask [batch, sequence], int64: embedding, masked mean
+    over the sequence, a projection. The sequence length is the user's to choose."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "embedding"),
+        numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([2], dtype=np.int64), "last_axis"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["embedding", "input_ids"], ["embedded"]),
+        helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["mask", "last_axis"], ["mask3"]),
+        helper.make_node("Mul", ["embedded", "mask3"], ["masked"]),
+        helper.make_node("ReduceMean", ["masked"], ["pooled"], axes=[1], keepdims=0),
+        helper.make_node("MatMul", ["pooled", "w"], ["out"]),
+    ]
+    dims = ["batch", "sequence"]
+    graph = helper.make_graph(
+        nodes,
+        "tokens",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, dims),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, dims),
+        ],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 4])],
+        inits,
+    )
+    return _save(graph, path)
+
+
 def quantized(fp32: Path, path: Path, shape: tuple[int, ...] = (1, 3, 16, 16)) -> Path:
     """`fp32` quantized to a QDQ graph by ONNX Runtime's static quantizer, as a user's model
     arrives from quantization-aware training or another tool."""

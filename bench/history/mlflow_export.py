@@ -20,13 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from inferbench.config import CELL_AXES
 from inferbench.errors import UserError
 from inferbench.history.db import METRIC_COLUMNS
 from inferbench.history.export import benchmark_name
 from inferbench.history.fingerprint import machine_from_env
 from inferbench.storage import load_config, load_run
 
-PARAMS = ("model", "backend", "precision", "batch_size", "threads", "mode", "status", "cell_key", "run_id")
+PARAMS = (*CELL_AXES, "status", "cell_key", "run_id")
 EXTRA_METRICS = (
     "prepare_s",
     "first_inference_ms",

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from inferbench.config import MeasureConfig, SweepConfig, resolve_threads
+from inferbench.config import CELL_AXES, MeasureConfig, SweepConfig, cell_axes, resolve_threads
 from inferbench.errors import UserError
 from inferbench.measure import backend_iteration, measure
 from inferbench.procs import python_command, worker_env
@@ -297,7 +297,7 @@ def crosscheck(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def _compare_cell(record: dict[str, Any], args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    key = {k: record[k] for k in ("model", "backend", "precision", "batch_size", "threads", "mode")}
+    key = dict(zip(CELL_AXES, cell_axes(record), strict=True))
     if record["status"] not in ("ok", "accuracy-fail"):
         return {**key, "tool": "-", "note": f"{record['status']}: {record.get('reason', '')}"}
     try:

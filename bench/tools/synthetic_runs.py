@@ -9,6 +9,7 @@ inputs for code that stores, plots and exports results, not results.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,6 @@ from inferbench.config import Cell
 from inferbench.status import OK
 from inferbench.storage import SCHEMA_VERSION, save_cell, write_csv
 from inferbench.util import atomic_write_json
-
-_CELL_FIELDS = ("model", "backend", "precision", "batch_size", "threads", "mode")
 
 
 def synthetic_record(
@@ -34,7 +33,7 @@ def synthetic_record(
     latencies default to five copies of the median; a cell that is not `ok` has none."""
     ok = status == OK
     found: dict[str, Any] = {
-        **{k: getattr(cell, k) for k in _CELL_FIELDS},
+        **asdict(cell),
         "status": status,
         "reason": "" if ok else "engine said no",
         "cell_key": cell.key,
