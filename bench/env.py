@@ -169,7 +169,7 @@ def capture(threads: list[int], gpu: bool = False) -> dict[str, Any]:
         **found,
         "captured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "hostname": platform.node(),
-        # The machine's name in its fingerprint: $INFERBENCH_NODE (a pod's node) or the host name.
+        # The machine in its history fingerprint: $INFERBENCH_NODE (a pod's node), else the host name.
         "node": node_name(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],

@@ -58,7 +58,7 @@ def test_two_sweeps_round_trip(history_url: str, tmp_path: Path) -> None:
     row = points[points["run_id"] == "run-2"].iloc[0]
     assert row["git_commit"] == "b" * 40 and bool(row["git_dirty"]) is True
     assert row["profile"] == "nightly" and row["settings_hash"] == "s1"
-    assert row["fingerprint"] == machine_from_env(env()).fingerprint
+    assert row["fingerprint"] == machine_from_env(env()).history_fingerprint
     assert row["run_path"] == str(second.resolve())
     assert set(points["cell_key"]) == {MLP.key, CNN.key}
     assert row["run_time"] == BASE_TIME.replace(tzinfo=None)
@@ -201,12 +201,15 @@ def test_fingerprint_and_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert machine_from_env(env(memory_gb=23.45)).fingerprint == base.fingerprint  # jitter, same box
     assert machine_from_env(env(cpu="Other CPU")).fingerprint != base.fingerprint
     assert len(base.fingerprint) == 12 and base.label.startswith("Test CPU 9000, 2 CPUs, 23 GiB, avx2+fma")
-    # Identical nodes are different machines; an env.json naming no host keeps the fingerprint
-    # recorded before the host was part of it (the value the earlier code gave this env.json).
+    # Identical nodes are one machine class (rows' host) but different machines in the history;
+    # an env.json naming no host keeps the history fingerprint recorded before the host was
+    # part of it (the value the earlier code gave this env.json).
     nodes = [machine_from_env(env(host=name)) for name in ("node-1", "node-2")]
-    assert len({n.fingerprint for n in nodes} | {base.fingerprint}) == 3
-    assert {n.hardware for n in nodes} == {base.hardware} == {base.fingerprint} == {"0a1cecadbf9a"}
-    assert nodes[0].label.endswith(", on node-1")
+    assert len({n.history_fingerprint for n in nodes} | {base.history_fingerprint}) == 3
+    assert (
+        {n.fingerprint for n in nodes} == {base.fingerprint} == {base.history_fingerprint} == {"0a1cecadbf9a"}
+    )
+    assert nodes[0].history_label.endswith(", avx2+fma, on node-1") and nodes[0].label == base.label
     monkeypatch.setenv(NODE_VAR, "k8s-node-7")  # a pod's host name is new each run; its node is not
     assert node_name() == "k8s-node-7"
     assert project_commit(tmp_path) == Commit(None, None)  # not a git checkout
@@ -230,5 +233,5 @@ def test_a_folder_recorded_before_hosts_is_not_recorded_again(history_url: str, 
     finally:
         engine.dispose()
     by_run = dict(zip(points["run_id"], points["fingerprint"], strict=False))
-    assert by_run["old-run"] == machine_from_env(env()).fingerprint  # old points keep theirs
-    assert by_run["new-run"] == machine_from_env(env(host="node-1")).fingerprint
+    assert by_run["old-run"] == machine_from_env(env()).history_fingerprint  # old points keep theirs
+    assert by_run["new-run"] == machine_from_env(env(host="node-1")).history_fingerprint

@@ -1,10 +1,12 @@
-"""Who measured: the machine's fingerprint and the project's git commit.
+"""Who measured: the machine's fingerprints and the project's git commit.
 
-A history series only means something on one machine: the fingerprint is a short stable hash
-of what decides speed (CPU model, ISA flags, logical CPUs, memory, GPU) and of the host's name,
-read from a run's `env.json`, kept beside its readable parts so a person can tell two machines
-apart. The host is in it because identical nodes (a Slurm partition, a Kubernetes pool) are
-still several machines: their series and their rows must not merge into one.
+Two hashes of a run's `env.json`, each kept beside its readable parts:
+- `fingerprint`, the machine class: what decides speed (CPU model, ISA flags, logical CPUs,
+  memory, GPU). A row's `host` column holds it, so the identical nodes of a sharded sweep are
+  one host whose cells rank and compare together (inferbench.hosts).
+- `history_fingerprint`, the machine: the same facts and the host's name. A history series
+  only means something on one machine, and identical nodes (a Slurm partition, a Kubernetes
+  pool) are still several: their series must not merge, nor their appends collide.
 """
 
 from __future__ import annotations
@@ -42,24 +44,26 @@ class Machine:
     host: str = ""  # "" when env.json does not say (runs captured before it did)
 
     @property
-    def hardware(self) -> str:
-        """The hash of the hardware facts alone: what `fingerprint` was before it held the host."""
+    def fingerprint(self) -> str:
+        """The machine class: a hash of the hardware facts (the host left out)."""
         return _hash([self.cpu_model, list(self.isa), self.logical_cpus, self.memory_gb, self.gpu])
 
     @property
-    def fingerprint(self) -> str:
-        # How old fingerprints relate: one recorded before the host was part of it is
-        # `hardware`, and a run folder whose env.json names no host still gets exactly that,
-        # so old records stay readable and keep their series. A machine's first run that
-        # names its host starts a new series beside its old one (the old points stay listed,
-        # under the old fingerprint): an old series of identical nodes cannot be told apart.
+    def history_fingerprint(self) -> str:
+        """The machine a history series keys on: the hardware facts and the host."""
+        # How old fingerprints relate: histories recorded before the host was part of this
+        # hold `fingerprint` (the hardware alone), and a run folder whose env.json names no
+        # host still gets exactly that, so old records stay readable and keep their series.
+        # A machine's first run that names its host starts a new series beside its old one
+        # (the old points stay listed under the old fingerprint): the points of identical
+        # nodes, mixed under one old fingerprint, cannot be told apart afterwards.
         if not self.host:
-            return self.hardware
+            return self.fingerprint
         return _hash([self.cpu_model, list(self.isa), self.logical_cpus, self.memory_gb, self.gpu, self.host])
 
     @property
     def label(self) -> str:
-        """A readable name: 'AMD EPYC, 2 CPUs, 23.4 GiB, avx2+fma' (+ the GPU, + 'on HOST')."""
+        """A readable name: 'AMD EPYC, 2 CPUs, 23.4 GiB, avx2+fma' (+ the GPU)."""
         parts = [self.cpu_model or "unknown CPU"]
         if self.logical_cpus:
             parts.append(f"{self.logical_cpus} CPUs")
@@ -68,9 +72,12 @@ class Machine:
         parts.append("+".join(self.isa) or "no listed ISA extensions")
         if self.gpu:
             parts.append(self.gpu)
-        if self.host:
-            parts.append(f"on {self.host}")
         return ", ".join(parts)
+
+    @property
+    def history_label(self) -> str:
+        """The label and the host: '..., avx2+fma, on node-3' (`history --machine node-3`)."""
+        return f"{self.label}, on {self.host}" if self.host else self.label
 
 
 def _hash(facts: list[Any]) -> str:

@@ -67,7 +67,9 @@ def append_records(
     machine = machine_from_env(env)
     # Sorted by digest: two appenders of overlapping rows lock them in one order (PostgreSQL
     # would otherwise abort one of them as a deadlock).
-    rows = sorted((_result_row(record, machine) for record in records), key=lambda row: row["digest"])
+    rows = sorted(
+        (_result_row(record, machine.fingerprint) for record in records), key=lambda row: row["digest"]
+    )
     with engine.begin() as conn:
         # A cheap first filter only (an append of a recorded run adds no run row); the insert
         # below decides, so an appender racing this one never makes a row fail or repeat.
@@ -82,7 +84,7 @@ def append_records(
                 run_id=run_id,
                 run_path=run_path,
                 profile=profile,
-                fingerprint=machine.fingerprint,
+                fingerprint=machine.history_fingerprint,
                 git_commit=commit.sha,
                 git_dirty=commit.dirty,
                 run_time=run_time,
@@ -112,8 +114,8 @@ def _ensure_machine(conn: Connection, machine: Machine) -> None:
     # Two appenders from one machine both insert it; the second one's insert does nothing.
     conn.execute(
         insert_ignoring_duplicates(conn, machines, "fingerprint").values(
-            fingerprint=machine.fingerprint,
-            label=machine.label,
+            fingerprint=machine.history_fingerprint,
+            label=machine.history_label,
             cpu_model=machine.cpu_model,
             isa=",".join(machine.isa),
             logical_cpus=machine.logical_cpus,
@@ -151,14 +153,13 @@ def _flag(value: Any) -> bool | None:
     return None
 
 
-def _result_row(record: dict[str, Any], machine: Machine) -> dict[str, Any]:
+def _result_row(record: dict[str, Any], fingerprint: str) -> dict[str, Any]:
     # The digest covers every scalar of the record (not the raw sample lists, which are long
     # and fully determined by the run): the same cell of the same run is the same digest.
-    # It hashes the hardware fingerprint, without the host: a folder recorded before the host
-    # joined the fingerprint is still known when imported again (the record's own numbers,
-    # run id and `host` column already tell two nodes' cells apart).
+    # `fingerprint` is the machine class, without the host, as it was before the history's
+    # fingerprint held the host: a folder recorded then is still known when imported again.
     scalars = {k: v for k, v in record.items() if not isinstance(v, list | dict)}
-    digest = hashlib.sha256(json.dumps([machine.hardware, scalars], sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(json.dumps([fingerprint, scalars], sort_keys=True, default=str).encode())
     whole = record.get("iterations")
     return {
         "digest": digest.hexdigest()[:32],
