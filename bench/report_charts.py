@@ -75,9 +75,10 @@ def figures(frame: pd.DataFrame, records: list[dict[str, Any]]) -> Iterator[tupl
 
 
 def plotly_text(value: Any) -> str:
-    """A string as plotly text that shows as it is: its HTML subset becomes entities, which
-    plotly draws as the characters they stand for."""
-    return html.escape(str(value))
+    """A string as plotly text that shows as it is: `<`, `>` and `&` become the entities plotly
+    draws as those characters. Quotes stay: without a `<` they open nothing, and plotly would
+    show `&quot;` as it is written."""
+    return html.escape(str(value), quote=False)
 
 
 def _line_charts(model: str, group: pd.DataFrame) -> Iterator[tuple[str, Any]]:
