@@ -26,7 +26,15 @@ from inferbench.errors import InternalError, UserError
 from inferbench.sides import PROJECT_ROOT, Side, link_tree
 from inferbench.verdict import decide, paired_estimate
 
-CELL = {"model": "m", "backend": "b", "precision": "fp32", "batch_size": 1, "threads": 1, "mode": "latency"}
+CELL = {
+    "model": "m",
+    "backend": "b",
+    "precision": "fp32",
+    "batch_size": 1,
+    "threads": 1,
+    "mode": "latency",
+    "shape": "",
+}
 
 
 class FakeMachine:
