@@ -111,6 +111,8 @@ def _spec_identity(spec: Any) -> tuple[Any, ...]:
         found += (f"batch_axis={spec.batch_axis}",)
     if spec.value is not None:
         found += ("value=" + hashlib.sha256(np.ascontiguousarray(spec.value).tobytes()).hexdigest()[:16],)
+    if getattr(spec, "data", None) is not None:  # the user's data calibrates static int8
+        found += ("data=" + hashlib.sha256(np.ascontiguousarray(spec.data).tobytes()).hexdigest()[:16],)
     return found
 
 

@@ -33,7 +33,8 @@ exit codes:
        inconclusive, or no cell timed on both sides)
   4    internal error or environment failure (disk full, corrupt result file, out of
        memory, a bug): one line naming the log that holds the traceback; never 1 or 3,
-       so a crashed gate cannot pass as "undecided"
+       so a crashed gate cannot pass as "undecided"; run: also when no cell produced a
+       number (every cell errored, timed out or could not run here), results still written
   129  stopped by SIGHUP, 130 by Ctrl-C, 143 by SIGTERM: the running worker is killed,
        finished cells are kept (go on with --resume)
 """
@@ -108,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a number or FILE.npy, e.g. sr=16000",
+        help="a number (sr=16000), FILE.npy (samples along the batch axis are real data), or FILE.npz",
     )
     inputs.add_argument(
         "--batch-axis", action="append", default=[], metavar="NAME=K", help="the batch is dim K, e.g. state=1"
@@ -360,9 +361,9 @@ def _input_flags(args: argparse.Namespace) -> dict[str, Any]:
     )
     if axis:
         found["shapes"] = axis
-    values = {
-        name: str(Path(text).resolve()) if text.endswith(".npy") else text  # workers start elsewhere
-        for name, text in _assignments(args.input, "--input", "NAME=VALUE or NAME=FILE.npy (e.g. sr=16000)")
+    values = {  # files by absolute path: workers start elsewhere
+        name: str(Path(text).resolve()) if text.endswith((".npy", ".npz")) else text
+        for name, text in _input_assignments(args.input)
     }
     axes = {}
     for name, text in _assignments(args.batch_axis, "--batch-axis", "NAME=K (e.g. state=1)"):
@@ -383,6 +384,23 @@ def _input_flags(args: argparse.Namespace) -> dict[str, Any]:
         if table:
             found[key] = table
     return found
+
+
+def _input_assignments(items: Sequence[str]) -> list[tuple[str, str]]:
+    """--input NAME=VALUE pairs; a bare FILE.npz gives each of its arrays to the input of its name."""
+    from inferbench.models.onnx_inputs import npz_names
+
+    pairs = []
+    for item in items:
+        if "=" not in item and item.endswith(".npz"):
+            path = Path(item)
+            if not path.is_file():
+                raise UserError(f"--input {item}: file not found")
+            pairs += [(name, item) for name in npz_names(path)]
+        else:
+            form = "NAME=VALUE, NAME=FILE.npy or FILE.npz (e.g. sr=16000)"
+            pairs += _assignments([item], "--input", form)
+    return pairs
 
 
 def _backend_options(items: Sequence[str]) -> dict[str, dict[str, str]] | None:

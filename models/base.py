@@ -35,7 +35,9 @@ _DTYPES = {
 class InputSpec:
     """One model input; `shape` excludes the batch dimension, which sits at `batch_axis`
     (None: the input has no batch dimension, the same for every batch size). `value`, when
-    given, is the input's data (the user's `--input`), used as it is for every call."""
+    given, is the input's data (the user's `--input`), used as it is for every call. `data`,
+    when given, is the user's real data: samples along the batch axis (`--input images=x.npy`
+    holding [N, 3, 640, 640]), from which each call's batch is cut (`ModelDef.make_inputs`)."""
 
     name: str
     shape: tuple[int, ...]
@@ -44,6 +46,7 @@ class InputSpec:
     high: int = 2
     batch_axis: int | None = 0
     value: np.ndarray | None = field(default=None, compare=False, hash=False, repr=False)
+    data: np.ndarray | None = field(default=None, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
@@ -111,7 +114,33 @@ class ModelDef:
         if maker is not None:
             return maker(batch_size, seed)
         rng = np.random.default_rng(seed)
-        return {spec.name: spec.sample(batch_size, rng) for spec in self.inputs}
+        picked = self._data_samples(batch_size, seed, purpose)
+        return {
+            spec.name: spec.sample(batch_size, rng)
+            if spec.data is None or spec.batch_axis is None
+            else np.take(spec.data, picked, axis=spec.batch_axis)
+            for spec in self.inputs
+        }
+
+    def _data_samples(self, batch_size: int, seed: int, purpose: str) -> np.ndarray:
+        """Which of the user's data samples make up a batch, cycled through the purpose's pool:
+        calibration takes the second half and evaluation the first, so int8 accuracy is
+        checked out of sample (as minilm's sentence pools are); timed calls take them all."""
+        sizes = [
+            spec.data.shape[spec.batch_axis]
+            for spec in self.inputs
+            if spec.data is not None and spec.batch_axis is not None
+        ]
+        if not sizes:
+            return np.zeros(0, dtype=np.int64)
+        count = min(sizes)  # the inputs' data files hold one count (checked on resolution)
+        pool = np.arange(count)
+        if count >= 2 and purpose == "evaluation":
+            pool = pool[: count // 2]
+        elif count >= 2 and purpose == "calibration":
+            pool = pool[count // 2 :]
+        start = seed * batch_size
+        return pool[(start + np.arange(batch_size)) % len(pool)]
 
     def torch_inputs(self, batch_size: int, seed: int) -> tuple[torch.Tensor, ...]:
         import torch

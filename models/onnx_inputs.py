@@ -135,7 +135,10 @@ def parse_shape(text: str) -> tuple[int | None, ...]:
     if text in ("", "scalar", "()"):
         return ()
     if "," in text:
-        raise UserError(f"--shape takes one shape per input ({text!r}); a shape axis is not supported yet")
+        raise UserError(
+            f"--shape {text!r}: several shapes are a shape axis: give them on the command line "
+            "(--shape NAME=A,B) or as [sweep] shapes in a profile"
+        )
     dims: list[int | None] = []
     for part in re.split(r"[x*]", text):
         part = part.strip()
@@ -151,15 +154,16 @@ def parse_shape(text: str) -> tuple[int | None, ...]:
 
 
 def parse_value(name: str, text: str, dtype: str) -> np.ndarray:
-    """A number, or a .npy file, as an array of the input's dtype."""
-    if text.endswith(".npy"):
+    """A number, a .npy file, or the array `name` of a .npz file, as an array of the input's
+    dtype. A file shaped like the input, batch axis included, is data (`resolve`)."""
+    if text.endswith((".npy", ".npz")):
         path = Path(text)
         if not path.is_file():
             raise UserError(f"--input {name}={text}: file not found")
         try:
-            array = np.load(path, allow_pickle=False)
+            array = _load_array(path, name)
         except (ValueError, OSError) as exc:
-            raise UserError(f"--input {name}={text}: not a readable .npy file ({exc})") from None
+            raise UserError(f"--input {name}={text}: not a readable {path.suffix} file ({exc})") from None
         if array.dtype != np.dtype(dtype):
             raise UserError(f"--input {name}={text}: dtype {array.dtype}, but the model takes {dtype}")
         return array
@@ -168,6 +172,24 @@ def parse_value(name: str, text: str, dtype: str) -> np.ndarray:
     except ValueError:
         raise UserError(f"--input {name}={text}: not a number of the model's dtype {dtype}") from None
     return np.asarray(number, dtype=dtype)
+
+
+def _load_array(path: Path, name: str) -> np.ndarray:
+    if path.suffix == ".npy":
+        return np.asarray(np.load(path, allow_pickle=False))
+    with np.load(path, allow_pickle=False) as arrays:
+        if name not in arrays.files:
+            raise ValueError(f"it holds no array named {name} (arrays: {', '.join(arrays.files)})")
+        return np.asarray(arrays[name])
+
+
+def npz_names(path: Path) -> list[str]:
+    """The arrays a .npz file holds: `--input FILE.npz` gives each to the input of its name."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return list(arrays.files)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"--input {path}: not a readable .npz file ({exc})") from None
 
 
 def resolve(label: str, inputs: list[GraphInput], options: InputOptions) -> ResolvedInputs:
@@ -179,13 +201,29 @@ def resolve(label: str, inputs: list[GraphInput], options: InputOptions) -> Reso
     by_name = {gi.name: gi for gi in inputs}
     dtypes = {gi.name: _dtype(label, gi) for gi in inputs}
     values = {n: parse_value(n, text, dtypes[n]) for n, text in options.values if n in by_name}
+    # A file shaped like the input, with its batch axis, is data: samples along that axis.
+    provisional = _batch_symbol(inputs, shapes, axes, {})
+    data = {
+        n: v
+        for n, v in values.items()
+        if v.ndim
+        and v.ndim == len(by_name[n].dims)
+        and _batch_axis(label, by_name[n], shapes.get(n), axes.get(n), provisional, False) is not None
+    }
+    constants = {n: v for n, v in values.items() if n not in data}
     symbols = _symbols(label, inputs, shapes, values)
-    batch_symbol = _batch_symbol(inputs, shapes, axes, values)
+    batch_symbol = _batch_symbol(inputs, shapes, axes, constants)
     specs = []
     for gi in inputs:
-        axis = _batch_axis(label, gi, shapes.get(gi.name), axes.get(gi.name), batch_symbol, gi.name in values)
-        dims = _dims(label, gi, shapes.get(gi.name), axis, symbols, values.get(gi.name))
-        specs.append(InputSpec(gi.name, dims, dtypes[gi.name], batch_axis=axis, value=values.get(gi.name)))
+        shape, array = shapes.get(gi.name), data.get(gi.name)
+        axis = _batch_axis(label, gi, shape, axes.get(gi.name), batch_symbol, gi.name in constants)
+        if array is not None and axis is not None:
+            dims = tuple(d for k, d in enumerate(array.shape) if k != axis)
+        else:
+            dims = _dims(label, gi, shape, axis, symbols, values.get(gi.name))
+            array = None
+        value = constants.get(gi.name)
+        specs.append(InputSpec(gi.name, dims, dtypes[gi.name], batch_axis=axis, value=value, data=array))
     return ResolvedInputs(tuple(specs), batched=any(s.batch_axis is not None for s in specs))
 
 

@@ -346,3 +346,76 @@ def test_static_int8_of_an_opset_11_graph_loads(tmp_path: Path) -> None:
     out, _ = static_qdq(old, tmp_path / "derived", batches, 2)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert session.run(None, batches[0])[0].shape == (1, 4)
+
+
+def test_a_data_file_is_samples_along_the_batch_axis(files: dict[str, Path], tmp_path: Path) -> None:
+    images = np.arange(6 * 3 * 8 * 8, dtype=np.float32).reshape(6, 3, 8, 8)
+    path = tmp_path / "images.npy"
+    np.save(path, images)
+    # The file says height and width: no --shape needed.
+    model = build_model(resolve_model(str(files["detector"]), InputOptions(values=(("images", str(path)),))))
+    (spec,) = model.inputs
+    assert (spec.shape, spec.batch_axis) == ((3, 8, 8), 0)
+    # Evaluation from the first half, calibration from the second: out of sample.
+    evaluation = model.make_inputs(5, 0, purpose="evaluation")["images"]
+    calibration = model.make_inputs(2, 0, purpose="calibration")["images"]
+    assert [int(x[0, 0, 0]) // (3 * 64) for x in evaluation] == [0, 1, 2, 0, 1]
+    assert [int(x[0, 0, 0]) // (3 * 64) for x in calibration] == [3, 4]
+    timed = [model.make_inputs(4, k)["images"] for k in range(2)]
+    assert [int(x[0, 0, 0]) // (3 * 64) for t in timed for x in t] == [0, 1, 2, 3, 4, 5, 0, 1]
+
+
+def test_a_npz_gives_each_input_its_data_and_the_batch_may_sit_in_dim_1(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    data = tmp_path / "stream.npz"
+    rng = np.random.default_rng(0)
+    state = rng.standard_normal((2, 4, 8)).astype(np.float32)  # the batch is dim 1
+    np.savez(data, input=rng.standard_normal((4, 8)).astype(np.float32), state=state)
+    values = (("input", str(data)), ("sr", "16000"), ("state", str(data)))
+    model = build_model(resolve_model(str(files["streaming"]), InputOptions(values=values)))
+    specs = {s.name: s for s in model.inputs}
+    assert specs["state"].batch_axis == 1 and specs["state"].data is not None
+    assert specs["sr"].value is not None and specs["sr"].batch_axis is None
+    batch = model.make_inputs(3, 0)
+    assert batch["state"].shape == (2, 3, 8)
+    assert np.array_equal(batch["state"], state[:, [0, 1, 2]])
+    assert int(batch["sr"]) == 16000
+
+
+def test_data_problems_exit_2_before_any_worker(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong_dims = tmp_path / "wrong.npy"
+    np.save(wrong_dims, np.zeros((4, 5, 8, 8), dtype=np.float32))  # the graph fixes 3 channels
+    stream = tmp_path / "stream.npz"
+    np.savez(stream, input=np.zeros((4, 8), dtype=np.float32))
+    for model, flags, words in (
+        ("detector", ["--input", f"images={wrong_dims}"], "fixes a dim to 3"),
+        ("streaming", ["--input", f"state={stream}", "--input", "sr=16000"], "holds no array named state"),
+        ("streaming", ["--input", str(tmp_path / "none.npz")], "file not found"),
+    ):
+        assert _run(files[model], tmp_path / "r", *flags) == 2, flags
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.engine
+def test_real_data_runs_end_to_end_with_a_bare_npz(files: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    data = tmp_path / "stream.npz"
+    rng = np.random.default_rng(1)
+    np.savez(
+        data,
+        input=rng.standard_normal((8, 8)).astype(np.float32),
+        state=rng.standard_normal((2, 8, 8)).astype(np.float32),
+        sr=np.array(16000, dtype=np.int64),
+    )
+    flags = ["--input", str(data), "--precision", "fp32,int8", "--batch-size", "2", "--mode", "latency"]
+    assert _run(files["streaming"], tmp_path, *flags, "--run-id", "r", "--no-progress") == 0
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "r" / "results.csv")
+    assert set(frame["status"]) <= {"ok", "accuracy-fail"}, frame[["status", "reason"]]
+    assert set(frame["precision"]) == {"fp32", "int8"}
