@@ -61,6 +61,7 @@ def test_two_sweeps_round_trip(history_url: str, tmp_path: Path) -> None:
     assert row["fingerprint"] == machine_from_env(env()).history_fingerprint
     assert row["run_path"] == str(second.resolve())
     assert set(points["cell_key"]) == {MLP.key, CNN.key}
+    assert list(points[points["run_id"] == "run-1"]["cell_key"]) == [MLP.key, CNN.key]  # sweep order
     assert row["run_time"] == BASE_TIME.replace(tzinfo=None)
 
 

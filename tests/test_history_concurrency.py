@@ -16,11 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from inferbench.config import Cell
-from inferbench.history import db
-from inferbench.history.fingerprint import machine_from_env
+from inferbench.history import db, store
+from inferbench.history.fingerprint import Commit, machine_from_env
 from tests.history_runs import env, make_run
 
 APPENDERS = 8
@@ -133,3 +134,22 @@ def test_identical_nodes_are_different_machines_in_the_history() -> None:
     machines = {machine_from_env(env(host=host)).history_fingerprint for host in HOSTS}
     classes = {machine_from_env(env(host=host)).fingerprint for host in HOSTS}
     assert len(machines) == len(set(HOSTS)) and len(classes) == 1
+
+
+def test_the_insert_decides_not_the_read_before_it(
+    history_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that holds no lock (an older inferbench) recorded the cells between the read
+    and the insert: the insert skips them, raises nothing and leaves no empty run row."""
+    folders = _runs(tmp_path / "results")[:2]
+    engine = db.connect(history_url)
+    try:
+        assert store.append_run(engine, folders[0], commit=Commit(None, None)) == len(CELLS)
+        monkeypatch.setattr(store, "_known_digests", lambda conn, digests: set())
+        assert store.append_run(engine, folders[0], commit=Commit(None, None)) == 0
+        assert store.append_run(engine, folders[1], commit=Commit(None, None)) == len(CELLS)
+    finally:
+        engine.dispose()
+    counts = _count(history_url)
+    assert counts["results"] == counts["digests"] == 2 * len(CELLS)
+    assert counts["runs"] == 2 and counts["empty_runs"] == 0

@@ -8,8 +8,8 @@ this tool is refused rather than half-understood.
 Several sweeps may append at once (shards of one sweep, two nightlies on one machine), so every
 write is race-free on its own: rows go in with `INSERT ... ON CONFLICT DO NOTHING`, SQLite
 transactions take the write lock when they begin (`BEGIN IMMEDIATE`, in WAL mode, waiting up
-to BUSY_TIMEOUT_S for another writer), and PostgreSQL schema creation is serialised by an
-advisory lock. SQLite's locks only hold between processes of one machine: processes on several
+to BUSY_TIMEOUT_S for another writer), and PostgreSQL appends and schema creation are
+serialised by advisory locks. SQLite's locks only hold between processes of one machine: processes on several
 nodes must share a PostgreSQL server, never one SQLite file on a network filesystem.
 """
 
@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 DIALECTS = ("sqlite", "postgresql")  # the two with ON CONFLICT DO NOTHING that history needs
 BUSY_TIMEOUT_S = 60  # how long a SQLite writer waits for another one before giving up
-# Any fixed 64-bit number: the PostgreSQL advisory lock that serialises schema creation.
+# Any fixed 64-bit numbers: the PostgreSQL advisory locks that serialise schema creation and
+# appends.
 _SCHEMA_LOCK = 0x1BFE_2026_0027
+_APPEND_LOCK = 0x1BFE_2026_0028
 
 metadata = sa.MetaData()
 
@@ -192,6 +194,14 @@ def _sqlite_begin(conn: Connection) -> None:
     # (the driver's timeout is SQLite's busy timeout): what a transaction reads stays true
     # until it commits, including the schema check of a database two processes create at once.
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def lock_for_append(conn: Connection) -> None:
+    """Make this transaction the only appender until it ends: SQLite's BEGIN IMMEDIATE has
+    done so already; on PostgreSQL an advisory lock does. What the append reads first (which
+    cells are recorded) then stays true until it commits, and appenders never deadlock."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_APPEND_LOCK)))
 
 
 def insert_ignoring_duplicates(conn: Connection, table: sa.Table, key: str) -> Insert:

@@ -15,7 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from inferbench.errors import UserError
-from inferbench.history.db import METRIC_COLUMNS, insert_ignoring_duplicates, machines, results, runs
+from inferbench.history.db import (
+    METRIC_COLUMNS,
+    insert_ignoring_duplicates,
+    lock_for_append,
+    machines,
+    results,
+    runs,
+)
 from inferbench.history.fingerprint import Commit, Machine, machine_from_env
 from inferbench.storage import load_config, load_run
 
@@ -65,14 +72,11 @@ def append_records(
     if not records:
         return 0
     machine = machine_from_env(env)
-    # Sorted by digest: two appenders of overlapping rows lock them in one order (PostgreSQL
-    # would otherwise abort one of them as a deadlock).
-    rows = sorted(
-        (_result_row(record, machine.fingerprint) for record in records), key=lambda row: row["digest"]
-    )
+    rows = [_result_row(record, machine.fingerprint) for record in records]
     with engine.begin() as conn:
-        # A cheap first filter only (an append of a recorded run adds no run row); the insert
-        # below decides, so an appender racing this one never makes a row fail or repeat.
+        lock_for_append(conn)
+        # No appender can record these between this read and the insert; the insert skips
+        # duplicates all the same, so a writer that holds no lock never makes a row fail.
         known = _known_digests(conn, [row["digest"] for row in rows])
         rows = [row for row in rows if row["digest"] not in known]
         if not rows:
@@ -97,7 +101,7 @@ def append_records(
             insert_ignoring_duplicates(conn, results, "digest").returning(results.c.id),
             [{**row, "run_ref": run_ref} for row in rows],
         ).all()
-        if not added:  # another appender recorded every one of them since the filter above
+        if not added:  # a writer without the lock recorded every one of them meanwhile
             conn.execute(runs.delete().where(runs.c.id == run_ref))
     return len(added)
 
