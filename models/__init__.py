@@ -82,7 +82,7 @@ class ModelRef:
             return None
         return (
             f"the model is {self.graph_precision}: it runs as it is, at "
-            f"{base_precision(self.graph_precision)} only (never quantized again)"
+            f"{base_precision(self.graph_precision)} only (never quantized or cast again)"
         )
 
     def batch_problem(self, batch_size: int) -> str | None:

@@ -118,6 +118,22 @@ def half_input(path: Path) -> Path:
     return _save(graph, path)
 
 
+def half_conv(path: Path) -> Path:
+    """An fp16 export: images [batch, 3, 16, 16] and the conv's weights in float16."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    weight = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float16), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["images", "w"], ["out"], pads=[1, 1, 1, 1])],
+        "half_conv",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT16, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT16, ["batch", 4, 16, 16])],
+        [weight],
+    )
+    return _save(graph, path)
+
+
 def tokens(path: Path) -> Path:
     """NLP-style: input_ids and attention_mask [batch, sequence], int64: embedding, masked mean
     over the sequence, a projection. The sequence length is the user's to choose."""

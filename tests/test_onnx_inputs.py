@@ -226,7 +226,7 @@ def test_a_quantized_model_is_read_as_int8_and_runs_at_int8_only(qdq: Path, file
     ref = resolve_model(str(qdq))
     assert ref.graph_precision == "int8 (QDQ, from the model)"
     assert ref.precision_problem("int8") is None
-    assert "runs as it is, at int8 only (never quantized again)" in (ref.precision_problem("fp32") or "")
+    assert "runs as it is, at int8 only (never quantized or cast again)" in (ref.precision_problem("fp32") or "")
     assert resolve_model(str(files["fixed_batch"])).graph_precision == ""
 
 
@@ -419,3 +419,23 @@ def test_real_data_runs_end_to_end_with_a_bare_npz(files: dict[str, Path], tmp_p
     frame = pd.read_csv(tmp_path / "r" / "results.csv")
     assert set(frame["status"]) <= {"ok", "accuracy-fail"}, frame[["status", "reason"]]
     assert set(frame["precision"]) == {"fp32", "int8"}
+
+
+def test_an_fp16_export_is_read_as_fp16_and_runs_as_it_is(files: dict[str, Path], tmp_path: Path) -> None:
+    from inferbench.backends import load_backend
+    from inferbench.config import SweepConfig
+    from inferbench.runner import resolve_models, static_verdict
+
+    half = onnx_models.half_conv(tmp_path / "half_conv.onnx")
+    assert resolve_model(str(half)).graph_precision == "fp16 (from the model)"
+    # An fp16 input cast up before fp32 weights computes in fp32.
+    assert resolve_model(str(files["half_input"])).graph_precision == ""
+    config = SweepConfig(models=(str(half),), backends=("onnxruntime",), precisions=("fp32", "fp16"))
+    refs = resolve_models(config)
+    reasons = {
+        c.precision: (static_verdict(c, refs[c.model], load_backend("onnxruntime")) or {}).get("reason", "")
+        for c in config.cells()
+    }
+    assert "the model is fp16 (from the model): it runs as it is, at fp16 only" in reasons["fp32"]
+    # The fp16 cell goes to the engine's own word: ONNX Runtime's CPU build has no fp16 path.
+    assert "does not implement fp16" in reasons["fp16"]
