@@ -223,7 +223,14 @@ class Agent:
         return lines[-1][:300] if lines else f"exit code {self.proc.poll()}"
 
     def run(self, key: str, round_index: int = 0) -> dict[str, Any]:
-        return self._ask({"cell": key, "round": round_index})
+        from inferbench.cellkeys import record_key
+
+        record = self._ask({"cell": key, "round": round_index})
+        # The side's code answers: its record must be the cell asked for, keyed by its axes.
+        where = f"the {self.side.label} side's agent"
+        if record_key(record, where) != key:
+            raise UserError(f"{where} answered cell {record['cell_key']!r} for {key!r}")
+        return record
 
     def close(self) -> None:
         from inferbench.procs import kill_group

@@ -71,7 +71,7 @@ def _run(config: Any, key: str, run_dir: Path, cache_dir: Path, round_index: int
     record = static_verdict(cell, ref, backend_cls, check)
     if record is None:
         record = {**run_repeats(cell, ref, config, run_dir, cache_dir), **check.flag(cell, backend_cls)}
-    return {**record, **asdict(cell), "cell_key": key}
+    return {**record, **asdict(cell), "cell_key": cell.key}
 
 
 def serve(requests: TextIO, answers: TextIO) -> None:

@@ -18,6 +18,7 @@ from inferbench.models import BUILTIN_MODELS
 from inferbench.runner import SweepEvents, new_run_id, run_sweep
 from inferbench.shutdown import Terminated
 from inferbench.storage import latest_run
+from inferbench.util import one_component
 
 # soft_wrap: a long path is printed whole (a terminal may wrap it), never folded mid-name.
 console = Console(stderr=True, soft_wrap=True)
@@ -57,6 +58,8 @@ def run_command(
     from inferbench.budget import parse_budget
     from inferbench.shard import parse_shard
 
+    if run_id is not None:
+        one_component(run_id, "--run-id")  # where it enters: the run folder stays in results_dir
     shard_of = parse_shard(shard) if shard else None
     budget_s = parse_budget(budget) if budget else None
     config = load_profile(profile).with_overrides(
@@ -117,7 +120,24 @@ def run_command(
         record_run(run_dir, history)  # warns on failure, never raises: the run is saved already
     if reports_dir is not None:
         report_command(run_dir, reports_dir)
-    return 0
+    return _nothing_measured(records)
+
+
+def _nothing_measured(records: list[dict[str, Any]]) -> int:
+    """Fail closed: a sweep in which no cell produced a number exits 4 (an environment
+    failure, as cli.EXIT_CODES says; not 2, since nothing the user typed was wrong), after its
+    rows, report and history are written. A shard with no cell at all is a success."""
+    from inferbench.cli import EXIT_INTERNAL, EXIT_OK
+    from inferbench.status import MEASURED
+
+    if not records or any(r.get("status") in MEASURED for r in records):
+        return EXIT_OK
+    console.print(
+        f"[bold red]no cell produced a number[/] ({len(records)} cell(s), none measured); "
+        "the reason column of results.csv says why",
+        highlight=False,
+    )
+    return EXIT_INTERNAL
 
 
 def _executor(name: str, ray_address: str | None) -> Any:

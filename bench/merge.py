@@ -3,8 +3,14 @@
 Shards must come from the same sweep: their `config.json` files must agree on everything but
 the shard itself, else the merge is refused naming the first difference. Every shard's
 environment is kept (`envs/<shard>.json`), each row keeps the host that measured it, and cells
-the sweep expected but no shard holds are listed (`merge.json`, and on the terminal). A cell
-found in two shards is an error unless both records are identical.
+the sweep expected but no shard holds are listed (`merge.json`, and on the terminal). A shard
+that holds no cell (more shards than groups) is merged like any other.
+
+Shards are untrusted files (shared volumes, downloaded CI artifacts): a cell's key is
+recomputed from its axes, and a record whose `cell_key` disagrees is refused, naming its file,
+rather than re-keyed (an edited key is a record nobody can vouch for). Every write stays under
+`--out` (inferbench.util.path_under). Two records with one key, in two shards or in two files
+of one shard, are an error naming both files, unless both records are identical.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from inferbench.cellkeys import record_key
 from inferbench.config import Cell, cell_of, model_labels
 from inferbench.errors import UserError
 from inferbench.models.shapes import builtin_label
-from inferbench.storage import SCHEMA_VERSION, load_cells, save_cell, write_csv
-from inferbench.util import atomic_write_json
+from inferbench.storage import SCHEMA_VERSION, cell_files, save_cell, write_csv
+from inferbench.util import atomic_write_json, one_component, path_under
 
 #: config.json keys that differ between shards of one sweep by design.
 SHARD_KEYS = frozenset({"shard", "started_at"})
@@ -88,6 +95,8 @@ def _check_one_sweep(run_dirs: list[Path], configs: list[dict[str, Any]]) -> lis
     labels = [_label(d, c) for d, c in zip(run_dirs, configs, strict=True)]
     if len(set(labels)) != len(labels):
         raise UserError(f"the same shard given twice: {', '.join(labels)}")
+    for label in labels:
+        _env_name(label)  # refused before anything is written
     return labels
 
 
@@ -99,15 +108,21 @@ def _collect(run_dirs: list[Path], labels: list[str], run_id: str) -> list[dict[
     merged: dict[str, dict[str, Any]] = {}
     origin: dict[str, Path] = {}
     for run_dir, label in zip(run_dirs, labels, strict=True):
-        for record in load_cells(run_dir):
-            key = record["cell_key"]
+        for path, record in cell_files(run_dir):
+            key = record_key(record, path)
             if key in merged:
                 if _without_volatile(record) != _without_volatile(merged[key]):
-                    raise UserError(f"cell {key} is in {origin[key]} and {run_dir} with different results")
+                    raise UserError(f"cell {key} is in {origin[key]} and {path} with different results")
                 continue
             merged[key] = {**record, "shard": label, "run_id": run_id}
-            origin[key] = run_dir
+            origin[key] = path
     return list(merged.values())
+
+
+def _env_name(label: str) -> str:
+    """`envs/<name>.json` for a shard: `2/4` -> `2-of-4`; the label comes from the shard's own
+    config.json, so it must still be one file name under `envs/`."""
+    return one_component(label.replace("/", "-of-"), "shard name") + ".json"
 
 
 def merge_runs(run_dirs: list[Path], out_dir: Path) -> Merged:
@@ -130,7 +145,7 @@ def merge_runs(run_dirs: list[Path], out_dir: Path) -> Merged:
     for run_dir, label in zip(run_dirs, labels, strict=True):
         if (run_dir / "env.json").is_file():
             envs[label] = json.loads((run_dir / "env.json").read_text())
-            atomic_write_json(out_dir / "envs" / f"{label.replace('/', '-of-')}.json", envs[label])
+            atomic_write_json(path_under(out_dir / "envs", _env_name(label), "shard name"), envs[label])
     if envs:
         atomic_write_json(out_dir / "env.json", next(iter(envs.values())))
     sources = [str(d) for d in run_dirs]

@@ -23,7 +23,8 @@ import numpy as np
 from inferbench import capability, env
 from inferbench.backends import load_backend
 from inferbench.budget import BudgetClock
-from inferbench.config import Cell, SweepConfig, settings_hash
+from inferbench.cellkeys import sweep_cells
+from inferbench.config import Cell, SweepConfig, resolve_threads, settings_hash
 from inferbench.errors import UserError
 from inferbench.history.fingerprint import machine_from_env
 from inferbench.launch import SharedWorkers, group_key, pin_cpus, run_in_worker
@@ -32,6 +33,7 @@ from inferbench.models import ModelRef, resolve_model
 from inferbench.models.shapes import parse_point
 from inferbench.peak import emulation_cost, get_peaks, load_peaks, percent_of_peak
 from inferbench.resume import kept_cells
+from inferbench.runlock import run_lock
 from inferbench.shard import Shard
 from inferbench.shutdown import Terminated, signals_held
 from inferbench.stats import bootstrap_ci, latency_intervals, summarize
@@ -133,7 +135,7 @@ def run_sweep(
         list(refs.values()),
         seed=config.measure.seed,
         timeout_s=config.measure.timeout_seconds,
-        threads=thread_counts[-1],
+        threads=max(thread_counts, default=resolve_threads(0)),  # an empty shard checks them too
         cache_dir=cache_dir,
     )
     refs = {m: ref for m, ref in zip(refs, checked, strict=True)}
@@ -168,63 +170,70 @@ def run_sweep(
         if budget_s
         else None
     )
-    session = start_session(run_dir, {**config.to_dict(), **recorded}, environment)
-    # Every row carries what the CPU can do natively, so a slow bf16 cell explains itself.
-    machine = machine_from_env(environment)
-    caps = {
-        "host": machine.fingerprint,  # the same fingerprint history keys on
-        "cpu_native_bf16": environment["cpu"]["native_bf16"],
-        "cpu_native_int8": environment["cpu"]["native_int8_dot"],
-    }
+    # Held from the first write to the end: a second run of this folder is refused (exit 2).
+    with run_lock(run_dir, fresh=not resume):
+        session = start_session(run_dir, {**config.to_dict(), **recorded}, environment)
+        write_csv(run_dir, _in_sweep_order(done, cells))  # a table from the start: an empty shard's too
+        # Every row carries what the CPU can do natively, so a slow bf16 cell explains itself.
+        machine = machine_from_env(environment)
+        caps = {
+            "host": machine.fingerprint,  # the same fingerprint history keys on
+            "cpu_native_bf16": environment["cpu"]["native_bf16"],
+            "cpu_native_int8": environment["cpu"]["native_int8_dot"],
+        }
 
-    if events.on_start:
-        events.on_start(len(cells))
-    # Locally, a group's cells share a worker (inferbench.launch); on Ray every cell is a task.
-    shared = SharedWorkers(
-        enabled=bool(config.measure.shared_workers) and config.measure.repeats == 1 and executor is None
-    )
-    job = functools.partial(
-        _run_cell, refs=refs, config=config, run_dir=run_dir, cache_dir=cache_dir, shared=shared
-    )
-    measured = _measured_by(
-        executor,
-        job,
-        run_dir,
-        lambda: list(filter(needed, cells)),
-    )
-    try:
-        for cell in _sweep_order(cells, shared.enabled, budget):
-            previous = done.get(cell.key)
-            if previous is not None and _kept(previous, redo_interfered):
+        if events.on_start:
+            events.on_start(len(cells))
+        # Locally, a group's cells share a worker (inferbench.launch); on Ray every cell is a task.
+        shared = SharedWorkers(
+            enabled=bool(config.measure.shared_workers) and config.measure.repeats == 1 and executor is None
+        )
+        job = functools.partial(
+            _run_cell, refs=refs, config=config, run_dir=run_dir, cache_dir=cache_dir, shared=shared
+        )
+        measured = _measured_by(
+            executor,
+            job,
+            run_dir,
+            lambda: list(filter(needed, cells)),
+        )
+        try:
+            for cell in _sweep_order(cells, shared.enabled, budget):
+                previous = done.get(cell.key)
+                if previous is not None and _kept(previous, redo_interfered):
+                    if events.on_cell_done:
+                        events.on_cell_done(cell, previous)
+                    continue
+                if events.on_cell_start:
+                    events.on_cell_start(cell)
+                backend_cls = backend_classes[cell.backend]
+                record = static_verdict(cell, refs[cell.model], backend_cls, precision_check, budget)
+                if record is None:
+                    record = _measure(cell, measured, budget)
+                    record.update(precision_check.flag(cell, backend_cls) if precision_check else {})
+                pinned = ",".join(map(str, pin_cpus(cell.threads))) if config.pin else ""
+                extra = {
+                    "settings": settings[cell.key],
+                    "settings_hash": hashes[cell.key],
+                    "session": session,
+                }
+                record = _finish({**caps, "pinned_cpus": pinned, **record, **extra}, cell, run_dir.name)
+                on_cpu = backend_classes[cell.backend].device == "cpu"  # the ceilings are the CPU's
+                record.update(percent_of_peak(record, peaks[cell.threads] if on_cpu else None))
+                with signals_held():  # a stop lands before or after this pair, never between
+                    save_cell(run_dir, record)
+                    done[cell.key] = record
+                    write_csv(run_dir, _in_sweep_order(done, cells))
                 if events.on_cell_done:
-                    events.on_cell_done(cell, previous)
-                continue
-            if events.on_cell_start:
-                events.on_cell_start(cell)
-            backend_cls = backend_classes[cell.backend]
-            record = static_verdict(cell, refs[cell.model], backend_cls, precision_check, budget)
-            if record is None:
-                record = _measure(cell, measured, budget)
-                record.update(precision_check.flag(cell, backend_cls) if precision_check else {})
-            pinned = ",".join(map(str, pin_cpus(cell.threads))) if config.pin else ""
-            extra = {"settings": settings[cell.key], "settings_hash": hashes[cell.key], "session": session}
-            record = _finish({**caps, "pinned_cpus": pinned, **record, **extra}, cell, run_dir.name)
-            on_cpu = backend_classes[cell.backend].device == "cpu"  # the ceilings are the CPU's
-            record.update(percent_of_peak(record, peaks[cell.threads] if on_cpu else None))
-            with signals_held():  # a stop lands before or after this pair, never between
-                save_cell(run_dir, record)
-                done[cell.key] = record
+                    events.on_cell_done(cell, record)
+        except (KeyboardInterrupt, Terminated):
+            with signals_held():  # the CSV again, whole, from every finished cell
                 write_csv(run_dir, _in_sweep_order(done, cells))
-            if events.on_cell_done:
-                events.on_cell_done(cell, record)
-    except (KeyboardInterrupt, Terminated):
-        with signals_held():  # the CSV again, whole, from every finished cell
-            write_csv(run_dir, _in_sweep_order(done, cells))
-        raise
-    finally:
-        measured.close()
-        shared.close()
-    return _in_sweep_order(done, cells)
+            raise
+        finally:
+            measured.close()
+            shared.close()
+        return _in_sweep_order(done, cells)
 
 
 @dataclass(frozen=True)
@@ -391,10 +400,11 @@ def _execution_order(cells: list[Cell]) -> list[Cell]:
 
 
 def _cells_of(config: SweepConfig, shard: Shard | None) -> list[Cell]:
-    cells = shard.select(config.cells()) if shard else config.cells()
-    if not cells:
-        raise UserError(f"shard {shard} of this sweep holds no cell; use fewer shards")
-    return cells
+    """The cells this job runs. A shard may hold none (more shards than groups): it still
+    writes its run folder, environment and config, and exits 0, so a fixed-size job array
+    never fails on it and `merge` takes it like any other."""
+    cells = sweep_cells(config)  # two cells with one key are refused, naming both
+    return shard.select(cells) if shard else cells
 
 
 def _sweep_order(cells: list[Cell], shared: bool, budget: BudgetClock | None) -> list[Cell]:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from inferbench.errors import InternalError, UserError
 from inferbench.status import STATUSES
-from inferbench.util import atomic_write_json, atomic_write_text
+from inferbench.util import atomic_write_json, atomic_write_text, one_component, path_under
 
 SCHEMA_VERSION = 1
 
@@ -31,6 +31,7 @@ __all__ = [
     "NUMERIC",
     "SCHEMA_VERSION",
     "STATUSES",
+    "cell_files",
     "latest_run",
     "load_cells",
     "load_run",
@@ -151,7 +152,9 @@ NUMERIC = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)
 
 
 def cell_path(run_dir: Path, key: str) -> Path:
-    return run_dir / "cells" / f"{key}.json"
+    """Where a cell's record goes: refused unless the key is one file name that stays in the
+    run's `cells/` (keys reach here from shards and agents, not only from this sweep)."""
+    return path_under(run_dir / "cells", f"{one_component(key, 'cell key')}.json", "cell key")
 
 
 def save_cell(run_dir: Path, record: dict[str, Any]) -> None:
@@ -159,7 +162,12 @@ def save_cell(run_dir: Path, record: dict[str, Any]) -> None:
 
 
 def load_cells(run_dir: Path) -> list[dict[str, Any]]:
-    records = []
+    return [record for _, record in cell_files(run_dir)]
+
+
+def cell_files(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every cell record of a run folder with the file it came from, by file name."""
+    found = []
     for path in sorted((run_dir / "cells").glob("*.json")):
         try:
             record = json.loads(path.read_text())
@@ -170,8 +178,8 @@ def load_cells(run_dir: Path) -> list[dict[str, Any]]:
         version = record.get("schema_version")
         if version != SCHEMA_VERSION:
             raise UserError(f"{path}: schema_version {version} is not supported (expected {SCHEMA_VERSION})")
-        records.append(record)
-    return records
+        found.append((path, record))
+    return found
 
 
 def to_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -271,7 +279,7 @@ def load_host_envs(run_dir: Path) -> list[dict[str, Any]]:
 def save_host_env(run_dir: Path, host: str, environment: dict[str, Any]) -> None:
     """One machine's environment, beside the others (`envs/<host>.json`): where a merged run
     and a run over several nodes keep each machine's facts."""
-    atomic_write_json(run_dir / "envs" / f"{host}.json", environment)
+    atomic_write_json(path_under(run_dir / "envs", f"{host}.json", "host"), environment)
 
 
 def start_session(run_dir: Path, config: dict[str, Any], environment: dict[str, Any]) -> int:
@@ -280,7 +288,8 @@ def start_session(run_dir: Path, config: dict[str, Any], environment: dict[str, 
     sessions = _sessions(run_dir)
     number = sessions[-1][0] + 1 if sessions else 1
     suffix = "" if number == 1 else f"-{number}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # cells/ from the start: a sweep with no cell (an empty shard) is still a run folder.
+    (run_dir / "cells").mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / f"config{suffix}.json", {"schema_version": SCHEMA_VERSION, **config})
     atomic_write_json(run_dir / f"env{suffix}.json", environment)
     return number

@@ -1,4 +1,5 @@
-"""Small shared helpers: atomic writes and artifact cache paths."""
+"""Small shared helpers: atomic writes, names that must stay one folder entry, and artifact
+cache paths."""
 
 from __future__ import annotations
 
@@ -9,8 +10,28 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from inferbench.errors import UserError
+
 if TYPE_CHECKING:
     from inferbench.models import ModelDef
+
+
+def one_component(name: str, what: str) -> str:
+    """`name` if it is one plain folder entry: not empty, no `/` (nor `\\` or NUL), no
+    leading `.` (which also rules out `.` and `..`). Names that reach a path from a flag or a
+    file are checked here, where they enter, so none can climb out of its folder."""
+    if not isinstance(name, str) or not name or name.startswith(".") or any(c in name for c in "/\\\0"):
+        raise UserError(f"{what} must be one folder name (no '/', '..', leading '.', or empty); got {name!r}")
+    return name
+
+
+def path_under(root: Path, name: str, what: str) -> Path:
+    """`root / name`, refused unless it resolves inside `root` (a symlink planted where the
+    file goes would otherwise carry the write elsewhere)."""
+    path = root / one_component(name, what)
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise UserError(f"{what} {name!r} leads outside {root}")
+    return path
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -272,3 +273,52 @@ def test_hanging_factory_is_stopped_by_the_timeout() -> None:
 def test_working_factories_pass_the_check() -> None:
     refs = [ModelRef(r, "factory") for r in ("tests.fakes:numpy_model", "tests.fakes:torch_linear_model")]
     check_models(refs, seed=0, timeout_s=300, threads=1)  # raises on a problem
+
+
+@pytest.mark.slow
+def test_a_second_run_of_one_run_id_is_refused_naming_the_first(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Two runs given one --run-id would share work/ and config.json, and the last writer's
+    results.csv would drop the other's rows: the second is refused while the first holds the
+    folder's lock, naming it."""
+    first_profile, second_profile = tmp_path / "hang.toml", tmp_path / "fake.toml"
+    first_profile.write_text(PROFILE.replace(f'"{FAKE}", ', ""))  # holds the folder, never ends
+    second_profile.write_text(PROFILE.replace(f', "{HANG}"', ""))
+    results, run_dir = tmp_path / "results", tmp_path / "results" / "r"
+    options = [
+        "--run-id",
+        "r",
+        "--results-dir",
+        str(results),
+        "--no-report",
+        "--no-progress",
+        "--peak",
+        "off",
+    ]
+    command = [sys.executable, "-m", "inferbench", "run", "--profile", str(first_profile), *options]
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        spec = run_dir / "work" / f"tests.fakes_numpy_model__{HANG}__fp32__b1__t1.spec.json"
+        _wait_for(lambda: spec.exists() or first.poll() is not None, 300, "the first run's cell")
+        assert first.poll() is None, first.communicate()
+        assert main(["run", "--profile", str(second_profile), *options]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        holder = f"(pid {first.pid} on {socket.gethostname()}, started "
+        assert line.startswith(f"inferbench: error: {run_dir} is in use by another run {holder}")
+        assert json.loads((run_dir / "config.json").read_text())["backends"] == [HANG]  # the first's
+        assert not list((run_dir / "cells").glob("*.json")) and not (run_dir / "config-2.json").exists()
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    assert first.returncode == 143
+
+
+@pytest.mark.slow
+def test_a_run_where_every_cell_errored_exits_4(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    profile = tmp_path / "raise.toml"
+    profile.write_text(PROFILE.replace(f'"{FAKE}", "{HANG}"', '"tests.fakes:RaiseBackend"'))
+    argv = ["run", "--profile", str(profile), "--run-id", "r", "--results-dir", str(tmp_path), "--no-report"]
+    assert main([*argv, "--peak", "off"]) == 4
+    assert "no cell produced a number (1 cell(s), none measured)" in capsys.readouterr().err
+    assert list(read_csv(tmp_path / "r")["status"]) == ["error"]

@@ -32,11 +32,7 @@ def test_three_smoke_shards_merge_into_the_whole_sweep(tmp_path: Path) -> None:
     shards = []
     for i in (1, 2, 3):
         run_dir = tmp_path / "results" / f"shard-{i}"
-        try:
-            run_sweep(config, run_dir, cache_dir=tmp_path / "cache", shard=Shard(i, 3))
-        except UserError as exc:  # a shard may hold no cell of a small sweep
-            assert "holds no cell" in str(exc)
-            continue
+        run_sweep(config, run_dir, cache_dir=tmp_path / "cache", shard=Shard(i, 3))
         assert json.loads((run_dir / "config.json").read_text())["shard"] == f"{i}/3"
         shards.append(run_dir)
     merged = merge_runs(shards, tmp_path / "results" / "merged")
@@ -49,7 +45,8 @@ def test_three_smoke_shards_merge_into_the_whole_sweep(tmp_path: Path) -> None:
 
     env = json.loads((shards[0] / "env.json").read_text())
     assert set(rows["host"]) == {machine_from_env(env).fingerprint}
-    assert set(rows["shard"]) == {json.loads((d / "config.json").read_text())["shard"] for d in shards}
+    holding = [d for d in shards if list((d / "cells").glob("*.json"))]  # one may hold no cell
+    assert set(rows["shard"]) == {json.loads((d / "config.json").read_text())["shard"] for d in holding}
     assert len(list((tmp_path / "results" / "merged" / "envs").glob("*.json"))) == len(shards)
 
 
@@ -105,3 +102,97 @@ def test_budget_plans_only_the_cells_that_need_a_worker_and_learns_as_it_goes(
         "tests.fakes:FakeBackend": ["ok"] * 3,
         "tests.fakes:MissingEngineBackend": ["unavailable"] * 3,
     }
+
+
+# ---------------------------------------------------------------- untrusted shards (issue 27)
+
+
+def _hostile_shard(root: Path, records: dict[str, dict[str, Any]]) -> Path:
+    """A shard folder as a downloaded artifact could hold it: config, env and cell files."""
+    config = fake_sweep(["tests.fakes:FakeBackend"], batch_sizes=(1,))
+    shard = root / "shards" / "shard-1"
+    (shard / "cells").mkdir(parents=True)
+    (shard / "config.json").write_text(json.dumps({**config.to_dict(), "shard": "1/1", "schema_version": 1}))
+    (shard / "env.json").write_text("{}")
+    for name, record in records.items():
+        (shard / "cells" / name).write_text(json.dumps(record))
+    return shard
+
+
+def _record(cell: Cell, **changes: Any) -> dict[str, Any]:
+    return {**asdict(cell), "cell_key": cell.key, "status": "ok", "schema_version": 1, **changes}
+
+
+CELL = Cell("numpy_model", "tests.fakes:FakeBackend", "fp32", 1, 1)
+
+
+def test_a_shard_key_that_climbs_out_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    out = tmp_path / "work" / "deep" / "merged"
+    shard = _hostile_shard(tmp_path, {"x.json": _record(CELL, cell_key="../../../escaped/pwned")})
+    with pytest.raises(UserError, match=r"x\.json: cell_key '\.\./\.\./\.\./escaped/pwned' does not match"):
+        merge_runs([shard], out)
+    assert not (tmp_path / "work" / "escaped").exists() and not out.exists()
+    assert list(tmp_path.rglob("pwned*")) == []
+
+
+def test_axes_that_make_a_key_with_a_slash_are_refused(tmp_path: Path) -> None:
+    cell = Cell("m", "../../../escaped/pwned", "fp32", 1, 1)  # the key agrees with these axes
+    shard = _hostile_shard(tmp_path, {"x.json": _record(cell)})
+    with pytest.raises(UserError, match="must be one folder name"):
+        merge_runs([shard], tmp_path / "merged")
+    assert list(tmp_path.rglob("pwned*")) == [] and not (tmp_path / "merged").exists()
+
+
+def test_a_record_that_is_not_a_cell_is_refused_naming_its_file(tmp_path: Path) -> None:
+    shard = _hostile_shard(tmp_path, {"x.json": _record(CELL, batch_size="1")})
+    with pytest.raises(UserError, match=r"x\.json: not a cell record \(batch_size is '1'\)"):
+        merge_runs([shard], tmp_path / "merged")
+
+
+def test_two_records_with_one_key_are_refused_naming_both_files(tmp_path: Path) -> None:
+    shard = _hostile_shard(
+        tmp_path, {"a.json": _record(CELL, latency_p50_ms=1.0), "b.json": _record(CELL, latency_p50_ms=2.0)}
+    )
+    with pytest.raises(UserError, match=r"a\.json and .*b\.json with different results"):
+        merge_runs([shard], tmp_path / "merged")
+
+
+def test_a_shard_name_that_climbs_out_of_envs_is_refused(tmp_path: Path) -> None:
+    shard = _hostile_shard(tmp_path, {"x.json": _record(CELL)})
+    config = json.loads((shard / "config.json").read_text())
+    (shard / "config.json").write_text(json.dumps({**config, "shard": ".."}))
+    with pytest.raises(UserError, match="shard name must be one folder name"):
+        merge_runs([shard], tmp_path / "merged")
+
+
+def test_an_empty_shard_exits_0_and_merges(tmp_path: Path) -> None:
+    """Two groups over three shards: one shard holds no cell. It still writes its run folder
+    (environment, config, an empty table), and the merge of all three is the whole sweep."""
+    from inferbench.commands import run_command
+
+    profile = tmp_path / "two.toml"
+    profile.write_text(
+        '[sweep]\nmodels = ["tests.fakes:numpy_model"]\n'
+        'backends = ["tests.fakes:FakeBackend", "tests.fakes:SleepBackend"]\n'
+        "batch_sizes = [1]\nthreads = [1]\n[measure]\n"
+        + "".join(f"{k} = {v!r}\n" for k, v in asdict(FAST_MEASURE).items())
+    )
+    shards = []
+    for i in (1, 2, 3):
+        code = run_command(
+            profile=str(profile),
+            run_id=f"shard-{i}",
+            shard=f"{i}/3",
+            results_dir=tmp_path / "results",
+            cache_dir=tmp_path / "cache",
+            reports_dir=tmp_path / "reports",
+            peak="off",
+        )
+        assert code == 0
+        shards.append(tmp_path / "results" / f"shard-{i}")
+    empty = [d for d in shards if not list((d / "cells").glob("*.json"))]
+    assert len(empty) == 1
+    assert {p.name for p in empty[0].iterdir()} >= {"config.json", "env.json", "results.csv", "cells"}
+    merged = merge_runs(shards, tmp_path / "results" / "merged")
+    assert merged.cells == 2 and merged.missing == [] and len(merged.shards) == 3
+    assert len(list((tmp_path / "results" / "merged" / "envs").glob("*.json"))) == 3
