@@ -1,12 +1,13 @@
-"""Sharding: a stable, coordination-free partition, and the schedulers' variables."""
+"""Sharding: a coordination-free, balanced and mostly stable partition, and the schedulers'
+variables."""
 
 from __future__ import annotations
 
 import pytest
 
-from inferbench.config import SweepConfig
+from inferbench.config import Cell, SweepConfig
 from inferbench.errors import UserError
-from inferbench.shard import Shard, parse_shard, shard_of
+from inferbench.shard import Shard, assign, group_of, hash_shard, parse_shard
 
 
 def _cells(models: tuple[str, ...]) -> list:  # type: ignore[type-arg]
@@ -28,17 +29,64 @@ def test_shards_partition_the_sweep() -> None:
     assert all(len(share) >= len(cells) / 4 / 2 for share in shares)  # none starved
 
 
-def test_adding_a_model_moves_no_existing_cell() -> None:
-    before = {c.key: shard_of(c, 4) for c in _cells(("resnet50", "bert-base"))}
-    after = {c.key: shard_of(c, 4) for c in _cells(("resnet50", "bert-base", "lstm"))}
-    assert all(after[key] == shard for key, shard in before.items())
-    assert len(after) > len(before)
+def _groups_per_shard(cells: list[Cell], count: int) -> list[int]:
+    where = assign(cells, count)
+    return [list(where.values()).count(i) for i in range(1, count + 1)]
+
+
+def test_no_shard_is_empty_while_there_are_groups_for_every_shard() -> None:
+    # The issue's case: 2 models x 2 backends over 3 shards; the hash alone leaves 3/3 empty.
+    cells = SweepConfig(models=("resnet50", "mlp"), backends=("torch", "onnxruntime")).cells()
+    assert {hash_shard(group_of(c), 3) for c in cells} == {1, 2}
+    assert Shard(3, 3).select(cells)
+    for models in (("resnet50",), ("resnet50", "bert-base"), ("resnet50", "bert-base", "lstm")):
+        cells = _cells(models)
+        groups = len({group_of(c) for c in cells})
+        for count in range(1, groups + 1):
+            assert min(_groups_per_shard(cells, count)) >= 1, (models, count)
+
+
+def test_shards_balance_their_estimated_cost() -> None:
+    """Every group of a sweep has as many cells, so balanced cost is group counts within one:
+    9 groups over 4 shards are 2, 2, 2, 3, where the hash alone gives 1, 2, 3, 3."""
+    cells = _cells(("resnet50",))
+    hashed = [[hash_shard(group_of(c), 4) for c in cells].count(i) for i in range(1, 5)]
+    assert max(hashed) - min(hashed) > 9  # in cells: the hash alone is uneven here
+    for models in (("resnet50",), ("resnet50", "bert-base"), ("resnet50", "bert-base", "lstm")):
+        for count in (2, 3, 4, 5, 7):
+            spread = _groups_per_shard(_cells(models), count)
+            assert max(spread) - min(spread) <= 1, (models, count, spread)
+
+
+def test_unequal_groups_differ_by_at_most_the_biggest_group() -> None:
+    big = [Cell("big", "torch", "fp32", b, 1) for b in range(1, 13)]
+    small = [Cell(f"m{i}", "torch", "fp32", 1, 1) for i in range(9)]
+    loads = [len(Shard(i, 3).select(big + small)) for i in (1, 2, 3)]
+    assert sum(loads) == 21 and max(loads) - min(loads) <= 12
+    assert sorted(loads)[-1] == 12  # the big group alone on its shard, the small ones beside it
+
+
+def test_adding_a_model_moves_few_existing_groups() -> None:
+    """Groups start on their hash shard and leave it only to even out the load, so adding a
+    model keeps most of the existing split (a fresh balanced split would move many)."""
+    for count in (2, 3, 4, 5):
+        before = assign(_cells(("resnet50", "bert-base")), count)
+        after = assign(_cells(("resnet50", "bert-base", "lstm")), count)
+        moved = [group for group, shard in before.items() if after[group] != shard]
+        assert len(moved) <= len(before) // 4, (count, moved)
+        assert len(after) > len(before)
 
 
 def test_thread_count_does_not_move_a_cell() -> None:
-    one = SweepConfig(models=("mlp",), backends=("torch",), threads=(1,)).cells()[0]
-    two = SweepConfig(models=("mlp",), backends=("torch",), threads=(2,)).cells()[0]
-    assert shard_of(one, 7) == shard_of(two, 7)
+    one = SweepConfig(models=("mlp",), backends=("torch", "onnxruntime"), threads=(1,)).cells()
+    two = SweepConfig(models=("mlp",), backends=("torch", "onnxruntime"), threads=(2,)).cells()
+    assert list(assign(one, 7).values()) == list(assign(two, 7).values())
+
+
+def test_more_shards_than_groups_leaves_some_empty() -> None:
+    cells = SweepConfig(models=("mlp",), backends=("torch",)).cells()
+    shares = [Shard(i, 3).select(cells) for i in (1, 2, 3)]
+    assert sorted(len(s) for s in shares) == [0, 0, 1]
 
 
 @pytest.mark.parametrize(
@@ -86,8 +134,10 @@ def test_sharded_workflow_parses_and_its_matrix_matches_the_shard_count() -> Non
 
 
 def test_a_shared_worker_group_stays_in_one_shard() -> None:
+    cells = _cells(("resnet50", "bert-base", "lstm"))
     by_group: dict[tuple[str, str, str], set[int]] = {}
-    for cell in _cells(("resnet50", "bert-base", "lstm")):
-        by_group.setdefault((cell.model, cell.backend, cell.precision), set()).add(shard_of(cell, 4))
+    for i in range(1, 5):
+        for cell in Shard(i, 4).select(cells):
+            by_group.setdefault(group_of(cell), set()).add(i)
     assert all(len(shards) == 1 for shards in by_group.values())
     assert len(set().union(*by_group.values())) == 4  # and the groups spread over every shard
