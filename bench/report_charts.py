@@ -56,6 +56,9 @@ def figures(frame: pd.DataFrame, records: list[dict[str, Any]]) -> Iterator[tupl
     # a chart shows goes in as entities, as the tables escape it.
     ok["engine"] = (ok["backend"] + " " + ok["precision"]).map(plotly_text)
     ok["series"] = ok["engine"] + ok["mode"].map({"throughput": " (tput)"}).fillna("")
+    if "shape" in ok:  # a shape axis: one line per engine and shape
+        shape = ok["shape"].fillna("").astype(str).map(plotly_text)
+        ok["series"] = ok["series"].where(shape == "", ok["series"] + " " + shape)
     quantiles = {r.get("cell_key"): latency_quantiles(r.get("latencies_ns")) for r in records}
     keys = keys_with_host(["model"], frame)
     if HOST in keys:
