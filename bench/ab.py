@@ -2,7 +2,7 @@
 
 A committed baseline compares today's code on today's machine with yesterday's code on
 another machine; on a shared runner that is a false alarm waiting to happen. Here every cell
-runs K rounds, and each round runs one fresh worker per side back to back, the order
+runs in rounds, and each round runs one fresh worker per side back to back, the order
 alternating by round (AB, BA, AB, ...): whatever the machine does over minutes (frequency,
 neighbours, thermal state) hits both sides of a round alike, and a linear drift cancels over
 each AB/BA pair. The verdict compares the sides round by round: per round the log ratio of
@@ -11,15 +11,21 @@ side's timed window was disturbed (`interfered`, after the runner's own re-measu
 out of the pairs; a cell with fewer than two clean rounds is inconclusive.
 
 Rounds go over all cells before the next round starts, so a burst of interference costs each
-cell a round rather than one cell all of its rounds.
+cell a round rather than one cell all of its rounds. After each round every open cell is
+looked at (`run_rounds`): a cell whose gating metrics are decided (passed or failed) stops,
+and the rounds left go to the cells still open, up to `--rounds` and within `--budget`. The
+looks are a group-sequential design (`inferbench.sequential`), so stopping on a lucky round
+does not inflate the error rates.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +36,7 @@ import pandas as pd
 
 from inferbench.compare import KEY, VALUE_COLUMN, CompareOptions, judge, status_row
 from inferbench.errors import InternalError, UserError
+from inferbench.sequential import Looks, add_look
 from inferbench.sides import Side
 from inferbench.verdict import INCONCLUSIVE, Estimate, paired_estimate
 
@@ -43,12 +50,15 @@ Events = Callable[[str, str, int, dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class AbOptions:
-    rounds: int = 10
+    rounds: int = 10  # the most rounds a cell runs
     compare: CompareOptions = field(default_factory=CompareOptions)
+    budget_s: float | None = None  # wall-clock limit of the whole run (None: rounds alone)
 
     def __post_init__(self) -> None:
         if self.rounds < 2:
             raise UserError(f"--rounds must be >= 2 (a paired test needs two rounds); got {self.rounds}")
+        if self.budget_s is not None and not self.budget_s > 0:
+            raise UserError(f"--budget must be positive; got {self.budget_s}")
 
 
 def round_order(round_index: int) -> tuple[str, str]:
@@ -56,26 +66,109 @@ def round_order(round_index: int) -> tuple[str, str]:
     return SIDES if round_index % 2 == 0 else (SIDES[1], SIDES[0])
 
 
+#: Why a cell stopped (`Rounds.stopped`).
+DECIDED, NOT_OK, MOST_ROUNDS, BUDGET = "decided", "a side not ok", "most rounds", "budget"
+
+
+@dataclass
+class Rounds:
+    """The rounds of a run: every record per cell and side, each cell's sequential looks
+    (clean rounds, spending time), and why each cell stopped."""
+
+    results: dict[str, dict[str, list[dict[str, Any]]]]
+    looks: dict[str, Looks]
+    stopped: dict[str, str] = field(default_factory=dict)
+
+    def clean_rounds(self, key: str) -> int:
+        return len(_clean_pairs(self.results[key]))
+
+
 def interleave(
     cell_keys: list[str], rounds: int, launch: Launch, on_result: Events | None = None
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """Run every cell K rounds, one fresh worker per side per round; a cell stops early once
-    either side is not ok (unavailable, unsupported, error, accuracy-fail, ...): its verdict is
-    the status change, and more rounds would not change it."""
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {k: {s: [] for s in SIDES} for k in cell_keys}
-    stopped: set[str] = set()
-    for r in range(rounds):
-        for key in cell_keys:
-            if key in stopped:
-                continue
-            for side in round_order(r):
-                record = launch(side, key, r)
-                results[key][side].append(record)
-                if on_result is not None:
-                    on_result(side, key, r, record)
-            if any(results[key][s][-1]["status"] != "ok" for s in SIDES):
-                stopped.add(key)
-    return results
+    """Run every cell K rounds, nothing judged on the way (a fixed design; `run_rounds` stops
+    the cells it has decided)."""
+    return run_rounds(cell_keys, AbOptions(rounds=rounds), launch, on_result).results
+
+
+def run_rounds(
+    cell_keys: list[str],
+    options: AbOptions,
+    launch: Launch,
+    on_result: Events | None = None,
+    *,
+    cells: dict[str, dict[str, Any]] | None = None,
+    on_stop: Callable[[str, int, str], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    started: float | None = None,
+) -> Rounds:
+    """Rounds over the open cells, one fresh worker per side per cell, until none is open, the
+    most rounds are run or the next round would not fit the budget (counted from `started`,
+    default now). A cell stops once either side is not ok (unavailable, unsupported, error,
+    accuracy-fail, ...: its verdict is the status change) and, when `cells` are given, once
+    `paired_rows` decides its gating metrics at its latest look. A cell still open at the end
+    gets a last look that spends what is left of alpha."""
+    start = clock() if started is None else started
+    deadline = start + options.budget_s if options.budget_s else math.inf
+    run = Rounds({k: {s: [] for s in SIDES} for k in cell_keys}, {k: () for k in cell_keys})
+    open_keys, pair_s = list(cell_keys), dict.fromkeys(cell_keys, 0.0)
+
+    def stop(keys: list[str], why: str, done: int) -> None:
+        for key in keys:
+            run.stopped[key] = why
+            if on_stop is not None:
+                on_stop(key, done, why)
+
+    for r in range(options.rounds):
+        for key in open_keys:
+            before = clock()
+            _run_pair(run.results[key], key, r, launch, on_result)
+            pair_s[key] = clock() - before
+        broken = [k for k in open_keys if any(run.results[k][s][-1]["status"] != "ok" for s in SIDES)]
+        stop(broken, NOT_OK, r + 1)
+        open_keys = [k for k in open_keys if k not in broken]
+        if cells is None:
+            continue
+        # Spending time: rounds run, or time used, whichever is further; neither is the cell's data.
+        used = (clock() - start) / options.budget_s if options.budget_s else 0.0
+        _look(run, open_keys, max((r + 1) / options.rounds, used))
+        decided = _decided(run, open_keys, cells, options)
+        stop(decided, DECIDED, r + 1)
+        open_keys = [k for k in open_keys if k not in decided]
+        last = r + 1 == options.rounds
+        if open_keys and (last or clock() + sum(pair_s[k] for k in open_keys) > deadline):
+            _look(run, open_keys, 1.0)
+            stop(open_keys, MOST_ROUNDS if last else BUDGET, r + 1)
+            break
+    return run
+
+
+def _run_pair(
+    by_side: dict[str, list[dict[str, Any]]], key: str, r: int, launch: Launch, on_result: Events | None
+) -> None:
+    for side in round_order(r):
+        record = launch(side, key, r)
+        by_side[side].append(record)
+        if on_result is not None:
+            on_result(side, key, r, record)
+
+
+def _look(run: Rounds, keys: list[str], tau: float) -> None:
+    for key in keys:
+        run.looks[key] = add_look(run.looks[key], run.clean_rounds(key), tau)
+
+
+def _decided(run: Rounds, keys: list[str], cells: dict[str, dict[str, Any]], options: AbOptions) -> list[str]:
+    """The open cells whose every gating metric is decided at its latest look (judged with all
+    cells, so that the family, and with it each test's share of alpha, stays the same)."""
+    table = _table(run.results, cells, options, (), run.looks)
+    frame = judge(table.rows, table.estimates, options.compare, table.looks)
+    if frame.empty:
+        return []
+    gating = frame["gating"].to_numpy()
+    undecided = (frame["verdict"] == INCONCLUSIVE).to_numpy()
+    owners = np.asarray(table.owners, dtype=object)
+    return [k for k in keys if (owners[gating] == k).any() and not (undecided & gating & (owners == k)).any()]
 
 
 def _side_status(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -130,50 +223,86 @@ def round_value(record: dict[str, Any], metric: str) -> float:
     return float(record[VALUE_COLUMN[metric]])
 
 
-def paired_rows(
+def _clean_pairs(by_side: dict[str, list[dict[str, Any]]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The rounds neither side's timed window was disturbed in, as (base, head) pairs."""
+    return [
+        (b, h)
+        for b, h in zip(by_side["base"], by_side["head"], strict=True)
+        if not b.get("interfered") and not h.get("interfered")
+    ]
+
+
+@dataclass
+class _Table:
+    """Verdict rows before judging, with their estimates, looks and cell keys (None: missing)."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    estimates: list[Estimate | None] = field(default_factory=list)
+    looks: list[Looks | None] | None = None
+    owners: list[str | None] = field(default_factory=list)
+
+    def add(self, row: dict[str, Any], estimate: Estimate | None, owner: str | None, looks: Looks) -> None:
+        self.rows.append(row)
+        self.estimates.append(estimate)
+        self.owners.append(owner)
+        if self.looks is not None:
+            self.looks.append(looks or None)
+
+
+def _table(
     results: dict[str, dict[str, list[dict[str, Any]]]],
     cells: dict[str, dict[str, Any]],
     options: AbOptions,
-    missing: Sequence[dict[str, Any]] = (),
-) -> pd.DataFrame:
-    """The verdict table from the rounds, with the same columns as `compare`. `missing`: cells
-    of the base side's sweep that the head's sweep no longer has (each fails the comparison)."""
-    rows: list[dict[str, Any]] = [_missing_row(cell) for cell in missing]
-    estimates: list[Estimate | None] = [None] * len(rows)
+    missing: Sequence[dict[str, Any]],
+    looks: Mapping[str, Looks] | None,
+) -> _Table:
+    table = _Table(looks=None if looks is None else [])
+    for cell in missing:
+        table.add(_missing_row(cell), None, None, ())
     for key, by_side in results.items():
         cell = {k: cells[key][k] for k in KEY}
+        seen = looks.get(key, ()) if looks is not None else ()
         base, head = _side_status(by_side["base"]), _side_status(by_side["head"])
         if base["status"] != "ok" or head["status"] != "ok":
-            rows.append(_flaky_base_row(cell, by_side["base"], base, head) or status_row(cell, base, head))
-            estimates.append(None)
+            row = _flaky_base_row(cell, by_side["base"], base, head) or status_row(cell, base, head)
+            table.add(row, None, key, ())
             continue
-        pairs = [
-            (b, h)
-            for b, h in zip(by_side["base"], by_side["head"], strict=True)
-            if not b.get("interfered") and not h.get("interfered")
-        ]
+        pairs = _clean_pairs(by_side)
         disturbed = len(by_side["base"]) - len(pairs)
         note = f"{disturbed} of {len(by_side['base'])} rounds interfered, left out" if disturbed else ""
         for metric in options.compare.compared:
             b_values = [round_value(b, metric) for b, _ in pairs]
             h_values = [round_value(h, metric) for _, h in pairs]
             estimate = paired_estimate(b_values, h_values, higher_is_better=metric == "throughput")
-            rows.append(
-                {
-                    **cell,
-                    "metric": metric,
-                    "base_status": "ok",
-                    "new_status": "ok",
-                    "base_value": float(np.median(b_values)) if b_values else float("nan"),
-                    "new_value": float(np.median(h_values)) if h_values else float("nan"),
-                    "n_base": len(pairs),
-                    "n_new": len(pairs),
-                    "unit": "round",
-                    "note": note if estimate is not None else _few_rounds(len(pairs), note),
-                }
-            )
-            estimates.append(estimate)
-    return judge(rows, estimates, options.compare)
+            row = {
+                **cell,
+                "metric": metric,
+                "base_status": "ok",
+                "new_status": "ok",
+                "base_value": float(np.median(b_values)) if b_values else float("nan"),
+                "new_value": float(np.median(h_values)) if h_values else float("nan"),
+                "n_base": len(pairs),
+                "n_new": len(pairs),
+                "unit": "round",
+                "note": note if estimate is not None else _few_rounds(len(pairs), note),
+            }
+            table.add(row, estimate, key, seen)
+    return table
+
+
+def paired_rows(
+    results: dict[str, dict[str, list[dict[str, Any]]]],
+    cells: dict[str, dict[str, Any]],
+    options: AbOptions,
+    missing: Sequence[dict[str, Any]] = (),
+    looks: Mapping[str, Looks] | None = None,
+) -> pd.DataFrame:
+    """The verdict table from the rounds, with the same columns as `compare`. `missing`: cells
+    of the base side's sweep that the head's sweep no longer has (each fails the comparison).
+    `looks`: each cell's sequential looks (`run_rounds`), each judged at its latest one;
+    without, every cell is one fixed sample (Holm over the gating tests)."""
+    table = _table(results, cells, options, missing, looks)
+    return judge(table.rows, table.estimates, options.compare, table.looks)
 
 
 # ---------------------------------------------------------------- real sides

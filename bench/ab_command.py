@@ -10,7 +10,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from inferbench.ab import AbOptions, agents, interleave, paired_rows
+from inferbench.ab import (
+    BUDGET,
+    DECIDED,
+    MOST_ROUNDS,
+    NOT_OK,
+    AbOptions,
+    Rounds,
+    agents,
+    paired_rows,
+    run_rounds,
+)
 from inferbench.compare_env import load_view
 from inferbench.compare_report import write_outputs
 from inferbench.config import CELL_AXES, cell_axes, load_profile
@@ -53,6 +63,7 @@ def run_ab(
     out_dir: Path | None = None,
     repo: Path | None = None,
     on_result: Any = None,
+    on_stop: Any = None,
 ) -> tuple[Any, Any, Path]:
     """Run an A/B comparison; returns (verdict frame, unmatched frame, compare.md path)."""
     import pandas as pd
@@ -75,11 +86,19 @@ def run_ab(
             unmatched = [{**_key_columns(cells[k]), "only_in": "head"} for k in cells if k not in base_keys]
             missing = [c for c in running["base"].info["cells"] if c["key"] not in cells]
             unmatched += [{**_key_columns(c), "only_in": "base"} for c in missing]
-            results = interleave(
-                common, options.rounds, lambda side, key, r: running[side].run(key, r), on_result
+            run = run_rounds(
+                common,
+                options,
+                lambda side, key, r: running[side].run(key, r),
+                on_result,
+                cells=cells,
+                on_stop=on_stop,
+                clock=time.perf_counter,
+                started=started,  # the budget covers the whole run, checkouts included
             )
             infos = {label: agent.info for label, agent in running.items()}
-    frame = paired_rows(results, cells, options, missing)
+    results = run.results
+    frame = paired_rows(results, cells, options, missing, run.looks)
     minutes = (time.perf_counter() - started) / 60
     for side in sides:
         _write_side(out_dir / side.label, side, infos[side.label], results)
@@ -88,6 +107,7 @@ def run_ab(
         {
             "schema_version": SCHEMA_VERSION,
             "rounds": options.rounds,
+            "budget_s": options.budget_s,
             "minutes": minutes,
             "sides": {
                 s.label: {"described": s.described, "python": s.python, "commit": s.commit} for s in sides
@@ -98,12 +118,16 @@ def run_ab(
                 key: {side: [_round_summary(r) for r in records] for side, records in by_side.items()}
                 for key, by_side in results.items()
             },
+            "looks_per_cell": {key: [list(look) for look in looks] for key, looks in run.looks.items()},
+            "stopped": run.stopped,
         },
     )
     notes = [
         f"**A/B, interleaved**: base = {sides[0].described}, head = {sides[1].described}; "
-        f"{options.rounds} rounds, one fresh process per side per round (order AB, BA, ...), compared "
-        f"round by round; {len(common)} cells in {minutes:.1f} min."
+        f"at most {options.rounds} rounds per cell{_budget_words(options)}, one fresh process per side "
+        f"per round (order AB, BA, ...), compared round by round; {len(common)} cells in {minutes:.1f} min"
+        f"{_stopping_words(run)}.",
+        SEQUENTIAL_NOTE,
     ]
     for label, info in infos.items():
         if info["dropped"]:
@@ -122,6 +146,39 @@ def run_ab(
         views=(base_view, head_view),
     )
     return frame, pd.DataFrame(unmatched), md
+
+
+SEQUENTIAL_NOTE = (
+    "Each cell was looked at after every round and stopped once decided (group-sequential, "
+    "O'Brien-Fleming-type alpha spending, Lan & DeMets 1983): the intervals are repeated "
+    "confidence intervals, which hold at whichever round a cell stopped, and a regression "
+    "spends alpha / (gating tests) per cell (Bonferroni). A cell passes when the upper bound of its "
+    "interval is below 1 + threshold (faster cells pass too)."
+)
+
+
+def _budget_words(options: AbOptions) -> str:
+    return f" within a {options.budget_s / 60:g} min budget" if options.budget_s else ""
+
+
+def _stopping_words(run: Rounds) -> str:
+    """How many rounds the cells took and why they stopped, e.g. '; 3-12 rounds per cell
+    (4 decided, 2 stopped by the budget)'."""
+    counts = [len(by_side["base"]) for by_side in run.results.values()]
+    if not counts:
+        return ""
+    span = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+    whys = [run.stopped[k] for k in run.results if k in run.stopped]
+    parts = [f"{whys.count(w)} {WHY_WORDS[w]}" for w in WHY_WORDS if w in whys]
+    return f"; {span} rounds per cell ({', '.join(parts)})" if parts else f"; {span} rounds per cell"
+
+
+WHY_WORDS = {
+    DECIDED: "decided",
+    NOT_OK: "stopped as not ok on a side",
+    MOST_ROUNDS: "ran the most rounds",
+    BUDGET: "stopped by the budget",
+}
 
 
 def _validate(config: Any) -> None:

@@ -6,9 +6,16 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from inferbench.ab import AbOptions
+from inferbench.ab import BUDGET, DECIDED, MOST_ROUNDS, NOT_OK, AbOptions
 from inferbench.commands import console, print_verdict
 from inferbench.compare import CompareOptions
+
+STOP_WORDS = {
+    DECIDED: "decided, no more rounds",
+    NOT_OK: "not ok on a side, no more rounds",
+    MOST_ROUNDS: "the most rounds run",
+    BUDGET: "no time left in the budget",
+}
 
 
 def _terminate(signum: int, frame: Any) -> None:
@@ -23,6 +30,7 @@ def ab_command(
     head_python: str | None = None,
     profile: str = "gate-cpu",
     rounds: int = 10,
+    budget_s: float | None = None,
     overrides: dict[str, Any] | None = None,
     max_regression: float = 0.05,
     thresholds: dict[str, float] | None = None,
@@ -32,11 +40,13 @@ def ab_command(
     repo: Path | None = None,
 ) -> int:
     """Exit code 0 = no regression, 1 = regression or broken cell, 3 = could not decide
-    (usage errors raise UserError -> 2)."""
+    (usage errors raise UserError -> 2). `rounds`: the most rounds a cell runs (it stops once
+    decided); `budget_s`: the whole run's wall-clock limit."""
     from inferbench.ab_command import run_ab
 
     options = AbOptions(
         rounds=rounds,
+        budget_s=budget_s,
         compare=CompareOptions(
             max_regression=max_regression, thresholds=thresholds or {}, alpha=alpha, gate_on=gate_on
         ),
@@ -46,6 +56,9 @@ def ab_command(
         shown = f"p50 {record['latency_p50_ms']:.4g} ms" if record["status"] == "ok" else record["status"]
         flag = " [yellow]interfered[/]" if record.get("interfered") else ""
         console.print(f"round {round_index + 1}/{rounds} {side:4} {key}: {shown}{flag}", highlight=False)
+
+    def stopped(key: str, done: int, why: str) -> None:
+        console.print(f"{key}: {STOP_WORDS[why]} after {done} round(s)", highlight=False)
 
     # SIGTERM (a CI job cancelled) unwinds like Ctrl-C: the temporary worktrees are removed.
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -61,6 +74,7 @@ def ab_command(
             out_dir=out_dir,
             repo=repo,
             on_result=progress,
+            on_stop=stopped,
         )
     finally:
         signal.signal(signal.SIGTERM, previous)

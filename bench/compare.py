@@ -32,13 +32,22 @@ import numpy as np
 import pandas as pd
 
 from inferbench.compare_env import RunView, load_view
-from inferbench.compare_report import nothing_timed
+from inferbench.compare_report import INTERVAL_COVERS, nothing_timed
 from inferbench.config import CELL_AXES, cell_axes
 from inferbench.envcheck import mismatch_line
 from inferbench.errors import UserError
 from inferbench.hosts import HOST, envs_by_host, host_of, several_hosts, with_host
+from inferbench.sequential import Looks
 from inferbench.storage import load_host_envs
-from inferbench.verdict import INCONCLUSIVE, REGRESSION, Decision, Estimate, decide, welch_estimate
+from inferbench.verdict import (
+    INCONCLUSIVE,
+    REGRESSION,
+    Decision,
+    Estimate,
+    decide,
+    decide_sequential,
+    welch_estimate,
+)
 
 KEY = list(CELL_AXES)
 
@@ -279,10 +288,15 @@ def status_row(cell: dict[str, Any], base: dict[str, Any], new: dict[str, Any] |
 
 
 def judge(
-    rows: list[dict[str, Any]], estimates: list[Estimate | None], options: CompareOptions
+    rows: list[dict[str, Any]],
+    estimates: list[Estimate | None],
+    options: CompareOptions,
+    looks: list[Looks | None] | None = None,
 ) -> pd.DataFrame:
     """Add ratio, interval, MDE and verdict to the rows: the gating metrics are corrected
-    together (Holm), each advisory metric is judged on its own."""
+    together, each advisory metric is judged on its own. With `looks` (one per row, `ab`'s
+    sequential rounds) each row is judged at its latest look (`decide_sequential`); without,
+    as one fixed sample (`decide`, Holm)."""
     if not rows:
         return pd.DataFrame()
     rows = [
@@ -295,11 +309,13 @@ def judge(
     for family in families:
         if not family:
             continue
-        decisions = decide(
-            [estimates[i] for i in family],
-            [options.threshold(rows[i]["metric"]) for i in family],
-            alpha=options.alpha,
-            confidence=options.confidence,
+        thresholds = [options.threshold(rows[i]["metric"]) for i in family]
+        family_estimates = [estimates[i] for i in family]
+        levels = {"alpha": options.alpha, "confidence": options.confidence}
+        decisions = (
+            decide(family_estimates, thresholds, **levels)
+            if looks is None
+            else decide_sequential(family_estimates, thresholds, [looks[i] for i in family], **levels)
         )
         for i, d in zip(family, decisions, strict=True):
             rows[i].update(decision_columns(d, higher_is_better=rows[i]["metric"] == "throughput"))
@@ -307,6 +323,8 @@ def judge(
     for column in ("ratio", "ci_low", "ci_high", "mde_pct", "p_value", "q_value"):
         if column not in frame:
             frame[column] = np.nan
+    # What each interval covers: one process per side sees only the noise inside it.
+    frame["interval"] = frame["unit"].map(INTERVAL_COVERS).fillna("") if "unit" in frame else ""
     frame["regression"] = (frame["gating"] & (frame["verdict"] == REGRESSION)) | frame["broken"]
     # A status row is undecided only when a side failed in some rounds and not in others (ab).
     frame["inconclusive"] = (frame["gating"] | (frame["metric"] == "status")) & (

@@ -14,6 +14,7 @@ from inferbench.markdown import fmt, markdown_table
 from inferbench.util import atomic_write_text
 
 if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions, RenderResult
     from rich.table import Table
 
     from inferbench.compare import CompareOptions
@@ -50,7 +51,9 @@ def headline(frame: pd.DataFrame) -> str:
         return f"**UNDECIDED**: no regression found, but {undecided} cell(s) are inconclusive"
     if nothing_timed(frame):
         return "**UNDECIDED**: no cell was timed on both sides, and none was fixed"
-    return "**PASS**: no regression"
+    # Faster cells are reported, never in the way of a pass.
+    faster = cells(frame["gating"] & (frame["verdict"] == "improvement"))
+    return "**PASS**: no regression" + (f" ({faster} cell(s) faster)" if faster else "")
 
 
 def formatted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -58,9 +61,12 @@ def formatted(frame: pd.DataFrame) -> pd.DataFrame:
     for column in ("ratio", "ci_low", "ci_high", "mde_pct", "q_value", "note", "verdict"):
         if column not in shown:
             shown[column] = np.nan if column not in ("note", "verdict") else ""
+    covers = shown["interval"] if "interval" in shown else [""] * len(shown)
     shown["ratio (CI)"] = [
-        f"{r:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(r) else ""
-        for r, lo, hi in zip(shown["ratio"], shown["ci_low"], shown["ci_high"], strict=True)
+        (f"{r:.3f} [{lo:.3f}, {hi:.3f}]" + (f" {what}" if what == WITHIN_PROCESS else ""))
+        if pd.notna(r)
+        else ""
+        for r, lo, hi, what in zip(shown["ratio"], shown["ci_low"], shown["ci_high"], covers, strict=True)
     ]
     shown["MDE"] = [f"{m:.1f}%" if pd.notna(m) else "" for m in shown["mde_pct"]]
     shown["note"] = shown["note"].fillna("")
@@ -70,6 +76,12 @@ def formatted(frame: pd.DataFrame) -> pd.DataFrame:
     ]
     return shown
 
+
+#: What an interval covers (`compare.csv` column `interval`): the noise inside one process per
+#: side only, or also the spread from process to process (fresh processes, or `ab`'s rounds).
+WITHIN_PROCESS = "within-process"
+BETWEEN_PROCESSES = "between-process"
+INTERVAL_COVERS = {"iteration": WITHIN_PROCESS, "process": BETWEEN_PROCESSES, "round": BETWEEN_PROCESSES}
 
 GATE_WORDS = {"p50": "p50", "min": "each process's fastest call (min)"}
 
@@ -82,11 +94,14 @@ def legend(options: CompareOptions) -> str:
     return (
         f"Threshold {thresholds}; {GATE_WORDS[options.gate_on]} gates, and throughput in throughput-mode "
         "cells; the other metrics (a latency-mode cell's throughput is 1/mean of the same calls) are "
-        "advisory. **regression**: worse "
-        f"than the threshold, significant after Holm's correction at alpha={options.alpha}; "
-        f"**no change**: the {options.confidence:.0%} interval lies within ± the threshold; "
-        "**inconclusive**: neither (too noisy to decide, or disturbed; for a status row, a side that failed "
-        "in some rounds only). Ratios are NEW/BASE; "
+        "advisory. The question is one-sided: is NEW worse than BASE by more than the threshold? "
+        "**regression** (fails): worse than the threshold, significant at alpha="
+        f"{options.alpha} over all gating tests (Holm; `ab`: at each cell's sequential boundary); "
+        f"**no change** (passes): the {options.confidence:.0%} interval's worse end lies within the "
+        "threshold (the cell may be faster); **improvement** (passes): better than the threshold, "
+        "significant; **inconclusive**: neither (too noisy to decide, or disturbed; for a status row, "
+        "a side that failed in some rounds only). Ratios are NEW/BASE; an interval marked "
+        f"{WITHIN_PROCESS} covers the noise inside one process per side only; "
         "**MDE**: the slowdown this cell would catch 80% of the time at its measured noise."
     )
 
@@ -153,18 +168,61 @@ def write_outputs(
 
 
 STYLE = {"regression": "bold red", "improvement": "green", "inconclusive": "yellow"}
+TABLE_COLUMNS = ("cell", "metric", "verdict", "ratio [CI]", "MDE", "note")
 
 
-def terminal_table(frame: pd.DataFrame, title: str) -> Table:
-    from rich.table import Table
+def terminal_table(frame: pd.DataFrame, title: str) -> VerdictTable:
+    """The verdict table for a rich console (a terminal's table, or a CI log's plain lines)."""
+    return VerdictTable(frame, title)
 
-    table = Table(title=title)
-    for col in ("cell", "metric", "verdict", "ratio [CI]", "MDE", "note"):
-        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=40 if col == "note" else None)
-    if frame.empty:
+
+class VerdictTable:
+    """On a terminal, a rich table; anywhere else (a CI log, a pipe) plain fixed-width lines.
+    Off a terminal rich fits a table to 80 columns and cuts the verdict to `i…` and the ratio to
+    `0.901 [0…`: the plain lines are as wide as their longest cell and never cut one. Print it
+    with a console that does not crop (`soft_wrap=True`, as the CLI's is)."""
+
+    def __init__(self, frame: pd.DataFrame, title: str) -> None:
+        self.frame, self.title = frame, title
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.segment import Segment
+
+        if console.is_terminal:
+            yield self.rich_table()
+            return
+        for line in plain_table(self.frame, self.title).splitlines():
+            yield Segment(line + "\n")
+
+    def rich_table(self) -> Table:
+        from rich.table import Table
+
+        table = Table(title=self.title)
+        for col in TABLE_COLUMNS:
+            table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=40 if col == "note" else None)
+        for cells, style in _table_rows(self.frame):
+            table.add_row(*cells, style=style)
         return table
-    shown = formatted(frame)
-    for row in shown.to_dict("records"):
+
+
+def plain_table(frame: pd.DataFrame, title: str) -> str:
+    """The verdict table as fixed-width text: every column as wide as its widest cell, the note
+    last and unpadded; nothing is cut."""
+    rows = [list(TABLE_COLUMNS), *(cells for cells, _ in _table_rows(frame))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS) - 1)]
+    lines = [title]
+    for row in rows:
+        padded = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*padded, row[-1]]).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _table_rows(frame: pd.DataFrame) -> list[tuple[list[str], str | None]]:
+    """Each verdict row's cells (TABLE_COLUMNS) and its rich style."""
+    if frame.empty:
+        return []
+    rows = []
+    for row in formatted(frame).to_dict("records"):
         cell = f"{row['model']} {row['backend']} {row['precision']} b{row['batch_size']} t{row['threads']}"
         if row.get("mode") == "throughput":
             cell += " thr"
@@ -173,16 +231,16 @@ def terminal_table(frame: pd.DataFrame, title: str) -> Table:
         style = "bold red" if row["broken"] else STYLE.get(str(row["verdict"]))
         if not row["gating"] and row["metric"] != "status":
             style = "dim"
-        table.add_row(
+        cells = [
             cell,
             str(row["metric"]),
             str(row["verdict"]),
             row["ratio (CI)"],
             row["MDE"],
             fmt(row["note"]),
-            style=style,
-        )
-    return table
+        ]
+        rows.append((cells, style))
+    return rows
 
 
 def failing_cells(frame: pd.DataFrame) -> list[str]:

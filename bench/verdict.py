@@ -3,14 +3,18 @@
 Every comparison ends as one estimate per cell and metric: the change on the log scale,
 oriented so that positive is worse (slower latency, fewer samples/s), its standard error and
 degrees of freedom. Where it comes from differs (paired rounds in `ab`, Welch across
-processes, a bootstrap over iterations); what it means does not:
+processes, a bootstrap over iterations); what it means does not. A gate asks one question,
+"is the new side slower by more than the threshold?", so both answers are one-sided tests
+against the threshold, never against zero (a real but allowed 2% change must not fail a gate
+with a 5% budget, and a faster cell must not keep a gate from passing):
 
-- **regression**: the one-sided test "the slowdown is larger than the threshold" rejects its
-  null hypothesis after Holm's correction over all gating tests. Testing against the
-  threshold, not against zero, is what keeps a real but allowed 2% change from failing a gate
-  with a 5% budget.
-- **improvement**: the mirror image (faster by more than the threshold).
-- **no change**: the confidence interval lies inside (-threshold, +threshold).
+- **regression** (FAIL): "slower by more than the threshold" is significant: after Holm's
+  correction over all gating tests (`decide`), or at the sequential boundary with alpha split
+  over the gating tests (`decide_sequential`, `ab`).
+- **no change** (PASS, non-inferiority): the upper bound of the interval lies below
+  1 + threshold: not slower by more than the threshold. The cell may well be faster.
+- **improvement** (PASS too): the mirror image of a regression (faster by more than the
+  threshold), reported, never blocking.
 - **inconclusive**: none of these; the interval is too wide to decide at the threshold (or
   the cell was disturbed, or has too few clean rounds).
 
@@ -30,6 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from inferbench.sequential import FIRST_LOOK, Looks, nominal_level
 
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"
@@ -61,13 +67,20 @@ class Decision:
     ci_high: float
     mde_pct: float  # smallest slowdown flagged with 80% power, in %
     p_value: float  # one-sided, H0: slowdown <= threshold (before correction)
-    q_value: float  # Holm-adjusted p_value
+    q_value: float  # adjusted p_value: a regression exactly when below alpha
 
 
 def _t_quantile(q: float, df: float) -> float:
     from scipy.stats import norm, t
 
     return float(norm.ppf(q) if not math.isfinite(df) else t.ppf(q, df))
+
+
+def _t_isf(level: float, df: float) -> float:
+    """The critical value a one-sided test at `level` needs (isf keeps tiny levels exact)."""
+    from scipy.stats import norm, t
+
+    return float(norm.isf(level) if not math.isfinite(df) else t.isf(level, df))
 
 
 def _t_sf(x: float, df: float) -> float:
@@ -98,6 +111,19 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
+def _verdict(regressed: bool, improved: bool, high: float, bound: float) -> str:
+    """The one-sided reading: a significant slowdown fails; an upper bound below the
+    threshold passes, as an improvement when significantly faster."""
+    if regressed:
+        return REGRESSION
+    if high < bound:
+        return IMPROVEMENT if improved else NO_CHANGE
+    return INCONCLUSIVE
+
+
+_NOTHING = Decision(INCONCLUSIVE, *(float("nan"),) * 6)
+
+
 def decide(
     estimates: Sequence[Estimate | None],
     thresholds: Sequence[float],
@@ -105,7 +131,7 @@ def decide(
     alpha: float = 0.05,
     confidence: float = 0.95,
 ) -> list[Decision]:
-    """Verdicts for one family of tests (corrected together); None = no usable estimate."""
+    """Verdicts for one family of tests (corrected together, Holm); None = no usable estimate."""
     if len(estimates) != len(thresholds):
         raise ValueError("one threshold per estimate")
     usable = [i for i, e in enumerate(estimates) if e is not None]
@@ -120,20 +146,12 @@ def decide(
     decisions = []
     for i, estimate in enumerate(estimates):
         if estimate is None:
-            nan = float("nan")
-            decisions.append(Decision(INCONCLUSIVE, nan, nan, nan, nan, nan, nan))
+            decisions.append(_NOTHING)
             continue
         bound = math.log1p(thresholds[i])
         half = _t_quantile(0.5 + confidence / 2, estimate.df) * estimate.se
         low, high = estimate.worse_log - half, estimate.worse_log + half
-        if q_worse[i] < alpha:
-            verdict = REGRESSION
-        elif q_better[i] < alpha:
-            verdict = IMPROVEMENT
-        elif -bound < low and high < bound:
-            verdict = NO_CHANGE
-        else:
-            verdict = INCONCLUSIVE
+        verdict = _verdict(bool(q_worse[i] < alpha), bool(q_better[i] < alpha), high, bound)
         mde = (
             bound + (_t_quantile(1 - alpha / m, estimate.df) + _t_quantile(POWER, estimate.df)) * estimate.se
         )
@@ -146,6 +164,52 @@ def decide(
                 100 * math.expm1(mde),
                 p_worse[i],
                 float(q_worse[i]),
+            )
+        )
+    return decisions
+
+
+def decide_sequential(
+    estimates: Sequence[Estimate | None],
+    thresholds: Sequence[float],
+    looks: Sequence[Looks | None],
+    *,
+    alpha: float = 0.05,
+    confidence: float = 0.95,
+) -> list[Decision]:
+    """Verdicts for one family of tests looked at round after round (`ab`), each at its
+    latest look (`inferbench.sequential`). The regression test of each estimate spends
+    alpha/m (Bonferroni over the m tests of the family: Holm's step-down has no simple
+    sequential form), so the family-wise rate of false regressions stays at most alpha however
+    the cells stopped. The interval is the repeated confidence interval at `confidence`, and
+    a cell passes when its upper bound is below 1 + threshold: the chance of passing a cell
+    slower than that is at most (1 - confidence) / 2 per cell, at any look. `q_value` is the
+    p-value scaled so that it is below alpha exactly when the boundary is crossed. An estimate
+    without looks is read as one look at its end (a fixed-sample test)."""
+    if not len(estimates) == len(thresholds) == len(looks):
+        raise ValueError("one threshold and one set of looks per estimate")
+    m = max(1, len(estimates))
+    decisions = []
+    for estimate, threshold, seen in zip(estimates, thresholds, looks, strict=True):
+        if estimate is None:
+            decisions.append(_NOTHING)
+            continue
+        seen = seen or ((max(estimate.n, FIRST_LOOK), 1.0),)
+        fail_level = nominal_level(alpha / m, seen)
+        fail_t = _t_isf(fail_level, estimate.df)
+        half = _t_isf(nominal_level((1 - confidence) / 2, seen), estimate.df) * estimate.se
+        bound, w, se = math.log1p(threshold), estimate.worse_log, estimate.se
+        p_worse = one_sided_p(estimate, bound)
+        verdict = _verdict(w - fail_t * se > bound, w + fail_t * se < -bound, w + half, bound)
+        decisions.append(
+            Decision(
+                verdict,
+                math.exp(w),
+                math.exp(w - half),
+                math.exp(w + half),
+                100 * math.expm1(bound + (fail_t + _t_quantile(POWER, estimate.df)) * se),
+                p_worse,
+                min(1.0, p_worse * alpha / fail_level) if fail_level > 0 else 1.0,
             )
         )
     return decisions
