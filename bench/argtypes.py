@@ -6,6 +6,8 @@ failure is a `UserError`, which `main` turns into one line and exit 2.
 
 from __future__ import annotations
 
+import argparse
+import math
 from collections.abc import Sequence
 
 from inferbench.errors import UserError
@@ -40,8 +42,32 @@ def fraction(text: str, example_pct: int = 5) -> float:
     """A share given as a percentage ("5%") or a plain fraction ("0.05"); `example_pct`
     is the value the error message shows as a hint."""
     raw = text.strip()
+    hint = f"{example_pct}% or {example_pct / 100:g}"
     try:
-        return float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
     except ValueError:
-        hint = f"{example_pct}% or {example_pct / 100:g}"
         raise UserError(f"expected a percentage like {hint}; got {text!r}") from None
+    if not math.isfinite(value):  # float() reads "nan" and "inf", which no comparison rejects
+        raise UserError(f"expected a finite percentage like {hint}; got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """An argparse `type` for a plain number: float() also takes "nan" and "inf", and NaN
+    passes every range check written as `if value <= 0: fail`."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number; got {text!r}")
+    return value
+
+
+def thread_counts(values: Sequence[str] | None, usable: int) -> list[int] | None:
+    """`optional_int_items` for thread counts: each 0 (every usable core) up to `usable`."""
+    counts = optional_int_items(values, "threads")
+    for t in counts or ():
+        if not 0 <= t <= usable:
+            raise UserError(f"threads must be between 0 (all cores) and the {usable} usable core(s); got {t}")
+    return counts

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import math
 import sys
 import tempfile
 import traceback
@@ -13,10 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from inferbench.argtypes import fraction, optional_int_items, optional_items
+from inferbench.argtypes import finite_float, fraction, optional_int_items, optional_items, thread_counts
 from inferbench.errors import InternalError, UserError, first_line
 from inferbench.history import cli as history_cli
 from inferbench.procs import add_user_path
+from inferbench.redact import configure_logging, redact
 from inferbench.shutdown import Terminated, stop_on_signals
 
 EXIT_OK = 0
@@ -38,6 +40,19 @@ exit codes:
   129  stopped by SIGHUP, 130 by Ctrl-C, 143 by SIGTERM: the running worker is killed,
        finished cells are kept (go on with --resume)
 """
+
+
+_OVERSUBSCRIBE_HELP = "allow --threads above the cores this process may use (measures time-slicing)"
+
+
+def _budget(text: str) -> str:
+    """--budget checked as it is parsed: a positive, finite duration (a long digit string reads as
+    infinity)."""
+    from inferbench.budget import parse_budget
+
+    if not math.isfinite(parse_budget(text)):
+        raise UserError(f"budget must be a finite duration like 15m, 90s or 1h30m; got {text!r}")
+    return text
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", action="append", help="intra-op threads (0 = all cores)")
     run.add_argument("--mode", action="append", help="latency (one request in flight), throughput")
     run.add_argument("--pin", action="store_true", help="pin each worker to its first THREADS cores")
+    run.add_argument("--oversubscribe", action="store_true", help=_OVERSUBSCRIBE_HELP)
     run.add_argument(
         "--allow-emulated",
         action="store_true",
@@ -147,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--budget",
+        type=_budget,
         metavar="DURATION",
         help="fit the sweep in e.g. 15m: cells that do not fit become `skipped` rows (see README)",
     )
@@ -191,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METRIC=PCT",
         help="per-metric override, e.g. p99=10%% (metrics: p50, p99, throughput)",
     )
-    compare.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate (Holm)")
+    compare.add_argument("--alpha", type=finite_float, default=0.05, help="family-wise error rate (Holm)")
     compare.add_argument("--out", type=Path, help="where compare.md/.csv/.html go (default: NEW)")
     compare.add_argument(
         "--allow-mismatch",
@@ -239,7 +256,17 @@ def _add_ab(sub: Any) -> None:
     ab.add_argument("--head-python", help="interpreter for the head side")
     ab.add_argument("--profile", default="gate-cpu", help="built-in profile name or a .toml path")
     ab.add_argument(
-        "--rounds", "-k", type=int, default=10, help="rounds per cell (fresh worker per side each)"
+        "--rounds",
+        "-k",
+        type=int,
+        default=10,
+        help="the most rounds per cell (a fresh worker per side each); a cell stops once decided",
+    )
+    ab.add_argument(
+        "--budget",
+        metavar="DURATION",
+        help="fit the whole run in e.g. 10m: no round starts that would not fit, and the cells still "
+        "open get their last look (`make gate`: 10m)",
     )
     for flag, short, what in (
         ("--model", "-m", "model(s)"),
@@ -252,10 +279,11 @@ def _add_ab(sub: Any) -> None:
         ab.add_argument(*(f for f in (flag, short) if f), action="append", help=what)
     ab.add_argument("--pin", action="store_true", help="pin each worker to its first THREADS cores")
     ab.add_argument("--allow-emulated", action="store_true", help="measure precisions this CPU only emulates")
+    ab.add_argument("--oversubscribe", action="store_true", help=_OVERSUBSCRIBE_HELP)
     ab.add_argument("--backend-option", action="append", default=[], metavar="BACKEND.KEY=VALUE")
     ab.add_argument("--max-regression", default="5%", help="the threshold a regression must exceed")
     ab.add_argument("--threshold", action="append", default=[], metavar="METRIC=PCT")
-    ab.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate (Holm)")
+    ab.add_argument("--alpha", type=finite_float, default=0.05, help="family-wise error rate (Holm)")
     ab.add_argument(
         "--gate-on",
         choices=("p50", "min"),
@@ -268,6 +296,7 @@ def _add_ab(sub: Any) -> None:
 
 
 def cmd_ab(args: argparse.Namespace) -> int:
+    from inferbench.budget import parse_budget
     from inferbench.commands_ab import ab_command
 
     pairs = _assignments(args.threshold, "--threshold", "METRIC=PCT (e.g. p99=10%)")
@@ -278,6 +307,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
         head_python=args.head_python,
         profile=args.profile,
         rounds=args.rounds,
+        budget_s=parse_budget(args.budget) if args.budget else None,
         overrides={
             "models": optional_items(args.model),
             "backends": optional_items(args.backend),
@@ -287,6 +317,8 @@ def cmd_ab(args: argparse.Namespace) -> int:
             "modes": optional_items(args.mode),
             "pin": args.pin or None,
             "allow_emulated": args.allow_emulated or None,
+            # None unless given: a base side whose config predates the flag still accepts these.
+            "oversubscribe": args.oversubscribe or None,
             "backend_options": _backend_options(args.backend_option),
         },
         max_regression=fraction(args.max_regression),
@@ -310,7 +342,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         modes=optional_items(args.mode),
         pin=args.pin or None,
         allow_emulated=args.allow_emulated or None,
-        inputs=_input_flags(args),
+        # run_command hands `inputs` to SweepConfig.with_overrides, as it does the flags above.
+        inputs={**_input_flags(args), **({"oversubscribe": True} if args.oversubscribe else {})},
         repeats=args.repeats,
         fresh_workers=args.fresh_workers,
         peak=args.peak,
@@ -444,10 +477,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_peak(args: argparse.Namespace) -> int:
     from inferbench.commands import peak_command
+    from inferbench.config import resolve_threads
 
-    return peak_command(
-        optional_int_items(args.threads, "threads") or [0], refresh=args.refresh, cache_dir=args.cache_dir
-    )
+    threads = thread_counts(args.threads, resolve_threads(0))
+    return peak_command(threads or [0], refresh=args.refresh, cache_dir=args.cache_dir)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -457,7 +490,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     add_user_path()  # user factories and plugin modules resolve from the current folder
     try:
         args: Any = build_parser().parse_args(argv)
@@ -479,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _say(line: str) -> None:
-    print(f"inferbench: {line}", file=sys.stderr)
+    print(f"inferbench: {redact(line)}", file=sys.stderr)
 
 
 def _kept(exc: BaseException) -> str:
@@ -497,7 +530,8 @@ def _internal_error(exc: BaseException, log_dir: Path | None) -> int:
 
 
 def _write_log(text: str, log_dir: Path | None) -> str:
-    stamped = f"--- {dt.datetime.now().isoformat()} inferbench {' '.join(sys.argv[1:])}\n{text}"
+    # The command line and the traceback may hold a --history URL's password, a token.
+    stamped = redact(f"--- {dt.datetime.now().isoformat()} inferbench {' '.join(sys.argv[1:])}\n{text}")
     try:
         if log_dir is not None:
             path = log_dir / "runner.log"

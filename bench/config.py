@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
+import math
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -21,14 +23,35 @@ from inferbench.errors import UserError
 from inferbench.models.onnx_inputs import InputOptions
 from inferbench.models.shapes import builtin_label, canonical
 
+log = logging.getLogger(__name__)
+
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 # latency: one request in flight. throughput: the engine kept saturated with concurrent requests.
 MODES = ("latency", "throughput")
 
 
+# The longest time any setting may give (a week): interval timers and select() overflow on
+# larger values (`timeout_seconds = inf` crashed the runner), and no cell is meant to run longer.
+MAX_SECONDS = 7 * 24 * 3600.0
+# Each throughput stream is a thread in the worker holding a request and its buffers.
+MAX_STREAMS = 1024
+# The least a sample's inputs take (128 int64 tokens): a batch whose inputs alone would not fit in
+# memory at this size is warned about before any worker tries to allocate it.
+MIN_SAMPLE_BYTES = 1024
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise UserError(message)
+
+
+def _is_number(value: Any) -> bool:
+    """int or float, never bool (TOML `true` is not a count)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -84,10 +107,27 @@ class MeasureConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
+            _require(_is_number(value), f"measure.{f.name} must be a number; got {value!r}")
+            if f.type == "int":  # counts: a TOML 1.5 or 1e6 is a float, never silently truncated
+                _require(_is_count(value), f"measure.{f.name} must be an integer; got {value!r}")
+            _require(math.isfinite(value), f"measure.{f.name} must be finite; got {value!r}")
+        for name in ("warmup_seconds", "warmup_max_seconds", "min_seconds", "max_seconds", "timeout_seconds"):
+            value = getattr(self, name)
             _require(
-                isinstance(value, int | float) and not isinstance(value, bool),
-                f"measure.{f.name} must be a number; got {value!r}",
+                0 <= value <= MAX_SECONDS,
+                f"measure.{name} must be between 0 and {MAX_SECONDS:.0f} seconds; got {value!r}",
             )
+        _require(self.max_seconds > 0, f"measure.max_seconds must be > 0; got {self.max_seconds!r}")
+        _require(
+            self.max_seconds >= self.min_seconds,
+            f"measure.max_seconds must be >= measure.min_seconds ({self.min_seconds!r}); "
+            f"got {self.max_seconds!r}",
+        )
+        _require(self.seed >= 0, f"measure.seed must be >= 0; got {self.seed!r}")
+        _require(
+            self.streams <= MAX_STREAMS,
+            f"measure.streams must be at most {MAX_STREAMS} (each is a thread); got {self.streams!r}",
+        )
         _require(self.warmup_iterations >= 0, "measure.warmup_iterations must be >= 0")
         _require(self.min_iterations >= 1, "measure.min_iterations must be >= 1")
         _require(
@@ -138,6 +178,11 @@ class AccuracyConfig:
     min_lowp_share: float = 0.5
 
     def __post_init__(self) -> None:
+        _require(
+            isinstance(self.max_rel_l2, dict),
+            "accuracy.max_rel_l2 must be a table like { fp32 = 1e-3, int8 = 0.25 }; "
+            f"got {self.max_rel_l2!r}",
+        )
         bad = set(self.max_rel_l2) - set(PRECISIONS)
         _require(
             not bad,
@@ -145,21 +190,17 @@ class AccuracyConfig:
         )
         for p, v in self.max_rel_l2.items():
             _require(
-                isinstance(v, int | float) and v > 0,
-                f"accuracy.max_rel_l2.{p} must be > 0; got {v!r}",
+                _is_number(v) and math.isfinite(v) and v > 0,
+                f"accuracy.max_rel_l2.{p} must be a finite number > 0; got {v!r}",
+            )
+        for name in ("calibration_samples", "eval_samples"):
+            value = getattr(self, name)
+            _require(
+                _is_count(value) and value >= 1,
+                f"accuracy.{name} must be a positive integer; got {value!r}",
             )
         _require(
-            isinstance(self.calibration_samples, int) and self.calibration_samples >= 1,
-            f"accuracy.calibration_samples must be a positive integer; got {self.calibration_samples!r}",
-        )
-        _require(
-            isinstance(self.eval_samples, int)
-            and not isinstance(self.eval_samples, bool)
-            and self.eval_samples >= 1,
-            f"accuracy.eval_samples must be a positive integer; got {self.eval_samples!r}",
-        )
-        _require(
-            isinstance(self.min_lowp_share, int | float) and 0 <= self.min_lowp_share <= 1,
+            _is_number(self.min_lowp_share) and 0 <= self.min_lowp_share <= 1,  # NaN fails both
             f"accuracy.min_lowp_share must be between 0 and 1; got {self.min_lowp_share!r}",
         )
 
@@ -264,10 +305,16 @@ class SweepConfig:
     # Models that arrive quantized: model name (or "" for the one such model) -> its FP32 ONNX
     # file, the accuracy reference (`--reference`; profile `references` under [inputs]).
     references: dict[str, str] = field(default_factory=dict)
+    # Allow more threads per cell than this process may use (`--oversubscribe`; profile key
+    # `oversubscribe = true` under [sweep]): such a cell measures time-slicing, not the engine.
+    oversubscribe: bool = False
 
     def __post_init__(self) -> None:
         _require(len(self.models) > 0, "at least one model is required")
         _require(len(self.backends) > 0, "at least one backend is required")
+        for kind in ("models", "backends"):
+            for name in getattr(self, kind):
+                _require(isinstance(name, str) and bool(name), f"{kind} are names or paths; got {name!r}")
         for p in self.precisions:
             _require(p in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}; got {p!r}")
         for b in self.batch_sizes:
@@ -275,11 +322,7 @@ class SweepConfig:
                 isinstance(b, int) and not isinstance(b, bool) and b > 0,
                 f"batch size must be a positive integer; got {b!r}",
             )
-        for t in self.threads:
-            _require(
-                isinstance(t, int) and not isinstance(t, bool) and t >= 0,
-                f"threads must be a non-negative integer (0 = all cores); got {t!r}",
-            )
+        self._check_threads()
         for m in self.modes:
             _require(m in MODES, f"mode must be one of {', '.join(MODES)}; got {m!r}")
         _require(len(self.shapes) > 0, 'at least one shape is required ("" is the model\'s own)')
@@ -301,10 +344,28 @@ class SweepConfig:
                     isinstance(name, str) and bool(name) and isinstance(text, str),
                     f"{label} {name!r}: expected NAME=TEXT; got {text!r}",
                 )
-        for name, axis in self.batch_axes.items():
+        for name, dim in self.batch_axes.items():
             _require(
-                isinstance(axis, int) and not isinstance(axis, bool) and axis >= 0,
-                f"batch axis of {name!r} must be a non-negative integer; got {axis!r}",
+                _is_count(dim) and dim >= 0,
+                f"batch axis of {name!r} must be a non-negative integer; got {dim!r}",
+            )
+
+    def _check_threads(self) -> None:
+        for t in self.threads:
+            _require(
+                _is_count(t) and t >= 0,
+                f"threads must be a non-negative integer (0 = all cores); got {t!r}",
+            )
+        _require(
+            isinstance(self.oversubscribe, bool),
+            f"oversubscribe must be true or false; got {self.oversubscribe!r}",
+        )
+        usable = resolve_threads(0)
+        for t in self.threads:
+            _require(
+                self.oversubscribe or t <= usable,
+                f"threads {t} is more than the {usable} core(s) this process may use; "
+                "pass --oversubscribe (profile: oversubscribe = true under [sweep]) to run it anyway",
             )
 
     def input_options(self) -> InputOptions:
@@ -344,6 +405,7 @@ class SweepConfig:
         for key in ("input_shapes", "input_values", "batch_axes", "references"):
             if key in given:  # the command line's, over the profile's, input by input
                 given[key] = {**getattr(self, key), **given[key]}
+        warn_memory_sized(given.get("batch_sizes", ()))
         if "backend_options" in given:  # merged over the profile's, option by option
             merged = {b: dict(o) for b, o in self.backend_options.items()}
             for backend, options in given["backend_options"].items():
@@ -429,6 +491,31 @@ def model_labels(models: tuple[str, ...] | list[str]) -> dict[str, str]:
     return labels
 
 
+def warn_memory_sized(batch_sizes: Iterable[Any]) -> None:
+    """A log warning (not an error: a model may really take such batches) for each batch size
+    whose inputs alone, at even `MIN_SAMPLE_BYTES` a sample, would not fit in this machine's
+    memory."""
+    memory = _physical_memory()
+    for b in batch_sizes:
+        if _is_count(b) and memory and b * MIN_SAMPLE_BYTES > memory:
+            log.warning(
+                "batch size %d is memory-sized: at even %d bytes a sample its inputs alone take "
+                "%.0f GiB, more than this machine's %.0f GiB of memory",
+                b,
+                MIN_SAMPLE_BYTES,
+                b * MIN_SAMPLE_BYTES / 2**30,
+                memory / 2**30,
+            )
+
+
+def _physical_memory() -> int:
+    """Bytes of RAM (0 where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 0
+
+
 def resolve_threads(threads: int) -> int:
     """0 means every core this process may use."""
     if threads:
@@ -449,7 +536,9 @@ _SWEEP_KEYS = {
     "shapes",
     "pin",
     "allow_emulated",
+    "oversubscribe",
 }
+_SWEEP_FLAGS = {"pin", "allow_emulated", "oversubscribe"}
 
 
 def profile_names() -> list[str]:
@@ -498,8 +587,9 @@ def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig
         raise UserError(f"profile {name}: missing [sweep] section")
     bad = set(sweep) - _SWEEP_KEYS
     _require(not bad, f"profile {name}: unknown [sweep] key(s) {sorted(bad)}")
-    for key in _SWEEP_KEYS & set(sweep) - {"pin", "allow_emulated"}:
+    for key in _SWEEP_KEYS & set(sweep) - _SWEEP_FLAGS:
         _require(isinstance(sweep[key], list), f"profile {name}: sweep.{key} must be a list")
+    warn_memory_sized(sweep.get("batch_sizes", ()))
     measure_data = data.get("measure", {})
     if not isinstance(measure_data, dict):
         raise UserError(f"profile {name}: [measure] must be a table")
@@ -512,6 +602,12 @@ def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig
     bad = set(accuracy_data) - {f.name for f in fields(AccuracyConfig)}
     _require(not bad, f"profile {name}: unknown [accuracy] key(s) {sorted(bad)}")
     if "max_rel_l2" in accuracy_data:
+        limits = accuracy_data["max_rel_l2"]
+        _require(
+            isinstance(limits, dict),
+            f"profile {name}: accuracy.max_rel_l2 must be a table like {{ fp32 = 1e-3, int8 = 0.25 }}; "
+            f"got {limits!r}",
+        )
         accuracy_data = {
             **accuracy_data,
             "max_rel_l2": {**DEFAULT_MAX_REL_L2, **accuracy_data["max_rel_l2"]},
@@ -528,6 +624,7 @@ def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig
         shapes=tuple(_canonical_shapes(sweep.get("shapes", [""]), name)),
         pin=sweep.get("pin", False),
         allow_emulated=sweep.get("allow_emulated", False),
+        oversubscribe=sweep.get("oversubscribe", False),
         measure=MeasureConfig(**measure_data),
         accuracy=AccuracyConfig(**accuracy_data),
         backend_options=_backend_options(data.get("backend_options", {}), name),

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from inferbench.argtypes import fraction, int_items, items
+from inferbench.argtypes import finite_float, fraction, int_items, items
 from inferbench.history.changepoints import CHECK_PENALTY_FACTOR, METRICS
 
 _URL_HELP = (
@@ -51,7 +51,7 @@ def add_parsers(sub: Any) -> None:
     history.add_argument("--min-change", default="1%", help="smallest step --check reports (default 1%%)")
     history.add_argument(
         "--penalty",
-        type=float,
+        type=finite_float,
         default=CHECK_PENALTY_FACTOR,
         help=f"--check's penalty factor: higher = fewer, larger steps (default {CHECK_PENALTY_FACTOR})",
     )
