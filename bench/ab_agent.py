@@ -91,7 +91,9 @@ def serve(requests: TextIO, answers: TextIO) -> None:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    from inferbench.redact import configure_logging
+
+    configure_logging(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     # Answers go to the real stdout only; anything an engine prints lands in the log.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())

@@ -28,6 +28,7 @@ from inferbench.artifacts import file_digest
 from inferbench.errors import UserError, first_line
 from inferbench.models import ModelRef, build_model
 from inferbench.procs import add_user_path, guard_child, python_command, run_child, worker_env
+from inferbench.redact import configure_logging
 from inferbench.util import atomic_write_json, cache_key
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def onnx_trial_problem(ref: ModelRef, seed: int) -> str | None:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    configure_logging(level=logging.WARNING, stream=sys.stderr)
     ref = ModelRef(**json.loads(Path(argv[0]).read_text()))
     seed, deadline, out = int(argv[1]), float(argv[2]), Path(argv[3])
     guard_child(deadline)

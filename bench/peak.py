@@ -31,6 +31,7 @@ from typing import Any
 from inferbench import capability
 from inferbench.errors import UserError
 from inferbench.procs import guard_child, python_command, run_child, worker_env
+from inferbench.redact import configure_logging
 from inferbench.util import atomic_write_json, cache_key
 
 log = logging.getLogger(__name__)
@@ -275,7 +276,7 @@ def percent_of_peak(record: dict[str, Any], peaks: dict[str, Any] | None) -> dic
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    configure_logging(level=logging.WARNING, stream=sys.stderr)
     guard_child(PEAK_TIMEOUT_S)  # gone with the runner that waits for it
     threads, out = int(argv[0]), Path(argv[1])
     atomic_write_json(out, measure_peaks(threads))

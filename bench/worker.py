@@ -42,6 +42,7 @@ from inferbench.measure import backend_iteration, measure, measure_throughput
 from inferbench.models import ModelDef, ModelRef, build_model, count_flops
 from inferbench.procs import add_user_path, guard_child, reset_deadline
 from inferbench.rate import counted_rate
+from inferbench.redact import configure_logging
 from inferbench.refcache import cached_flops, cached_reference
 from inferbench.stats import accuracy, latency_intervals, summarize
 from inferbench.status import ACCURACY_FAIL, ERROR, OK, UNSUPPORTED
@@ -347,7 +348,7 @@ def _setup(spec: dict[str, Any]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(
+    configure_logging(
         level=logging.INFO,
         stream=sys.stderr,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
