@@ -9,8 +9,10 @@ cell's batch (min = opt = max).
 
 Engines are cached by model, weights seed, source graph, precision, batch profile, TensorRT
 version and GPU (name, compute capability); a timing cache per TensorRT version and GPU sits
-beside them and shortens later builds. What the engine really runs is read back from its
-inspector: the data types of every layer's inputs and outputs.
+beside them and shortens later builds. Both are published with a manifest and read only when
+their sha256 matches it (`inferbench.engine_caches`): a file that merely exists is rebuilt, not
+deserialized. What the engine really runs is read back from its inspector: the data types of
+every layer's inputs and outputs.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ from inferbench.backends.cuda import (
 )
 from inferbench.backends.onnx_export import LOW_PRECISION, derived_dir, onnx_file
 from inferbench.backends.qdq import TENSORRT, static_qdq
+from inferbench.engine_caches import publish_file, read_published
 from inferbench.errors import BackendError, UnsupportedError
-from inferbench.util import artifact_path, atomic_write_bytes
+from inferbench.util import artifact_path
 
 if TYPE_CHECKING:
     from inferbench.models import ModelDef, ModelRef
@@ -184,13 +187,17 @@ class TensorRtBackend(CudaBackendMixin, Backend):
         engine_file = engine_cache_path(
             self.cache_dir, model, precision, batch_size, source, trt.__version__, gpu
         )
-        cached = engine_file.is_file()
-        if not cached:
+        serialized = read_published(engine_file)
+        cached = serialized is not None
+        if serialized is None:
             timing = timing_cache_path(self.cache_dir, trt.__version__, gpu)
             details["timing_cache"] = {"file": timing.name, "existed": timing.is_file()}
             self._build(trt, source, engine_file, timing, model, batch_size)
+            serialized = read_published(engine_file)
+        if serialized is None:
+            raise BackendError(f"the engine just built, {engine_file.name}, does not match its manifest")
         self.runtime = trt.Runtime(_logger(trt))  # kept: it must outlive the engine it made
-        self.engine = self.runtime.deserialize_cuda_engine(engine_file.read_bytes())
+        self.engine = self.runtime.deserialize_cuda_engine(serialized)
         if self.engine is None:
             raise BackendError(f"TensorRT could not deserialize {engine_file.name}")
         found = layer_precisions(
@@ -267,15 +274,16 @@ class TensorRtBackend(CudaBackendMixin, Backend):
             shape = self._input_shape(model, name, batch)
             profile.set_shape(name, shape, shape, shape)
         config.add_optimization_profile(profile)
-        cache = config.create_timing_cache(timing.read_bytes() if timing.is_file() else b"")
+        cache = config.create_timing_cache(read_published(timing) or b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise BackendError(f"TensorRT could not build an engine from {source.name} (see the cell log)")
         # Unique temporary names: two sweeps sharing a cache may build at once, and a reader
-        # must only ever find a whole engine or timing cache (the last writer's wins).
-        atomic_write_bytes(timing, bytes(config.get_timing_cache().serialize()))
-        atomic_write_bytes(engine_file, bytes(serialized))
+        # must only ever find a whole engine or timing cache (the last writer's wins), each
+        # with the manifest of its own bytes.
+        publish_file(timing, bytes(config.get_timing_cache().serialize()))
+        publish_file(engine_file, bytes(serialized))
 
     def _allocate(self, model: ModelDef, batch_size: int) -> None:
         import tensorrt as trt

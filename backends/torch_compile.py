@@ -7,16 +7,24 @@ quantizer knows is quantized; nothing is excluded. Two upstream limits are worke
 and the row's details say which way the graph was exported (`export`, `dead_nodes_removed`):
 a module instance called at several places (pytorch/ao#4478) is exported strictly, and dead
 nodes are dropped before quantization.
+
+Inductor's on-disk cache (kernels it dlopens, graphs it unpickles) is under a manifest like
+every artifact: files it does not vouch for are removed before a compile reads the cache, and
+what the compile wrote is listed after (`inferbench.engine_caches.guarded_folder`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from inferbench.backends.base import PrepareInfo
 from inferbench.backends.lowp import pt2e_share, torch_dispatch_share
 from inferbench.backends.torch_eager import TorchBackend
+from inferbench.engine_caches import guarded_folder
 from inferbench.errors import BackendError, UnsupportedError, first_line
 
 if TYPE_CHECKING:
@@ -65,9 +73,12 @@ class TorchCompileBackend(TorchBackend):
         # first-inference latency. The example must be made like the timed inputs (outside
         # inference_mode): an inference tensor here fails a dispatch-key guard later and
         # recompiles on the first timed call.
-        before = _cache_events()
-        self.run(self.to_native(model.make_inputs(batch_size, model.seed)))
-        details["compile_cache"] = _cache_events(since=before)
+        with _inductor_cache(self.cache_dir) as removed:
+            before = _cache_events()
+            self.run(self.to_native(model.make_inputs(batch_size, model.seed)))
+            details["compile_cache"] = _cache_events(since=before)
+        if removed:
+            details["inductor_cache_removed"] = len(removed)
         return PrepareInfo(engine_precision=precision, details=details)
 
     def _pt2e_int8(self, model: ModelDef, batch_size: int) -> tuple[Any, dict[str, Any]]:
@@ -117,6 +128,21 @@ class TorchCompileBackend(TorchBackend):
             "basis": "FLOPs of the eager module's compute under the same autocast",
             "gflops": gflops,
         }
+
+
+@contextlib.contextmanager
+def _inductor_cache(cache_dir: Path) -> Iterator[list[str]]:
+    """The compile under `guarded_folder` when inductor's cache is inferbench's own (the worker
+    points TORCHINDUCTOR_CACHE_DIR at <cache>/inductor); a cache elsewhere (a user's shared
+    /tmp/torchinductor_<user>) is not ours to prune, and is left alone."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir as inductor_dir
+
+    folder = Path(inductor_dir())
+    if folder.resolve() != (Path(cache_dir) / "inductor").resolve():
+        yield []
+        return
+    with guarded_folder(folder) as removed:
+        yield removed
 
 
 def _cache_events(since: dict[str, int] | None = None) -> dict[str, int]:

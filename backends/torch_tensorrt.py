@@ -13,7 +13,8 @@ fall back to PyTorch (cuDNN convolutions default to TF32). Engines are built eve
 cached: Torch-TensorRT caches only refittable engines (`immutable_weights=False`), and a
 refittable engine is not the one a deployment builds (TensorRT warns that REFIT can even change
 its numerics), so each cell measures the default, immutable engine. Only the timing cache is
-kept, which shortens rebuilds without changing what is built.
+kept, which shortens rebuilds without changing what is built; it is used only while its
+manifest vouches for it (`inferbench.engine_caches.guarded_file`), else removed first.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.util
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from inferbench.backends.base import PrepareInfo, output_list
@@ -39,6 +41,7 @@ from inferbench.backends.cuda import (
 )
 from inferbench.backends.torch_cuda import TorchOnCuda
 from inferbench.backends.torch_eager import set_torch_threads
+from inferbench.engine_caches import guarded_file
 from inferbench.errors import BackendError, UnsupportedError, first_line
 
 if TYPE_CHECKING:
@@ -99,9 +102,9 @@ class TorchTensorRtBackend(TorchOnCuda):
             details["mode"] = "dynamo, explicit typing, TF32 off"
         try:
             exported = self._export(module, example, precision)
-            compiled = torch_tensorrt.dynamo.compile(
-                exported, arg_inputs=list(example), **self.compile_settings(precision)
-            )
+            settings = self.compile_settings(precision)
+            with guarded_file(Path(settings["timing_cache_path"])):
+                compiled = torch_tensorrt.dynamo.compile(exported, arg_inputs=list(example), **settings)
         except (UnsupportedError, BackendError):
             raise
         except Exception as exc:

@@ -8,9 +8,13 @@ name, so a stale artifact is never found, let alone served.
 Publication is all-or-nothing: the builder writes into a fresh temporary folder, a manifest
 listing every file with its size and sha256 is written last, and the folder is renamed into
 place whole. Readers serve a folder only if its manifest is there and every file matches its
-recorded size; anything else (a SIGKILL or a full disk mid-write) is rebuilt. A lock per key
-(`fcntl.flock`) makes two sweeps sharing one cache build each artifact once: the second waits,
-then finds the first one's artifact.
+recorded size and sha256; anything else (a SIGKILL or a full disk mid-write, bytes changed in
+place) is rebuilt. Hashing is paid once per file per process: at publish, and on a process's
+first read (memoized by path, size and mtime). A lock per key (`fcntl.flock`) makes two sweeps
+sharing one cache build each artifact once: the second waits, then finds the first one's
+artifact.
+
+Caches an engine reads by path itself get the same manifest (`inferbench.engine_caches`).
 """
 
 from __future__ import annotations
@@ -60,30 +64,42 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _memo_key(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
 def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """The folder's manifest if the artifact is whole (every listed file present at its
-    recorded size), else None: a torn or tampered folder is never served."""
+    """The folder's manifest if the artifact is whole (every listed file present with its
+    recorded size and sha256), else None: a torn or tampered folder is never served."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
         files = manifest["files"]
-        for name, facts in files.items():
-            if (folder / name).stat().st_size != facts["size"]:
-                return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if manifest.get("manifest_version") != MANIFEST_VERSION or not files:
+        if manifest.get("manifest_version") != MANIFEST_VERSION or not files:
+            return None
+        if _mismatch(folder, files) is not None:
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return dict(manifest)
 
 
+def _mismatch(folder: Path, files: dict[str, Any]) -> str | None:
+    """The first listed file whose size or bytes differ from the manifest (None: all match).
+    Sizes first: a torn folder is found without hashing anything."""
+    for name, facts in files.items():
+        if (folder / name).stat().st_size != facts["size"]:
+            return name
+    for name, facts in files.items():
+        if file_digest(folder / name) != facts["sha256"]:
+            return name
+    return None
+
+
 def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes; read from its artifact's manifest when it has one (so a 400 MB
-    export is hashed once, when published), else computed."""
-    manifest = read_manifest(path.parent)
-    if manifest is not None and path.name in manifest["files"]:
-        return str(manifest["files"][path.name]["sha256"])
-    stat = path.stat()
-    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    """sha256 of a file's bytes, computed once per process for a given path, size and mtime
+    (an artifact published by this process is never hashed twice)."""
+    memo = _memo_key(path)
     if memo not in _FILE_DIGESTS:
         _FILE_DIGESTS[memo] = _sha256_file(path)
     return _FILE_DIGESTS[memo]
@@ -267,17 +283,18 @@ def obtain(
         tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{folder.name}.tmp-"))
         try:
             build(tmp)
-            write_manifest(tmp, parts)
+            files = write_manifest(tmp, parts)
             os.rename(tmp, folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        _remember(folder, files)
     log.info("published %s", folder)
     return folder, False
 
 
-def write_manifest(folder: Path, parts: dict[str, Any]) -> None:
-    """List every file (sizes and hashes) in the manifest, written last."""
+def write_manifest(folder: Path, parts: dict[str, Any]) -> dict[str, Any]:
+    """List every file (sizes and hashes) in the manifest, written last; returns the list."""
     files = {}
     for path in sorted(folder.rglob("*")):
         if path.is_file() and path.name != MANIFEST:
@@ -289,6 +306,14 @@ def write_manifest(folder: Path, parts: dict[str, Any]) -> None:
     atomic_write_bytes(
         folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True, default=str).encode()
     )
+    return files
+
+
+def _remember(folder: Path, files: dict[str, Any]) -> None:
+    """The digests just computed at publish, under the files' final paths (a rename keeps the
+    mtime): the publishing process serves them without hashing them again."""
+    for name, facts in files.items():
+        _FILE_DIGESTS[_memo_key(folder / name)] = facts["sha256"]
 
 
 def _clear_leftovers(folder: Path) -> None:
@@ -296,7 +321,7 @@ def _clear_leftovers(folder: Path) -> None:
     folders of this key, are remains of a killed writer; move them out of the way."""
     if folder.exists():
         trash = folder.parent / f".{folder.name}.torn-{uuid.uuid4().hex[:8]}"
-        log.warning("artifact %s is torn or invalid: rebuilding it", folder)
+        log.warning("artifact %s is torn, tampered with or invalid: rebuilding it", folder)
         os.rename(folder, trash)
         shutil.rmtree(trash, ignore_errors=True)
     for stale in folder.parent.glob(f".{folder.name}.tmp-*"):

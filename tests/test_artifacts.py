@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from inferbench import artifacts
 from inferbench.artifacts import MANIFEST, file_digest, model_fingerprint, obtain, read_manifest
 from inferbench.models import ModelRef, build_model
 
@@ -58,6 +59,52 @@ def test_torn_or_invalid_artifact_is_rebuilt_never_served(tmp_path: Path, damage
     again, cached = obtain(tmp_path, "thing", {"v": 1}, _writer(b"good" * 10))  # type: ignore[arg-type]
     assert again == folder and cached is False
     assert (folder / "a.bin").read_bytes() == b"good" * 10 and read_manifest(folder) is not None
+
+
+def _tamper(path: Path, keep_mtime: bool) -> None:
+    """Other bytes of the same size, optionally with the old mtime put back (as `cp -p` or a
+    careful attacker would): a size check alone cannot see either."""
+    before = path.stat()
+    data = path.read_bytes()
+    path.write_bytes(bytes(b ^ 0xFF for b in data))
+    assert path.stat().st_size == before.st_size
+    if keep_mtime:
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+@pytest.mark.parametrize("keep_mtime", [False, True])
+def test_a_tampered_file_of_the_same_size_is_rebuilt_not_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep_mtime: bool
+) -> None:
+    folder, _ = obtain(tmp_path, "thing", {"v": 1}, _writer(b"good" * 10))  # type: ignore[arg-type]
+    _tamper(folder / "a.bin", keep_mtime)
+    if keep_mtime:  # the same path, size and mtime: as a fresh process reads it (no memo)
+        monkeypatch.setattr(artifacts, "_FILE_DIGESTS", {})
+    assert read_manifest(folder) is None
+    again, cached = obtain(tmp_path, "thing", {"v": 1}, _writer(b"good" * 10))  # type: ignore[arg-type]
+    assert (again, cached) == (folder, False)
+    assert (folder / "a.bin").read_bytes() == b"good" * 10 and read_manifest(folder) is not None
+
+
+def test_hashes_are_paid_at_publish_and_once_per_process_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hashed: list[str] = []
+    real = artifacts._sha256_file
+
+    def counting(path: Path) -> str:
+        hashed.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(artifacts, "_sha256_file", counting)
+    obtain(tmp_path, "thing", {"v": 1}, _writer(b"x" * 100))  # type: ignore[arg-type]
+    assert sorted(hashed) == ["a.bin", "b.txt"]  # at publish
+    obtain(tmp_path, "thing", {"v": 1}, _writer(b"x" * 100))  # type: ignore[arg-type]
+    assert len(hashed) == 2  # the publisher serves what it hashed
+    monkeypatch.setattr(artifacts, "_FILE_DIGESTS", {})  # another process
+    for _ in range(3):
+        obtain(tmp_path, "thing", {"v": 1}, _writer(b"x" * 100))  # type: ignore[arg-type]
+    assert len(hashed) == 4  # its first read hashed each file once
 
 
 KILLED_WRITER = """
