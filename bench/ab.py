@@ -36,7 +36,7 @@ import pandas as pd
 
 from inferbench.compare import KEY, VALUE_COLUMN, CompareOptions, judge, status_row
 from inferbench.errors import InternalError, UserError
-from inferbench.sequential import Looks, add_look
+from inferbench.sequential import Looks, add_look, look_due
 from inferbench.sides import Side
 from inferbench.verdict import INCONCLUSIVE, Estimate, paired_estimate
 
@@ -137,7 +137,7 @@ def run_rounds(
         open_keys = [k for k in open_keys if k not in decided]
         last = r + 1 == options.rounds
         if open_keys and (last or clock() + sum(pair_s[k] for k in open_keys) > deadline):
-            _look(run, open_keys, 1.0)
+            _look(run, open_keys, 1.0, final=True)
             stop(open_keys, MOST_ROUNDS if last else BUDGET, r + 1)
             break
     return run
@@ -153,9 +153,12 @@ def _run_pair(
             on_result(side, key, r, record)
 
 
-def _look(run: Rounds, keys: list[str], tau: float) -> None:
+def _look(run: Rounds, keys: list[str], tau: float, final: bool = False) -> None:
+    """A look at each cell that is due one (`look_due`), or at every cell for the last one."""
     for key in keys:
-        run.looks[key] = add_look(run.looks[key], run.clean_rounds(key), tau)
+        rounds = run.clean_rounds(key)
+        if final or look_due(run.looks[key], rounds):
+            run.looks[key] = add_look(run.looks[key], rounds, tau)
 
 
 def _decided(run: Rounds, keys: list[str], cells: dict[str, dict[str, Any]], options: AbOptions) -> list[str]:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inferbench.sequential import FIRST_LOOK, Looks, nominal_level
+from inferbench.sequential import Looks, nominal_level
 
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"
@@ -70,23 +70,25 @@ class Decision:
     q_value: float  # adjusted p_value: a regression exactly when below alpha
 
 
-def _t_quantile(q: float, df: float) -> float:
-    from scipy.stats import norm, t
+# scipy.special, not scipy.stats: the same functions without the per-call argument checks
+# (the sequential looks call these for every cell after every round).
 
-    return float(norm.ppf(q) if not math.isfinite(df) else t.ppf(q, df))
+
+def _t_quantile(q: float, df: float) -> float:
+    from scipy.special import ndtri, stdtrit
+
+    return float(ndtri(q) if not math.isfinite(df) else stdtrit(df, q))
 
 
 def _t_isf(level: float, df: float) -> float:
-    """The critical value a one-sided test at `level` needs (isf keeps tiny levels exact)."""
-    from scipy.stats import norm, t
-
-    return float(norm.isf(level) if not math.isfinite(df) else t.isf(level, df))
+    """The critical value a one-sided test at `level` needs (by symmetry, exact for tiny levels)."""
+    return -_t_quantile(level, df)
 
 
 def _t_sf(x: float, df: float) -> float:
-    from scipy.stats import norm, t
+    from scipy.special import ndtr, stdtr
 
-    return float(norm.sf(x) if not math.isfinite(df) else t.sf(x, df))
+    return float(ndtr(-x) if not math.isfinite(df) else stdtr(df, -x))
 
 
 def one_sided_p(estimate: Estimate, bound: float) -> float:
@@ -194,7 +196,7 @@ def decide_sequential(
         if estimate is None:
             decisions.append(_NOTHING)
             continue
-        seen = seen or ((max(estimate.n, FIRST_LOOK), 1.0),)
+        seen = seen or ((max(estimate.n, 2), 1.0),)
         fail_level = nominal_level(alpha / m, seen)
         fail_t = _t_isf(fail_level, estimate.df)
         half = _t_isf(nominal_level((1 - confidence) / 2, seen), estimate.df) * estimate.se
@@ -205,14 +207,19 @@ def decide_sequential(
             Decision(
                 verdict,
                 math.exp(w),
-                math.exp(w - half),
-                math.exp(w + half),
-                100 * math.expm1(bound + (fail_t + _t_quantile(POWER, estimate.df)) * se),
+                _exp(w - half),
+                _exp(w + half),
+                100 * (_exp(bound + (fail_t + _t_quantile(POWER, estimate.df)) * se) - 1),
                 p_worse,
                 min(1.0, p_worse * alpha / fail_level) if fail_level > 0 else 1.0,
             )
         )
     return decisions
+
+
+def _exp(x: float) -> float:
+    """exp that reads an overflow as inf: an early look's interval can be astronomically wide."""
+    return math.exp(x) if x < 700 else math.inf
 
 
 def _flipped(estimate: Estimate) -> Estimate:
