@@ -249,7 +249,7 @@ class _Table:
         self.estimates.append(estimate)
         self.owners.append(owner)
         if self.looks is not None:
-            self.looks.append(looks or None)
+            self.looks.append(looks)
 
 
 def _table(
@@ -272,6 +272,8 @@ def _table(
             continue
         pairs = _clean_pairs(by_side)
         disturbed = len(by_side["base"]) - len(pairs)
+        if seen:  # judged at its latest look: rounds after it wait for the next one
+            pairs = pairs[: seen[-1][0]]
         note = f"{disturbed} of {len(by_side['base'])} rounds interfered, left out" if disturbed else ""
         for metric in options.compare.compared:
             b_values = [round_value(b, metric) for b, _ in pairs]

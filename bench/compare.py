@@ -23,6 +23,7 @@ then inconclusive, never a regression.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -337,8 +338,8 @@ def decision_columns(d: Decision, higher_is_better: bool) -> dict[str, Any]:
     """A decision as row columns; ratios in the metric's own units, NEW/BASE (for throughput,
     below 1 is worse)."""
     ratio, low, high = d.worse_ratio, d.ci_low, d.ci_high
-    if higher_is_better:
-        ratio, low, high = 1 / ratio, 1 / high, 1 / low
+    if higher_is_better:  # an early look's interval can reach 0 and inf
+        ratio, low, high = (1 / x if x else math.inf for x in (ratio, high, low))
     return {
         "ratio": ratio,
         "ci_low": low,

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -186,8 +186,8 @@ def decide_sequential(
     the cells stopped. The interval is the repeated confidence interval at `confidence`, and
     a cell passes when its upper bound is below 1 + threshold: the chance of passing a cell
     slower than that is at most (1 - confidence) / 2 per cell, at any look. `q_value` is the
-    p-value scaled so that it is below alpha exactly when the boundary is crossed. An estimate
-    without looks is read as one look at its end (a fixed-sample test)."""
+    p-value scaled so that it is below alpha exactly when the boundary is crossed. Looks None:
+    one look at the end (a fixed-sample test); no look yet (()): inconclusive."""
     if not len(estimates) == len(thresholds) == len(looks):
         raise ValueError("one threshold and one set of looks per estimate")
     m = max(1, len(estimates))
@@ -195,6 +195,9 @@ def decide_sequential(
     for estimate, threshold, seen in zip(estimates, thresholds, looks, strict=True):
         if estimate is None:
             decisions.append(_NOTHING)
+            continue
+        if seen == ():  # not looked at yet: nothing is decided between looks
+            decisions.append(replace(_NOTHING, worse_ratio=math.exp(estimate.worse_log)))
             continue
         seen = seen or ((max(estimate.n, 2), 1.0),)
         fail_level = nominal_level(alpha / m, seen)

@@ -16,7 +16,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from inferbench.ab import AbOptions, Agent, interleave, paired_rows, round_order
+from inferbench.ab import (
+    BUDGET,
+    DECIDED,
+    MOST_ROUNDS,
+    AbOptions,
+    Agent,
+    Rounds,
+    interleave,
+    paired_rows,
+    round_order,
+    run_rounds,
+)
 from inferbench.ab_agent import round_config
 from inferbench.ab_command import profile_data
 from inferbench.cli import main
@@ -316,6 +327,118 @@ def test_a_cell_the_head_no_longer_sweeps_fails_and_nothing_compared_is_undecide
     assert exit_code(paired_rows({}, {}, AbOptions(rounds=2))) == 3
 
 
+class NoisePerCell(FakeMachine):
+    """A machine on which each cell has its own round-to-round noise (log scale)."""
+
+    def __init__(self, noise: dict[str, float], seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(seed=seed, **kwargs)
+        self.noise_of = noise
+
+    def launch(self, side: str, key: str, round_index: int) -> dict[str, Any]:
+        self.noise = self.noise_of[key]
+        return super().launch(side, key, round_index)
+
+    def launches(self, key: str) -> int:
+        return sum(1 for _, k, _ in self.calls if k == key)
+
+
+def _sequential(
+    machine: FakeMachine, keys: list[str], options: AbOptions, **kwargs: Any
+) -> tuple[Rounds, Any]:
+    """`run_rounds` as `ab` runs it, on the fake machine, and the verdicts at each cell's last look."""
+    cells = {k: {**CELL, "model": k} for k in keys}
+    run = run_rounds(keys, options, machine.launch, cells=cells, **kwargs)
+    return run, paired_rows(run.results, cells, options, looks=run.looks)
+
+
+def test_a_decided_cell_stops_and_the_open_one_runs_on() -> None:
+    """A quiet A/A cell is decided within a few rounds and stops; a noisy one runs to the most
+    rounds and stays undecided: rounds go only where they can still change the answer."""
+    machine = NoisePerCell({"quiet": 0.005, "noisy": 0.3}, seed=7)
+    run, frame = _sequential(machine, ["quiet", "noisy"], AbOptions(rounds=30))
+    assert run.stopped == {"quiet": DECIDED, "noisy": MOST_ROUNDS}
+    assert machine.launches("quiet") <= 2 * 12 < machine.launches("noisy") == 2 * 30
+    rows = frame[frame["gating"]].set_index("model")
+    assert rows.loc["quiet", "verdict"] == "no change" and rows.loc["noisy", "verdict"] == "inconclusive"
+    assert rows.loc["quiet", "n_base"] == len(run.results["quiet"]["base"]) < 30
+    assert run.looks["noisy"][-1] == (30, 1.0)  # the last look spends what is left
+    assert exit_code(frame) == 3
+
+
+def test_a_clear_slowdown_fails_early_and_a_drifting_a_a_passes() -> None:
+    machine = FakeMachine(drift_per_tick=0.01, slowdown=1.25, noise=0.01, seed=8)
+    run, frame = _sequential(machine, ["m"], AbOptions(rounds=30))
+    assert run.stopped == {"m": DECIDED} and len(run.results["m"]["base"]) <= 8
+    assert set(frame[frame["gating"]]["verdict"]) == {"regression"} and exit_code(frame) == 1
+    run, frame = _sequential(
+        FakeMachine(drift_per_tick=0.01, noise=0.01, seed=9), ["m"], AbOptions(rounds=30)
+    )
+    assert run.stopped == {"m": DECIDED} and exit_code(frame) == 0
+
+
+def test_the_budget_ends_the_rounds_and_frees_time_for_open_cells() -> None:
+    """A fake clock, one tick per worker: with a budget of 40 ticks no round starts that would
+    not fit it. Two noisy cells share it (10 rounds each); when a quiet cell stops early, its
+    rounds go to the noisy one. Cells still open get a last look at tau = 1."""
+    machine = NoisePerCell({"a": 0.3, "b": 0.3}, seed=10)
+    options = AbOptions(rounds=30, budget_s=40)
+    run, _ = _sequential(machine, ["a", "b"], options, clock=lambda: machine.now, started=0)
+    assert machine.now <= 40 and run.stopped == {"a": BUDGET, "b": BUDGET}
+    assert [len(run.results[k]["base"]) for k in "ab"] == [10, 10]
+    assert all(run.looks[k][-1] == (10, 1.0) for k in "ab")
+    machine = NoisePerCell({"quiet": 0.005, "noisy": 0.3}, seed=11)
+    run, _ = _sequential(machine, ["quiet", "noisy"], options, clock=lambda: machine.now, started=0)
+    assert machine.now <= 40 and run.stopped == {"quiet": DECIDED, "noisy": BUDGET}
+    assert len(run.results["noisy"]["base"]) > 10
+    with pytest.raises(UserError, match="--budget must be positive"):
+        AbOptions(budget_s=0)
+
+
+def test_an_improvement_never_blocks_a_pass() -> None:
+    """One cell twice as fast, one unchanged: both pass, and the headline says one is faster."""
+    from inferbench.compare_report import headline
+
+    class OneFaster(FakeMachine):
+        def launch(self, side: str, key: str, round_index: int) -> dict[str, Any]:
+            record = super().launch(side, key, round_index)
+            if side == "head" and key == "fast":
+                for column in ("latency_p50_ms", "latency_p99_ms", "latency_min_ms"):
+                    record[column] *= 0.5
+                record["throughput_sps"] /= 0.5
+            return record
+
+    _, frame = _sequential(OneFaster(noise=0.01, seed=12), ["fast", "same"], AbOptions(rounds=20))
+    gating = frame[frame["gating"]].set_index("model")
+    assert gating.loc["fast", "verdict"] == "improvement" and gating.loc["same", "verdict"] == "no change"
+    assert exit_code(frame) == 0
+    assert headline(frame) == "**PASS**: no regression (1 cell(s) faster)"
+
+
+def test_ci_logs_get_the_whole_verdict_and_interval(capsys: pytest.CaptureFixture[str]) -> None:
+    """Off a terminal (a CI log, 80 columns) the verdict table is plain fixed-width lines: rich
+    cut the verdict to `i…` and the ratio to `0.901 [0…` there. On a terminal it is a table."""
+    from rich.console import Console
+
+    from inferbench.commands import print_verdict
+    from inferbench.compare_report import plain_table, terminal_table
+
+    machine = NoisePerCell({"tiny-cnn-with-a-long-name": 0.3}, seed=13)
+    _, frame = _sequential(machine, ["tiny-cnn-with-a-long-name"], AbOptions(rounds=4))
+    row = frame[frame["gating"]].iloc[0]
+    interval = f"{row['ratio']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+    code = print_verdict(frame, frame.iloc[:0], Path("compare.md"), "base -> head (ratio head/base, 95% CI)")
+    err = capsys.readouterr().err
+    assert code == 3
+    line = next(ln for ln in err.splitlines() if ln.startswith("tiny-cnn-with-a-long-name") and " p50 " in ln)
+    assert "inconclusive" in line and interval in line and "…" not in err
+    lines = plain_table(frame, "title").splitlines()
+    assert len({ln.index("metric") if i == 1 else None for i, ln in enumerate(lines)} - {None}) == 1
+    assert len({ln.find(" p50 ") for ln in lines[2:] if " p50 " in ln}) == 1  # one column, aligned
+    on_terminal = Console(force_terminal=True, width=200, record=True)
+    on_terminal.print(terminal_table(frame, "title"))
+    assert "┃" in on_terminal.export_text() or "│" in on_terminal.export_text()
+
+
 def test_an_agent_dying_mid_run_is_an_internal_error_not_a_usage_error(tmp_path: Path) -> None:
     """Exit 2 means "fix your input"; an agent that started and then died is the harness's
     failure (exit 4), and one that cannot start is the side's code or interpreter (exit 2)."""
@@ -433,6 +556,8 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     assert main(["ab", "--base", "no-such-ref-xyz", "--profile", "smoke", "--out", str(tmp_path / "x")]) == 2
     assert "neither a directory nor a git ref" in capsys.readouterr().err
     assert main(["ab", "--base", ".", "--rounds", "1"]) == 2
+    assert main(["ab", "--base", ".", "--budget", "soon"]) == 2
+    assert "budget must look like 15m" in capsys.readouterr().err
     assert main(["ab", "--base", ".", "--model", "nope", "--out", str(tmp_path / "y")]) == 2
 
 
