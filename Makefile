@@ -73,7 +73,10 @@ merge: setup
 # the head's own packages when its dependency list differs.
 # It gates on each process's fastest call (GATE_ON=min): on a shared machine the steadiest
 # measure of the code's own speed (README, "The gate"); GATE_ON=p50 on a dedicated runner.
-ROUNDS ?= 10
+# Each cell stops once decided; the rounds left go to the open cells, up to ROUNDS per cell and
+# within BUDGET for the whole run (README, "Adaptive rounds").
+ROUNDS ?= 30
+BUDGET ?= 10m
 GATE_ON ?= min
 HEAD_SRC ?=
 HEAD_PYTHON ?=
@@ -81,7 +84,7 @@ gate: setup
 	rm -rf results/gate-$(HW)
 	$(PY) -m inferbench ab --base $(or $(BASE),$(shell git merge-base HEAD main 2>/dev/null || git merge-base HEAD origin/main)) \
 	  $(if $(HEAD_SRC),--head "$(HEAD_SRC)") $(if $(HEAD_PYTHON),--head-python "$(HEAD_PYTHON)") \
-	  --profile gate-$(HW) --rounds $(ROUNDS) --gate-on $(GATE_ON) --out results/gate-$(HW) $(ARGS); \
+	  --profile gate-$(HW) --rounds $(ROUNDS) --budget $(BUDGET) --gate-on $(GATE_ON) --out results/gate-$(HW) $(ARGS); \
 	  code=$$?; mkdir -p results/gate-$(HW) && echo $$code > results/gate-$(HW)/exit-code; exit $$code
 
 # For a dedicated, quiet runner only: the gate profile against a baseline committed from that

@@ -264,6 +264,7 @@ def _add_ab(sub: Any) -> None:
     )
     ab.add_argument(
         "--budget",
+        type=_budget,
         metavar="DURATION",
         help="fit the whole run in e.g. 10m: no round starts that would not fit, and the cells still "
         "open get their last look (`make gate`: 10m)",
@@ -283,7 +284,12 @@ def _add_ab(sub: Any) -> None:
     ab.add_argument("--backend-option", action="append", default=[], metavar="BACKEND.KEY=VALUE")
     ab.add_argument("--max-regression", default="5%", help="the threshold a regression must exceed")
     ab.add_argument("--threshold", action="append", default=[], metavar="METRIC=PCT")
-    ab.add_argument("--alpha", type=finite_float, default=0.05, help="family-wise error rate (Holm)")
+    ab.add_argument(
+        "--alpha",
+        type=finite_float,
+        default=0.05,
+        help="family-wise rate of false regressions, over all cells and looks",
+    )
     ab.add_argument(
         "--gate-on",
         choices=("p50", "min"),

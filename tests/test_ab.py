@@ -474,9 +474,8 @@ def test_make_gate_leaves_the_gates_own_exit_code_for_ci(tmp_path: Path) -> None
     assert done.returncode == 2, done.stderr
     assert (tmp_path / "results" / "gate-cpu" / "exit-code").read_text().strip() == "3"
     called = (tmp_path / "args").read_text()
-    assert called.startswith("-m inferbench ab --base abc123 --profile gate-cpu --rounds 10 --gate-on min"), (
-        called
-    )
+    expected = "-m inferbench ab --base abc123 --profile gate-cpu --rounds 30 --budget 10m --gate-on min"
+    assert called.startswith(expected), called
 
 
 #: A pull request's Makefile that passes its own gate.
