@@ -10,17 +10,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from inferbench.ab import (
-    BUDGET,
-    DECIDED,
-    MOST_ROUNDS,
-    NOT_OK,
-    AbOptions,
-    Rounds,
-    agents,
-    paired_rows,
-    run_rounds,
-)
+from inferbench.ab import AbOptions, agents, paired_rows
+from inferbench.ab_rounds import BUDGET, DECIDED, MOST_ROUNDS, NOT_OK, Rounds, run_rounds
 from inferbench.compare_env import load_view
 from inferbench.compare_report import write_outputs
 from inferbench.config import CELL_AXES, cell_axes, load_profile

@@ -6,7 +6,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from inferbench.ab import BUDGET, DECIDED, MOST_ROUNDS, NOT_OK, AbOptions
+from inferbench.ab import AbOptions
+from inferbench.ab_rounds import BUDGET, DECIDED, MOST_ROUNDS, NOT_OK
 from inferbench.commands import console, print_verdict
 from inferbench.compare import CompareOptions
 

@@ -16,20 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from inferbench.ab import (
-    BUDGET,
-    DECIDED,
-    MOST_ROUNDS,
-    AbOptions,
-    Agent,
-    Rounds,
-    interleave,
-    paired_rows,
-    round_order,
-    run_rounds,
-)
+from inferbench.ab import AbOptions, Agent, paired_rows, round_order
 from inferbench.ab_agent import round_config
 from inferbench.ab_command import profile_data
+from inferbench.ab_rounds import BUDGET, DECIDED, MOST_ROUNDS, Rounds, interleave, run_rounds
 from inferbench.cli import main
 from inferbench.compare import CompareOptions, exit_code
 from inferbench.config import load_profile
