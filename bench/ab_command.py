@@ -140,9 +140,10 @@ def run_ab(
 
 
 SEQUENTIAL_NOTE = (
-    "Each cell was looked at after every round and stopped once decided (group-sequential, "
-    "O'Brien-Fleming-type alpha spending, Lan & DeMets 1983): the intervals are repeated "
-    "confidence intervals, which hold at whichever round a cell stopped, and a regression "
+    "Each cell was looked at after 3, 5, 8, 12, 18, 27, ... clean rounds and when the run ended, and "
+    "stopped once decided (group-sequential, O'Brien-Fleming-type alpha spending, Lan & DeMets "
+    "1983): the intervals are repeated confidence intervals, which hold at whichever look a cell "
+    "stopped at, and a regression "
     "spends alpha / (gating tests) per cell (Bonferroni). A cell passes when the upper bound of its "
     "interval is below 1 + threshold (faster cells pass too)."
 )

@@ -12,10 +12,10 @@ from inferbench.commands import console, print_verdict
 from inferbench.compare import CompareOptions
 
 STOP_WORDS = {
-    DECIDED: "decided, no more rounds",
-    NOT_OK: "not ok on a side, no more rounds",
+    DECIDED: "decided",
+    NOT_OK: "a side was not ok",
     MOST_ROUNDS: "the most rounds run",
-    BUDGET: "no time left in the budget",
+    BUDGET: "no time left in the budget for another round",
 }
 
 
@@ -59,7 +59,7 @@ def ab_command(
         console.print(f"round {round_index + 1}/{rounds} {side:4} {key}: {shown}{flag}", highlight=False)
 
     def stopped(key: str, done: int, why: str) -> None:
-        console.print(f"{key}: {STOP_WORDS[why]} after {done} round(s)", highlight=False)
+        console.print(f"{key}: stopped after {done} round(s): {STOP_WORDS[why]}", highlight=False)
 
     # SIGTERM (a CI job cancelled) unwinds like Ctrl-C: the temporary worktrees are removed.
     previous = signal.signal(signal.SIGTERM, _terminate)
