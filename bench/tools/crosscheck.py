@@ -9,6 +9,12 @@
 - Harness overhead: on `mlp` (microseconds per call), our timed loop through each backend
   against the bare engine call in a tight loop, and our loop around a no-op.
 
+Each cell runs `--rounds` rounds, ours and the tool's in alternating order as `ab`'s rounds
+(ours first in even rounds, theirs first in odd ones), each side a fresh process per round.
+Each round gives one ratio ours/theirs (p50 and samples/s); the cell's row has their geometric
+mean and a 95% Student-t interval over rounds (`inferbench.tools.paired_rounds`), and
+`target_met`: that interval lies inside 1 ± `--target-pct` (2%).
+
 `make crosscheck ARGS="--models resnet50 --batch-sizes 1"` or
 `python -m inferbench.tools.crosscheck --help`. Writes crosscheck.csv and crosscheck.md.
 """
@@ -18,23 +24,25 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import re
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from inferbench.config import CELL_AXES, MeasureConfig, SweepConfig, cell_axes, resolve_threads
+from inferbench.config import CELL_AXES, Cell, MeasureConfig, SweepConfig, cell_axes, resolve_threads
 from inferbench.errors import UserError
 from inferbench.measure import backend_iteration, measure
 from inferbench.procs import python_command, worker_env
 from inferbench.runner import default_cache_dir, run_sweep
 from inferbench.tools.ort_loop import bare_loop
+from inferbench.tools.paired_rounds import METHOD, OURS, THEIRS, Measurement, interleave, paired_ratio
 from inferbench.util import atomic_write_text
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
@@ -121,11 +129,10 @@ def save_inputs(model: Any, batch_size: int, sets: int, seed: int, folder: Path)
     return files
 
 
-def _pct(ours: float, theirs: float) -> float:
-    return 100 * (ours - theirs) / theirs
-
-
-def crosscheck_openvino(record: dict[str, Any], args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def benchmark_app_round(
+    record: dict[str, Any], args: argparse.Namespace, work: Path
+) -> Callable[[int], Measurement]:
+    """One fresh benchmark_app process per call, on the IR our round-0 process compiled."""
     from inferbench.models import build_model, resolve_model
 
     model = build_model(resolve_model(record["model"]), seed=0)
@@ -139,60 +146,59 @@ def crosscheck_openvino(record: dict[str, Any], args: argparse.Namespace, work: 
     shapes = {spec.name: (batch, *spec.shape) for spec in model.inputs}
     dtypes = {name: str(array.dtype) for name, array in model.make_inputs(batch, 0).items()}
     command = benchmark_app_command(xml, shapes, dtypes, inputs, config_file, mode, args.seconds)
-    runs = []
-    for k in range(args.rounds):  # as many fresh processes as our side had
-        done = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            env=worker_env(record["threads"]),
-            timeout=args.seconds * 10 + 300,
-        )
+
+    def one_round(k: int) -> Measurement:
+        done = _run_tool(command, record["threads"], args.seconds)
         (cell_dir / f"benchmark_app-{k}.log").write_text(done.stdout + done.stderr)
-        runs.append(parse_benchmark_app(done.stdout))
-    theirs = {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
-    row = {
-        "tool": "benchmark_app",
-        "ours_p50_ms": record["latency_p50_ms"],
-        "tool_p50_ms": theirs["median_ms"],
-        "ours_sps": record["throughput_sps"],
-        # Its FPS counts a batch as one frame unless the input layout names N (2-D token inputs
-        # do not): samples/s from its own iteration count and duration instead.
-        "tool_sps": theirs["iterations"] * batch / (theirs["duration_ms"] / 1e3),
-        "tool_fps_printed": theirs["throughput_fps"],
-    }
-    if mode == "throughput":  # async request latency depends on queueing; compare the rate only
-        row["ours_p50_ms"] = row["tool_p50_ms"] = float("nan")
-    return row
+        found = parse_benchmark_app(done.stdout)
+        return {
+            # Async request latency depends on queueing: throughput mode compares the rate only.
+            "p50_ms": found["median_ms"] if mode == "latency" else math.nan,
+            # Its FPS counts a batch as one frame unless the input layout names N (2-D token
+            # inputs do not): samples/s from its own iteration count and duration instead.
+            "sps": found["iterations"] * batch / (found["duration_ms"] / 1e3),
+            "fps_printed": found["throughput_fps"],
+        }
+
+    return one_round
 
 
-def crosscheck_onnxruntime(record: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """A bare IO-binding loop on the file our backend ran, same session options and inputs, in
-    fresh processes with the same thread environment (`inferbench.tools.ort_loop`)."""
+def ort_loop_round(record: dict[str, Any], args: argparse.Namespace) -> Callable[[int], Measurement]:
+    """One fresh bare IO-binding loop process per call (`inferbench.tools.ort_loop`), on the
+    file our backend ran, same session options, inputs and thread environment."""
     command = python_command(
         "inferbench.tools.ort_loop",
         *(record["model"], record["artifact_path"], str(record["batch_size"])),
         *(str(record["threads"]), f"{args.seconds:g}", str(args.input_sets)),
     )
-    runs = []
-    for _ in range(args.rounds):
-        done = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            env=worker_env(record["threads"]),
-            timeout=args.seconds * 10 + 300,
-        )
+
+    def one_round(k: int) -> Measurement:
+        done = _run_tool(command, record["threads"], args.seconds)
         if done.returncode != 0:
             raise ValueError(f"ORT loop failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    return {
-        "tool": "ort io-binding loop",
-        "ours_p50_ms": record["latency_p50_ms"],
-        "tool_p50_ms": float(np.median([r["p50_ms"] for r in runs])),
-        "ours_sps": record["throughput_sps"],
-        "tool_sps": float(np.median([r["sps"] for r in runs])),
-    }
+        found = json.loads(done.stdout.strip().splitlines()[-1])
+        return {"p50_ms": float(found["p50_ms"]), "sps": float(found["sps"])}
+
+    return one_round
+
+
+def _run_tool(command: list[str], threads: int, seconds: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=worker_env(threads),
+        timeout=seconds * 10 + 300,
+    )
+
+
+def tool_for(cell: Cell) -> str | None:
+    """The engine's own tool for this cell, or None where there is none to compare with."""
+    if cell.backend == "openvino":
+        return "benchmark_app"
+    if cell.backend == "onnxruntime" and cell.mode == "latency":
+        return "ort io-binding loop"
+    return None
 
 
 def harness_overhead(seconds: float) -> list[dict[str, Any]]:
@@ -265,17 +271,21 @@ def _sweep(args: argparse.Namespace) -> SweepConfig:
             max_seconds=args.seconds * 2,
             input_sets=args.input_sets,
             timeout_seconds=1800,
-            repeats=args.rounds,
+            repeats=1,  # one process per round: the rounds are the repeats
         ),
         name="crosscheck",
     )
 
 
+class SideFailed(Exception):
+    """Our side of a round produced no number (its status says why)."""
+
+
 def crosscheck(args: argparse.Namespace) -> pd.DataFrame:
-    """Each cell measured by us, then at once by the engine's own tool (minutes apart at most,
-    so a drifting machine moves both); rows as they finish, in crosscheck.csv."""
+    """Per cell, `--rounds` rounds of ours and the engine's tool in alternating order, each a
+    fresh process; rows as cells finish, in crosscheck.csv."""
     out = args.out
-    if (out / "ours" / "cells").is_dir() and not args.reuse:
+    if any((out / "ours").glob("round-*/cells")) and not args.reuse:
         raise UserError(f"{out} already holds a crosscheck; pass --reuse to keep its cells")
     sweep = _sweep(args)
     rows: list[dict[str, Any]] = []
@@ -288,30 +298,73 @@ def crosscheck(args: argparse.Namespace) -> pd.DataFrame:
             batch_sizes=(cell.batch_size,),
             modes=(cell.mode,),
         )
-        records = run_sweep(single, out / "ours", resume=True)
-        record = next(r for r in records if r["cell_key"] == cell.key)
-        rows.append(_compare_cell(record, args, out))
-        frame = pd.DataFrame(rows)
-        frame.to_csv(out / "crosscheck.csv", index=False, float_format="%.6g")
+        rows.append(_crosscheck_cell(cell, single, args))
+        out.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(out / "crosscheck.csv", index=False, float_format="%.6g")
     return pd.DataFrame(rows)
 
 
-def _compare_cell(record: dict[str, Any], args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    key = dict(zip(CELL_AXES, cell_axes(record), strict=True))
-    if record["status"] not in ("ok", "accuracy-fail"):
-        return {**key, "tool": "-", "note": f"{record['status']}: {record.get('reason', '')}"}
+def _crosscheck_cell(cell: Cell, single: SweepConfig, args: argparse.Namespace) -> dict[str, Any]:
+    key = dict(zip(CELL_AXES, cell_axes(asdict(cell)), strict=True))
+    tool = tool_for(cell)
+    if tool is None:
+        return {**key, "tool": "-", "note": "no reference tool for this backend and mode"}
+    records: list[dict[str, Any]] = []
+    theirs: list[Callable[[int], Measurement]] = []
+
+    def ours_round(k: int) -> Measurement:
+        found = run_sweep(single, args.out / "ours" / f"round-{k}", resume=True)
+        record = next(r for r in found if r["cell_key"] == cell.key)
+        if record["status"] not in ("ok", "accuracy-fail"):
+            raise SideFailed(f"{record['status']}: {record.get('reason', '')}")
+        records.append(record)
+        return {"p50_ms": record["latency_p50_ms"], "sps": record["throughput_sps"]}
+
+    def theirs_round(k: int) -> Measurement:
+        if not theirs:  # round 0 runs ours first, so the files our engine ran exist by now
+            theirs.append(
+                benchmark_app_round(records[0], args, args.out / "work")
+                if cell.backend == "openvino"
+                else ort_loop_round(records[0], args)
+            )
+        return theirs[0](k)
+
     try:
-        if record["backend"] == "openvino":
-            found = crosscheck_openvino(record, args, out / "work")
-        elif record["backend"] == "onnxruntime" and record["mode"] == "latency":
-            found = crosscheck_onnxruntime(record, args)
-        else:
-            return {**key, "tool": "-", "note": "no reference tool for this backend and mode"}
-    except (ValueError, OSError) as exc:  # one tool failing costs that row, not the run
+        rounds = interleave(args.rounds, {OURS: ours_round, THEIRS: theirs_round})
+    except SideFailed as exc:
+        return {**key, "tool": "-", "note": str(exc)}
+    except (ValueError, OSError, subprocess.TimeoutExpired) as exc:  # a tool failing costs its row
         return {**key, "tool": "failed", "note": str(exc)}
-    found["p50_diff_pct"] = _pct(found["ours_p50_ms"], found["tool_p50_ms"])
-    found["sps_diff_pct"] = _pct(found["ours_sps"], found["tool_sps"])
-    return {**key, **found, "engine_p50_ms": record.get("engine_p50_ms")}
+    return {**key, "tool": tool, **paired_row(rounds, cell.mode, args.target_pct)}
+
+
+def paired_row(rounds: dict[str, list[Measurement]], mode: str, target_pct: float) -> dict[str, Any]:
+    """A cell's columns from its rounds: each side's median, the paired ratio ours/theirs of p50
+    and of samples/s with its interval, and whether the interval of the cell's own metric (p50
+    in latency mode, samples/s in throughput mode) lies inside 1 ± target_pct."""
+    row: dict[str, Any] = {"rounds": len(rounds[OURS]), "interval": METHOD}
+    for metric, column in (("p50", "p50_ms"), ("sps", "sps")):
+        ours = [m[column] for m in rounds[OURS]]
+        tool = [m[column] for m in rounds[THEIRS]]
+        paired = paired_ratio(ours, tool)
+        row[f"ours_{column}"] = _median(ours)
+        row[f"tool_{column}"] = _median(tool)
+        row[f"{metric}_ratio"] = paired.ratio
+        row[f"{metric}_ratio_low"] = paired.low
+        row[f"{metric}_ratio_high"] = paired.high
+        row[f"{metric}_half_width_pct"] = paired.half_width_pct
+        row[f"{metric}_diff_pct"] = 100 * (paired.ratio - 1)
+        if metric == ("p50" if mode == "latency" else "sps"):
+            row["target_pct"] = target_pct
+            row["target_met"] = paired.inside(target_pct)
+    if any("fps_printed" in m for m in rounds[THEIRS]):
+        row["tool_fps_printed"] = _median([m["fps_printed"] for m in rounds[THEIRS]])
+    return row
+
+
+def _median(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.median(finite)) if finite else math.nan
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -327,7 +380,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overhead", action="store_true", help="only the harness overhead on mlp")
     parser.add_argument("--reuse", action="store_true", help="keep our cells already in --out")
     parser.add_argument(
-        "--rounds", type=int, default=1, help="fresh processes per cell on each side (medians compared)"
+        "--rounds",
+        type=int,
+        default=6,
+        help="rounds per cell: one fresh process of ours and one of the tool's, in alternating order",
+    )
+    parser.add_argument(
+        "--target-pct",
+        type=float,
+        default=2.0,
+        help="a cell meets the target when its ratio's interval lies inside 1 ± this (%%)",
     )
     parser.add_argument("--out", type=Path, help="output folder (default results/crosscheck-<time>)")
     return parser
@@ -336,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.threads = resolve_threads(args.threads)
+    if args.rounds < 1 or not args.target_pct > 0:
+        print(
+            f"crosscheck: error: --rounds must be >= 1 and --target-pct > 0; got {args.rounds}, "
+            f"{args.target_pct:g}",
+            file=sys.stderr,
+        )
+        return 2
     args.out = args.out or Path("results") / f"crosscheck-{dt.datetime.now():%Y%m%d-%H%M%S}"
     try:
         if args.overhead:
@@ -348,10 +417,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"crosscheck: error: {exc}", file=sys.stderr)
         return 2
     text = frame.to_markdown(index=False, floatfmt=".4g") if _has_tabulate() else frame.to_string()
+    if not args.overhead:
+        text += "\n\n" + target_line(frame, args.target_pct)
     atomic_write_text(args.out / ("overhead.md" if args.overhead else "crosscheck.md"), text + "\n")
     print(text)
     print(f"written to {args.out}")
     return 0
+
+
+def target_line(frame: pd.DataFrame, target_pct: float) -> str:
+    """The closing line of crosscheck.md: how the intervals were made and which cells met the
+    target (p50 in latency mode, samples/s in throughput mode)."""
+    judged = frame[frame["target_met"].notna()] if "target_met" in frame else frame.iloc[:0]
+    met = int(judged["target_met"].astype(bool).sum())
+    return (
+        f"Ratios are ours/theirs, paired round by round (sides alternating); intervals: 95% {METHOD}. "
+        f"Target: the interval inside 1 ± {target_pct:g}%; met on {met} of {len(judged)} compared cell(s)."
+    )
 
 
 def _has_tabulate() -> bool:
