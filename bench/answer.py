@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from inferbench.compare_report import BETWEEN_PROCESSES, WITHIN_PROCESS
 from inferbench.hosts import HOST, host_of, hosts_in, keys_with_host
 from inferbench.markdown import fmt
 from inferbench.status import NOT_RUN, OK
@@ -40,8 +41,14 @@ RULE = (
     "Fastest cell per model, batch size and mode among those with status ok and no flag "
     "(capped, interference, low-precision share, emulated precision, accuracy not checked): p50 latency in "
     "latency mode, throughput in throughput mode, with its 95% interval. Speed-ups are over "
-    "eager FP32 (torch fp32) and over the fastest FP32 cell of any engine."
+    "eager FP32 (torch fp32) and over the fastest FP32 cell of any engine. The runner-up is "
+    "within noise when the two cells' noise bands overlap: between-process with --repeats (the "
+    "interval, widened to where the fresh processes landed), or with a calibrated spread of this "
+    "runner; else within-process only (one process per cell: a fresh process may land further off)."
 )
+#: What a judgement "within noise" covers, weakest first: the answer says the weaker of its two cells'.
+CALIBRATED = f"{BETWEEN_PROCESSES} (calibrated)"
+NOISE_BASES = (WITHIN_PROCESS, CALIBRATED, BETWEEN_PROCESSES)
 #: Anchors the report and summary.md give the list of cells that did not run.
 NOT_RUN_ANCHOR = "cells-that-did-not-run"
 
@@ -122,6 +129,9 @@ class Pick:
     engine_precision: str
     lowp_share: float | None
     cell_key: str
+    #: The range "within noise" is judged on, and what it covers (one of NOISE_BASES).
+    band: tuple[float, float] | None = None
+    noise: str = WITHIN_PROCESS
 
     @property
     def name(self) -> str:
@@ -147,7 +157,7 @@ class Answer:
     mode: str
     winner: Pick | None
     runner_up: Pick | None
-    #: The runner-up's interval overlaps the winner's: the order between them is within noise.
+    #: The runner-up's noise band overlaps the winner's: the order between them is within noise.
     within_noise: bool
     #: Measured but kept out of the answer, by reason (accuracy-fail, capped, ...).
     excluded: dict[str, int] = field(default_factory=dict)
@@ -158,6 +168,8 @@ class Answer:
     #: With no winner: the fastest cell kept out only because it was capped (its maximum time
     #: came before the precision asked for). Shown as not decided, with its interval.
     provisional: Pick | None = None
+    #: What the within-noise judgement covers: the weaker of the winner's and runner-up's.
+    noise: str = WITHIN_PROCESS
 
     @property
     def metric(self) -> str:
@@ -182,6 +194,31 @@ def _interval(row: dict[str, Any], mode: str) -> tuple[float | None, float | Non
     return _num(row.get("latency_p50_ci_low_ms")), _num(row.get("latency_p50_ci_high_ms"))
 
 
+def noise_band(row: dict[str, Any], mode: str) -> tuple[tuple[float, float] | None, str]:
+    """The range a fresh measurement of this cell could land in, and what it covers.
+
+    With --repeats the interval is already bootstrapped over processes; it is widened to the
+    range the processes' own values spanned (`process_*_spread_pct`: (max - min) / median),
+    since a few processes give a narrow interval easily. With one process, a calibrated spread
+    of this runner (`calibrated_spread_pct`, same measure) widens the within-process interval
+    on both sides; without one the interval stays within-process, and the answer says so."""
+    value = _num(row.get(metric_of(mode)))
+    low, high = _interval(row, mode)
+    if value is None:
+        return None, WITHIN_PROCESS
+    low, high = (value if low is None else low), (value if high is None else high)
+    spread_column = "process_throughput_spread_pct" if mode == "throughput" else "process_p50_spread_pct"
+    calibrated = _num(row.get("calibrated_spread_pct"))
+    if (_num(row.get("repeats")) or 1) > 1:
+        half = value * (_num(row.get(spread_column)) or 0.0) / 200
+        return (min(low, value - half), max(high, value + half)), BETWEEN_PROCESSES
+    if calibrated is not None:
+        half = value * calibrated / 200
+        return (low - half, high + half), CALIBRATED
+    # No interval (too few calls): no band, so only an equal value is within noise.
+    return (None if low == high == value else (low, high)), WITHIN_PROCESS
+
+
 def _speedup(value: float, reference: float | None, mode: str) -> float | None:
     if reference is None or reference <= 0 or value <= 0:
         return None
@@ -193,6 +230,7 @@ def _pick(row: dict[str, Any], mode: str, eager: float | None, best_fp32: dict[s
     low, high = _interval(row, mode)
     best_value = _num(best_fp32[metric_of(mode)]) if best_fp32 else None
     figures = {k: _num(row.get(k)) for k in ACCURACY_FIGURES}
+    band, noise = noise_band(row, mode)
     accuracy = {k: v for k, v in figures.items() if v is not None}
     return Pick(
         backend=str(row["backend"]),
@@ -207,13 +245,21 @@ def _pick(row: dict[str, Any], mode: str, eager: float | None, best_fp32: dict[s
         engine_precision=str(row.get("engine_precision") or ""),
         lowp_share=_num(row.get("lowp_share")),
         cell_key=str(row.get("cell_key") or ""),
+        band=band,
+        noise=noise,
     )
 
 
 def _overlap(a: Pick, b: Pick) -> bool:
-    if None in (a.ci_low, a.ci_high, b.ci_low, b.ci_high):
+    if a.band is None or b.band is None:
         return a.value == b.value
-    return bool(a.ci_low <= b.ci_high and b.ci_low <= a.ci_high)  # type: ignore[operator]
+    return a.band[0] <= b.band[1] and b.band[0] <= a.band[1]
+
+
+def _weaker_noise(a: Pick, b: Pick | None) -> str:
+    """A judgement between two cells covers only what both their bands cover."""
+    bases = [a.noise] + ([b.noise] if b else [])
+    return min(bases, key=NOISE_BASES.index)
 
 
 def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
@@ -273,6 +319,7 @@ def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
         not_run=dict(sorted(not_run.items())),
         host=host_of(rows[0]) if len(key) > 5 else "",
         provisional=provisional,
+        noise=_weaker_noise(winner, runner_up) if winner else WITHIN_PROCESS,
     )
 
 
@@ -343,11 +390,19 @@ def fastest_text(answer: Answer) -> str:
     return f"not decided (capped): fastest {answer.provisional.name}"
 
 
+def noise_text(answer: Answer) -> str:
+    """'within noise' or 'apart', and what that judgement covers (compare.csv's `interval`
+    words): a within-process judgement says it is only that."""
+    verdict = "within noise" if answer.within_noise else "apart"
+    if answer.noise == WITHIN_PROCESS:
+        return f"{verdict}, {WITHIN_PROCESS} only"
+    return f"{verdict}, {answer.noise}"
+
+
 def runner_up_text(answer: Answer) -> str:
     if answer.runner_up is None:
         return ""
-    text = f"{answer.runner_up.name}: {value_text(answer, answer.runner_up)}"
-    return text + (" (within noise)" if answer.within_noise else "")
+    return f"{answer.runner_up.name}: {value_text(answer, answer.runner_up)} ({noise_text(answer)})"
 
 
 def answer_rows(found: list[Answer]) -> list[dict[str, str]]:

@@ -120,7 +120,71 @@ def test_ties_go_to_the_more_accurate_cell_then_to_sweep_order() -> None:
     assert answer.within_noise  # same p50, overlapping intervals: the order is within noise
     same = _only(_frame(_cell("a", "fp32", 5.0), _cell("b", "fp32", 5.0)))
     assert same.winner is not None and same.winner.backend == "a"  # sweep order
-    assert "(within noise)" in answer_rows([answer])[0]["runner-up"]
+    assert "(within noise, within-process only)" in answer_rows([answer])[0]["runner-up"]
+
+
+def _two(**runner_up: Any) -> Answer:
+    """10 ms against 10.5 ms, each with a +-2% interval: apart inside one process each."""
+    return _only(
+        _frame(_cell("torch", "fp32", 10.0, **runner_up), _cell("onnxruntime", "fp32", 10.5, **runner_up))
+    )
+
+
+def test_within_noise_without_repeats_says_it_is_within_process_only() -> None:
+    answer = _two()
+    assert not answer.within_noise and answer.noise == "within-process"
+    assert answer_rows([answer])[0]["runner-up"].endswith("(apart, within-process only)")
+    assert "(apart, within-process only)" in answer_lines([answer])[1]
+
+
+def test_within_noise_with_repeats_uses_the_process_to_process_spread() -> None:
+    # Three processes that spanned 8% of their median: a fresh one may land 4% either side.
+    answer = _two(repeats=3, process_p50_spread_pct=8.0)
+    assert answer.within_noise and answer.noise == "between-process"
+    assert answer.winner is not None and answer.winner.band == pytest.approx((9.6, 10.4))
+    assert answer_rows([answer])[0]["runner-up"].endswith("(within noise, between-process)")
+    # Processes that agreed closely keep the interval (already bootstrapped over processes).
+    tight = _two(repeats=3, process_p50_spread_pct=1.0)
+    assert not tight.within_noise and tight.noise == "between-process"
+    assert tight.winner is not None and tight.winner.band == pytest.approx((9.8, 10.2))
+
+
+def test_a_calibrated_runner_spread_widens_a_single_process_interval() -> None:
+    answer = _two(calibrated_spread_pct=6.0)  # [9.8, 10.2] +- 0.3 reaches [10.29, 10.71] - 0.315
+    assert answer.within_noise and answer.noise == "between-process (calibrated)"
+    assert "(within noise, between-process (calibrated))" in answer_rows([answer])[0]["runner-up"]
+    repeats_win = _two(repeats=3, process_p50_spread_pct=8.0, calibrated_spread_pct=0.0)
+    assert repeats_win.noise == "between-process"  # measured beats calibrated
+
+
+def test_the_judgement_covers_only_what_both_cells_cover() -> None:
+    answer = _only(
+        _frame(
+            _cell("torch", "fp32", 10.0, repeats=3, process_p50_spread_pct=30.0),
+            _cell("onnxruntime", "fp32", 10.5),
+        )
+    )
+    assert answer.within_noise and answer.noise == "within-process"  # one side has one process
+    assert answer_rows([answer])[0]["runner-up"].endswith("(within noise, within-process only)")
+
+
+def test_throughput_mode_uses_the_throughput_spread() -> None:
+    def tput(backend: str, sps: float, spread: float) -> dict[str, Any]:
+        return _cell(
+            backend,
+            "fp32",
+            1.0,
+            mode="throughput",
+            throughput_sps=sps,
+            throughput_ci_low_sps=sps - 1,
+            throughput_ci_high_sps=sps + 1,
+            repeats=2,
+            process_throughput_spread_pct=spread,
+            process_p50_spread_pct=0.0,
+        )
+
+    assert _only(_frame(tput("torch", 100.0, 10.0), tput("openvino", 105.0, 10.0))).within_noise
+    assert not _only(_frame(tput("torch", 100.0, 1.0), tput("openvino", 105.0, 1.0))).within_noise
 
 
 def test_model_with_nothing_passing() -> None:
