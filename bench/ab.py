@@ -32,6 +32,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+from inferbench.ab_instructions import COUNTERS
 from inferbench.compare import KEY, VALUE_COLUMN, CompareOptions, judge, status_row
 from inferbench.errors import InternalError, UserError
 from inferbench.sequential import Looks
@@ -51,12 +52,15 @@ class AbOptions:
     rounds: int = 10  # the most rounds a cell runs
     compare: CompareOptions = field(default_factory=CompareOptions)
     budget_s: float | None = None  # wall-clock limit of the whole run (None: rounds alone)
+    instructions: str = "off"  # counter of instructions per call (`inferbench.ab_instructions`)
 
     def __post_init__(self) -> None:
         if self.rounds < 2:
             raise UserError(f"--rounds must be >= 2 (a paired test needs two rounds); got {self.rounds}")
         if self.budget_s is not None and not self.budget_s > 0:
             raise UserError(f"--budget must be positive; got {self.budget_s}")
+        if self.instructions not in COUNTERS:
+            raise UserError(f"--instructions must be one of {', '.join(COUNTERS)}; got {self.instructions!r}")
 
 
 def round_order(round_index: int) -> tuple[str, str]:
@@ -191,12 +195,16 @@ def paired_rows(
     options: AbOptions,
     missing: Sequence[dict[str, Any]] = (),
     looks: Mapping[str, Looks] | None = None,
+    counted: Sequence[dict[str, Any]] = (),
 ) -> pd.DataFrame:
     """The verdict table from the rounds, with the same columns as `compare`. `missing`: cells
     of the base side's sweep that the head's sweep no longer has (each fails the comparison).
     `looks`: each cell's sequential looks (`run_rounds`), each judged at its latest one;
-    without, every cell is one fixed sample (Holm over the gating tests)."""
+    without, every cell is one fixed sample (Holm over the gating tests). `counted`: the
+    instruction-count rows, decided already (`inferbench.ab_instructions.count_rows`)."""
     table = verdict_rows(results, cells, options, missing, looks)
+    for row in counted:
+        table.add(row, None, None, ())
     return judge(table.rows, table.estimates, options.compare, table.looks)
 
 

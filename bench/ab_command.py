@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from inferbench.ab import AbOptions, agents, paired_rows
+from inferbench.ab_instructions import METRIC, count_instructions
 from inferbench.ab_rounds import BUDGET, DECIDED, MOST_ROUNDS, NOT_OK, Rounds, run_rounds
 from inferbench.compare_env import load_view
 from inferbench.compare_report import write_outputs
@@ -77,6 +78,16 @@ def run_ab(
             unmatched = [{**_key_columns(cells[k]), "only_in": "head"} for k in cells if k not in base_keys]
             missing = [c for c in running["base"].info["cells"] if c["key"] not in cells]
             unmatched += [{**_key_columns(c), "only_in": "base"} for c in missing]
+            # Counted before the rounds: its time is inside the budget, like the checkouts.
+            counted, count_notes, counts = count_instructions(
+                sides,
+                setup,
+                cells,
+                common,
+                options.instructions,
+                options.compare.threshold(METRIC),
+                out_dir / "instructions",
+            )
             run = run_rounds(
                 common,
                 options,
@@ -89,7 +100,7 @@ def run_ab(
             )
             infos = {label: agent.info for label, agent in running.items()}
     results = run.results
-    frame = paired_rows(results, cells, options, missing, run.looks)
+    frame = paired_rows(results, cells, options, missing, run.looks, counted)
     minutes = (time.perf_counter() - started) / 60
     for side in sides:
         _write_side(out_dir / side.label, side, infos[side.label], results)
@@ -111,6 +122,7 @@ def run_ab(
             },
             "looks_per_cell": {key: [list(look) for look in looks] for key, looks in run.looks.items()},
             "stopped": run.stopped,
+            "instructions": counts,
         },
     )
     notes = [
@@ -119,6 +131,7 @@ def run_ab(
         f"per round (order AB, BA, ...), compared round by round; {len(common)} cells in {minutes:.1f} min"
         f"{_stopping_words(run)}.",
         SEQUENTIAL_NOTE,
+        *count_notes,
     ]
     for label, info in infos.items():
         if info["dropped"]:

@@ -297,6 +297,14 @@ def _add_ab(sub: Any) -> None:
         help="the latency statistic that gates: p50, or each process's fastest call (min; the "
         "steadiest on a shared machine, `make gate` uses it); the other is shown, advisory",
     )
+    ab.add_argument(
+        "--instructions",
+        choices=("off", "auto", "perf", "callgrind"),
+        default="off",
+        help="also count instructions per call, once per cell and side, and gate on the count "
+        "(threshold 1%%, or --threshold instructions=PCT): perf where the CPU's counter is "
+        "exposed, else Valgrind's callgrind (auto); a cell without a count gets a note",
+    )
     ab.add_argument("--out", type=Path, help="output folder (default results/ab-<timestamp>)")
     ab.set_defaults(func=cmd_ab)
 
@@ -331,6 +339,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
         thresholds={metric: fraction(value) for metric, value in pairs},
         alpha=args.alpha,
         gate_on=args.gate_on,
+        instructions=args.instructions,
         out_dir=args.out,
     )
 

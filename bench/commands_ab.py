@@ -37,6 +37,7 @@ def ab_command(
     thresholds: dict[str, float] | None = None,
     alpha: float = 0.05,
     gate_on: str = "p50",
+    instructions: str = "off",
     out_dir: Path | None = None,
     repo: Path | None = None,
 ) -> int:
@@ -48,6 +49,7 @@ def ab_command(
     options = AbOptions(
         rounds=rounds,
         budget_s=budget_s,
+        instructions=instructions,
         compare=CompareOptions(
             max_regression=max_regression, thresholds=thresholds or {}, alpha=alpha, gate_on=gate_on
         ),

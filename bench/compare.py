@@ -63,7 +63,7 @@ def gates(metric: str, mode: str, latency: str = "p50") -> bool:
     docs/measurements/2026-11-24-gate-trials.md). Gating on it there doubled the tests Holm
     corrects for and left most cells undecided, for no regression p50 would miss. It is
     still shown, as advisory, like p99."""
-    return metric == latency or (metric == "throughput" and mode == "throughput")
+    return metric == latency or (metric == "throughput" and mode == "throughput") or metric in COUNTED
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,9 @@ METRICS = {
     # on top (`ab --gate-on min`; one value per process, never bootstrapped).
     "min": Metric("min", np.min, higher_is_better=False),
 }
+#: Counted (not timed) metrics, with their default thresholds: `ab --instructions` decides
+#: them by their counts (`inferbench.verdict.decide_count`), outside the timed tests' family.
+COUNTED = {"instructions": 0.01}
 #: Latency statistics a comparison can gate on (`CompareOptions.gate_on`).
 GATE_ON = ("p50", "min")
 # Throughput mode counts completions: its samples are the run's per-slice rates.
@@ -123,9 +126,12 @@ class CompareOptions:
     def __post_init__(self) -> None:
         if self.gate_on not in GATE_ON:
             raise UserError(f"--gate-on must be one of {', '.join(GATE_ON)}; got {self.gate_on!r}")
-        for name in (*self.metrics, *self.thresholds):
+        for name in self.metrics:
             if name not in METRICS:
                 raise UserError(f"metric must be one of {', '.join(METRICS)}; got {name!r}")
+        for name in self.thresholds:
+            if name not in METRICS and name not in COUNTED:
+                raise UserError(f"metric must be one of {', '.join([*METRICS, *COUNTED])}; got {name!r}")
         for value in (self.max_regression, *self.thresholds.values()):
             if not 0 < value < 1:
                 raise UserError(f"regression threshold must be between 0% and 100%; got {value:.0%}")
@@ -133,7 +139,7 @@ class CompareOptions:
             raise UserError(f"alpha must be between 0 and 1; got {self.alpha}")
 
     def threshold(self, metric: str) -> float:
-        return self.thresholds.get(metric, self.max_regression)
+        return self.thresholds.get(metric, COUNTED.get(metric, self.max_regression))
 
 
 def bootstrap_estimate(
@@ -304,7 +310,8 @@ def judge(
         {"broken": False, **row, "gating": gates(row["metric"], row.get("mode", "latency"), options.gate_on)}
         for row in rows
     ]
-    timed = [i for i, row in enumerate(rows) if row["metric"] != "status"]
+    # A counted row arrives decided (`decide_count`): it is in no family.
+    timed = [i for i, row in enumerate(rows) if row["metric"] != "status" and row["metric"] not in COUNTED]
     families = [[i for i in timed if rows[i]["gating"]]]
     families += [[i] for i in timed if not rows[i]["gating"]]
     for family in families:

@@ -274,3 +274,24 @@ def welch_estimate(base: Sequence[float], new: Sequence[float], higher_is_better
     df = (vb + vn) ** 2 / (vb**2 / (len(b) - 1) + vn**2 / (len(n) - 1)) if se > 0 else math.inf
     diff = float(b.mean() - n.mean()) if higher_is_better else float(n.mean() - b.mean())
     return Estimate(diff, se, df, len(b) + len(n))
+
+
+def decide_count(base: Sequence[float], new: Sequence[float], threshold: float) -> Decision:
+    """Counted work (instructions per call, `inferbench.instructions`): no noise model and no
+    alpha. A count that repeats exactly has no spread to test against, and a t-test on zero
+    spread is undefined, so the decision is the ratio of the medians against the threshold,
+    widened by the spread the batches did show: the interval runs from the smallest to the
+    largest ratio of any base batch and head batch (zero width when each side counted the same
+    every time). FAIL when even its low end is above 1 + threshold, PASS when its high end is
+    below, inconclusive in between (the spread is wider than the margin)."""
+    b, n = np.asarray(base, dtype=np.float64), np.asarray(new, dtype=np.float64)
+    if len(b) == 0 or len(n) == 0 or not (b > 0).all() or not (n > 0).all():
+        return _NOTHING
+    ratio = float(np.median(n) / np.median(b))
+    low, high = float(n.min() / b.max()), float(n.max() / b.min())
+    bound = 1 + threshold
+    improved = high < 1 / bound
+    verdict = _verdict(low > bound, improved, math.log(high), math.log(bound))
+    # The smallest slowdown this spread cannot hide: the threshold plus the spread's width.
+    mde = 100 * (bound * high / low - 1)
+    return Decision(verdict, ratio, low, high, mde, float("nan"), float("nan"))
