@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from inferbench.interference import (
     Thresholds,
     _cpu_lines,
     _own_times,
+    run_delay_ns,
     window_stats,
 )
 from inferbench.models import resolve_model
@@ -47,6 +49,42 @@ def test_window_stats_subtracts_own_time() -> None:
     assert stats["steal_pct"] == pytest.approx(5.0)
     assert stats["sys_pct"] == pytest.approx(100 * 20 / 190)
     assert stats["nivcsw"] == 60
+
+
+def test_run_delay_is_read_in_nanoseconds_from_every_threads_schedstat(tmp_path: Path) -> None:
+    for tid, line in {"101": "900000 2500 7", "102": "5 500 1", "103": ""}.items():
+        (tmp_path / tid).mkdir()
+        (tmp_path / tid / "schedstat").write_text(line + "\n")
+    assert run_delay_ns(tmp_path) == 3000  # the second field of each; a blank one counts 0
+    assert run_delay_ns(tmp_path / "missing") == 0  # no CONFIG_SCHED_INFO: nothing, no error
+
+
+def test_run_delay_share_resolves_below_one_clock_tick() -> None:
+    # 4 s on 2 CPUs: one tick is 0.125% of capacity; 1 ms of waiting is 0.0125%, which the
+    # tick-based share cannot show and the run-delay share does.
+    before = Counters(0, 0, 0, 0, 0, 0, run_delay_ns=10_000)
+    after = Counters(4_000_000_000, 1, 0, 0, 0, 0, run_delay_ns=1_010_000)
+    stats = window_stats(before, after, n_cpus=2, ticks_per_s=100)
+    assert stats["tick_pct"] == pytest.approx(0.125)
+    assert stats["interference_pct"] == pytest.approx(0.125)  # one tick, the coarsest step
+    assert stats["run_delay_pct"] == pytest.approx(0.0125)
+
+
+@pytest.mark.skipif(not Path("/proc/thread-self/schedstat").is_file(), reason="no per-thread schedstat")
+def test_real_schedstat_counts_nanoseconds() -> None:
+    """This thread's schedstat run time grows with its CPU time in the same unit (ns): read in
+    ticks it would be ten million times smaller."""
+    stat = Path("/proc/thread-self/schedstat")
+    run_before, cpu_before = int(stat.read_text().split()[0]), time.thread_time_ns()
+    while time.thread_time_ns() - cpu_before < 200_000_000:  # 0.2 s of this thread's CPU
+        pass
+    ran, cpu = int(stat.read_text().split()[0]) - run_before, time.thread_time_ns() - cpu_before
+    assert 0.5 < ran / cpu < 2, (ran, cpu)
+    probe = InterferenceProbe()
+    probe.start()
+    probe.stop()
+    result = probe.result()
+    assert 0 <= result["run_delay_pct"] <= 100 and result["tick_pct"] > 0
 
 
 def test_probe_accumulates_windows_and_flags_over_the_threshold() -> None:
