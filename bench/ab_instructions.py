@@ -35,7 +35,7 @@ COUNTERS = ("off", "auto", "perf", "callgrind")
 #: Default threshold of the count (`--threshold instructions=PCT` overrides it).
 THRESHOLD = 0.01
 #: Calls per cell: warm-up, then batches of counted calls (their spread is the count's own).
-WARMUP, CALLS, BATCHES = 5, 10, 3
+WARMUP, CALLS, BATCHES = 20, 10, 3
 #: The longest a side's counting process may take (Valgrind: about 30 s of imports, then each cell).
 TIMEOUT_S = 900
 BLIND_SPOTS = (
@@ -161,11 +161,30 @@ def count_rows(
 
 
 def count_both(
-    sides: Sequence[Side], setup: dict[str, Any], keys: Sequence[str], counter: str, work_dir: Path
+    sides: Sequence[Side],
+    setup: dict[str, Any],
+    keys: Sequence[str],
+    counter: str,
+    work_dir: Path,
+    cells: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """{cell_key: {side label: its answer}} for both sides, one counting process per side."""
-    by_side = {side.label: count_side(side, setup, keys, counter, work_dir) for side in sides}
-    return {key: {label: answers[key] for label, answers in by_side.items()} for key in keys}
+    """{cell_key: {side label: its answer}} for both sides, one counting process per side.
+    Cells that differ only in mode or threads make the same call at one thread: counted once."""
+    first: dict[tuple[Any, ...], str] = {}
+    for key in keys:
+        first.setdefault(_same_work(cells[key]) if cells else (key,), key)
+    by_side = {side.label: count_side(side, setup, list(first.values()), counter, work_dir) for side in sides}
+    return {
+        key: {
+            label: answers[first[_same_work(cells[key]) if cells else (key,)]]
+            for label, answers in by_side.items()
+        }
+        for key in keys
+    }
+
+
+def _same_work(cell: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(cell.get(axis) for axis in KEY if axis not in ("mode", "threads"))
 
 
 def count_instructions(
@@ -184,7 +203,7 @@ def count_instructions(
     counter, how = pick_counter(choice)
     if counter is None or not keys:
         return [], [f"Instructions per call not counted: {how}."], {"counter": None, "reason": how}
-    counts = count_both(sides, setup, keys, counter, work_dir)
+    counts = count_both(sides, setup, keys, counter, work_dir, cells)
     rows, notes = count_rows(counts, cells, threshold, counter)
     head = (
         f"**Instructions per call** ({how}): {WARMUP} warm-up calls, then {BATCHES} batches of {CALLS} "
