@@ -21,7 +21,7 @@ BASE ?=
 NEW ?=
 RUN ?=
 
-.PHONY: setup browser postgres bench report compare merge gate gate-baseline gate-trials baseline crosscheck peak history nightly test lint clean
+.PHONY: setup browser postgres valgrind bench report compare merge gate gate-baseline gate-trials baseline crosscheck peak history nightly test lint clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,14 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 	  && (apt-get update -qq && apt-get install -y -qq postgresql) >/dev/null 2>&1; } \
 	  || echo "postgresql not installed: the PostgreSQL history tests will be skipped"
+
+# `ab --instructions` counts with Valgrind's callgrind where the CPU's instruction counter is not
+# exposed (most VMs); install Debian's valgrind when we can (root + apt), else the count is a note
+# and its tests skip.
+valgrind:
+	@command -v valgrind >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq && apt-get install -y -qq valgrind) >/dev/null 2>&1; } \
+	  || echo "valgrind not installed: instruction counts need perf events, and the callgrind test will be skipped"
 
 bench: setup
 	$(PY) -m inferbench run --profile $(HW) $(if $(filter cpu cpu-full,$(HW)),--peak measure) $(ARGS)
@@ -75,16 +83,21 @@ merge: setup
 # measure of the code's own speed (README, "The gate"); GATE_ON=p50 on a dedicated runner.
 # Each cell stops once decided; the rounds left go to the open cells, up to ROUNDS per cell and
 # within BUDGET for the whole run (README, "Adaptive rounds").
+# INSTRUCTIONS=auto also counts instructions per call (perf, else callgrind) and gates on the count
+# at 1% (README, "Instructions per call"); off by default: under Valgrind the count takes minutes
+# of the budget.
 ROUNDS ?= 30
 BUDGET ?= 10m
 GATE_ON ?= min
+INSTRUCTIONS ?= off
 HEAD_SRC ?=
 HEAD_PYTHON ?=
-gate: setup
+gate: setup $(if $(filter-out off,$(INSTRUCTIONS)),valgrind)
 	rm -rf results/gate-$(HW)
 	$(PY) -m inferbench ab --base $(or $(BASE),$(shell git merge-base HEAD main 2>/dev/null || git merge-base HEAD origin/main)) \
 	  $(if $(HEAD_SRC),--head "$(HEAD_SRC)") $(if $(HEAD_PYTHON),--head-python "$(HEAD_PYTHON)") \
-	  --profile gate-$(HW) --rounds $(ROUNDS) --budget $(BUDGET) --gate-on $(GATE_ON) --out results/gate-$(HW) $(ARGS); \
+	  --profile gate-$(HW) --rounds $(ROUNDS) --budget $(BUDGET) --gate-on $(GATE_ON) \
+	  --instructions $(INSTRUCTIONS) --out results/gate-$(HW) $(ARGS); \
 	  code=$$?; mkdir -p results/gate-$(HW) && echo $$code > results/gate-$(HW)/exit-code; exit $$code
 
 # For a dedicated, quiet runner only: the gate profile against a baseline committed from that
@@ -129,7 +142,7 @@ crosscheck: setup
 peak: setup
 	$(PY) -m inferbench peak $(ARGS)
 
-test: setup browser postgres
+test: setup browser postgres valgrind
 	$(PY) -m pytest $(ARGS)
 
 lint: setup
