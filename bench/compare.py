@@ -268,7 +268,8 @@ def moved_cells(base: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[s
     """'cell: host differs (...)' for every cell BASE and NEW measured on different hosts."""
     apart = several_hosts(base) or several_hosts(new)
     pairs, _ = pair_cells(base, new)
-    return [f"{'/'.join(map(str, _key(b)))}: {why}" for b, n in pairs if (why := _moved(b, n, apart))]
+    named = (("/".join(str(v) for v in _key(b) if v != ""), _moved(b, n, apart)) for b, n in pairs)
+    return [f"{name}: {why}" for name, why in named if why]
 
 
 def status_row(cell: dict[str, Any], base: dict[str, Any], new: dict[str, Any] | None) -> dict[str, Any]:
