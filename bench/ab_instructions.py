@@ -35,7 +35,7 @@ COUNTERS = ("off", "auto", "perf", "callgrind")
 #: Default threshold of the count (`--threshold instructions=PCT` overrides it).
 THRESHOLD = 0.01
 #: Calls per cell: warm-up, then batches of counted calls (their spread is the count's own).
-WARMUP, CALLS, BATCHES = 20, 10, 3
+WARMUP, CALLS, BATCHES = 20, 5, 9
 #: The longest a side's counting process may take (Valgrind: about 30 s of imports, then each cell).
 TIMEOUT_S = 900
 BLIND_SPOTS = (

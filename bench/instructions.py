@@ -20,6 +20,7 @@ per cell. So it imports nothing from `inferbench` at module level.
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import mmap
 import os
@@ -185,13 +186,22 @@ def read_callgrind_total(path: Path) -> int:
 
 
 def count_calls(call: Callable[[], None], counter: Any, calls: int, batches: int) -> list[float]:
-    """Instructions per call in each of `batches` batches of `calls` calls."""
+    """Instructions per call in each of `batches` batches of `calls` calls. The garbage collector
+    is off while counting: a collection lands in whichever batch crosses its allocation count,
+    and costs more than a tiny model's call."""
     counts = []
-    for _ in range(batches):
-        counter.start()
-        for _ in range(calls):
-            call()
-        counts.append(counter.stop() / calls)
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(batches):
+            counter.start()
+            for _ in range(calls):
+                call()
+            counts.append(counter.stop() / calls)
+    finally:
+        if was_enabled:
+            gc.enable()
     return counts
 
 

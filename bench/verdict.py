@@ -278,20 +278,21 @@ def welch_estimate(base: Sequence[float], new: Sequence[float], higher_is_better
 
 def decide_count(base: Sequence[float], new: Sequence[float], threshold: float) -> Decision:
     """Counted work (instructions per call, `inferbench.instructions`): no noise model and no
-    alpha. A count that repeats exactly has no spread to test against, and a t-test on zero
-    spread is undefined, so the decision is the ratio of the medians against the threshold,
-    widened by the spread the batches did show: the interval runs from the smallest to the
-    largest ratio of any base batch and head batch (zero width when each side counted the same
-    every time). FAIL when even its low end is above 1 + threshold, PASS when its high end is
-    below, inconclusive in between (the spread is wider than the margin)."""
+    alpha. A count that repeats exactly has no spread to test against (a t-test on zero spread
+    is undefined), so the decision is the ratio of the medians against the threshold, widened
+    by the spread the batches did show: the interval runs from the head's lower quartile over
+    the base's upper one to the head's upper quartile over the base's lower one (zero width when
+    each side counted the same every time; quartiles, not extremes, because one batch in
+    several can carry the allocator's occasional heap consolidation). FAIL when its low end is
+    above 1 + threshold, PASS when its high end is below, inconclusive in between."""
     b, n = np.asarray(base, dtype=np.float64), np.asarray(new, dtype=np.float64)
     if len(b) == 0 or len(n) == 0 or not (b > 0).all() or not (n > 0).all():
         return _NOTHING
-    ratio = float(np.median(n) / np.median(b))
-    low, high = float(n.min() / b.max()), float(n.max() / b.min())
+    b_low, b_mid, b_high = np.percentile(b, (25, 50, 75))
+    n_low, n_mid, n_high = np.percentile(n, (25, 50, 75))
+    ratio, low, high = float(n_mid / b_mid), float(n_low / b_high), float(n_high / b_low)
     bound = 1 + threshold
-    improved = high < 1 / bound
-    verdict = _verdict(low > bound, improved, math.log(high), math.log(bound))
-    # The smallest slowdown this spread cannot hide: the threshold plus the spread's width.
+    verdict = _verdict(low > bound, high < 1 / bound, math.log(high), math.log(bound))
+    # The smallest slowdown this spread cannot hide: the threshold widened by the spread.
     mde = 100 * (bound * high / low - 1)
     return Decision(verdict, ratio, low, high, mde, float("nan"), float("nan"))

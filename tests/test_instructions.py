@@ -232,3 +232,10 @@ def test_the_count_has_its_own_threshold() -> None:
         CompareOptions(thresholds={"instrs": 0.02})
     with pytest.raises(UserError, match="--instructions"):
         AbOptions(instructions="always")
+
+
+def test_decide_count_one_odd_batch_in_nine_does_not_undecide_it() -> None:
+    """The allocator's occasional heap consolidation lands in one batch: quartiles ignore it."""
+    base = [1e6] * 8 + [1.08e6]
+    assert decide_count(base, [1e6] * 9, 0.01).verdict == NO_CHANGE
+    assert decide_count(base, [1.05e6] * 8 + [0.95e6], 0.01).verdict == REGRESSION
