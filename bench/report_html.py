@@ -230,7 +230,7 @@ def _filters_html(frame: pd.DataFrame) -> str:
 def results_html(frame: pd.DataFrame) -> str:
     """Filters, then every cell in a sortable table whose header stays in view when scrolling."""
     filters = _filters(frame)
-    extra = ("shape",) if "shape" in filters else ()
+    extra: tuple[str, ...] = ("shape",) if "shape" in filters else ()
     extra += (HOST,) if HOST in filters else ()
     columns = (*TABLE_COLUMNS[:6], *extra, *TABLE_COLUMNS[6:])
     head = "".join(f'<th class="{"s" if c in TEXT_COLUMNS else ""}">{html.escape(c)}</th>' for c in columns)

@@ -168,10 +168,10 @@ def resolve_model(
     if looks_like_factory:
         module_name, _, attr = ref.partition(":")
         try:
-            found = importlib.util.find_spec(module_name)
+            spec = importlib.util.find_spec(module_name)
         except (ImportError, ValueError):
-            found = None
-        if found is None or not attr:
+            spec = None
+        if spec is None or not attr:
             raise UserError(f"model factory {ref!r} not importable (expected package.module:function)")
         return ModelRef(ref, "factory")
     raise UserError(

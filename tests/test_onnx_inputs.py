@@ -226,7 +226,8 @@ def test_a_quantized_model_is_read_as_int8_and_runs_at_int8_only(qdq: Path, file
     ref = resolve_model(str(qdq))
     assert ref.graph_precision == "int8 (QDQ, from the model)"
     assert ref.precision_problem("int8") is None
-    assert "runs as it is, at int8 only (never quantized or cast again)" in (ref.precision_problem("fp32") or "")
+    problem = ref.precision_problem("fp32") or ""
+    assert "runs as it is, at int8 only (never quantized or cast again)" in problem
     assert resolve_model(str(files["fixed_batch"])).graph_precision == ""
 
 
