@@ -69,9 +69,22 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class RedactingFormatter(logging.Formatter):
+    """Another formatter's output, redacted. Unlike a filter it leaves the record alone: a
+    record is shared by every handler it reaches, and one that rewrote its arguments would
+    change what the others (a test's log capture, a user's own handler) see."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record))
+
+
 def configure_logging(**basic_config: Any) -> None:
     """`logging.basicConfig(**basic_config)`, with every root handler's output redacted."""
     logging.basicConfig(**basic_config)
     for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+        if not isinstance(handler.formatter, RedactingFormatter):
+            handler.setFormatter(RedactingFormatter(handler.formatter))

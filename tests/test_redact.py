@@ -53,14 +53,18 @@ def test_redact_leaves_ordinary_text_alone(text: str) -> None:
 
 def test_log_records_are_redacted_message_arguments_and_traceback(caplog: pytest.LogCaptureFixture) -> None:
     logger = logging.getLogger("tests.redact")
-    caplog.handler.addFilter(RedactingFilter())
+    redacting = RedactingFilter()
+    caplog.handler.addFilter(redacting)
     url = f"postgresql://bench:{PASSWORD}@db/h"
-    with caplog.at_level(logging.WARNING, logger="tests.redact"):
-        logger.warning("history not recorded in %s", url)
-        try:
-            raise ConnectionError(f"cannot reach {url}")
-        except ConnectionError:
-            logger.exception("append failed")
+    try:
+        with caplog.at_level(logging.WARNING, logger="tests.redact"):
+            logger.warning("history not recorded in %s", url)
+            try:
+                raise ConnectionError(f"cannot reach {url}")
+            except ConnectionError:
+                logger.exception("append failed")
+    finally:  # the filter rewrites records: it must not outlive this test on a shared handler
+        caplog.handler.removeFilter(redacting)
     assert PASSWORD not in caplog.text
     assert "postgresql://bench:***@db/h" in caplog.text and "ConnectionError: cannot reach" in caplog.text
 
