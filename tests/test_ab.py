@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,20 +23,12 @@ from inferbench.ab_command import profile_data
 from inferbench.ab_rounds import BUDGET, DECIDED, MOST_ROUNDS, Rounds, interleave, run_rounds
 from inferbench.cli import main
 from inferbench.compare import CompareOptions, exit_code
-from inferbench.config import load_profile
+from inferbench.config import Cell, load_profile
 from inferbench.errors import InternalError, UserError
 from inferbench.sides import PROJECT_ROOT, Side, link_tree
 from inferbench.verdict import decide, paired_estimate
 
-CELL = {
-    "model": "m",
-    "backend": "b",
-    "precision": "fp32",
-    "batch_size": 1,
-    "threads": 1,
-    "mode": "latency",
-    "shape": "",
-}
+CELL = asdict(Cell("m", "b", "fp32", 1, 1))  # the cell's axes, each as the sweep names it
 
 
 class FakeMachine:

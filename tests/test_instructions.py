@@ -7,6 +7,7 @@ import mmap
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +18,12 @@ from inferbench.ab import AbOptions, paired_rows
 from inferbench.ab_instructions import count_rows, count_side, pick_counter
 from inferbench.ab_rounds import interleave
 from inferbench.compare import CompareOptions, exit_code
+from inferbench.config import Cell
 from inferbench.errors import UserError
 from inferbench.sides import Side
 from inferbench.verdict import IMPROVEMENT, INCONCLUSIVE, NO_CHANGE, REGRESSION, decide_count
 
-CELL = {
-    "model": "m",
-    "backend": "b",
-    "precision": "fp32",
-    "batch_size": 1,
-    "threads": 1,
-    "mode": "latency",
-    "shape": "",
-}
+CELL = asdict(Cell("m", "b", "fp32", 1, 1))  # the cell's axes, each as the sweep names it
 
 
 def _loop(n: int) -> int:
