@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from inferbench.ab_instructions import COUNTERS
+from inferbench.calibration import Calibration
 from inferbench.compare import KEY, VALUE_COLUMN, CompareOptions, judge, status_row
 from inferbench.errors import InternalError, UserError
 from inferbench.sequential import Looks
@@ -53,6 +54,12 @@ class AbOptions:
     compare: CompareOptions = field(default_factory=CompareOptions)
     budget_s: float | None = None  # wall-clock limit of the whole run (None: rounds alone)
     instructions: str = "off"  # counter of instructions per call (`inferbench.ab_instructions`)
+    calibrate: int = 0  # A/A rounds before the A/B rounds (`inferbench.calibration`); 0: none
+    calibration: Calibration | None = None  # a runner's calibration, instead of the A/A rounds
+    gate_auto: bool = False  # `--gate-on auto`: each cell gates on its calibrated steadier statistic
+    # The statistic each cell gates on, by cell key (`--gate-on auto`: the calibration's
+    # steadier one); a cell not named gates on `compare.gate_on`.
+    gate_on_by_cell: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.rounds < 2:
@@ -61,6 +68,17 @@ class AbOptions:
             raise UserError(f"--budget must be positive; got {self.budget_s}")
         if self.instructions not in COUNTERS:
             raise UserError(f"--instructions must be one of {', '.join(COUNTERS)}; got {self.instructions!r}")
+        if self.calibrate == 1 or self.calibrate < 0:
+            raise UserError(f"--calibrate needs at least 2 A/A rounds (or 0: none); got {self.calibrate}")
+        if self.calibrate and self.calibration is not None:
+            raise UserError("--calibrate and --calibration exclude each other: measure the noise, or read it")
+        if self.gate_auto and not self.calibrate and self.calibration is None:
+            raise UserError("--gate-on auto needs a calibration: --calibrate ROUNDS or --calibration FILE")
+
+    def compared(self, key: str) -> tuple[str, ...]:
+        """The metrics compared for cell `key`: its gating statistic first, then the rest."""
+        gate_on = self.gate_on_by_cell.get(key, self.compare.gate_on)
+        return (gate_on, *(m for m in self.compare.compared if m != gate_on))
 
 
 def round_order(round_index: int) -> tuple[str, str]:
@@ -169,7 +187,8 @@ def verdict_rows(
         if seen:  # judged at its latest look: rounds after it wait for the next one
             pairs = pairs[: seen[-1][0]]
         note = f"{disturbed} of {len(by_side['base'])} rounds interfered, left out" if disturbed else ""
-        for metric in options.compare.compared:
+        gate_on = options.gate_on_by_cell.get(key)
+        for metric in options.compared(key):
             b_values = [round_value(b, metric) for b, _ in pairs]
             h_values = [round_value(h, metric) for _, h in pairs]
             estimate = paired_estimate(b_values, h_values, higher_is_better=metric == "throughput")
@@ -185,6 +204,8 @@ def verdict_rows(
                 "unit": "round",
                 "note": note if estimate is not None else _few_rounds(len(pairs), note),
             }
+            if gate_on is not None:  # `compare.judge` gates this cell on its own statistic
+                row["gate_on"] = gate_on
             table.add(row, estimate, key, seen)
     return table
 

@@ -6,17 +6,20 @@ from __future__ import annotations
 import datetime as dt
 import time
 import tomllib
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from inferbench.ab import AbOptions, agents, paired_rows
 from inferbench.ab_instructions import METRIC, count_instructions
-from inferbench.ab_rounds import BUDGET, DECIDED, MOST_ROUNDS, NOT_OK, Rounds, run_rounds
+from inferbench.ab_rounds import BUDGET, DECIDED, MOST_ROUNDS, NOT_OK, Rounds, aa_rounds, run_rounds
+from inferbench.calibration import Calibration, plan, plan_lines, rounds_allowed
 from inferbench.compare_env import load_view
 from inferbench.compare_report import write_outputs
 from inferbench.config import CELL_AXES, cell_axes, load_profile
 from inferbench.errors import UserError
+from inferbench.history.fingerprint import machine_from_env
 from inferbench.sides import Side, prepared_sides
 from inferbench.status import MEASURED
 from inferbench.storage import SCHEMA_VERSION, save_cell, write_csv
@@ -56,6 +59,7 @@ def run_ab(
     repo: Path | None = None,
     on_result: Any = None,
     on_stop: Any = None,
+    on_plan: Any = None,
 ) -> tuple[Any, Any, Path]:
     """Run an A/B comparison; returns (verdict frame, unmatched frame, compare.md path)."""
     import pandas as pd
@@ -78,6 +82,9 @@ def run_ab(
             unmatched = [{**_key_columns(cells[k]), "only_in": "head"} for k in cells if k not in base_keys]
             missing = [c for c in running["base"].info["cells"] if c["key"] not in cells]
             unmatched += [{**_key_columns(c), "only_in": "base"} for c in missing]
+            options, plan_notes = _calibrated(
+                options, running, common, name, out_dir, on_result, on_plan, started=started
+            )
             # Counted before the rounds: its time is inside the budget, like the checkouts.
             counted, count_notes, counts = count_instructions(
                 sides,
@@ -123,6 +130,7 @@ def run_ab(
             "looks_per_cell": {key: [list(look) for look in looks] for key, looks in run.looks.items()},
             "stopped": run.stopped,
             "instructions": counts,
+            "gate_on_by_cell": dict(options.gate_on_by_cell),
         },
     )
     notes = [
@@ -131,6 +139,7 @@ def run_ab(
         f"per round (order AB, BA, ...), compared round by round; {len(common)} cells in {minutes:.1f} min"
         f"{_stopping_words(run)}.",
         SEQUENTIAL_NOTE,
+        *plan_notes,
         *count_notes,
     ]
     for label, info in infos.items():
@@ -160,6 +169,56 @@ SEQUENTIAL_NOTE = (
     "spends alpha / (gating tests) per cell (Bonferroni). A cell passes when the upper bound of its "
     "interval is below 1 + threshold (faster cells pass too)."
 )
+
+
+def _calibrated(
+    options: AbOptions,
+    running: dict[str, Any],
+    keys: list[str],
+    profile: str,
+    out_dir: Path,
+    on_result: Any,
+    on_plan: Any,
+    *,
+    started: float,
+) -> tuple[AbOptions, list[str]]:
+    """The options with each cell's gating statistic (`--gate-on auto`), and the plan's lines:
+    from the A/A rounds run here (`--calibrate`, saved as calibration.json) or a runner's
+    calibration (`--calibration`, refused from another machine class). Neither: as they were."""
+    if not options.calibrate and options.calibration is None:
+        return options, []
+    machine = machine_from_env(running["base"].info["env"])
+    calibration = options.calibration
+    if calibration is None:
+        noise = aa_rounds(keys, options.calibrate, lambda _, key, r: running["base"].run(key, r), on_result)
+        calibration = Calibration(machine.fingerprint, machine.label, profile, noise)
+        calibration.save(out_dir / "calibration.json")
+    else:
+        calibration.check_machine(machine.fingerprint, machine.label, "--calibration")
+    if options.gate_auto:
+        chosen = {k: calibration.gate_on(k, options.compare.gate_on) for k in keys}
+        options = replace(options, gate_on_by_cell=chosen)
+    found = {k: calibration.cells[k] for k in keys if k in calibration.cells}
+    left = options.budget_s - (time.perf_counter() - started) if options.budget_s else None
+    allowed = rounds_allowed(found, options.rounds, left)
+    threshold = options.compare.threshold(options.compare.gate_on)
+    plans = [
+        plan(
+            k,
+            options.gate_on_by_cell.get(k, options.compare.gate_on),
+            found.get(k),
+            threshold=threshold,
+            alpha=options.compare.alpha,
+            tests=len(keys),
+            rounds_allowed=allowed,
+            confidence=options.compare.confidence,
+        )
+        for k in keys
+    ]
+    lines = plan_lines(plans, threshold, calibration)
+    if on_plan is not None:
+        on_plan(lines)
+    return options, ["\n".join(lines)]
 
 
 def _budget_words(options: AbOptions) -> str:

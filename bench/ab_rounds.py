@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from inferbench.ab import SIDES, AbOptions, Events, Launch, clean_pairs, round_order, verdict_rows
+from inferbench.calibration import CellNoise, cell_noise
 from inferbench.compare import judge
 from inferbench.sequential import Looks, add_look, look_due
 from inferbench.verdict import INCONCLUSIVE
@@ -127,3 +128,34 @@ def _decided(run: Rounds, keys: list[str], cells: dict[str, dict[str, Any]], opt
     undecided = (frame["verdict"] == INCONCLUSIVE).to_numpy()
     owners = np.asarray(table.owners, dtype=object)
     return [k for k in keys if (owners[gating] == k).any() and not (undecided & gating & (owners == k)).any()]
+
+
+def aa_rounds(
+    cell_keys: list[str],
+    rounds: int,
+    launch: Launch,
+    on_result: Events | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, CellNoise]:
+    """The A/A pre-run (`ab --calibrate`): every cell `rounds` times, two fresh workers of the
+    base side per round, then each cell's noise (`inferbench.calibration.cell_noise`) from the
+    rounds neither process was disturbed in. Rounds go over all cells, as the A/B rounds do.
+    They are numbered from 1, so no process repeats round 0's full accuracy check."""
+    pairs: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {k: [] for k in cell_keys}
+    seconds = dict.fromkeys(cell_keys, 0.0)
+    for r in range(1, rounds + 1):
+        for key in cell_keys:
+            before = clock()
+            pair = []
+            for side in SIDES:  # labels only: both processes are the base side's code
+                record = launch("base", key, r)
+                pair.append(record)
+                if on_result is not None:
+                    on_result(f"A/A {side}", key, r - 1, record)
+            seconds[key] += clock() - before
+            first, second = pair
+            if first["status"] == second["status"] == "ok" and not (
+                first.get("interfered") or second.get("interfered")
+            ):
+                pairs[key].append((first, second))
+    return {k: cell_noise(pairs[k], seconds[k] / rounds) for k in cell_keys}

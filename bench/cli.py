@@ -292,10 +292,25 @@ def _add_ab(sub: Any) -> None:
     )
     ab.add_argument(
         "--gate-on",
-        choices=("p50", "min"),
+        choices=("p50", "min", "auto"),
         default="p50",
-        help="the latency statistic that gates: p50, or each process's fastest call (min; the "
-        "steadiest on a shared machine, `make gate` uses it); the other is shown, advisory",
+        help="the latency statistic that gates: p50, each process's fastest call (min; the "
+        "steadiest on a shared machine), or auto: per cell, the steadier one in the calibration's "
+        "A/A rounds (`make gate`); the other is shown, advisory",
+    )
+    ab.add_argument(
+        "--calibrate",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="first run ROUNDS A/A rounds of the base side against itself (inside the budget): "
+        "each cell's noise, what the run can decide, written to calibration.json",
+    )
+    ab.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="FILE",
+        help="read the noise from an earlier calibration.json of this machine class instead",
     )
     ab.add_argument(
         "--instructions",
@@ -340,6 +355,8 @@ def cmd_ab(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         gate_on=args.gate_on,
         instructions=args.instructions,
+        calibrate=args.calibrate,
+        calibration=args.calibration,
         out_dir=args.out,
     )
 

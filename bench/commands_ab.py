@@ -8,6 +8,7 @@ from typing import Any
 
 from inferbench.ab import AbOptions
 from inferbench.ab_rounds import BUDGET, DECIDED, MOST_ROUNDS, NOT_OK
+from inferbench.calibration import Calibration
 from inferbench.commands import console, print_verdict
 from inferbench.compare import CompareOptions
 
@@ -38,6 +39,8 @@ def ab_command(
     alpha: float = 0.05,
     gate_on: str = "p50",
     instructions: str = "off",
+    calibrate: int = 0,
+    calibration: Path | None = None,
     out_dir: Path | None = None,
     repo: Path | None = None,
 ) -> int:
@@ -46,12 +49,19 @@ def ab_command(
     decided); `budget_s`: the whole run's wall-clock limit."""
     from inferbench.ab_command import run_ab
 
+    auto = gate_on == "auto"  # the fallback of a cell with no clean A/A rounds: min
     options = AbOptions(
         rounds=rounds,
         budget_s=budget_s,
         instructions=instructions,
+        calibrate=calibrate,
+        calibration=Calibration.load(calibration) if calibration is not None else None,
+        gate_auto=auto,
         compare=CompareOptions(
-            max_regression=max_regression, thresholds=thresholds or {}, alpha=alpha, gate_on=gate_on
+            max_regression=max_regression,
+            thresholds=thresholds or {},
+            alpha=alpha,
+            gate_on="min" if auto else gate_on,
         ),
     )
 
@@ -59,6 +69,10 @@ def ab_command(
         shown = f"p50 {record['latency_p50_ms']:.4g} ms" if record["status"] == "ok" else record["status"]
         flag = " [yellow]interfered[/]" if record.get("interfered") else ""
         console.print(f"round {round_index + 1}/{rounds} {side:4} {key}: {shown}{flag}", highlight=False)
+
+    def planned(lines: list[str]) -> None:
+        for line in lines:
+            console.print(line, highlight=False, markup=False)
 
     def stopped(key: str, done: int, why: str) -> None:
         console.print(f"{key}: stopped after {done} round(s): {STOP_WORDS[why]}", highlight=False)
@@ -78,6 +92,7 @@ def ab_command(
             repo=repo,
             on_result=progress,
             on_stop=stopped,
+            on_plan=planned,
         )
     finally:
         signal.signal(signal.SIGTERM, previous)

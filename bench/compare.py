@@ -295,6 +295,11 @@ def status_row(cell: dict[str, Any], base: dict[str, Any], new: dict[str, Any] |
     }
 
 
+def _gate_on(row: dict[str, Any], options: CompareOptions) -> str:
+    """The statistic a row's cell gates on: its own (`ab --gate-on auto`), else the options'."""
+    return str(row.get("gate_on") or options.gate_on)
+
+
 def judge(
     rows: list[dict[str, Any]],
     estimates: list[Estimate | None],
@@ -308,7 +313,11 @@ def judge(
     if not rows:
         return pd.DataFrame()
     rows = [
-        {"broken": False, **row, "gating": gates(row["metric"], row.get("mode", "latency"), options.gate_on)}
+        {
+            "broken": False,
+            **row,
+            "gating": gates(row["metric"], row.get("mode", "latency"), _gate_on(row, options)),
+        }
         for row in rows
     ]
     # A counted row arrives decided (`decide_count`): it is in no family.

@@ -74,18 +74,18 @@ class Decision:
 # (the sequential looks call these for every cell after every round).
 
 
-def _t_quantile(q: float, df: float) -> float:
+def t_quantile(q: float, df: float) -> float:
     from scipy.special import ndtri, stdtrit
 
     return float(ndtri(q) if not math.isfinite(df) else stdtrit(df, q))
 
 
-def _t_isf(level: float, df: float) -> float:
+def t_isf(level: float, df: float) -> float:
     """The critical value a one-sided test at `level` needs (by symmetry, exact for tiny levels)."""
-    return -_t_quantile(level, df)
+    return -t_quantile(level, df)
 
 
-def _t_sf(x: float, df: float) -> float:
+def t_sf(x: float, df: float) -> float:
     from scipy.special import ndtr, stdtr
 
     return float(ndtr(-x) if not math.isfinite(df) else stdtr(df, -x))
@@ -95,7 +95,7 @@ def one_sided_p(estimate: Estimate, bound: float) -> float:
     """P-value of H0: worse_log <= bound against H1: worse_log > bound."""
     if estimate.se == 0:
         return 0.0 if estimate.worse_log > bound else 1.0
-    return _t_sf((estimate.worse_log - bound) / estimate.se, estimate.df)
+    return t_sf((estimate.worse_log - bound) / estimate.se, estimate.df)
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
@@ -151,12 +151,10 @@ def decide(
             decisions.append(_NOTHING)
             continue
         bound = math.log1p(thresholds[i])
-        half = _t_quantile(0.5 + confidence / 2, estimate.df) * estimate.se
+        half = t_quantile(0.5 + confidence / 2, estimate.df) * estimate.se
         low, high = estimate.worse_log - half, estimate.worse_log + half
         verdict = _verdict(bool(q_worse[i] < alpha), bool(q_better[i] < alpha), high, bound)
-        mde = (
-            bound + (_t_quantile(1 - alpha / m, estimate.df) + _t_quantile(POWER, estimate.df)) * estimate.se
-        )
+        mde = bound + (t_quantile(1 - alpha / m, estimate.df) + t_quantile(POWER, estimate.df)) * estimate.se
         decisions.append(
             Decision(
                 verdict,
@@ -201,8 +199,8 @@ def decide_sequential(
             continue
         seen = seen or ((max(estimate.n, 2), 1.0),)
         fail_level = nominal_level(alpha / m, seen)
-        fail_t = _t_isf(fail_level, estimate.df)
-        half = _t_isf(nominal_level((1 - confidence) / 2, seen), estimate.df) * estimate.se
+        fail_t = t_isf(fail_level, estimate.df)
+        half = t_isf(nominal_level((1 - confidence) / 2, seen), estimate.df) * estimate.se
         bound, w, se = math.log1p(threshold), estimate.worse_log, estimate.se
         p_worse = one_sided_p(estimate, bound)
         verdict = _verdict(w - fail_t * se > bound, w + fail_t * se < -bound, w + half, bound)
@@ -212,7 +210,7 @@ def decide_sequential(
                 math.exp(w),
                 _exp(w - half),
                 _exp(w + half),
-                100 * (_exp(bound + (fail_t + _t_quantile(POWER, estimate.df)) * se) - 1),
+                100 * (_exp(bound + (fail_t + t_quantile(POWER, estimate.df)) * se) - 1),
                 p_worse,
                 min(1.0, p_worse * alpha / fail_level) if fail_level > 0 else 1.0,
             )

@@ -599,15 +599,21 @@ def test_a_a_exits_0_and_each_side_runs_its_own_code(
     profile.write_text(AA_PROFILE)
     out = tmp_path / "ab"
     argv = ["ab", "--base", str(base), "--profile", str(profile), "-k", "3", "--max-regression", "50%"]
-    code = main([*argv, "--out", str(out)])
+    code = main([*argv, "--calibrate", "2", "--gate-on", "auto", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
+    # Two A/A rounds of the base side first: the cell's noise, the statistic it gates on, the plan.
+    calibration = json.loads((out / "calibration.json").read_text())
+    ((key, noise),) = calibration["cells"].items()
+    assert noise["rounds"] <= 2 and set(noise["sigma_pct"]) <= {"min", "p50"}
+    chosen = json.loads((out / "ab.json").read_text())["gate_on_by_cell"]
+    assert chosen == {key: min(noise["sigma_pct"], key=noise["sigma_pct"].get, default="min")}
     base_cell = json.loads(next((out / "base" / "cells").glob("*.json")).read_text())
     head_cell = json.loads(next((out / "head" / "cells").glob("*.json")).read_text())
     assert base_cell["side_marker"] == "copy"
     assert "side_marker" not in head_cell
     assert base_cell["repeats"] == 3  # the rounds, merged
     md = (out / "compare.md").read_text()
-    assert "**PASS**" in md and "3 rounds" in md
+    assert "**PASS**" in md and "3 rounds" in md and "What this runner" in md
     page = (out / "compare.html").read_text()  # the same verdicts, both sides named
     assert "<b>PASS</b>" in page and "head (working tree)" in page and 'class="chart-spec"' in page
 

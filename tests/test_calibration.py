@@ -1,0 +1,163 @@
+"""The gate's A/A calibration: each cell's noise from A/A rounds, the statistic it gates on,
+the plan of what the runner can decide, and the file that carries it to the next run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from inferbench.ab import AbOptions, paired_rows
+from inferbench.ab_rounds import aa_rounds, run_rounds
+from inferbench.calibration import Calibration, CellNoise, cell_noise, plan, rounds_allowed
+from inferbench.compare import CompareOptions
+from inferbench.errors import UserError
+from inferbench.verdict import paired_estimate
+from tests.test_ab import CELL, FakeMachine
+
+
+def _pairs(
+    first: list[float], second: list[float], body: float = 1.0
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """A/A rounds whose fastest calls are `first`/`second` and whose p50s are `body` times them."""
+    return [
+        ({"latency_min_ms": a, "latency_p50_ms": body * a}, {"latency_min_ms": b, "latency_p50_ms": body * b})
+        for a, b in zip(first, second, strict=True)
+    ]
+
+
+def test_noise_is_the_gate_estimators_spread_per_round_and_the_processes_p50_spread() -> None:
+    rng = np.random.default_rng(1)
+    first = list(10 * np.exp(rng.normal(0, 0.02, 6)))
+    second = list(10 * np.exp(rng.normal(0, 0.02, 6)))
+    noise = cell_noise(_pairs(first, second), round_s=4.0)
+    estimate = paired_estimate(first, second, higher_is_better=False)
+    assert estimate is not None
+    assert noise.sigma_pct["min"] == pytest.approx(100 * estimate.se * math.sqrt(6))
+    p50s = [*first, *second]
+    assert noise.spread_pct == pytest.approx(100 * (max(p50s) - min(p50s)) / float(np.median(p50s)))
+    assert (noise.rounds, noise.round_s) == (6, 4.0)
+    assert cell_noise(_pairs([10.0], [11.0]), 1.0).sigma_pct == {}  # one round has no spread
+
+
+def test_each_cell_gates_on_its_steadier_statistic() -> None:
+    steady_min = CellNoise({"min": 1.0, "p50": 4.0}, 2.0, 4, 3.0)
+    steady_p50 = CellNoise({"min": 6.0, "p50": 2.0}, 2.0, 4, 3.0)
+    calibration = Calibration("abc", "a machine", "gate-cpu", {"a": steady_min, "b": steady_p50})
+    assert calibration.gate_on("a", "p50") == "min"
+    assert calibration.gate_on("b", "min") == "p50"
+    assert calibration.gate_on("not calibrated", "p50") == "p50"
+    tie = CellNoise({"min": 2.0, "p50": 2.0}, 2.0, 4, 3.0)
+    assert tie.steadiest == "min"
+    assert Calibration("abc", "m", "p", {"c": CellNoise({}, 0.0, 0, 1.0)}).gate_on("c", "p50") == "p50"
+
+
+def test_the_plan_says_what_a_quiet_and_a_noisy_cell_can_decide() -> None:
+    quiet = CellNoise({"min": 1.0}, 1.0, 4, 2.0)
+    noisy = CellNoise({"min": 30.0}, 1.0, 4, 2.0)
+    kwargs: dict[str, Any] = {"threshold": 0.05, "alpha": 0.05, "tests": 6, "rounds_allowed": 30}
+    fast = plan("q", "min", quiet, **kwargs)
+    slow = plan("n", "min", noisy, **kwargs)
+    assert fast.rounds_to_pass == 8  # early looks spend little alpha: 3 and 5 rounds cannot pass
+    assert fast.detects_pct is not None and 5 < fast.detects_pct < 7
+    assert slow.rounds_to_pass is None and slow.detects_pct is not None and slow.detects_pct > 25
+    fewer = plan("n", "min", noisy, **{**kwargs, "rounds_allowed": 10})
+    assert fewer.detects_pct is not None and fewer.detects_pct > slow.detects_pct
+    assert plan("x", "p50", quiet, **kwargs).sigma_pct is None  # not calibrated on p50: no plan
+
+
+def test_the_planned_rounds_match_how_the_gate_decides_simulated_a_a_cells() -> None:
+    """The plan is a normal approximation of the gate's own rule. On 120 simulated A/A cells
+    with a 4% per-round spread, run through the real sequential rounds, about 80% (the planned
+    power) have passed by the planned rounds; the approximation ignores earlier looks and the
+    t-distribution's sampling of the spread, so it may err a little either way."""
+    sigma = 0.04
+    planned = plan(
+        "m", "p50", CellNoise({"p50": 100 * sigma * math.sqrt(2)}, 0.0, 8, 1.0),
+        threshold=0.05, alpha=0.05, tests=1, rounds_allowed=30,
+    )  # fmt: skip
+    assert planned.rounds_to_pass is not None
+    passed = 0
+    for seed in range(120):
+        machine = FakeMachine(noise=sigma, seed=seed)  # each side's log noise: the ratio's is sqrt(2) x
+        options = AbOptions(rounds=planned.rounds_to_pass, compare=CompareOptions(max_regression=0.05))
+        run = run_rounds(["m"], options, machine.launch, cells={"m": CELL})
+        frame = paired_rows(run.results, {"m": CELL}, options, looks=run.looks)
+        passed += frame[frame["gating"]]["verdict"].iloc[0] == "no change"
+    assert 0.65 <= passed / 120 <= 0.97
+
+
+def test_aa_rounds_run_the_base_twice_from_round_1_and_leave_out_disturbed_pairs() -> None:
+    machine = FakeMachine(noise=0.01, seed=3)
+    machine.disturbed = {("base", 2)}  # every process of A/A round 2
+    noise = aa_rounds(["x", "y"], 3, machine.launch, clock=lambda: machine.now)
+    assert {side for side, _, _ in machine.calls} == {"base"}
+    assert [r for _, k, r in machine.calls if k == "x"] == [1, 1, 2, 2, 3, 3]
+    assert [k for _, k, _ in machine.calls[:4]] == ["x", "x", "y", "y"]  # over all cells first
+    assert noise["x"].rounds == 2 and set(noise["x"].sigma_pct) == {"min", "p50"}
+    assert noise["x"].round_s == 2.0  # two ticks a round
+
+
+def test_a_calibration_file_round_trips_and_is_refused_elsewhere(tmp_path: Path) -> None:
+    calibration = Calibration(
+        "f1", "AMD EPYC, 2 CPUs", "gate-cpu", {"k": CellNoise({"min": 1.5}, 3.0, 4, 5.0)}
+    )
+    path = tmp_path / "calibration.json"
+    calibration.save(path)
+    assert Calibration.load(path) == calibration
+    calibration.check_machine("f1", "AMD EPYC, 2 CPUs", path)
+    with pytest.raises(UserError, match="calibrated on AMD EPYC, 2 CPUs, not this machine"):
+        calibration.check_machine("f2", "Intel Xeon, 2 CPUs", path)
+    for text in (
+        "{",
+        "[]",
+        json.dumps({**calibration.to_dict(), "cells": {"k": {"sigma_pct": {"min": -1}}}}),
+    ):
+        path.write_text(text)
+        with pytest.raises(UserError, match="calibration"):
+            Calibration.load(path)
+    with pytest.raises(UserError, match="no such file"):
+        Calibration.load(tmp_path / "missing.json")
+
+
+def test_options_refuse_auto_without_a_calibration_and_one_a_a_round() -> None:
+    with pytest.raises(UserError, match="--gate-on auto needs a calibration"):
+        AbOptions(gate_auto=True)
+    with pytest.raises(UserError, match="at least 2 A/A rounds"):
+        AbOptions(calibrate=1)
+    with pytest.raises(UserError, match="exclude each other"):
+        AbOptions(calibrate=3, calibration=Calibration("f", "m", "p"))
+
+
+def test_a_cell_gates_on_its_own_statistic() -> None:
+    """Two cells, one gating on min and one on p50: each row says which, and only the cell's
+    own statistic gates it. The p50 cell's slowdown lives in its body only, so it fails, while
+    the min cell, whose fastest call did not move, passes."""
+
+    class BodySlower(FakeMachine):
+        def launch(self, side: str, key: str, round_index: int) -> dict[str, Any]:
+            record = super().launch(side, key, round_index)
+            if side == "head":
+                record["latency_p50_ms"] *= 1.3
+            return record
+
+    keys = ["on-min", "on-p50"]
+    cells = {k: {**CELL, "model": k} for k in keys}
+    options = AbOptions(rounds=8, gate_on_by_cell={"on-min": "min", "on-p50": "p50"})
+    run = run_rounds(keys, options, BodySlower(noise=0.01, seed=4).launch, cells=cells)
+    frame = paired_rows(run.results, cells, options, looks=run.looks)
+    gating = frame[frame["gating"]].set_index("model")
+    assert gating.loc["on-min", "metric"] == "min" and gating.loc["on-p50", "metric"] == "p50"
+    assert gating.loc["on-min", "verdict"] == "no change" and gating.loc["on-p50", "verdict"] == "regression"
+    assert set(frame["gate_on"]) == {"min", "p50"}
+
+
+def test_rounds_allowed_by_the_budget() -> None:
+    noise = {"a": CellNoise({}, 0.0, 2, 10.0), "b": CellNoise({}, 0.0, 2, 20.0)}
+    assert rounds_allowed(noise, 30, None) == 30
+    assert rounds_allowed(noise, 30, 300.0) == 10
+    assert rounds_allowed(noise, 5, 300.0) == 5
