@@ -232,7 +232,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline", type=int, default=0, help="old-gate runs against a stored baseline")
     parser.add_argument("--profile", default="gate-cpu")
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--gate-on", default="min", choices=("p50", "min"), help="as `make gate` (GATE_ON)")
+    parser.add_argument(
+        "--gate-on", default="min", choices=("p50", "min", "auto"), help="as `make gate` (GATE_ON)"
+    )
+    parser.add_argument(
+        "--calibrate",
+        type=int,
+        default=0,
+        help="A/A rounds before each run's rounds (`make gate`: CALIBRATE)",
+    )
+    parser.add_argument("--budget", help="each run's budget, e.g. 10m (`make gate`: BUDGET)")
     parser.add_argument(
         "--out", type=Path, default=Path("results") / f"gate-trials-{time.strftime('%Y%m%d-%H%M%S')}"
     )
@@ -241,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     repo = Path(_git(Path.cwd(), "rev-parse", "--show-toplevel"))
     head = _git(repo, "rev-parse", "HEAD")
     out: Path = args.out.resolve()
-    common = ["--profile", args.profile, "--gate-on", args.gate_on, *args.extra]
+    common = ["--profile", args.profile, "--gate-on", args.gate_on, "--calibrate", str(args.calibrate)]
+    common += [*(["--budget", args.budget] if args.budget else []), *args.extra]
     journal = Journal(out, head, args.rounds)
     for i in range(args.aa):
         hog = i >= args.aa - args.hog

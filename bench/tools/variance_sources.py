@@ -1,0 +1,225 @@
+"""Where the gate's noise comes from on this machine: A/A rounds of the gate profile under several
+settings at once, and each setting's per-round spread and what it buys in a budget.
+
+Every round runs every setting's cells, each as a pair of fresh workers of the working tree
+(order AB, BA, ... as `ab` runs them), so whatever the machine does over the campaign hits every
+setting alike and the settings compare side by side. The settings:
+
+- `as-is`: the profile (the gate today);
+- `pinned`: both workers pinned to the same cores (`pin = true`: the first THREADS cores);
+- `longer-loops`: 4x the timed window (`min_seconds` 2, `max_seconds` 4);
+- `bigger-calls`: batch 16, so that the microsecond-scale cells' calls take a millisecond or more.
+
+And two read from the `as-is` rounds afterwards, at no extra cost:
+
+- `median-of-3`: three processes per side per round (three consecutive rounds' medians), each
+  such round costing three, so it is compared with the others in the same budget;
+- `all-rounds`: the interfered rounds kept in, to see what leaving them out is worth.
+
+For each setting, cell and statistic (min, p50): the per-round spread the gate's estimator sees
+(`inferbench.calibration.cell_noise`), the seconds a round takes, and the gate's plan in a
+budget (`inferbench.calibration.plan`): the rounds an unchanged cell needs to pass and the
+slowdown it would catch. Writes records.json after every round (an interrupted campaign keeps
+what it measured), then variance.json and variance.md.
+
+`python -m inferbench.tools.variance_sources --rounds 10 --out results/variance`
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferbench.ab import SIDES, agents, round_order
+from inferbench.ab_command import profile_data
+from inferbench.calibration import STATISTICS, CellNoise, cell_noise, plan, rounds_allowed
+from inferbench.sides import prepared_sides
+from inferbench.status import OK
+from inferbench.util import atomic_write_json, atomic_write_text
+
+log = logging.getLogger("inferbench.tools.variance_sources")
+
+#: The settings measured side by side: TOML sections merged into the profile's.
+SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "as-is": {},
+    "pinned": {"sweep": {"pin": True}},
+    "longer-loops": {"measure": {"min_seconds": 2.0, "max_seconds": 4.0}},
+    "bigger-calls": {"sweep": {"batch_sizes": [16]}},
+}
+#: Processes per side per round read from `as-is` afterwards (`median-of-3`).
+GROUP = 3
+
+Pairs = list[tuple[dict[str, Any], dict[str, Any]]]
+Records = dict[str, dict[str, dict[str, list[dict[str, Any]]]]]  # setting -> cell -> side -> rounds
+
+
+def with_setting(profile: Mapping[str, Any], setting: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    data = copy.deepcopy(dict(profile))
+    for section, values in setting.items():
+        data[section] = {**data.get(section, {}), **values}
+    return data
+
+
+def pairs_of(by_side: Mapping[str, list[dict[str, Any]]], keep_interfered: bool = False) -> Pairs:
+    """The rounds both workers came out ok in (and, unless kept, neither was disturbed)."""
+    return [
+        (b, h)
+        for b, h in zip(by_side["base"], by_side["head"], strict=True)
+        if b["status"] == h["status"] == OK
+        and (keep_interfered or not (b.get("interfered") or h.get("interfered")))
+    ]
+
+
+def grouped(pairs: Pairs, size: int = GROUP) -> Pairs:
+    """Consecutive rounds merged `size` at a time into one pair of per-side medians: what
+    `size` processes per side per round would have given."""
+    merged = []
+    for start in range(0, len(pairs) - size + 1, size):
+        chunk = pairs[start : start + size]
+        merged.append(
+            tuple({c: float(np.median([p[i][c] for p in chunk])) for c in _COLUMNS} for i in (0, 1))
+        )
+    return merged  # type: ignore[return-value]
+
+
+_COLUMNS = ("latency_min_ms", "latency_p50_ms")
+
+
+def noises(records: Records, seconds: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, CellNoise]]:
+    """Each setting's cells' noise, with the two read afterwards from `as-is`."""
+    found: dict[str, dict[str, CellNoise]] = {}
+    for setting, cells in records.items():
+        found[setting] = {
+            k: cell_noise(pairs_of(by_side), seconds[setting][k]) for k, by_side in cells.items()
+        }
+    if "as-is" in records:
+        cells = records["as-is"]
+        found["all-rounds"] = {
+            k: cell_noise(pairs_of(by_side, keep_interfered=True), seconds["as-is"][k])
+            for k, by_side in cells.items()
+        }
+        # A round of three processes per side costs three rounds: compared in the same budget.
+        found[f"median-of-{GROUP}"] = {
+            k: cell_noise(grouped(pairs_of(by_side)), GROUP * seconds["as-is"][k])
+            for k, by_side in cells.items()
+        }
+    return found
+
+
+def table(
+    found: Mapping[str, Mapping[str, CellNoise]], budget_s: float, threshold: float
+) -> list[dict[str, Any]]:
+    """One row per setting, cell and statistic: the spread, a round's cost, and the gate's plan
+    when every cell of the setting shares `budget_s` (at most 30 rounds)."""
+    rows = []
+    for setting, cells in found.items():
+        allowed = rounds_allowed(cells, 30, budget_s)
+        for key, noise in cells.items():
+            for statistic in STATISTICS:
+                planned = plan(
+                    key,
+                    statistic,
+                    noise,
+                    threshold=threshold,
+                    alpha=0.05,
+                    tests=len(cells),
+                    rounds_allowed=allowed,
+                )
+                rows.append(
+                    {
+                        "setting": setting,
+                        "cell": key,
+                        "statistic": statistic,
+                        "sigma_pct": noise.sigma_pct.get(statistic),
+                        "clean_rounds": noise.rounds,
+                        "round_s": noise.round_s,
+                        "rounds_in_budget": allowed,
+                        "rounds_to_pass": planned.rounds_to_pass,
+                        "detects_pct": planned.detects_pct,
+                    }
+                )
+    return rows
+
+
+def markdown(rows: Sequence[Mapping[str, Any]], budget_s: float, threshold: float) -> str:
+    lines = [
+        f"Per-round spread of the A/A log ratio (%), and the gate's plan at {threshold:.0%} when the "
+        f"setting's cells share a {budget_s / 60:g} min budget (at most 30 rounds). "
+        f"`median-of-{GROUP}`: rounds of three processes per side (their medians), each costing three "
+        "rounds, so its spread is per such round and its budget column is the fair comparison.",
+        "",
+        "| setting | cell | stat | spread % | clean | s/round | rounds in budget | pass after | catches ≥ |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        sigma = "-" if r["sigma_pct"] is None else f"{r['sigma_pct']:.2f}"
+        passes = "-" if r["rounds_to_pass"] is None else str(r["rounds_to_pass"])
+        detects = "-" if r["detects_pct"] is None else f"{r['detects_pct']:.1f}%"
+        lines.append(
+            f"| {r['setting']} | {r['cell']} | {r['statistic']} | {sigma} | {r['clean_rounds']} | "
+            f"{r['round_s']:.1f} | {r['rounds_in_budget']} | {passes} | {detects} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def measure(
+    profile: str, settings: Sequence[str], rounds: int, out: Path
+) -> tuple[Records, dict[str, dict[str, float]]]:
+    """The campaign: every round, every setting's cells, each a pair of fresh workers."""
+    records: Records = {}
+    seconds: dict[str, dict[str, float]] = {}
+    with prepared_sides(".", None) as sides, ExitStack() as stack:
+        data, name = profile_data(profile, sides[0])
+        running = {}
+        for setting in settings:
+            setup = {"profile": with_setting(data, SETTINGS[setting]), "name": name, "overrides": {}}
+            running[setting] = stack.enter_context(agents(sides, setup, out / setting))
+            keys = [c["key"] for c in running[setting]["head"].info["cells"]]
+            records[setting] = {k: {s: [] for s in SIDES} for k in keys}
+            seconds[setting] = dict.fromkeys(keys, 0.0)
+        for r in range(rounds):
+            for setting in settings:
+                for key in records[setting]:
+                    before = time.perf_counter()
+                    for side in round_order(r):
+                        # Round numbers from 1: no worker repeats round 0's full accuracy check.
+                        records[setting][key][side].append(running[setting][side].run(key, r + 1))
+                    seconds[setting][key] += (time.perf_counter() - before) / rounds
+            atomic_write_json(out / "records.json", {"rounds_done": r + 1, "records": records})
+            log.info("round %d/%d done", r + 1, rounds)
+    return records, seconds
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="variance_sources", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="gate-cpu")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--setting", action="append", choices=sorted(SETTINGS), help="default: all")
+    parser.add_argument("--budget", type=float, default=600.0, help="seconds the plan's rounds share")
+    parser.add_argument("--threshold", type=float, default=0.05)
+    parser.add_argument(
+        "--out", type=Path, default=Path("results") / f"variance-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    out: Path = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    records, seconds = measure(args.profile, args.setting or list(SETTINGS), args.rounds, out)
+    rows = table(noises(records, seconds), args.budget, args.threshold)
+    atomic_write_json(out / "variance.json", {"rounds": args.rounds, "rows": rows})
+    text = markdown(rows, args.budget, args.threshold)
+    atomic_write_text(out / "variance.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
