@@ -75,6 +75,15 @@ class Calibration:
         noise = self.cells.get(key)
         return noise.steadiest if noise is not None and noise.sigma_pct else default
 
+    def spread_for(self, key: str) -> float | None:
+        """This runner's process-to-process spread of p50 for cell `key`: the cell's own when it
+        was calibrated, else the median over the calibrated cells (a cell of a user's sweep is
+        rarely a gate cell; the runner's typical spread is the best guess). None: no estimate."""
+        measured = {k: n.spread_pct for k, n in self.cells.items() if n.rounds >= 2}
+        if key in measured:
+            return measured[key]
+        return float(np.median(list(measured.values()))) if measured else None
+
     def to_dict(self) -> dict[str, Any]:
         return {"calibration_version": CALIBRATION_VERSION, **asdict(self)}
 

@@ -157,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --resume: also measure again the cells flagged interfered (others used their cores)",
     )
     run.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="FILE",
+        help="this runner's calibration.json (`ab --calibrate`): one-process rows get its "
+        'process-to-process spread, and the answer\'s "within noise" uses it',
+    )
+    run.add_argument(
         "--shard",
         metavar="I/N|auto",
         help="run only shard I of N (a stable hash of each cell); auto reads Slurm/Kubernetes variables",
@@ -391,6 +398,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         budget=args.budget,
         executor=args.executor,
         ray_address=args.ray_address,
+        calibration=args.calibration,
         history=None if args.no_history else history_cli.resolve_run_url(args.history, args.results_dir),
     )
 

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from inferbench.backends import backend_names, load_backend
+from inferbench.calibration import Calibration
 from inferbench.config import Cell, SweepConfig, load_profile, profile_id, profile_names
 from inferbench.errors import InternalError, UserError, first_line
 from inferbench.models import BUILTIN_MODELS
@@ -52,9 +53,12 @@ def run_command(
     history: str | None = None,
     executor: str = "local",
     ray_address: str | None = None,
+    calibration: Path | None = None,
 ) -> int:
     """`history`: the database URL this sweep is appended to at its end (None: not recorded).
-    `executor` "ray" runs the cells as Ray tasks, one per node (`ray_address`: the cluster)."""
+    `executor` "ray" runs the cells as Ray tasks, one per node (`ray_address`: the cluster).
+    `calibration`: a calibration.json of this machine class (`ab --calibrate`), whose spread
+    widens one-process rows' noise band in the answer."""
     from inferbench.budget import parse_budget
     from inferbench.shard import parse_shard
 
@@ -101,6 +105,7 @@ def run_command(
                 budget_s=budget_s,
                 executor=_executor(executor, ray_address),
                 redo_interfered=redo_interfered,
+                calibration=Calibration.load(calibration) if calibration is not None else None,
             )
     except (Terminated, KeyboardInterrupt) as exc:
         # Keep the line the CLI prints pointing at this run and at the way to go on.

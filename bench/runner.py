@@ -23,6 +23,7 @@ import numpy as np
 from inferbench import capability, env
 from inferbench.backends import load_backend
 from inferbench.budget import BudgetClock
+from inferbench.calibration import Calibration
 from inferbench.cellkeys import sweep_cells
 from inferbench.config import Cell, SweepConfig, resolve_threads, settings_hash
 from inferbench.errors import UserError
@@ -104,6 +105,7 @@ def run_sweep(
     budget_s: float | None = None,
     executor: RayExecutor | None = None,
     redo_interfered: bool = False,
+    calibration: Calibration | None = None,
 ) -> list[dict[str, Any]]:
     """Run every cell of the sweep into `run_dir`; returns all records (old and new).
 
@@ -114,6 +116,8 @@ def run_sweep(
     that many seconds, turning cells that do not fit into `skipped` rows (inferbench.budget).
     `executor` runs the cells elsewhere, all at once, one per node (inferbench.executor_ray).
     `redo_interfered`: on resume, cells whose timed window others disturbed are measured again.
+    `calibration`: this runner's A/A calibration (`inferbench.calibration`, refused from another
+    machine class); a one-process row gets its spread as `calibrated_spread_pct`.
 
     Everything that can refuse the sweep (unknown names, bad options, a broken model factory,
     a resume under other settings) does so before the run folder is touched."""
@@ -144,6 +148,7 @@ def run_sweep(
     done = kept_cells(run_dir, settings, hashes) if resume else {}
 
     environment = env.capture(thread_counts, gpu=any(c.device != "cpu" for c in backend_classes.values()))
+    _check_calibration(calibration, environment)
     # With an executor the cells run on other machines, whose ceilings are not this one's.
     peak_mode = peak if executor is None else "off"
     peaks = {t: _peaks(peak_mode, cache_dir, t, events.on_notice) for t in thread_counts}
@@ -218,6 +223,7 @@ def run_sweep(
                     "session": session,
                 }
                 record = _finish({**caps, "pinned_cpus": pinned, **record, **extra}, cell, run_dir.name)
+                record.update(_calibrated_spread(record, calibration))
                 on_cpu = backend_classes[cell.backend].device == "cpu"  # the ceilings are the CPU's
                 record.update(percent_of_peak(record, peaks[cell.threads] if on_cpu else None))
                 with signals_held():  # a stop lands before or after this pair, never between
@@ -448,6 +454,21 @@ def static_verdict(
     if refused:
         return refused
     return budget.verdict(cell) if budget else None
+
+
+def _check_calibration(calibration: Calibration | None, environment: dict[str, Any]) -> None:
+    if calibration is not None:
+        here = machine_from_env(environment)
+        calibration.check_machine(here.fingerprint, here.label, "--calibration")
+
+
+def _calibrated_spread(record: dict[str, Any], calibration: Calibration | None) -> dict[str, Any]:
+    """A one-process row's process-to-process spread from the runner's calibration (the answer's
+    "within noise" reads it); nothing for a row with --repeats, which measured its own."""
+    if calibration is None or record.get("status") not in MEASURED or int(record.get("repeats") or 1) > 1:
+        return {}
+    spread = calibration.spread_for(record["cell_key"])
+    return {} if spread is None else {"calibrated_spread_pct": spread}
 
 
 def _finish(record: dict[str, Any], cell: Cell, run_id: str) -> dict[str, Any]:

@@ -73,6 +73,7 @@ COLUMNS = (
     "repeats",
     "process_p50_spread_pct",
     "process_throughput_spread_pct",
+    "calibrated_spread_pct",
     "warmup_iterations",
     "warmup_s",
     "warmup_stable",

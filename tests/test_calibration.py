@@ -161,3 +161,30 @@ def test_rounds_allowed_by_the_budget() -> None:
     assert rounds_allowed(noise, 30, None) == 30
     assert rounds_allowed(noise, 30, 300.0) == 10
     assert rounds_allowed(noise, 5, 300.0) == 5
+
+
+@pytest.mark.slow
+def test_a_run_with_the_runners_calibration_carries_its_spread_and_refuses_another_machines(
+    tmp_path: Path,
+) -> None:
+    """One-process rows get the calibrated spread (the runner's median: the fake cell was not
+    calibrated), unsupported rows none; a calibration of another machine class is refused
+    before the run folder exists."""
+    from inferbench import env
+    from inferbench.history.fingerprint import machine_from_env
+    from inferbench.runner import run_sweep
+    from inferbench.storage import read_csv
+    from tests.conftest import fake_sweep
+
+    here = machine_from_env(env.capture([1]))
+    noise = {"a": CellNoise({"min": 1.0}, 4.0, 4, 1.0), "b": CellNoise({"min": 1.0}, 8.0, 4, 1.0)}
+    config = fake_sweep(["tests.fakes:FakeBackend"], precisions=("fp32", "int8"), batch_sizes=(1,))
+    elsewhere = Calibration("another", "Intel Xeon, 64 CPUs", "gate-cpu", noise)
+    with pytest.raises(UserError, match="calibrated on Intel Xeon, 64 CPUs, not this machine"):
+        run_sweep(config, tmp_path / "refused", cache_dir=tmp_path / "cache", calibration=elsewhere)
+    assert not (tmp_path / "refused").exists()
+    calibration = Calibration(here.fingerprint, here.label, "gate-cpu", noise)
+    run_sweep(config, tmp_path / "run", cache_dir=tmp_path / "cache", calibration=calibration)
+    rows = read_csv(tmp_path / "run").set_index("precision")
+    assert rows.loc["fp32", "calibrated_spread_pct"] == 6.0
+    assert math.isnan(rows.loc["int8", "calibrated_spread_pct"])
