@@ -21,7 +21,7 @@ BASE ?=
 NEW ?=
 RUN ?=
 
-.PHONY: setup browser postgres valgrind bench report compare merge gate gate-baseline gate-trials baseline crosscheck peak history nightly test lint clean
+.PHONY: setup browser postgres valgrind bench report compare merge gate gate-baseline gate-trials baseline crosscheck peak history nightly check test lint clean
 
 setup: $(STAMP)
 
@@ -142,6 +142,23 @@ crosscheck: setup
 peak: setup
 	$(PY) -m inferbench peak $(ARGS)
 
+# mypy cannot follow the editable install's import hook: it reads a link tree that mirrors the
+# installed layout (pyproject's [tool.mypy]).
+define mypy
+	rm -rf build/typecheck && mkdir -p build/typecheck/inferbench
+	ln -s $(CURDIR)/bench/* build/typecheck/inferbench/
+	ln -s $(CURDIR)/backends $(CURDIR)/models build/typecheck/inferbench/
+	$(PY) -m mypy
+endef
+
+# The quick check for day-to-day work, and CI's first step: lint, format, types and the tests
+# that run no engine and spawn no worker (a few minutes on 2 vCPUs).
+check: setup
+	$(PY) -m ruff check bench backends models tests
+	$(PY) -m ruff format --check bench backends models tests
+	$(mypy)
+	$(PY) -m pytest -m "not slow and not engine" $(ARGS)
+
 test: setup browser postgres valgrind
 	$(PY) -m pytest $(ARGS)
 
@@ -150,10 +167,7 @@ lint: setup
 	$(PY) -m ruff format --check bench backends models tests
 	$(VENV)/bin/zizmor --offline .github/workflows/
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
-	rm -rf build/typecheck && mkdir -p build/typecheck/inferbench
-	ln -s $(CURDIR)/bench/* build/typecheck/inferbench/
-	ln -s $(CURDIR)/backends $(CURDIR)/models build/typecheck/inferbench/
-	$(PY) -m mypy
+	$(mypy)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

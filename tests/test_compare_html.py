@@ -166,6 +166,7 @@ def test_compare_and_report_write_the_page(
     assert main(["report", str(new), "--compare-with", str(tmp_path / "nope")]) == 2
 
 
+@pytest.mark.slow
 def test_compare_page_in_headless_chromium(runs: tuple[Path, Path]) -> None:
     base, new = runs
     compare_runs(base, new, FAST)

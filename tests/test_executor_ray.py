@@ -51,6 +51,7 @@ def test_cells_run_as_ray_tasks_one_per_node_and_a_crash_costs_one_cell(cluster:
     assert not ray.is_initialized()  # the executor disconnects when it is done
 
 
+@pytest.mark.slow
 def test_a_cluster_without_the_resource_is_refused(tmp_path: Path) -> None:
     from ray.cluster_utils import Cluster
 

@@ -106,6 +106,7 @@ def _count(url: str) -> dict[str, int]:
         engine.dispose()
 
 
+@pytest.mark.slow
 def test_eight_concurrent_appenders_lose_and_repeat_nothing(history_url: str, tmp_path: Path) -> None:
     folders = _runs(tmp_path / "results")
     appends = folders + [folders[i] for i in SAME_FOLDER]

@@ -56,6 +56,7 @@ def test_history_page_content_and_escaping(history: str, tmp_path: Path) -> None
     assert "change-points" in text and "+6." in text
 
 
+@pytest.mark.slow
 def test_history_page_in_headless_chromium(history: str, tmp_path: Path) -> None:
     executable = _chromium()
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed")

