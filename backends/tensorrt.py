@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from inferbench.artifacts import artifact_path
 from inferbench.backends.base import Backend, PrepareInfo
 from inferbench.backends.cuda import (
     GPU_EXTRA,
@@ -44,7 +45,6 @@ from inferbench.backends.onnx_export import LOW_PRECISION, derived_dir, onnx_fil
 from inferbench.backends.qdq import TENSORRT, static_qdq
 from inferbench.engine_caches import publish_file, read_published
 from inferbench.errors import BackendError, UnsupportedError
-from inferbench.util import artifact_path
 
 if TYPE_CHECKING:
     from inferbench.models import ModelDef, ModelRef

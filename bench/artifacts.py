@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from inferbench.util import atomic_write_bytes
+from inferbench.util import atomic_write_bytes, cache_key
 
 if TYPE_CHECKING:
     from inferbench.models import ModelDef
@@ -151,6 +151,25 @@ def model_fingerprint(model: ModelDef) -> str:
     value = h.hexdigest()[:20]
     model.__dict__["_fingerprint"] = value
     return value
+
+
+def artifact_path(
+    cache_dir: Path,
+    engine: str,
+    model: ModelDef,
+    precision: str,
+    batch_size: int,
+    suffix: str,
+    *options: Any,
+) -> Path:
+    """Where an engine keeps a prepared artifact: keyed by the model's fingerprint (weights,
+    code, inputs, seed), precision, batch and the caller's options (engine version,
+    quantization settings, ...). Writers publish it through a unique temporary name."""
+    key = cache_key(engine, model.name, model_fingerprint(model), precision, batch_size, options)
+    folder = cache_dir / engine
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in model.name)
+    return folder / f"{safe}-{precision}-b{batch_size}-{key}{suffix}"
 
 
 def onnx_bytes_digest(path: Path) -> str:

@@ -1,5 +1,4 @@
-"""Small shared helpers: atomic writes, names that must stay one folder entry, and artifact
-cache paths."""
+"""Small shared helpers: atomic writes, names that must stay one folder entry, and cache keys."""
 
 from __future__ import annotations
 
@@ -8,12 +7,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from inferbench.errors import UserError
-
-if TYPE_CHECKING:
-    from inferbench.models import ModelDef
 
 
 def one_component(name: str, what: str) -> str:
@@ -62,24 +58,3 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 def cache_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def artifact_path(
-    cache_dir: Path,
-    engine: str,
-    model: ModelDef,
-    precision: str,
-    batch_size: int,
-    suffix: str,
-    *options: Any,
-) -> Path:
-    """Where an engine keeps a prepared artifact: keyed by the model's fingerprint (weights,
-    code, inputs, seed), precision, batch and the caller's options (engine version,
-    quantization settings, ...). Writers publish it through a unique temporary name."""
-    from inferbench.artifacts import model_fingerprint
-
-    key = cache_key(engine, model.name, model_fingerprint(model), precision, batch_size, options)
-    folder = cache_dir / engine
-    folder.mkdir(parents=True, exist_ok=True)
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in model.name)
-    return folder / f"{safe}-{precision}-b{batch_size}-{key}{suffix}"
