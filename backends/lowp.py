@@ -88,35 +88,6 @@ def ort_share(op_types: list[str]) -> tuple[float | None, dict[str, int]]:
     return ratio(low, sum(counts.values())), dict(counts)
 
 
-def ort_optimized_ops(path: str, threads: int) -> list[str]:
-    """Op types of the graph ONNX Runtime executes for `path` (its optimized form, dumped by a
-    throw-away session with the same optimization level as the timed ones)."""
-    import tempfile
-    from pathlib import Path
-
-    import onnx
-    import onnxruntime as ort
-
-    from inferbench.backends.onnxruntime import session_options
-
-    with tempfile.TemporaryDirectory(prefix="inferbench-ort-graph-") as tmp:
-        options = session_options(threads)
-        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        graph = onnx.load(options.optimized_model_filepath, load_external_data=False).graph
-        return _all_op_types(graph)
-
-
-def _all_op_types(graph: Any) -> list[str]:
-    ops = []
-    for node in graph.node:
-        ops.append(node.op_type)
-        for attr in node.attribute:  # subgraphs (If/Loop/Scan bodies)
-            if attr.g is not None and len(attr.g.node):
-                ops.extend(_all_op_types(attr.g))
-    return ops
-
-
 # -- torch ---------------------------------------------------------------------------------------
 
 _MATMUL_K = {  # op name -> index of the argument whose last dim is the reduction size

@@ -20,7 +20,7 @@ import numpy as np
 
 from inferbench.artifacts import file_digest, obtain
 from inferbench.backends.base import Backend, PrepareInfo
-from inferbench.backends.lowp import ort_optimized_ops, ort_share
+from inferbench.backends.lowp import ort_share
 from inferbench.backends.onnx_export import derived_dir, onnx_file
 from inferbench.backends.qdq import static_qdq
 from inferbench.errors import BackendError
@@ -63,6 +63,33 @@ def session_options(intra_threads: int) -> Any:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     return options
+
+
+def ort_optimized_ops(path: str, threads: int) -> list[str]:
+    """Op types of the graph ONNX Runtime executes for `path` (its optimized form, dumped by a
+    throw-away session with the same optimization level as the timed ones)."""
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="inferbench-ort-graph-") as tmp:
+        options = session_options(threads)
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath, load_external_data=False).graph
+        return _all_op_types(graph)
+
+
+def _all_op_types(graph: Any) -> list[str]:
+    ops = []
+    for node in graph.node:
+        ops.append(node.op_type)
+        for attr in node.attribute:  # subgraphs (If/Loop/Scan bodies)
+            if attr.g is not None and len(attr.g.node):
+                ops.extend(_all_op_types(attr.g))
+    return ops
 
 
 class OrtBackend(Backend):
