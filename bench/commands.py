@@ -14,10 +14,11 @@ from rich.table import Table
 from inferbench.backends import backend_names, load_backend
 from inferbench.calibration import Calibration
 from inferbench.config import Cell, SweepConfig, load_profile, profile_id, profile_names
-from inferbench.errors import InternalError, UserError, first_line
+from inferbench.errors import EXIT_INTERNAL, EXIT_OK, InternalError, UserError, first_line
 from inferbench.models import BUILTIN_MODELS
 from inferbench.runner import SweepEvents, new_run_id, run_sweep
 from inferbench.shutdown import Terminated
+from inferbench.status import MEASURED, OK
 from inferbench.storage import latest_run
 from inferbench.util import one_component
 
@@ -132,9 +133,6 @@ def _nothing_measured(records: list[dict[str, Any]]) -> int:
     """Fail closed: a sweep in which no cell produced a number exits 4 (an environment
     failure, as cli.EXIT_CODES says; not 2, since nothing the user typed was wrong), after its
     rows, report and history are written. A shard with no cell at all is a success."""
-    from inferbench.cli import EXIT_INTERNAL, EXIT_OK
-    from inferbench.status import MEASURED
-
     if not records or any(r.get("status") in MEASURED for r in records):
         return EXIT_OK
     console.print(
@@ -304,7 +302,7 @@ def _print_summary(records: list[dict[str, Any]]) -> None:
         console.print(line, soft_wrap=True, highlight=False, markup=False)
     counts = frame["status"].value_counts().to_dict()
     console.print("cells: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), highlight=False)
-    if any(status != "ok" for status in counts):
+    if any(status != OK for status in counts):
         console.print("why cells did not run or were left out: the reason column of results.csv, summary.md")
 
 

@@ -1,8 +1,16 @@
-"""The error types the CLI knows how to report."""
+"""The error types the CLI knows how to report, and the exit codes it reports them with."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+# The process's exit codes (the CLI's help lists them). 1 and 3 are the gate's verdicts, so a
+# crash is never either of them.
+EXIT_OK = 0
+EXIT_REGRESSION = 1
+EXIT_USAGE = 2
+EXIT_UNDECIDED = 3  # ab/compare: no regression found, but some gating result inconclusive
+EXIT_INTERNAL = 4
 
 
 def first_line(exc: BaseException) -> str:
