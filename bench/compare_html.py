@@ -1,7 +1,7 @@
 """compare.html: a comparison of two runs as one self-contained page, beside compare.md.
 
 It shows what `compare`/`ab` decided, never a second statistic: the verdict frame
-(`inferbench.compare.judge`: ratio, interval, MDE and verdict per cell and metric) becomes one
+(`inferbench.compare_core.judge`: ratio, interval, MDE and verdict per cell and metric) becomes one
 row per cell, coloured by the cell's worst gating verdict, with a filter for regressions or
 inconclusive cells and sortable columns. Below it both environments side by side
 (`inferbench.compare_env`), then per cell the two latency distributions overlaid, drawn from a
@@ -19,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from inferbench.compare import CompareOptions
+from inferbench.compare_core import KEY, CompareOptions
 from inferbench.compare_env import RunView, environment_html, environment_rows
-from inferbench.compare_report import KEY, formatted, headline, legend
+from inferbench.compare_format import formatted, headline, legend
 from inferbench.config import Cell, axes_shown
 from inferbench.markdown import fmt
 from inferbench.report_charts import latency_quantiles
@@ -135,7 +135,7 @@ def _note(rows: pd.DataFrame, base: RunView, new: RunView, key: tuple[Any, ...])
 
 
 def _advisory(frame: pd.DataFrame, metric: str) -> str:
-    """What a metric's column header says about gating (`compare.gates`)."""
+    """What a metric's column header says about gating (`compare_core.gates`)."""
     gating = frame.loc[frame["metric"] == metric, "gating"]
     if gating.all():
         return ""

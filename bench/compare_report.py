@@ -6,10 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
-from inferbench.config import CELL_AXES, axes_shown
+# Re-exported for answer.py, which still reads them from here.
+from inferbench.compare_core import BETWEEN_PROCESSES as BETWEEN_PROCESSES
+from inferbench.compare_core import WITHIN_PROCESS as WITHIN_PROCESS
+from inferbench.compare_format import formatted, headline, legend
+from inferbench.config import axes_shown
 from inferbench.markdown import fmt, markdown_table
 from inferbench.util import atomic_write_text
 
@@ -17,93 +20,10 @@ if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
     from rich.table import Table
 
-    from inferbench.compare import CompareOptions
+    from inferbench.compare_core import CompareOptions
     from inferbench.compare_env import RunView
 
-KEY = list(CELL_AXES)
 VERDICT_COLUMNS = ["metric", "verdict", "ratio (CI)", "MDE", "q_value", "note"]
-
-
-def nothing_timed(frame: pd.DataFrame) -> bool:
-    """No result at all: no cell timed on both sides and none fixed, e.g. every engine
-    missing on this runner ("still unavailable"), or no cell in common."""
-    if frame.empty:
-        return True
-    timed = frame["gating"] & (frame["metric"] != "status")
-    return not (timed | (frame["new_status"] == "ok")).any()
-
-
-def headline(frame: pd.DataFrame) -> str:
-    if frame.empty:
-        return "**UNDECIDED**: nothing was compared (no cell on both sides)"
-
-    def cells(mask: pd.Series) -> int:
-        return len(frame[mask].drop_duplicates(subset=KEY))
-
-    regressions = cells(frame["regression"] & ~frame["broken"])
-    broken = cells(frame["broken"])
-    undecided = cells(frame["inconclusive"])
-    if regressions or broken:
-        what = [f"{regressions} cell(s) regressed"] if regressions else []
-        what += [f"{broken} cell(s) broken or missing"] if broken else []
-        return "**FAIL**: " + ", ".join(what)
-    if undecided:
-        return f"**UNDECIDED**: no regression found, but {undecided} cell(s) are inconclusive"
-    if nothing_timed(frame):
-        return "**UNDECIDED**: no cell was timed on both sides, and none was fixed"
-    # Faster cells are reported, never in the way of a pass.
-    faster = cells(frame["gating"] & (frame["verdict"] == "improvement"))
-    return "**PASS**: no regression" + (f" ({faster} cell(s) faster)" if faster else "")
-
-
-def formatted(frame: pd.DataFrame) -> pd.DataFrame:
-    shown = frame.copy()
-    for column in ("ratio", "ci_low", "ci_high", "mde_pct", "q_value", "note", "verdict"):
-        if column not in shown:
-            shown[column] = np.nan if column not in ("note", "verdict") else ""
-    covers = shown["interval"] if "interval" in shown else [""] * len(shown)
-    shown["ratio (CI)"] = [
-        (f"{r:.3f} [{lo:.3f}, {hi:.3f}]" + (f" {what}" if what == WITHIN_PROCESS else ""))
-        if pd.notna(r)
-        else ""
-        for r, lo, hi, what in zip(shown["ratio"], shown["ci_low"], shown["ci_high"], covers, strict=True)
-    ]
-    shown["MDE"] = [f"{m:.1f}%" if pd.notna(m) else "" for m in shown["mde_pct"]]
-    shown["note"] = shown["note"].fillna("")
-    shown["metric"] = [
-        m if g or m == "status" else f"{m} (advisory)"
-        for m, g in zip(shown["metric"], shown["gating"], strict=True)
-    ]
-    return shown
-
-
-#: What an interval covers (`compare.csv` column `interval`): the noise inside one process per
-#: side only, or also the spread from process to process (fresh processes, or `ab`'s rounds).
-WITHIN_PROCESS = "within-process"
-BETWEEN_PROCESSES = "between-process"
-INTERVAL_COVERS = {"iteration": WITHIN_PROCESS, "process": BETWEEN_PROCESSES, "round": BETWEEN_PROCESSES}
-
-GATE_WORDS = {"p50": "p50", "min": "each process's fastest call (min)"}
-
-
-def legend(options: CompareOptions) -> str:
-    """What the verdicts mean under these options (Markdown; the HTML page shows it too)."""
-    thresholds = f"{options.max_regression:.0%}" + "".join(
-        f", {m} {t:.0%}" for m, t in options.thresholds.items()
-    )
-    return (
-        f"Threshold {thresholds}; {GATE_WORDS[options.gate_on]} gates, and throughput in throughput-mode "
-        "cells; the other metrics (a latency-mode cell's throughput is 1/mean of the same calls) are "
-        "advisory. The question is one-sided: is NEW worse than BASE by more than the threshold? "
-        "**regression** (fails): worse than the threshold, significant at alpha="
-        f"{options.alpha} over all gating tests (Holm; `ab`: at each cell's sequential boundary); "
-        f"**no change** (passes): the {options.confidence:.0%} interval's worse end lies within the "
-        "threshold (the cell may be faster); **improvement** (passes): better than the threshold, "
-        "significant; **inconclusive**: neither (too noisy to decide, or disturbed; for a status row, "
-        "a side that failed in some rounds only). Ratios are NEW/BASE; an interval marked "
-        f"{WITHIN_PROCESS} covers the noise inside one process per side only; "
-        "**MDE**: the slowdown this cell would catch 80% of the time at its measured noise."
-    )
 
 
 def compare_markdown(
@@ -160,6 +80,7 @@ def write_outputs(
     md = out_dir / "compare.md"
     atomic_write_text(md, compare_markdown(frame, unmatched, options, base_name, new_name, notes))
     if views is not None:
+        # Lazy while answer.py imports this module: compare_html imports report, which imports answer.
         from inferbench.compare_html import render_compare_html
 
         page = render_compare_html(frame, unmatched, options, *views, notes or ())
