@@ -25,6 +25,7 @@ from typing import Any
 from inferbench.compare import KEY
 from inferbench.errors import UserError
 from inferbench.sides import Side
+from inferbench.status import OK
 from inferbench.verdict import decide_count
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,8 @@ def count_rows(
             {
                 **{k: cells[key][k] for k in KEY},
                 "metric": METRIC,
-                "base_status": "ok",
-                "new_status": "ok",
+                "base_status": OK,
+                "new_status": OK,
                 "base_value": base["instructions_per_call"],
                 "new_value": head["instructions_per_call"],
                 "n_base": len(base["counts"]),
