@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from inferbench.compare_report import BETWEEN_PROCESSES, WITHIN_PROCESS
+from inferbench.compare_core import BETWEEN_PROCESSES, WITHIN_PROCESS
 from inferbench.hosts import HOST, host_of, hosts_in, keys_with_host
 from inferbench.markdown import fmt
 from inferbench.status import NOT_RUN, OK
