@@ -70,6 +70,7 @@ def test_the_plan_says_what_a_quiet_and_a_noisy_cell_can_decide() -> None:
     assert plan("x", "p50", quiet, **kwargs).sigma_pct is None  # not calibrated on p50: no plan
 
 
+@pytest.mark.slow
 def test_the_planned_rounds_match_how_the_gate_decides_simulated_a_a_cells() -> None:
     """The plan is a normal approximation of the gate's own rule. On 120 simulated A/A cells
     with a 4% per-round spread, run through the real sequential rounds, about 80% (the planned

@@ -56,6 +56,7 @@ def _sweep(
     return base, new
 
 
+@pytest.mark.slow
 def test_a_a_never_fails_over_many_seeds() -> None:
     false_alarms = 0
     for seed in range(25):

@@ -70,6 +70,7 @@ def _inferbench(project: Path, *args: str, module: bool = False) -> subprocess.C
     return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=600, check=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", [False, True], ids=["console-script", "python-m"])
 def test_list_from_a_project_with_its_own_packages(user_project: Path, module: bool) -> None:
     done = _inferbench(user_project, "list", module=module)

@@ -103,6 +103,7 @@ EDGE = 1e-12
 TRIALS = 3000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_max", [20, 30])
 def test_false_alarms_stay_at_alpha_under_optional_stopping(n_max: int) -> None:
     """Simulated A/A runs stopped at the first decided look, and cut by a budget at a random
