@@ -38,6 +38,7 @@ from inferbench.compare import KEY, VALUE_COLUMN, CompareOptions, judge, status_
 from inferbench.errors import InternalError, UserError
 from inferbench.sequential import Looks
 from inferbench.sides import Side
+from inferbench.status import OK
 from inferbench.verdict import INCONCLUSIVE, Estimate, paired_estimate
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def round_order(round_index: int) -> tuple[str, str]:
 
 def _side_status(records: list[dict[str, Any]]) -> dict[str, Any]:
     """The worst round's record (the first one that did not come out ok), else the last."""
-    return next((r for r in records if r["status"] != "ok"), records[-1])
+    return next((r for r in records if r["status"] != OK), records[-1])
 
 
 def _flaky_base_row(
@@ -97,11 +98,11 @@ def _flaky_base_row(
     """A base that came out ok and then failed in a later round is flaky, not "fixed" by the
     head: the cell is undecided, whatever the head did in that round (both failing at once
     says more about the machine than about the change). None when that is not the case."""
-    if worst["status"] == "ok" or records[0]["status"] != "ok":
+    if worst["status"] == OK or records[0]["status"] != OK:
         return None
-    failed = next(i for i, r in enumerate(records) if r["status"] != "ok")
+    failed = next(i for i, r in enumerate(records) if r["status"] != OK)
     note = f"the base side was ok, then {worst['status']} in round {failed + 1} ({_reason(worst)})"
-    if head["status"] != "ok":
+    if head["status"] != OK:
         note += f"; the head {head['status']} too ({_reason(head)})"
     return {
         **cell,
@@ -178,7 +179,7 @@ def verdict_rows(
         cell = {k: cells[key][k] for k in KEY}
         seen = looks.get(key, ()) if looks is not None else ()
         base, head = _side_status(by_side["base"]), _side_status(by_side["head"])
-        if base["status"] != "ok" or head["status"] != "ok":
+        if base["status"] != OK or head["status"] != OK:
             row = _flaky_base_row(cell, by_side["base"], base, head) or status_row(cell, base, head)
             table.add(row, None, key, ())
             continue
@@ -195,8 +196,8 @@ def verdict_rows(
             row = {
                 **cell,
                 "metric": metric,
-                "base_status": "ok",
-                "new_status": "ok",
+                "base_status": OK,
+                "new_status": OK,
                 "base_value": float(np.median(b_values)) if b_values else float("nan"),
                 "new_value": float(np.median(h_values)) if h_values else float("nan"),
                 "n_base": len(pairs),

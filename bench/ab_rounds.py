@@ -20,6 +20,7 @@ from inferbench.ab import SIDES, AbOptions, Events, Launch, clean_pairs, round_o
 from inferbench.calibration import CellNoise, cell_noise
 from inferbench.compare import judge
 from inferbench.sequential import Looks, add_look, look_due
+from inferbench.status import OK
 from inferbench.verdict import INCONCLUSIVE
 
 #: Why a cell stopped (`Rounds.stopped`).
@@ -80,7 +81,7 @@ def run_rounds(
             before = clock()
             _run_pair(run.results[key], key, r, launch, on_result)
             pair_s[key] = clock() - before
-        broken = [k for k in open_keys if any(run.results[k][s][-1]["status"] != "ok" for s in SIDES)]
+        broken = [k for k in open_keys if any(run.results[k][s][-1]["status"] != OK for s in SIDES)]
         stop(broken, NOT_OK, r + 1)
         open_keys = [k for k in open_keys if k not in broken]
         if cells is None:
@@ -154,7 +155,7 @@ def aa_rounds(
                     on_result(f"A/A {side}", key, r - 1, record)
             seconds[key] += clock() - before
             first, second = pair
-            if first["status"] == second["status"] == "ok" and not (
+            if first["status"] == second["status"] == OK and not (
                 first.get("interfered") or second.get("interfered")
             ):
                 pairs[key].append((first, second))

@@ -15,17 +15,18 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from inferbench.argtypes import finite_float, fraction, optional_int_items, optional_items, thread_counts
-from inferbench.errors import InternalError, UserError, first_line
+from inferbench.errors import (
+    EXIT_INTERNAL,
+    EXIT_USAGE,
+    InternalError,
+    UserError,
+    first_line,
+)
 from inferbench.history import cli as history_cli
 from inferbench.procs import add_user_path
 from inferbench.redact import configure_logging, redact
 from inferbench.shutdown import Terminated, stop_on_signals
 
-EXIT_OK = 0
-EXIT_REGRESSION = 1
-EXIT_USAGE = 2
-EXIT_UNDECIDED = 3  # ab/compare: no regression found, but some gating result inconclusive
-EXIT_INTERNAL = 4
 EXIT_CODES = """\
 exit codes:
   0    success (compare/ab: no regression)

@@ -11,6 +11,7 @@ from inferbench.ab_rounds import BUDGET, DECIDED, MOST_ROUNDS, NOT_OK
 from inferbench.calibration import Calibration
 from inferbench.commands import console, print_verdict
 from inferbench.compare import CompareOptions
+from inferbench.status import OK
 
 STOP_WORDS = {
     DECIDED: "decided",
@@ -66,7 +67,7 @@ def ab_command(
     )
 
     def progress(side: str, key: str, round_index: int, record: dict[str, Any]) -> None:
-        shown = f"p50 {record['latency_p50_ms']:.4g} ms" if record["status"] == "ok" else record["status"]
+        shown = f"p50 {record['latency_p50_ms']:.4g} ms" if record["status"] == OK else record["status"]
         flag = " [yellow]interfered[/]" if record.get("interfered") else ""
         console.print(f"round {round_index + 1}/{rounds} {side:4} {key}: {shown}{flag}", highlight=False)
 

@@ -62,13 +62,21 @@ def formatted(frame: pd.DataFrame) -> pd.DataFrame:
 GATE_WORDS = {"p50": "p50", "min": "each process's fastest call (min)"}
 
 
-def legend(options: CompareOptions) -> str:
-    """What the verdicts mean under these options (Markdown; the HTML page shows it too)."""
+def legend(options: CompareOptions, frame: pd.DataFrame | None = None) -> str:
+    """What the verdicts mean under these options (Markdown; the HTML page shows it too). A
+    frame whose rows name their own gating statistic (`ab --gate-on auto`) says so."""
     thresholds = f"{options.max_regression:.0%}" + "".join(
         f", {m} {t:.0%}" for m, t in options.thresholds.items()
     )
+    per_cell = frame is not None and "gate_on" in frame and frame["gate_on"].notna().any()
+    gating = (
+        "per cell, the statistic its calibration found steadier (p50 or each process's fastest call, "
+        "column gate_on)"
+        if per_cell
+        else GATE_WORDS[options.gate_on]
+    )
     return (
-        f"Threshold {thresholds}; {GATE_WORDS[options.gate_on]} gates, and throughput in throughput-mode "
+        f"Threshold {thresholds}; {gating} gates, and throughput in throughput-mode "
         "cells; the other metrics (a latency-mode cell's throughput is 1/mean of the same calls) are "
         "advisory. The question is one-sided: is NEW worse than BASE by more than the threshold? "
         "**regression** (fails): worse than the threshold, significant at alpha="

@@ -288,7 +288,7 @@ def render_compare_html(
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{CSS}{PAGE_CSS}</style></head><body><h1>{title}</h1>"
         f'<p class="headline {outcome}" id="headline">{inline_markdown(top)}</p>'
-        f"<p>{inline_markdown(legend(options))}</p>"
+        f"<p>{inline_markdown(legend(options, frame))}</p>"
         + "".join(f'<p class="note">{inline_markdown(n)}</p>' for n in notes)
         + env_line
         + f'<section id="cells-section"><h2>Cells</h2>{table}</section>'

@@ -8,10 +8,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-# Re-exported for answer.py, which still reads them from here.
-from inferbench.compare_core import BETWEEN_PROCESSES as BETWEEN_PROCESSES
-from inferbench.compare_core import WITHIN_PROCESS as WITHIN_PROCESS
 from inferbench.compare_format import formatted, headline, legend
+from inferbench.compare_html import render_compare_html
 from inferbench.config import axes_shown
 from inferbench.markdown import fmt, markdown_table
 from inferbench.util import atomic_write_text
@@ -39,7 +37,7 @@ def compare_markdown(
         "",
         headline(frame),
         "",
-        legend(options),
+        legend(options, frame),
     ]
     for note in notes or []:
         parts += ["", note]
@@ -80,9 +78,6 @@ def write_outputs(
     md = out_dir / "compare.md"
     atomic_write_text(md, compare_markdown(frame, unmatched, options, base_name, new_name, notes))
     if views is not None:
-        # Lazy while answer.py imports this module: compare_html imports report, which imports answer.
-        from inferbench.compare_html import render_compare_html
-
         page = render_compare_html(frame, unmatched, options, *views, notes or ())
         atomic_write_text(out_dir / "compare.html", page)
     return md

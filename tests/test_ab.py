@@ -614,6 +614,7 @@ def test_a_a_exits_0_and_each_side_runs_its_own_code(
     assert base_cell["repeats"] == 3  # the rounds, merged
     md = (out / "compare.md").read_text()
     assert "**PASS**" in md and "3 rounds" in md and "What this runner" in md
+    assert "per cell, the statistic its calibration found steadier" in md
     page = (out / "compare.html").read_text()  # the same verdicts, both sides named
     assert "<b>PASS</b>" in page and "head (working tree)" in page and 'class="chart-spec"' in page
 

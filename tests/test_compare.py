@@ -128,7 +128,9 @@ def test_unmatched_cells_are_listed_and_broken_cells_regress() -> None:
 
 
 def test_options_validation() -> None:
-    with pytest.raises(UserError, match="metric must be one of p50, p99, throughput, min, instructions; got 'p95'"):
+    with pytest.raises(
+        UserError, match="metric must be one of p50, p99, throughput, min, instructions; got 'p95'"
+    ):
         CompareOptions(thresholds={"p95": 0.1})
     for bad in (1.5, 0.0):
         with pytest.raises(UserError, match="between 0% and 100%"):

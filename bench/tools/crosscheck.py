@@ -40,6 +40,7 @@ from inferbench.config import CELL_AXES, Cell, MeasureConfig, SweepConfig, cell_
 from inferbench.errors import UserError
 from inferbench.procs import python_command, worker_env
 from inferbench.runner import run_sweep
+from inferbench.status import MEASURED
 from inferbench.tools.harness_overhead import harness_overhead
 from inferbench.tools.paired_rounds import METHOD, OURS, THEIRS, Measurement, interleave, paired_ratio
 from inferbench.util import atomic_write_text
@@ -257,7 +258,7 @@ def _crosscheck_cell(cell: Cell, single: SweepConfig, args: argparse.Namespace) 
     def ours_round(k: int) -> Measurement:
         found = run_sweep(single, args.out / "ours" / f"round-{k}", resume=True)
         record = next(r for r in found if r["cell_key"] == cell.key)
-        if record["status"] not in ("ok", "accuracy-fail"):
+        if record["status"] not in MEASURED:
             raise SideFailed(f"{record['status']}: {record.get('reason', '')}")
         records.append(record)
         return {"p50_ms": record["latency_p50_ms"], "sps": record["throughput_sps"]}
