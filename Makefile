@@ -79,8 +79,11 @@ merge: setup
 # (.github/workflows/perf.yml): the harness, its verdict and the gate profile (read from the
 # base's tree) are the base's, and the head is only the code measured; HEAD_PYTHON runs it with
 # the head's own packages when its dependency list differs.
-# It gates on each process's fastest call (GATE_ON=min): on a shared machine the steadiest
-# measure of the code's own speed (README, "The gate"); GATE_ON=p50 on a dedicated runner.
+# It first runs CALIBRATE A/A rounds of the base against itself (inside the budget): each cell's
+# noise on this runner, what the run can decide (printed up front and in compare.md), and the
+# statistic each cell gates on (GATE_ON=auto: the steadier of p50 and each process's fastest
+# call). CALIBRATION=results/.../calibration.json reuses one from this machine class instead;
+# GATE_ON=min or p50 fixes the statistic (README, "The gate").
 # Each cell stops once decided; the rounds left go to the open cells, up to ROUNDS per cell and
 # within BUDGET for the whole run (README, "Adaptive rounds").
 # INSTRUCTIONS=auto also counts instructions per call (perf, else callgrind) and gates on the count
@@ -88,7 +91,9 @@ merge: setup
 # of the budget.
 ROUNDS ?= 30
 BUDGET ?= 10m
-GATE_ON ?= min
+GATE_ON ?= auto
+CALIBRATE ?= 4
+CALIBRATION ?=
 INSTRUCTIONS ?= off
 HEAD_SRC ?=
 HEAD_PYTHON ?=
@@ -97,6 +102,7 @@ gate: setup $(if $(filter-out off,$(INSTRUCTIONS)),valgrind)
 	$(PY) -m inferbench ab --base $(or $(BASE),$(shell git merge-base HEAD main 2>/dev/null || git merge-base HEAD origin/main)) \
 	  $(if $(HEAD_SRC),--head "$(HEAD_SRC)") $(if $(HEAD_PYTHON),--head-python "$(HEAD_PYTHON)") \
 	  --profile gate-$(HW) --rounds $(ROUNDS) --budget $(BUDGET) --gate-on $(GATE_ON) \
+	  $(if $(CALIBRATION),--calibration "$(CALIBRATION)",--calibrate $(CALIBRATE)) \
 	  --instructions $(INSTRUCTIONS) --out results/gate-$(HW) $(ARGS); \
 	  code=$$?; mkdir -p results/gate-$(HW) && echo $$code > results/gate-$(HW)/exit-code; exit $$code
 
