@@ -79,11 +79,12 @@ merge: setup
 # (.github/workflows/perf.yml): the harness, its verdict and the gate profile (read from the
 # base's tree) are the base's, and the head is only the code measured; HEAD_PYTHON runs it with
 # the head's own packages when its dependency list differs.
-# It first runs CALIBRATE A/A rounds of the base against itself (inside the budget): each cell's
-# noise on this runner, what the run can decide (printed up front and in compare.md), and the
-# statistic each cell gates on (GATE_ON=auto: the steadier of p50 and each process's fastest
-# call). CALIBRATION=results/.../calibration.json reuses one from this machine class instead;
-# GATE_ON=min or p50 fixes the statistic (README, "The gate").
+# Calibration: each cell's noise on this runner, what the run can decide (printed up front and
+# in compare.md), and the statistic each cell gates on (GATE_ON=auto: the steadier of p50 and
+# each process's fastest call; GATE_ON=min or p50 fixes it). Read from CALIBRATION when that
+# file is of this machine class, profile and cells; else CALIBRATE A/A rounds of the base
+# against itself are run first, inside the budget, and written there for the next gate
+# (README, "The gate"). CI keeps the file between jobs (perf.yml's cache).
 # Each cell stops once decided; the rounds left go to the open cells, up to ROUNDS per cell and
 # within BUDGET for the whole run (README, "Adaptive rounds").
 # INSTRUCTIONS=auto also counts instructions per call (perf, else callgrind) and gates on the count
@@ -93,7 +94,7 @@ ROUNDS ?= 30
 BUDGET ?= 10m
 GATE_ON ?= auto
 CALIBRATE ?= 4
-CALIBRATION ?=
+CALIBRATION ?= results/calibration-$(HW).json
 INSTRUCTIONS ?= off
 HEAD_SRC ?=
 HEAD_PYTHON ?=
@@ -102,7 +103,7 @@ gate: setup $(if $(filter-out off,$(INSTRUCTIONS)),valgrind)
 	$(PY) -m inferbench ab --base $(or $(BASE),$(shell git merge-base HEAD main 2>/dev/null || git merge-base HEAD origin/main)) \
 	  $(if $(HEAD_SRC),--head "$(HEAD_SRC)") $(if $(HEAD_PYTHON),--head-python "$(HEAD_PYTHON)") \
 	  --profile gate-$(HW) --rounds $(ROUNDS) --budget $(BUDGET) --gate-on $(GATE_ON) \
-	  $(if $(CALIBRATION),--calibration "$(CALIBRATION)",--calibrate $(CALIBRATE)) \
+	  --calibrate $(CALIBRATE) --calibration "$(CALIBRATION)" \
 	  --instructions $(INSTRUCTIONS) --out results/gate-$(HW) $(ARGS); \
 	  code=$$?; mkdir -p results/gate-$(HW) && echo $$code > results/gate-$(HW)/exit-code; exit $$code
 

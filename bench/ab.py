@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 
 from inferbench.ab_instructions import COUNTERS
-from inferbench.calibration import Calibration
 from inferbench.compare import KEY, VALUE_COLUMN, CompareOptions, judge, status_row
 from inferbench.errors import InternalError, UserError
 from inferbench.sequential import Looks
@@ -56,7 +55,9 @@ class AbOptions:
     budget_s: float | None = None  # wall-clock limit of the whole run (None: rounds alone)
     instructions: str = "off"  # counter of instructions per call (`inferbench.ab_instructions`)
     calibrate: int = 0  # A/A rounds before the A/B rounds (`inferbench.calibration`); 0: none
-    calibration: Calibration | None = None  # a runner's calibration, instead of the A/A rounds
+    # A runner's calibration file: read when it is of this machine class, profile and cells;
+    # otherwise, with `calibrate`, measured again and written there.
+    calibration: Path | None = None
     gate_auto: bool = False  # `--gate-on auto`: each cell gates on its calibrated steadier statistic
     # The statistic each cell gates on, by cell key (`--gate-on auto`: the calibration's
     # steadier one); a cell not named gates on `compare.gate_on`.
@@ -71,8 +72,6 @@ class AbOptions:
             raise UserError(f"--instructions must be one of {', '.join(COUNTERS)}; got {self.instructions!r}")
         if self.calibrate == 1 or self.calibrate < 0:
             raise UserError(f"--calibrate needs at least 2 A/A rounds (or 0: none); got {self.calibrate}")
-        if self.calibrate and self.calibration is not None:
-            raise UserError("--calibrate and --calibration exclude each other: measure the noise, or read it")
         if self.gate_auto and not self.calibrate and self.calibration is None:
             raise UserError("--gate-on auto needs a calibration: --calibrate ROUNDS or --calibration FILE")
 

@@ -4,6 +4,7 @@ comparison (compare.md, compare.csv, compare.html, ab.json) and each side's run 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 import tomllib
 from dataclasses import replace
@@ -24,6 +25,8 @@ from inferbench.sides import Side, prepared_sides
 from inferbench.status import MEASURED
 from inferbench.storage import SCHEMA_VERSION, save_cell, write_csv
 from inferbench.util import atomic_write_json
+
+log = logging.getLogger(__name__)
 
 
 def profile_data(profile: str, base: Side) -> tuple[dict[str, Any], str]:
@@ -182,19 +185,20 @@ def _calibrated(
     *,
     started: float,
 ) -> tuple[AbOptions, list[str]]:
-    """The options with each cell's gating statistic (`--gate-on auto`), and the plan's lines:
-    from the A/A rounds run here (`--calibrate`, saved as calibration.json) or a runner's
-    calibration (`--calibration`, refused from another machine class). Neither: as they were."""
+    """The options with each cell's gating statistic (`--gate-on auto`), and the plan's lines.
+    The noise comes from `--calibration FILE` when that file is of this machine class, profile
+    and cells; else from `--calibrate N` A/A rounds run here, saved as calibration.json (and to
+    FILE, for the next run). A FILE that does not fit, with no rounds to measure, is refused."""
     if not options.calibrate and options.calibration is None:
         return options, []
     machine = machine_from_env(running["base"].info["env"])
-    calibration = options.calibration
+    calibration = _read_calibration(options, machine, profile, keys)
     if calibration is None:
         noise = aa_rounds(keys, options.calibrate, lambda _, key, r: running["base"].run(key, r), on_result)
         calibration = Calibration(machine.fingerprint, machine.label, profile, noise)
         calibration.save(out_dir / "calibration.json")
-    else:
-        calibration.check_machine(machine.fingerprint, machine.label, "--calibration")
+        if options.calibration is not None:
+            calibration.save(options.calibration)
     if options.gate_auto:
         chosen = {k: calibration.gate_on(k, options.compare.gate_on) for k in keys}
         options = replace(options, gate_on_by_cell=chosen)
@@ -219,6 +223,23 @@ def _calibrated(
     if on_plan is not None:
         on_plan(lines)
     return options, ["\n".join(lines)]
+
+
+def _read_calibration(options: AbOptions, machine: Any, profile: str, keys: list[str]) -> Calibration | None:
+    """`--calibration FILE` when it fits this run; None when the rounds are to be measured."""
+    path = options.calibration
+    if path is None or (options.calibrate and not path.exists()):
+        return None
+    calibration = Calibration.load(path)
+    if calibration.fits(machine.fingerprint, profile, keys):
+        return calibration
+    if options.calibrate:
+        log.info("%s is of another machine class, profile or cells: calibrating again", path)
+        return None
+    calibration.check_machine(machine.fingerprint, machine.label, path)
+    raise UserError(
+        f"{path} was calibrated for other cells or another profile; calibrate again (--calibrate 4)"
+    )
 
 
 def _budget_words(options: AbOptions) -> str:

@@ -110,6 +110,10 @@ class Calibration:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserError(f"{source}: malformed calibration ({exc!r})") from None
 
+    def fits(self, machine: str, profile: str, keys: Sequence[str]) -> bool:
+        """Whether this calibration can stand in for A/A rounds of `keys` here."""
+        return machine == self.machine and profile == self.profile and all(k in self.cells for k in keys)
+
     def check_machine(self, machine: str, label: str, source: object) -> None:
         """Refuse a calibration measured on another machine class: its spread says nothing here."""
         if machine != self.machine:

@@ -8,7 +8,6 @@ from typing import Any
 
 from inferbench.ab import AbOptions
 from inferbench.ab_rounds import BUDGET, DECIDED, MOST_ROUNDS, NOT_OK
-from inferbench.calibration import Calibration
 from inferbench.commands import console, print_verdict
 from inferbench.compare import CompareOptions
 from inferbench.status import OK
@@ -56,7 +55,7 @@ def ab_command(
         budget_s=budget_s,
         instructions=instructions,
         calibrate=calibrate,
-        calibration=Calibration.load(calibration) if calibration is not None else None,
+        calibration=calibration,
         gate_auto=auto,
         compare=CompareOptions(
             max_regression=max_regression,

@@ -458,7 +458,7 @@ def test_make_gate_leaves_the_gates_own_exit_code_for_ci(tmp_path: Path) -> None
     assert (tmp_path / "results" / "gate-cpu" / "exit-code").read_text().strip() == "3"
     called = (tmp_path / "args").read_text()
     expected = "-m inferbench ab --base abc123 --profile gate-cpu --rounds 30 --budget 10m"
-    expected += " --gate-on auto --calibrate 4"
+    expected += " --gate-on auto --calibrate 4 --calibration results/calibration-cpu.json"
     assert called.startswith(expected), called
 
 

@@ -130,8 +130,6 @@ def test_options_refuse_auto_without_a_calibration_and_one_a_a_round() -> None:
         AbOptions(gate_auto=True)
     with pytest.raises(UserError, match="at least 2 A/A rounds"):
         AbOptions(calibrate=1)
-    with pytest.raises(UserError, match="exclude each other"):
-        AbOptions(calibrate=3, calibration=Calibration("f", "m", "p"))
 
 
 def test_a_cell_gates_on_its_own_statistic() -> None:
@@ -189,3 +187,49 @@ def test_a_run_with_the_runners_calibration_carries_its_spread_and_refuses_anoth
     rows = read_csv(tmp_path / "run").set_index("precision")
     assert rows.loc["fp32", "calibrated_spread_pct"] == 6.0
     assert math.isnan(rows.loc["int8", "calibrated_spread_pct"])
+
+
+ENV = {"cpu": {"model": "AMD EPYC", "isa": {"avx2": True}, "logical_cpus": 2}, "memory_gb": 24}
+
+
+def _run_calibrated(tmp_path: Path, options: AbOptions, machine: FakeMachine) -> tuple[AbOptions, list[str]]:
+    from types import SimpleNamespace
+
+    from inferbench.ab_command import _calibrated
+
+    running = {"base": SimpleNamespace(info={"env": ENV}, run=lambda key, r: machine.launch("base", key, r))}
+    return _calibrated(options, running, ["x"], "gate-cpu", tmp_path, None, None, started=0.0)
+
+
+def test_a_calibration_file_is_read_when_it_fits_and_measured_again_when_it_does_not(tmp_path: Path) -> None:
+    """The file stands in for the A/A rounds on its own machine class, profile and cells; a file
+    from elsewhere is measured again with --calibrate (and rewritten for the next run), and
+    refused without it."""
+    from inferbench.history.fingerprint import machine_from_env
+
+    here = machine_from_env(ENV)
+    path = tmp_path / "calibration.json"
+    Calibration(
+        here.fingerprint, here.label, "gate-cpu", {"x": CellNoise({"min": 9.0, "p50": 1.0}, 2.0, 4, 3.0)}
+    ).save(path)
+    machine = FakeMachine(noise=0.01, seed=5)
+    options, lines = _run_calibrated(
+        tmp_path, AbOptions(calibrate=3, calibration=path, gate_auto=True), machine
+    )
+    assert machine.calls == [] and options.gate_on_by_cell == {"x": "p50"}  # read, not measured
+    assert "from 4 A/A rounds" in lines[0]
+    Calibration("elsewhere", "Intel Xeon", "gate-cpu", {"x": CellNoise({"min": 1.0}, 2.0, 4, 3.0)}).save(path)
+    with pytest.raises(UserError, match="calibrated on Intel Xeon, not this machine"):
+        _run_calibrated(tmp_path, AbOptions(calibration=path), machine)
+    _run_calibrated(tmp_path, AbOptions(calibrate=3, calibration=path), machine)
+    assert len(machine.calls) == 6  # three A/A rounds of two base workers
+    assert (
+        Calibration.load(path).machine
+        == here.fingerprint
+        == Calibration.load(tmp_path / "calibration.json").machine
+    )
+    missing = tmp_path / "first" / "calibration.json"
+    _run_calibrated(tmp_path, AbOptions(calibrate=2, calibration=missing), machine)
+    assert Calibration.load(missing).cells["x"].rounds <= 2
+    with pytest.raises(UserError, match="no such file"):
+        _run_calibrated(tmp_path, AbOptions(calibration=tmp_path / "nowhere.json"), machine)
