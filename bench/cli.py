@@ -318,7 +318,8 @@ def _add_ab(sub: Any) -> None:
         "--calibration",
         type=Path,
         metavar="FILE",
-        help="read the noise from an earlier calibration.json of this machine class instead",
+        help="read the noise from FILE when it is of this machine class, profile and cells; with "
+        "--calibrate, a FILE that does not fit (or is missing) is measured again and written there",
     )
     ab.add_argument(
         "--instructions",
