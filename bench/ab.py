@@ -55,6 +55,9 @@ class AbOptions:
     budget_s: float | None = None  # wall-clock limit of the whole run (None: rounds alone)
     instructions: str = "off"  # counter of instructions per call (`inferbench.ab_instructions`)
     calibrate: int = 0  # A/A rounds before the A/B rounds (`inferbench.calibration`); 0: none
+    # Fresh processes per side and round, pooled into the round's value (the fastest call of
+    # all, the median of all calls): a process that lands slow weighs less than in a round of one.
+    processes: int = 1
     # A runner's calibration file: read when it is of this machine class, profile and cells;
     # otherwise, with `calibrate`, measured again and written there.
     calibration: Path | None = None
@@ -70,6 +73,8 @@ class AbOptions:
             raise UserError(f"--budget must be positive; got {self.budget_s}")
         if self.instructions not in COUNTERS:
             raise UserError(f"--instructions must be one of {', '.join(COUNTERS)}; got {self.instructions!r}")
+        if self.processes < 1:
+            raise UserError(f"--processes must be >= 1; got {self.processes}")
         if self.calibrate == 1 or self.calibrate < 0:
             raise UserError(f"--calibrate needs at least 2 A/A rounds (or 0: none); got {self.calibrate}")
         if self.gate_auto and not self.calibrate and self.calibration is None:

@@ -31,8 +31,8 @@ def _setup(request: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     dropped = sorted(set(measure) - known)
     data["measure"] = {k: v for k, v in measure.items() if k in known}
     config = profile_from_dict(data, request["name"]).with_overrides(**request["overrides"])
-    # One fresh process per side per round: the rounds are the repeats.
-    config = replace(config, measure=replace(config.measure, repeats=1))
+    # The rounds are the repeats: one fresh process per side per round, or `ab --processes N`.
+    config = replace(config, measure=replace(config.measure, repeats=int(request.get("processes", 1))))
     threads = sorted({c.threads for c in config.cells()})
     answer = {
         "cells": [{**asdict(c), "key": c.key} for c in config.cells()],

@@ -77,7 +77,7 @@ def run_ab(
     with prepared_sides(base, head, base_python, head_python, repo) as sides:
         out_dir.mkdir(parents=True, exist_ok=True)
         data, name = profile_data(profile, sides[0])
-        setup = {"profile": data, "name": name, "overrides": overrides}
+        setup = {"profile": data, "name": name, "overrides": overrides, "processes": options.processes}
         with agents(sides, setup, out_dir) as running:
             cells = {c["key"]: c for c in running["head"].info["cells"]}
             base_keys = {c["key"] for c in running["base"].info["cells"]}
@@ -138,8 +138,8 @@ def run_ab(
     )
     notes = [
         f"**A/B, interleaved**: base = {sides[0].described}, head = {sides[1].described}; "
-        f"at most {options.rounds} rounds per cell{_budget_words(options)}, one fresh process per side "
-        f"per round (order AB, BA, ...), compared round by round; {len(common)} cells in {minutes:.1f} min"
+        f"at most {options.rounds} rounds per cell{_budget_words(options)}, {_process_words(options)} "
+        f"(order AB, BA, ...), compared round by round; {len(common)} cells in {minutes:.1f} min"
         f"{_stopping_words(run)}.",
         SEQUENTIAL_NOTE,
         *plan_notes,
@@ -242,6 +242,15 @@ def _read_calibration(options: AbOptions, machine: Any, profile: str, keys: list
     )
 
 
+def _process_words(options: AbOptions) -> str:
+    if options.processes == 1:
+        return "one fresh process per side per round"
+    return (
+        f"{options.processes} fresh processes per side per round (pooled: the fastest call of all, "
+        "the median of all calls)"
+    )
+
+
 def _budget_words(options: AbOptions) -> str:
     return f" within a {options.budget_s / 60:g} min budget" if options.budget_s else ""
 
@@ -306,6 +315,7 @@ def _write_side(
         records = by_side[side.label]
         if all(r["status"] in MEASURED for r in records):
             record = merge_repeats(records, int(records[0]["batch_size"]), 500, tail_samples)
+            record["repeats"] = sum(int(r.get("repeats") or 1) for r in records)  # processes, not rounds
         else:
             record = next(r for r in records if r["status"] not in MEASURED)
         merged.append({**record, "run_id": run_dir.name, "schema_version": SCHEMA_VERSION})

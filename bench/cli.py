@@ -307,6 +307,14 @@ def _add_ab(sub: Any) -> None:
         "A/A rounds (`make gate`); the other is shown, advisory",
     )
     ab.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="fresh processes per side and round, pooled into the round's value (a process that "
+        "lands slow weighs less; each round costs N times as much)",
+    )
+    ab.add_argument(
         "--calibrate",
         type=int,
         default=0,
@@ -365,6 +373,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
         gate_on=args.gate_on,
         instructions=args.instructions,
         calibrate=args.calibrate,
+        processes=args.processes,
         calibration=args.calibration,
         out_dir=args.out,
     )

@@ -40,6 +40,7 @@ def ab_command(
     gate_on: str = "p50",
     instructions: str = "off",
     calibrate: int = 0,
+    processes: int = 1,
     calibration: Path | None = None,
     out_dir: Path | None = None,
     repo: Path | None = None,
@@ -55,6 +56,7 @@ def ab_command(
         budget_s=budget_s,
         instructions=instructions,
         calibrate=calibrate,
+        processes=processes,
         calibration=calibration,
         gate_auto=auto,
         compare=CompareOptions(

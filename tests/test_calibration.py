@@ -233,3 +233,18 @@ def test_a_calibration_file_is_read_when_it_fits_and_measured_again_when_it_does
     assert Calibration.load(missing).cells["x"].rounds <= 2
     with pytest.raises(UserError, match="no such file"):
         _run_calibrated(tmp_path, AbOptions(calibration=tmp_path / "nowhere.json"), machine)
+
+
+def test_processes_per_round_reach_the_agents_sweep() -> None:
+    """`ab --processes N`: each side's agent runs N fresh processes per round (its repeats),
+    pooled by the side's runner; the default stays one."""
+    import tomllib
+
+    from inferbench.ab_agent import _setup
+    from tests.test_ab import AA_PROFILE
+
+    request = {"profile": tomllib.loads(AA_PROFILE), "name": "aa", "overrides": {}}
+    assert _setup(request)[0].measure.repeats == 1
+    assert _setup({**request, "processes": 3})[0].measure.repeats == 3
+    with pytest.raises(UserError, match="--processes must be >= 1"):
+        AbOptions(processes=0)
