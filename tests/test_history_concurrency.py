@@ -180,7 +180,7 @@ def test_processes_opening_a_new_sqlite_history_at_once_all_get_in(tmp_path: Pat
 
     context = multiprocessing.get_context("fork")
     failures = []
-    for trial in range(30):
+    for trial in range(20):
         path = tmp_path / f"{trial}.sqlite"
         barrier, answers = context.Barrier(OPENERS), context.Queue()
         procs = [
