@@ -181,14 +181,14 @@ def plan(
         return Plan(key, statistic, sigma, rounds_allowed, None, None)
     s, bound = sigma / 100, math.log1p(threshold)
     passes = None
-    for looks in _schedule(rounds_allowed):
+    schedule = _schedule(rounds_allowed)
+    for looks in schedule:
         n = looks[-1][0]
         half = t_isf(nominal_level((1 - confidence) / 2, looks), n - 1)
         if (half + t_quantile(POWER, n - 1)) * s / math.sqrt(n) < bound:
             passes = n
             break
-    looks = _schedule(rounds_allowed)[-1]
-    fail_t = t_isf(nominal_level(alpha / max(1, tests), looks), rounds_allowed - 1)
+    fail_t = t_isf(nominal_level(alpha / max(1, tests), schedule[-1]), rounds_allowed - 1)
     detects = 100 * math.expm1(
         bound + (fail_t + t_quantile(POWER, rounds_allowed - 1)) * s / math.sqrt(rounds_allowed)
     )
