@@ -152,9 +152,7 @@ peak: setup
 # mypy cannot follow the editable install's import hook: it reads a link tree that mirrors the
 # installed layout (pyproject's [tool.mypy]).
 define mypy
-	rm -rf build/typecheck && mkdir -p build/typecheck/inferbench
-	ln -s $(CURDIR)/bench/* build/typecheck/inferbench/
-	ln -s $(CURDIR)/backends $(CURDIR)/models build/typecheck/inferbench/
+	$(PY) -m inferbench.layout build/typecheck
 	$(PY) -m mypy
 endef
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 if TYPE_CHECKING:
-    from inferbench.capability import Cpu, Support
+    from inferbench.machine.capability import Cpu, Support
     from inferbench.models import ModelDef, ModelRef
 
 
@@ -106,7 +106,7 @@ class Backend(ABC):
     #: Where the model runs: "cpu" rows get `% of peak` against the CPU ceilings.
     device: ClassVar[str] = "cpu"
     #: The CPU engine whose kernels do this backend's compute (one of
-    #: `inferbench.capability.ENGINES`): the capability model then says, per precision,
+    #: `inferbench.machine.capability.ENGINES`): the capability model then says, per precision,
     #: whether this CPU computes it natively. None: an engine the model does not know.
     cpu_engine: ClassVar[str | None] = None
 
@@ -179,7 +179,7 @@ class Backend(ABC):
     def cpu_support(cls, cpu: Cpu, precision: str) -> Support | None:
         """How this CPU computes `precision` for this engine, or None where the capability
         model has nothing to say (a GPU backend, an engine it does not know)."""
-        from inferbench.capability import support
+        from inferbench.machine.capability import support
 
         if cls.device != "cpu" or cls.cpu_engine is None:
             return None

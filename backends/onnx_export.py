@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inferbench.artifacts import file_digest, library_versions, model_fingerprint, obtain
 from inferbench.errors import BackendError, UnsupportedError
+from inferbench.store.artifacts import file_digest, library_versions, model_fingerprint, obtain
 
 if TYPE_CHECKING:
     from inferbench.models import ModelDef
@@ -66,7 +66,7 @@ def onnx_file(model: ModelDef, cache_dir: Path, precision: str = "fp32") -> tupl
     whole model in that dtype, inputs and outputs kept float32.
 
     The export is keyed by the model's fingerprint (weights, buffers, code, input specs, seed)
-    and the exporter's versions, and published whole (see `inferbench.artifacts`)."""
+    and the exporter's versions, and published whole (see `inferbench.store.artifacts`)."""
     if precision not in ("fp32", *LOW_PRECISION):
         raise ValueError(f"precision must be one of fp32, {', '.join(LOW_PRECISION)}; got {precision!r}")
     if model.onnx_path is not None:

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from inferbench.artifacts import file_digest, obtain
 from inferbench.backends.base import Backend, PrepareInfo
 from inferbench.backends.lowp import ort_share
 from inferbench.backends.onnx_export import derived_dir, onnx_file
 from inferbench.backends.qdq import static_qdq
 from inferbench.errors import BackendError
+from inferbench.store.artifacts import file_digest, obtain
 
 if TYPE_CHECKING:
     from inferbench.models import ModelDef, ModelRef

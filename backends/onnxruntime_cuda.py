@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from inferbench.artifacts import file_digest, obtain
 from inferbench.backends.base import Availability, PrepareInfo
 from inferbench.backends.cuda import (
     GPU_EXTRA,
@@ -43,6 +42,7 @@ from inferbench.backends.onnx_export import derived_dir, onnx_file
 from inferbench.backends.onnxruntime import OrtBackend, session_options
 from inferbench.backends.qdq import TENSORRT, static_qdq
 from inferbench.errors import BackendError, UnsupportedError, first_line
+from inferbench.store.artifacts import file_digest, obtain
 
 if TYPE_CHECKING:
     from inferbench.models import ModelDef, ModelRef

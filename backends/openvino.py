@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from inferbench.artifacts import arrays_digest, file_digest, obtain
 from inferbench.backends.base import Backend, PrepareInfo, ThroughputRun
 from inferbench.backends.lowp import OV_LOW, openvino_share
 from inferbench.backends.onnx_export import derived_dir, onnx_file
 from inferbench.errors import BackendError, UnsupportedError
+from inferbench.store.artifacts import arrays_digest, file_digest, obtain
 
 if TYPE_CHECKING:
     from inferbench.models import ModelDef

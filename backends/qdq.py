@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inferbench.artifacts import arrays_digest, file_digest, obtain
+from inferbench.store.artifacts import arrays_digest, file_digest, obtain
 
 
 @dataclass(frozen=True)

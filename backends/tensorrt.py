@@ -10,7 +10,7 @@ cell's batch (min = opt = max).
 Engines are cached by model, weights seed, source graph, precision, batch profile, TensorRT
 version and GPU (name, compute capability); a timing cache per TensorRT version and GPU sits
 beside them and shortens later builds. Both are published with a manifest and read only when
-their sha256 matches it (`inferbench.engine_caches`): a file that merely exists is rebuilt, not
+their sha256 matches it (`inferbench.store.engine_caches`): a file that merely exists is rebuilt, not
 deserialized. What the engine really runs is read back from its inspector: the data types of
 every layer's inputs and outputs.
 """
@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from inferbench.artifacts import artifact_path
 from inferbench.backends.base import Backend, PrepareInfo
 from inferbench.backends.cuda import (
     GPU_EXTRA,
@@ -43,8 +42,9 @@ from inferbench.backends.cuda import (
 )
 from inferbench.backends.onnx_export import LOW_PRECISION, derived_dir, onnx_file
 from inferbench.backends.qdq import TENSORRT, static_qdq
-from inferbench.engine_caches import publish_file, read_published
 from inferbench.errors import BackendError, UnsupportedError
+from inferbench.store.artifacts import artifact_path
+from inferbench.store.engine_caches import publish_file, read_published
 
 if TYPE_CHECKING:
     from inferbench.models import ModelDef, ModelRef

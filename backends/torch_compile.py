@@ -10,7 +10,7 @@ nodes are dropped before quantization.
 
 Inductor's on-disk cache (kernels it dlopens, graphs it unpickles) is under a manifest like
 every artifact: files it does not vouch for are removed before a compile reads the cache, and
-what the compile wrote is listed after (`inferbench.engine_caches.guarded_folder`).
+what the compile wrote is listed after (`inferbench.store.engine_caches.guarded_folder`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from inferbench.backends.base import PrepareInfo
 from inferbench.backends.lowp import pt2e_share, torch_dispatch_share
 from inferbench.backends.torch_eager import TorchBackend
-from inferbench.engine_caches import guarded_folder
 from inferbench.errors import BackendError, UnsupportedError, first_line
+from inferbench.store.engine_caches import guarded_folder
 
 if TYPE_CHECKING:
     from inferbench.models import ModelDef

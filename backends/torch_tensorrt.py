@@ -14,7 +14,7 @@ cached: Torch-TensorRT caches only refittable engines (`immutable_weights=False`
 refittable engine is not the one a deployment builds (TensorRT warns that REFIT can even change
 its numerics), so each cell measures the default, immutable engine. Only the timing cache is
 kept, which shortens rebuilds without changing what is built; it is used only while its
-manifest vouches for it (`inferbench.engine_caches.guarded_file`), else removed first.
+manifest vouches for it (`inferbench.store.engine_caches.guarded_file`), else removed first.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from inferbench.backends.cuda import (
 )
 from inferbench.backends.torch_cuda import TorchOnCuda
 from inferbench.backends.torch_eager import set_torch_threads
-from inferbench.engine_caches import guarded_file
 from inferbench.errors import BackendError, UnsupportedError, first_line
+from inferbench.store.engine_caches import guarded_file
 
 if TYPE_CHECKING:
     from inferbench.models import ModelDef

@@ -9,10 +9,10 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from inferbench.artifacts import model_fingerprint, obtain
 from inferbench.backends.base import PrepareInfo
 from inferbench.backends.torch_eager import TorchBackend, dynamic_int8
 from inferbench.errors import BackendError, UnsupportedError, first_line
+from inferbench.store.artifacts import model_fingerprint, obtain
 
 if TYPE_CHECKING:
     from inferbench.models import ModelDef

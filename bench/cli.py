@@ -23,9 +23,9 @@ from inferbench.errors import (
     first_line,
 )
 from inferbench.history import cli as history_cli
-from inferbench.procs import add_user_path
 from inferbench.redact import configure_logging, redact
-from inferbench.shutdown import Terminated, stop_on_signals
+from inferbench.sweep.procs import add_user_path
+from inferbench.sweep.shutdown import Terminated, stop_on_signals
 
 EXIT_CODES = """\
 exit codes:
@@ -49,7 +49,7 @@ _OVERSUBSCRIBE_HELP = "allow --threads above the cores this process may use (mea
 def _budget(text: str) -> str:
     """--budget checked as it is parsed: a positive, finite duration (a long digit string reads as
     infinity)."""
-    from inferbench.budget import parse_budget
+    from inferbench.sweep.budget import parse_budget
 
     if not math.isfinite(parse_budget(text)):
         raise UserError(f"budget must be a finite duration like 15m, 90s or 1h30m; got {text!r}")
@@ -342,8 +342,8 @@ def _add_ab(sub: Any) -> None:
 
 
 def cmd_ab(args: argparse.Namespace) -> int:
-    from inferbench.budget import parse_budget
     from inferbench.commands_ab import ab_command
+    from inferbench.sweep.budget import parse_budget
 
     pairs = _assignments(args.threshold, "--threshold", "METRIC=PCT (e.g. p99=10%)")
     return ab_command(

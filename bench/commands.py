@@ -11,15 +11,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from inferbench.ab.calibration import Calibration
 from inferbench.backends import backend_names, load_backend
-from inferbench.calibration import Calibration
 from inferbench.config import Cell, SweepConfig, load_profile, profile_id, profile_names
 from inferbench.errors import EXIT_INTERNAL, EXIT_OK, InternalError, UserError, first_line
 from inferbench.models import BUILTIN_MODELS
-from inferbench.runner import SweepEvents, new_run_id, run_sweep
-from inferbench.shutdown import Terminated
 from inferbench.status import MEASURED, OK
-from inferbench.storage import latest_run
+from inferbench.store.runfolder import latest_run
+from inferbench.sweep.runner import SweepEvents, new_run_id, run_sweep
+from inferbench.sweep.shutdown import Terminated
 from inferbench.util import one_component
 
 # soft_wrap: a long path is printed whole (a terminal may wrap it), never folded mid-name.
@@ -60,8 +60,8 @@ def run_command(
     `executor` "ray" runs the cells as Ray tasks, one per node (`ray_address`: the cluster).
     `calibration`: a calibration.json of this machine class (`ab --calibrate`), whose spread
     widens one-process rows' noise band in the answer."""
-    from inferbench.budget import parse_budget
-    from inferbench.shard import parse_shard
+    from inferbench.sweep.budget import parse_budget
+    from inferbench.sweep.shard import parse_shard
 
     if run_id is not None:
         one_component(run_id, "--run-id")  # where it enters: the run folder stays in results_dir
@@ -149,7 +149,7 @@ def _executor(name: str, ray_address: str | None) -> Any:
             raise UserError("--ray-address needs --executor ray")
         return None
     if name == "ray":
-        from inferbench.executor_ray import RayExecutor
+        from inferbench.sweep.executor_ray import RayExecutor
 
         return RayExecutor(ray_address)
     raise UserError(f"executor must be one of local, ray; got {name!r}")
@@ -162,10 +162,10 @@ def report_command(run_dir: Path, reports_dir: Path, compare_with: Path | None =
     and the exit code is 0 whatever the verdicts."""
     import re
 
-    from inferbench.compare import CompareOptions, compare_dirs
-    from inferbench.compare_html import render_compare_html
-    from inferbench.compare_report import headline
-    from inferbench.report import write_report
+    from inferbench.compare.html import render_compare_html
+    from inferbench.compare.report import headline
+    from inferbench.compare.runs import CompareOptions, compare_dirs
+    from inferbench.report.page import write_report
     from inferbench.util import atomic_write_text
 
     options = CompareOptions()
@@ -183,7 +183,7 @@ def report_command(run_dir: Path, reports_dir: Path, compare_with: Path | None =
 
 def merge_command(run_dirs: list[Path], out_dir: Path, reports_dir: Path | None) -> int:
     """Merge shards; exit 0 even with missing cells, which are listed (and in merge.json)."""
-    from inferbench.merge import merge_runs
+    from inferbench.sweep.merge import merge_runs
 
     merged = merge_runs(run_dirs, out_dir)
     console.print(f"merged {merged.cells} cells from shards {', '.join(merged.shards)} into {out_dir}")
@@ -208,7 +208,7 @@ def compare_command(
 ) -> int:
     """Exit code 0 = no regression, 1 = regression or broken cell, 3 = could not decide
     (usage errors and refused mismatches raise UserError -> 2)."""
-    from inferbench.compare import CompareOptions, compare_runs
+    from inferbench.compare.runs import CompareOptions, compare_runs
 
     options = CompareOptions(max_regression=max_regression, thresholds=thresholds or {}, alpha=alpha)
     frame, unmatched, md_path = compare_runs(base, new, options, out_dir, allow_mismatch=allow_mismatch)
@@ -217,8 +217,8 @@ def compare_command(
 
 def print_verdict(frame: Any, unmatched: Any, md_path: Path, title: str) -> int:
     """The comparison's table and verdict on the terminal; returns the exit code."""
-    from inferbench.compare import exit_code
-    from inferbench.compare_report import failing_cells, terminal_table
+    from inferbench.compare.report import failing_cells, terminal_table
+    from inferbench.compare.runs import exit_code
 
     console.print(terminal_table(frame, title))
     for item in unmatched.to_dict("records"):
@@ -291,8 +291,8 @@ class _progress:
 
 def _print_summary(records: list[dict[str, Any]]) -> None:
     """The answer, not every cell: the fastest trusted cell per model, batch size and mode
-    (inferbench.answer), then status counts. Every cell is in results.csv and the report."""
-    from inferbench.answer import answer_frame, answer_lines, answers
+    (inferbench.report.answer), then status counts. Every cell is in results.csv and the report."""
+    from inferbench.report.answer import answer_frame, answer_lines, answers
 
     if not records:
         return
@@ -324,15 +324,15 @@ def list_command() -> int:
 def doctor_command() -> int:
     """What this machine can run: CPU features, then every backend x precision with the reason
     for each gap (model-specific limits are in the notes). The CPU's answers come from the
-    capability model (inferbench.capability), with an emulated precision's slowdown when this
+    capability model (inferbench.machine.capability), with an emulated precision's slowdown when this
     machine's ceilings are cached (`inferbench peak`)."""
     from rich.markup import escape
 
-    from inferbench import capability
     from inferbench.config import PRECISIONS, resolve_threads
+    from inferbench.machine import capability
+    from inferbench.machine.peak import load_peaks
     from inferbench.models import ModelRef
-    from inferbench.peak import load_peaks
-    from inferbench.runner import default_cache_dir
+    from inferbench.sweep.runner import default_cache_dir
 
     out = Console()
     cpu = capability.with_engine_reports(capability.this_cpu())
@@ -414,8 +414,8 @@ def _gpu_line() -> str:
 
 def peak_command(threads: list[int], *, refresh: bool = False, cache_dir: Path | None = None) -> int:
     from inferbench.config import resolve_threads
-    from inferbench.peak import PEAK_KEYS, get_peaks
-    from inferbench.runner import default_cache_dir
+    from inferbench.machine.peak import PEAK_KEYS, get_peaks
+    from inferbench.sweep.runner import default_cache_dir
 
     table = Table("threads", "FP32 GFLOP/s", "BF16 GFLOP/s", "INT8 GOP/s", "memory GB/s", "source")
     for t in dict.fromkeys(resolve_threads(t) for t in threads):

@@ -6,10 +6,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from inferbench.ab import AbOptions
-from inferbench.ab_rounds import BUDGET, DECIDED, MOST_ROUNDS, NOT_OK
+from inferbench.ab.core import AbOptions
+from inferbench.ab.rounds import BUDGET, DECIDED, MOST_ROUNDS, NOT_OK
 from inferbench.commands import console, print_verdict
-from inferbench.compare import CompareOptions
+from inferbench.compare.runs import CompareOptions
 from inferbench.status import OK
 
 STOP_WORDS = {
@@ -48,7 +48,7 @@ def ab_command(
     """Exit code 0 = no regression, 1 = regression or broken cell, 3 = could not decide
     (usage errors raise UserError -> 2). `rounds`: the most rounds a cell runs (it stops once
     decided); `budget_s`: the whole run's wall-clock limit."""
-    from inferbench.ab_command import run_ab
+    from inferbench.ab.command import run_ab
 
     auto = gate_on == "auto"  # the fallback of a cell with no clean A/A rounds: min
     options = AbOptions(

@@ -70,10 +70,10 @@ class MeasureConfig:
     max_iterations: int = 100_000
     max_seconds: float = 60.0
     # The timed loop stops once the 95% interval of its p50 is within this relative half-width
-    # (0.01 = +-1%), looked at in geometric steps (inferbench.stoprule); a cell that reaches a
+    # (0.01 = +-1%), looked at in geometric steps (inferbench.cell.stoprule); a cell that reaches a
     # maximum first is `capped`. 0 turns the rule off: the loop then runs for its tail samples.
     precision: float = 0.01
-    # The same for throughput mode's counted rate (the batch-means interval, inferbench.rate);
+    # The same for throughput mode's counted rate (the batch-means interval, inferbench.cell.rate);
     # -1: as `precision`. A saturated machine's rate wanders more between stretches of a run
     # than one stream's p50, so a profile may ask less of it.
     throughput_precision: float = -1.0
@@ -92,11 +92,11 @@ class MeasureConfig:
     # thread placement, frequency) is often larger than within one; comparisons use it when >1.
     repeats: int = 1
     # 1: the cells of one (model, backend, precision, threads) share a worker process, one
-    # cell at a time (inferbench.launch); 0: a fresh process per cell. Repeats > 1 always
+    # cell at a time (inferbench.sweep.launch); 0: a fresh process per cell. Repeats > 1 always
     # use fresh processes.
     shared_workers: int = 1
     seed: int = 0
-    # Interference (see inferbench.interference): a timed window in which the rest of the
+    # Interference (see inferbench.cell.interference): a timed window in which the rest of the
     # machine used more than `interference_max_pct` of the worker's cores, or the hypervisor
     # stole more than `steal_max_pct`, is re-measured up to `interference_retries` times, then
     # flagged `interfered` (comparisons call such a cell inconclusive, never a change).
@@ -295,7 +295,7 @@ class SweepConfig:
     # Per-backend settings, e.g. {"torch": {"bf16_mode": "full"}}; each backend declares its own.
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     name: str = "custom"
-    # Measure a precision this CPU only emulates for the cell's engine (inferbench.capability)
+    # Measure a precision this CPU only emulates for the cell's engine (inferbench.machine.capability)
     # instead of refusing it as `unsupported`; such rows are flagged `emulated`.
     allow_emulated: bool = False
     # ONNX files' inputs, by input name (inferbench.models.onnx_inputs): `--shape NAME=DIMS`,

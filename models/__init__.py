@@ -53,7 +53,7 @@ class ModelRef:
     ref: str
     kind: str
     # Layer kinds and counts of the built torch module ("conv", "linear", "recurrent"), when
-    # known: learned once before the sweep (inferbench.modelcheck), so verdicts that follow from
+    # known: learned once before the sweep (inferbench.sweep.modelcheck), so verdicts that follow from
     # the model's structure are decided without starting a worker. Empty = not known.
     layers: tuple[tuple[str, int], ...] = ()
     # ONNX files: the user's shapes and values for its inputs (inferbench.models.onnx_inputs),
@@ -183,7 +183,7 @@ def resolve_model(
 def _resolved_at_shapes(found: ModelRef, declared: list[GraphInput], shapes: tuple[str, ...]) -> ModelRef:
     """An ONNX model resolved at each point of the shape axis it can take (and at its own
     shape, unless every point of the sweep gives it one). Without its own shape, the model's
-    trial run (inferbench.modelcheck) uses the first point."""
+    trial run (inferbench.sweep.modelcheck) uses the first point."""
     label = Path(found.ref).name
     points = [s for s in shapes if s and found.shape_problem(s) is None]
     own = "" in shapes or not points

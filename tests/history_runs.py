@@ -1,4 +1,4 @@
-"""Run folders written the way the runner writes them (through inferbench.storage), with chosen
+"""Run folders written the way the runner writes them (through inferbench.store.runfolder), with chosen
 numbers, so history tests can make weeks of sweeps in milliseconds. The records come from
 the history benchmark's builder (`inferbench.tools.synthetic_runs`)."""
 

@@ -17,16 +17,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from inferbench.ab import AbOptions, Agent, paired_rows, round_order
-from inferbench.ab_agent import round_config
-from inferbench.ab_command import profile_data
-from inferbench.ab_rounds import BUDGET, DECIDED, MOST_ROUNDS, Rounds, interleave, run_rounds
+from inferbench.ab.agent import round_config
+from inferbench.ab.command import profile_data
+from inferbench.ab.core import AbOptions, Agent, paired_rows, round_order
+from inferbench.ab.rounds import BUDGET, DECIDED, MOST_ROUNDS, Rounds, interleave, run_rounds
+from inferbench.ab.sides import Side
 from inferbench.cli import main
-from inferbench.compare import CompareOptions, exit_code
+from inferbench.compare.runs import CompareOptions, exit_code
+from inferbench.compare.verdict import decide, paired_estimate
 from inferbench.config import Cell, load_profile
 from inferbench.errors import InternalError, UserError
-from inferbench.sides import PROJECT_ROOT, Side, link_tree
-from inferbench.verdict import decide, paired_estimate
+from inferbench.layout import PROJECT_ROOT, link_tree
 
 CELL = asdict(Cell("m", "b", "fp32", 1, 1))  # the cell's axes, each as the sweep names it
 
@@ -379,7 +380,7 @@ def test_the_budget_ends_the_rounds_and_frees_time_for_open_cells() -> None:
 
 def test_an_improvement_never_blocks_a_pass() -> None:
     """One cell twice as fast, one unchanged: both pass, and the headline says one is faster."""
-    from inferbench.compare_report import headline
+    from inferbench.compare.report import headline
 
     class OneFaster(FakeMachine):
         def launch(self, side: str, key: str, round_index: int) -> dict[str, Any]:
@@ -403,7 +404,7 @@ def test_ci_logs_get_the_whole_verdict_and_interval(capsys: pytest.CaptureFixtur
     from rich.console import Console
 
     from inferbench.commands import print_verdict
-    from inferbench.compare_report import plain_table, terminal_table
+    from inferbench.compare.report import plain_table, terminal_table
 
     machine = NoisePerCell({"tiny-cnn-with-a-long-name": 0.3}, seed=13)
     _, frame = _sequential(machine, ["tiny-cnn-with-a-long-name"], AbOptions(rounds=4))

@@ -9,9 +9,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from inferbench.answer import Answer, answer_lines, answer_rows, answers, exclusion, falsy, truthy
-from inferbench.storage import to_frame
-from inferbench.summary import summary_markdown
+from inferbench.report.answer import Answer, answer_lines, answer_rows, answers, exclusion, falsy, truthy
+from inferbench.report.summary import summary_markdown
+from inferbench.store.runfolder import to_frame
 
 
 def _cell(backend: str, precision: str, p50: float, **extra: Any) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from inferbench import artifacts
-from inferbench.artifacts import MANIFEST, file_digest, model_fingerprint, obtain, read_manifest
 from inferbench.models import ModelRef, build_model
+from inferbench.store import artifacts
+from inferbench.store.artifacts import MANIFEST, file_digest, model_fingerprint, obtain, read_manifest
 
 
 def _writer(content: bytes, log: Path | None = None) -> object:
@@ -110,7 +110,7 @@ def test_hashes_are_paid_at_publish_and_once_per_process_after(
 KILLED_WRITER = """
 import os, signal, sys
 from pathlib import Path
-from inferbench.artifacts import obtain
+from inferbench.store.artifacts import obtain
 
 def build(folder):
     (folder / "model.bin").write_bytes(b"half of it")
@@ -133,7 +133,7 @@ def test_a_writer_killed_mid_write_leaves_nothing_that_is_served(tmp_path: Path)
 CONCURRENT_WRITER = """
 import os, sys, time
 from pathlib import Path
-from inferbench.artifacts import obtain
+from inferbench.store.artifacts import obtain
 
 root, log, start = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
 def build(folder):

@@ -9,10 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from inferbench.budget import DEFAULT_CELL_SECONDS, BudgetClock, History, _priority, parse_budget, plan_sweep
 from inferbench.config import Cell, SweepConfig
 from inferbench.errors import UserError
-from inferbench.storage import write_csv
+from inferbench.store.runfolder import write_csv
+from inferbench.sweep.budget import (
+    DEFAULT_CELL_SECONDS,
+    BudgetClock,
+    History,
+    _priority,
+    parse_budget,
+    plan_sweep,
+)
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("15m", 900), ("90s", 90), ("1h30m", 5400), ("42", 42)])
@@ -202,7 +209,7 @@ def test_history_skips_folders_whose_table_does_not_load(
     (tmp_path / "old" / "results.csv").write_text("model,backend,cell_key\nmlp,torch,k\n")
     (tmp_path / "binary").mkdir()
     (tmp_path / "binary" / "results.csv").write_bytes(b"\xff\xfe\x00garbage")
-    with caplog.at_level(logging.DEBUG, logger="inferbench.budget"):
+    with caplog.at_level(logging.DEBUG, logger="inferbench.sweep.budget"):
         history = History.from_results_dir(tmp_path)
     assert history.by_key == {cell.key: 6.0}
     skipped = sorted(Path(str(r.args[0])).name for r in caplog.records if isinstance(r.args, tuple))

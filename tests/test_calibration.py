@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from inferbench.ab import AbOptions, paired_rows
-from inferbench.ab_rounds import aa_rounds, run_rounds
-from inferbench.calibration import Calibration, CellNoise, cell_noise, plan, rounds_allowed
-from inferbench.compare import CompareOptions
+from inferbench.ab.calibration import Calibration, CellNoise, cell_noise, plan, rounds_allowed
+from inferbench.ab.core import AbOptions, paired_rows
+from inferbench.ab.rounds import aa_rounds, run_rounds
+from inferbench.compare.runs import CompareOptions
+from inferbench.compare.verdict import paired_estimate
 from inferbench.errors import UserError
-from inferbench.verdict import paired_estimate
 from tests.test_ab import CELL, FakeMachine
 
 
@@ -169,10 +169,10 @@ def test_a_run_with_the_runners_calibration_carries_its_spread_and_refuses_anoth
     """One-process rows get the calibrated spread (the runner's median: the fake cell was not
     calibrated), unsupported rows none; a calibration of another machine class is refused
     before the run folder exists."""
-    from inferbench import env
     from inferbench.history.fingerprint import machine_from_env
-    from inferbench.runner import run_sweep
-    from inferbench.storage import read_csv
+    from inferbench.machine import env
+    from inferbench.store.runfolder import read_csv
+    from inferbench.sweep.runner import run_sweep
     from tests.conftest import fake_sweep
 
     here = machine_from_env(env.capture([1]))
@@ -195,7 +195,7 @@ ENV = {"cpu": {"model": "AMD EPYC", "isa": {"avx2": True}, "logical_cpus": 2}, "
 def _run_calibrated(tmp_path: Path, options: AbOptions, machine: FakeMachine) -> tuple[AbOptions, list[str]]:
     from types import SimpleNamespace
 
-    from inferbench.ab_command import _calibrated
+    from inferbench.ab.command import _calibrated
 
     running = {"base": SimpleNamespace(info={"env": ENV}, run=lambda key, r: machine.launch("base", key, r))}
     return _calibrated(options, running, ["x"], "gate-cpu", tmp_path, None, None, started=0.0)
@@ -240,7 +240,7 @@ def test_processes_per_round_reach_the_agents_sweep() -> None:
     pooled by the side's runner; the default stays one."""
     import tomllib
 
-    from inferbench.ab_agent import _setup
+    from inferbench.ab.agent import _setup
     from tests.test_ab import AA_PROFILE
 
     request = {"profile": tomllib.loads(AA_PROFILE), "name": "aa", "overrides": {}}

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from inferbench import capability
-from inferbench.capability import EMULATED, NATIVE, UNAVAILABLE, parse_cpu, support
 from inferbench.config import SweepConfig
-from inferbench.runner import run_sweep
+from inferbench.machine import capability
+from inferbench.machine.capability import EMULATED, NATIVE, UNAVAILABLE, parse_cpu, support
+from inferbench.sweep.runner import run_sweep
 from tests.conftest import fake_sweep
 
 CPUINFO = Path(__file__).parent / "cpuinfo"
@@ -157,7 +157,7 @@ def test_nothing_else_reads_cpu_flags() -> None:
         text=True,
         check=False,
     ).stdout.split()
-    assert found == ["bench/capability.py"]
+    assert found == ["bench/machine/capability.py"]
 
 
 def _emulating(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,7 +191,7 @@ def test_an_emulated_precision_is_unsupported_before_any_worker(
 def test_allow_emulated_measures_it_flagged_and_out_of_the_answer(
     monkeypatch: pytest.MonkeyPatch, run_dir: Path, cache_dir: Path
 ) -> None:
-    from inferbench.answer import exclusion
+    from inferbench.report.answer import exclusion
 
     _emulating(monkeypatch)
     rows = {r["precision"]: r for r in run_sweep(_sweep(allow_emulated=True), run_dir, cache_dir=cache_dir)}

@@ -16,7 +16,7 @@ import pytest
 
 from inferbench.backends import load_backend
 from inferbench.backends.base import Backend
-from inferbench.capability import this_cpu
+from inferbench.machine.capability import this_cpu
 from inferbench.models import InputSpec, ModelDef, ModelRef, build_model, resolve_model
 
 pytestmark = pytest.mark.engine

@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from inferbench import artifacts
-from inferbench.engine_caches import (
+from inferbench.models import InputSpec, ModelDef
+from inferbench.store import artifacts
+from inferbench.store.engine_caches import (
     file_manifest_path,
     guarded_file,
     guarded_folder,
     publish_file,
     read_published,
 )
-from inferbench.models import InputSpec, ModelDef
 
 
 def _flip(path: Path) -> None:

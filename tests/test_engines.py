@@ -12,9 +12,9 @@ import pytest
 
 from inferbench.backends import BUILTIN_BACKENDS, load_backend
 from inferbench.backends.base import Backend
-from inferbench.capability import refusal, this_cpu
+from inferbench.cell.stats import accuracy
+from inferbench.machine.capability import refusal, this_cpu
 from inferbench.models import InputSpec, ModelDef, build_model, resolve_model
-from inferbench.stats import accuracy
 
 pytestmark = pytest.mark.engine
 TOLERANCE = 1e-4  # FP32 engines reorder sums; they do not lose precision

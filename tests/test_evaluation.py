@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inferbench.cell.evaluation import evaluation_chunks, gather, reference_infer, run_chunks
+from inferbench.cell.stats import accuracy
 from inferbench.config import AccuracyConfig
-from inferbench.evaluation import evaluation_chunks, gather, reference_infer, run_chunks
 from inferbench.models import build_model, resolve_model
 from inferbench.models.sentences import CALIBRATION, EVALUATION, TIMED
-from inferbench.stats import accuracy
 from tests.conftest import fake_sweep
 
 
@@ -67,7 +67,7 @@ def test_accuracy_settings_are_validated() -> None:
 @pytest.mark.slow
 def test_cells_report_eval_samples_and_whether_they_were_checked(tmp_path: Path) -> None:
     from inferbench.backends.onnx_export import onnx_file
-    from inferbench.runner import run_sweep
+    from inferbench.sweep.runner import run_sweep
 
     onnx_path, _ = onnx_file(build_model(resolve_model("tiny-cnn")), tmp_path / "export")
     checks = AccuracyConfig(eval_samples=20)

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from inferbench.errors import UserError
-from inferbench.runner import run_sweep
 from inferbench.status import ERROR, OK
+from inferbench.sweep.runner import run_sweep
 from tests.conftest import fake_sweep
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'inferbench[ray]')")
 
-from inferbench.executor_ray import RESOURCE, RayExecutor  # noqa: E402
+from inferbench.sweep.executor_ray import RESOURCE, RayExecutor  # noqa: E402
 
 
 @pytest.fixture(scope="module")

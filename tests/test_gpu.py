@@ -22,10 +22,10 @@ import pytest
 
 from inferbench.backends import BUILTIN_BACKENDS, load_backend
 from inferbench.backends.base import Availability
+from inferbench.cell.stats import accuracy
 from inferbench.config import AccuracyConfig, load_profile
 from inferbench.errors import UnsupportedError
 from inferbench.models import InputSpec, ModelDef, ModelRef, build_model, resolve_model
-from inferbench.stats import accuracy
 
 GPU_BACKENDS = ("tensorrt", "torch-tensorrt", "torch-cuda", "torch-compile-cuda", "onnxruntime-cuda")
 ENGINE_MODULES = (

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from inferbench.artifacts import MANIFEST, read_manifest
 from inferbench.models import InputSpec, ModelDef
+from inferbench.store.artifacts import MANIFEST, read_manifest
 from inferbench.util import atomic_write_bytes
 
 

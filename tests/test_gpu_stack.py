@@ -171,8 +171,8 @@ def test_mismatch_is_an_unsupported_row(tmp_path: Path, monkeypatch: pytest.Monk
     """The worker turns the mismatch into a row with status `unsupported` and the reason."""
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from inferbench import worker
     from inferbench.backends import onnxruntime_cuda
+    from inferbench.cell import worker
 
     capi = tmp_path / "capi"
     capi.mkdir()
@@ -298,7 +298,7 @@ def test_torch_tensorrt_turns_tf32_off_and_caches_no_engines(
 def test_gpu_stack_deprecations_do_not_fail_tests(module: str) -> None:
     warnings.warn_explicit("old API", DeprecationWarning, "engine.py", 1, module=module)
     with pytest.raises(DeprecationWarning):  # ours still do (filterwarnings = error)
-        warnings.warn_explicit("old API", DeprecationWarning, "ours.py", 1, module="inferbench.runner")
+        warnings.warn_explicit("old API", DeprecationWarning, "ours.py", 1, module="inferbench.sweep.runner")
 
 
 def test_gpu_timing_scope_says_what_the_events_cover() -> None:

@@ -10,7 +10,7 @@ import pytest
 from inferbench.cli import main
 from inferbench.config import Cell
 from inferbench.history.export import to_bmf
-from inferbench.storage import load_run
+from inferbench.store.runfolder import load_run
 from tests.history_runs import CNN, EVIL, MLP, make_run
 
 # Bencher's schema for BMF JSON (bencher.dev, "Bencher Metric Format" reference), as published.

@@ -14,17 +14,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inferbench.answer import answer_lines, answers, with_speedup
 from inferbench.cli import main
-from inferbench.compare import CompareOptions, compare_records, compare_runs
+from inferbench.compare.runs import CompareOptions, compare_records, compare_runs
 from inferbench.config import cell_of
 from inferbench.errors import UserError
 from inferbench.history.fingerprint import machine_from_env
-from inferbench.hosts import host_labels, hosts_in, keys_with_host, with_host
-from inferbench.merge import merge_runs
-from inferbench.report import render_html, write_report
-from inferbench.storage import SCHEMA_VERSION, load_host_envs, save_cell, to_frame, write_csv
-from inferbench.summary import summary_markdown
+from inferbench.machine.hosts import host_labels, hosts_in, keys_with_host, with_host
+from inferbench.report.answer import answer_lines, answers, with_speedup
+from inferbench.report.page import render_html, write_report
+from inferbench.report.summary import summary_markdown
+from inferbench.store.runfolder import SCHEMA_VERSION, load_host_envs, save_cell, to_frame, write_csv
+from inferbench.sweep.merge import merge_runs
 from tests.test_answer import GOLDEN, _golden_frame
 
 FAST = CompareOptions(n_resamples=300)

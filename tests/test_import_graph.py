@@ -170,7 +170,7 @@ def test_the_graph_covers_every_folder() -> None:
     graph = import_graph()
     for name in ("inferbench.cli", "inferbench.backends.base", "inferbench.models.base"):
         assert name in graph
-    assert "inferbench.compare_env" in graph["inferbench.compare"]
+    assert "inferbench.compare.env" in graph["inferbench.compare.runs"]
 
 
 def test_no_import_cycles() -> None:

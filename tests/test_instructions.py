@@ -13,15 +13,16 @@ from typing import Any
 
 import pytest
 
-from inferbench import ab_instructions, instructions
-from inferbench.ab import AbOptions, paired_rows
-from inferbench.ab_instructions import count_rows, count_side, pick_counter
-from inferbench.ab_rounds import interleave
-from inferbench.compare import CompareOptions, exit_code
+from inferbench.ab import counters as instructions
+from inferbench.ab import instructions as ab_instructions
+from inferbench.ab.core import AbOptions, paired_rows
+from inferbench.ab.instructions import count_rows, count_side, pick_counter
+from inferbench.ab.rounds import interleave
+from inferbench.ab.sides import Side
+from inferbench.compare.runs import CompareOptions, exit_code
+from inferbench.compare.verdict import IMPROVEMENT, INCONCLUSIVE, NO_CHANGE, REGRESSION, decide_count
 from inferbench.config import Cell
 from inferbench.errors import UserError
-from inferbench.sides import Side
-from inferbench.verdict import IMPROVEMENT, INCONCLUSIVE, NO_CHANGE, REGRESSION, decide_count
 
 CELL = asdict(Cell("m", "b", "fp32", 1, 1))  # the cell's axes, each as the sweep names it
 
@@ -86,7 +87,7 @@ def test_callgrind_counts_only_the_calls_between_start_and_stop(tmp_path: Path) 
     script.write_text(
         "import sys\n"
         f"sys.path.insert(0, {str(Path(instructions.__file__).parent)!r})\n"
-        "import instructions as ins\n"
+        "import counters as ins\n"
         "def loop(n):\n    t = 0\n    for i in range(n):\n        t += i\n"
         f"c = ins.CallgrindCounter(ins.Path({str(tmp_path / 'cg.out')!r}))\n"
         "small = ins.count_calls(lambda: loop(5000), c, 2, 1)[0]\n"

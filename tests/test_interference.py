@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from inferbench.config import Cell, MeasureConfig, SweepConfig
-from inferbench.interference import (
+from inferbench.cell.interference import (
     Counters,
     InterferenceProbe,
     Thresholds,
@@ -22,8 +21,9 @@ from inferbench.interference import (
     run_delay_ns,
     window_stats,
 )
+from inferbench.config import Cell, MeasureConfig, SweepConfig
 from inferbench.models import resolve_model
-from inferbench.runner import merge_repeats, run_clean, run_sweep
+from inferbench.sweep.runner import merge_repeats, run_clean, run_sweep
 
 STAT = """cpu  100 0 50 1000 0 0 0 7 0 0
 cpu0 60 0 30 500 0 0 0 3 0 0
@@ -194,7 +194,7 @@ def test_cpu_hog_beside_a_real_cell_sets_the_flag(tmp_path: Path) -> None:
 
 
 def test_report_banner_names_disturbed_cells() -> None:
-    from inferbench.env import noise_warnings
+    from inferbench.machine.env import noise_warnings
 
     rows = [
         {"cell_key": "a", "interfered": False, "interference_pct": 2.0},

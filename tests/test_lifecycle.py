@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from inferbench.cli import main
-from inferbench.modelcheck import check_models
 from inferbench.models import ModelRef
-from inferbench.procs import RUNNER_PID_ENV, python_command, worker_env
-from inferbench.storage import read_csv
+from inferbench.store.runfolder import read_csv
+from inferbench.sweep.modelcheck import check_models
+from inferbench.sweep.procs import RUNNER_PID_ENV, python_command, worker_env
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = "tests.fakes:FakeBackend"
@@ -68,7 +68,7 @@ def _pids_with(marker: str) -> list[int]:
 def _workers_of(runner: int) -> list[int]:
     """Live worker processes the runner started (a fresh one or a shared `--serve` one)."""
     found = []
-    for pid in _pids_with("inferbench.worker"):
+    for pid in _pids_with("inferbench.cell.worker"):
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
@@ -165,7 +165,7 @@ def test_worker_has_its_own_deadline(tmp_path: Path, cache_dir: Path) -> None:
     spec_path, out = tmp_path / "spec.json", tmp_path / "out.json"
     spec_path.write_text(json.dumps(spec))
     done = subprocess.run(
-        python_command("inferbench.worker", str(spec_path), str(out)),
+        python_command("inferbench.cell.worker", str(spec_path), str(out)),
         env=worker_env(1),
         cwd=ROOT,
         capture_output=True,
@@ -189,7 +189,7 @@ def test_disk_full_while_saving_exits_4_with_log(
     def full(run_dir: Path, record: dict[str, object]) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("inferbench.runner.save_cell", full)
+    monkeypatch.setattr("inferbench.sweep.runner.save_cell", full)
     profile = tmp_path / "p.toml"
     profile.write_text(PROFILE.replace(f', "{HANG}"', ""))
     argv = ["run", "--profile", str(profile), "--run-id", "r", "--results-dir", str(tmp_path), "--no-report"]

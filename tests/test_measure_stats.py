@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 
 from inferbench.backends.base import ThroughputRun
-from inferbench.config import MeasureConfig
-from inferbench.measure import measure, measure_throughput, settled, stability_window
-from inferbench.stats import (
+from inferbench.cell.measure import measure, measure_throughput, settled, stability_window
+from inferbench.cell.stats import (
     MIN_INTERVAL_SAMPLES,
     accuracy,
     bootstrap_ci,
     latency_intervals,
     summarize,
 )
+from inferbench.config import MeasureConfig
 
 
 class FakeClock:

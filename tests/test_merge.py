@@ -10,14 +10,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from inferbench.budget import BudgetClock
 from inferbench.config import Cell, load_profile
 from inferbench.errors import UserError
-from inferbench.merge import merge_runs
-from inferbench.runner import run_sweep
-from inferbench.shard import Shard
 from inferbench.status import SKIPPED
-from inferbench.storage import write_csv
+from inferbench.store.runfolder import write_csv
+from inferbench.sweep.budget import BudgetClock
+from inferbench.sweep.merge import merge_runs
+from inferbench.sweep.runner import run_sweep
+from inferbench.sweep.shard import Shard
 from tests.conftest import FAST_MEASURE, fake_sweep
 
 
@@ -90,7 +90,7 @@ def test_budget_plans_only_the_cells_that_need_a_worker_and_learns_as_it_goes(
             planned.append([c.backend for c in cells])
             super().__init__(cells, *args, **kwargs)
 
-    monkeypatch.setattr("inferbench.runner.BudgetClock", Spy)
+    monkeypatch.setattr("inferbench.sweep.runner.BudgetClock", Spy)
     config = fake_sweep(
         ["tests.fakes:FakeBackend", "tests.fakes:MissingEngineBackend"], batch_sizes=(1, 2, 3)
     )

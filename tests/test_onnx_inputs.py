@@ -425,7 +425,7 @@ def test_real_data_runs_end_to_end_with_a_bare_npz(files: dict[str, Path], tmp_p
 def test_an_fp16_export_is_read_as_fp16_and_runs_as_it_is(files: dict[str, Path], tmp_path: Path) -> None:
     from inferbench.backends import load_backend
     from inferbench.config import SweepConfig
-    from inferbench.runner import resolve_models, static_verdict
+    from inferbench.sweep.runner import resolve_models, static_verdict
 
     half = onnx_models.half_conv(tmp_path / "half_conv.onnx")
     assert resolve_model(str(half)).graph_precision == "fp16 (from the model)"

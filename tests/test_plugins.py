@@ -11,7 +11,7 @@ import pytest
 from inferbench.backends import BUILTIN_BACKENDS, backend_names, load_backend
 from inferbench.backends.base import Backend
 from inferbench.errors import UserError
-from inferbench.runner import run_sweep
+from inferbench.sweep.runner import run_sweep
 from tests.conftest import fake_sweep
 
 
@@ -62,7 +62,7 @@ def test_importing_bench_imports_no_engine() -> None:
     import subprocess
 
     code = (
-        "import inferbench, inferbench.cli, inferbench.runner, inferbench.backends, inferbench.models; "
+        "import inferbench, inferbench.cli, inferbench.sweep.runner, inferbench.backends, inferbench.models; "
         "import sys; "
         "engines = ('onnxruntime', 'openvino', 'tensorrt', 'transformers'); "
         "loaded = [m for m in engines if m in sys.modules]; "

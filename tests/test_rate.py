@@ -1,4 +1,4 @@
-"""The counted rate of a saturated run (inferbench.rate): per stream, edge-free, with an
+"""The counted rate of a saturated run (inferbench.cell.rate): per stream, edge-free, with an
 interval that covers the true rate."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from inferbench.backends.base import ThroughputRun
+from inferbench.cell.measure import measure_throughput
+from inferbench.cell.rate import GROUPS, counted_rate, pooled
 from inferbench.config import MeasureConfig
-from inferbench.measure import measure_throughput
-from inferbench.rate import GROUPS, counted_rate, pooled
 
 
 def closed_loops(cycles: list[list[float]], batch: int = 1, begin: int = 0) -> ThroughputRun:

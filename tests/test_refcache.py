@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inferbench.evaluation import evaluation_chunks, reference_infer
+from inferbench.cell.evaluation import evaluation_chunks, reference_infer
+from inferbench.cell.refcache import cached_flops, cached_reference
 from inferbench.models import build_model, resolve_model
-from inferbench.refcache import cached_flops, cached_reference
 
 
 def _counting(model, calls: list[int]):  # type: ignore[no-untyped-def]

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from inferbench.config import Cell
-from inferbench.report import TABLE_COLUMNS, pareto_front, summary_markdown, with_speedup, write_report
-from inferbench.storage import SCHEMA_VERSION, save_cell, to_frame, write_csv
+from inferbench.report.page import TABLE_COLUMNS, pareto_front, summary_markdown, with_speedup, write_report
+from inferbench.store.runfolder import SCHEMA_VERSION, save_cell, to_frame, write_csv
 from inferbench.tools.report_render import RenderedPage, chromium_path, draw_every_chart
 
 EVIL = "<script>alert('x')</script>"
@@ -93,7 +93,7 @@ def test_report_escapes_user_strings(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_summary_markdown_lists_speedups(run_dir: Path) -> None:
-    from inferbench.report import load_run
+    from inferbench.report.page import load_run
 
     frame, _, env = load_run(run_dir)
     md = summary_markdown(frame, env, "run-1")
@@ -129,7 +129,7 @@ def test_chart_text_escapes_names_plotly_would_render_as_html() -> None:
     """Plotly draws <a href>, <b> and <span style> from its text: a model or backend name must
     show as it is written, never as a link or styled text, in every title, legend, label and
     hover text. The charts' own <br> and <extra> are all the markup left."""
-    from inferbench.report_charts import figures
+    from inferbench.report.charts import figures
 
     link = '<a href="https://evil.example/">resnet50</a>'
     bold = "<b>fast</b>"

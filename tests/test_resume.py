@@ -12,8 +12,8 @@ import pytest
 from inferbench.cli import main
 from inferbench.config import Cell, MeasureConfig, SweepConfig, profile_id, settings_hash
 from inferbench.errors import UserError
-from inferbench.runner import SweepEvents, run_sweep
-from inferbench.storage import latest_run, load_envs, load_run, read_csv
+from inferbench.store.runfolder import latest_run, load_envs, load_run, read_csv
+from inferbench.sweep.runner import SweepEvents, run_sweep
 from tests.conftest import FAST_MEASURE, fake_sweep
 
 FAKE = "tests.fakes:FakeBackend"
@@ -136,7 +136,7 @@ def test_unavailable_and_failed_cells_are_retried(run_dir: Path, cache_dir: Path
 
 
 def test_resume_refuses_cells_that_recorded_no_settings(tmp_path: Path) -> None:
-    from inferbench.resume import kept_cells
+    from inferbench.sweep.resume import kept_cells
 
     run = tmp_path / "old"
     (run / "cells").mkdir(parents=True)

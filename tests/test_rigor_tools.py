@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from inferbench import capability, env, peak
+from inferbench.machine import capability, env, peak
 from inferbench.tools import crosscheck
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from inferbench.config import MeasureConfig
-from inferbench.peak import peak_cache_path
-from inferbench.runner import SweepEvents, run_sweep
-from inferbench.storage import COLUMNS, NUMERIC, SCHEMA_VERSION, load_cells, read_csv
+from inferbench.machine.peak import peak_cache_path
+from inferbench.store.runfolder import COLUMNS, NUMERIC, SCHEMA_VERSION, load_cells, read_csv
+from inferbench.sweep.runner import SweepEvents, run_sweep
 from tests.conftest import FAST_MEASURE, fake_sweep
 
 pytestmark = pytest.mark.slow
@@ -224,7 +224,7 @@ def test_structural_unsupported_verdict_needs_no_worker(
 ) -> None:
     """Dynamic int8 cannot quantize convolutions: known from the model's layers, learned once
     before the sweep (and cached), so no worker is started for the cell."""
-    from inferbench import runner
+    from inferbench.sweep import runner
 
     def no_worker(*args: object, **kwargs: object) -> dict[str, object]:
         raise AssertionError("a worker was started for a statically unsupported cell")

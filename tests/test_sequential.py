@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from inferbench.sequential import add_look, critical_values, look_due, nominal_level, spent
-from inferbench.verdict import (
+from inferbench.compare.sequential import add_look, critical_values, look_due, nominal_level, spent
+from inferbench.compare.verdict import (
     IMPROVEMENT,
     INCONCLUSIVE,
     NO_CHANGE,

@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 
 from inferbench.cli import main
-from inferbench.compare import CompareOptions, compare_records
+from inferbench.compare.runs import CompareOptions, compare_records
 from inferbench.config import CELL_AXES, Cell, SweepConfig, cell_axes, load_profile
 from inferbench.errors import UserError
 from inferbench.models import BUILTIN_MODELS, resolve_model
 from inferbench.models.shapes import BUILTIN_SIZES, canonical, parse_point, sweep_points
-from inferbench.runner import resolve_models, run_sweep, static_verdict
 from inferbench.status import UNSUPPORTED
+from inferbench.sweep.runner import resolve_models, run_sweep, static_verdict
 from tests import onnx_models
 from tests.conftest import fake_sweep
 from tests.test_compare import _record

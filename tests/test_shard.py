@@ -7,7 +7,7 @@ import pytest
 
 from inferbench.config import Cell, SweepConfig
 from inferbench.errors import UserError
-from inferbench.shard import Shard, assign, group_of, hash_shard, parse_shard
+from inferbench.sweep.shard import Shard, assign, group_of, hash_shard, parse_shard
 
 
 def _cells(models: tuple[str, ...]) -> list:  # type: ignore[type-arg]

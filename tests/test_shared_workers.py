@@ -1,4 +1,4 @@
-"""Shared workers (inferbench.launch): a group's cells share one process, one at a time; a
+"""Shared workers (inferbench.sweep.launch): a group's cells share one process, one at a time; a
 crash or a hang costs the cell it happened in, and the next cell runs in a new worker."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 from inferbench.config import MeasureConfig
 from inferbench.errors import UserError
-from inferbench.runner import run_sweep
-from inferbench.storage import load_cells
+from inferbench.store.runfolder import load_cells
+from inferbench.sweep.runner import run_sweep
 from tests.conftest import FAST_MEASURE, fake_sweep
 
 pytestmark = pytest.mark.slow

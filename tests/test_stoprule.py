@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from inferbench.stoprule import PrecisionRule, mean_half_width, median_half_width, median_interval
+from inferbench.cell.stoprule import PrecisionRule, mean_half_width, median_half_width, median_interval
 
 
 def test_median_interval_brackets_the_median_and_narrows() -> None:
@@ -31,7 +31,7 @@ def test_half_widths_unknown_on_too_few_samples() -> None:
 def test_t_quantile_close_to_scipy() -> None:
     from scipy import stats
 
-    from inferbench.stoprule import _t95
+    from inferbench.cell.stoprule import _t95
 
     for dof in (2, 5, 19, 30, 31, 100, 1000):
         assert _t95(dof) == pytest.approx(stats.t.ppf(0.975, dof), rel=0.002)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from inferbench.storage import SCHEMA_VERSION, save_cell
+from inferbench.store.runfolder import SCHEMA_VERSION, save_cell
 from inferbench.tools.sweep_time import phases, report
 
 

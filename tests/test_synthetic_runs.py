@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from inferbench.config import Cell
-from inferbench.storage import load_config, load_run
+from inferbench.store.runfolder import load_config, load_run
 from inferbench.tools import history_bench
 from inferbench.tools.synthetic_runs import synthetic_record, write_run
 

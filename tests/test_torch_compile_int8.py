@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from inferbench.backends.torch_compile import TorchCompileBackend
+from inferbench.cell.stats import accuracy
 from inferbench.config import AccuracyConfig, load_profile
 from inferbench.models import InputSpec, ModelDef, build_model, resolve_model
-from inferbench.stats import accuracy
 
 pytestmark = [
     pytest.mark.engine,

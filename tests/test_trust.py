@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from inferbench.ab import Agent
-from inferbench.cellkeys import record_key, sweep_cells
+from inferbench.ab.core import Agent
 from inferbench.cli import main
 from inferbench.config import Cell, resolve_threads
 from inferbench.errors import UserError
-from inferbench.runlock import LOCK_NAME, run_lock
-from inferbench.runner import run_sweep
-from inferbench.storage import cell_path, save_cell
+from inferbench.store.runfolder import cell_path, save_cell
+from inferbench.sweep.cellkeys import record_key, sweep_cells
+from inferbench.sweep.runlock import LOCK_NAME, run_lock
+from inferbench.sweep.runner import run_sweep
 from tests.conftest import fake_sweep
 
 MISSING = "tests.fakes:MissingEngineBackend"  # unavailable: decided without a worker

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from inferbench.sides import PROJECT_ROOT
+from inferbench.layout import PROJECT_ROOT
 
 WORKFLOWS = PROJECT_ROOT / ".github" / "workflows"
 FILES = sorted(WORKFLOWS.glob("*.yml"))

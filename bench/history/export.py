@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from inferbench.status import OK
-from inferbench.storage import load_run
+from inferbench.store.runfolder import load_run
 from inferbench.util import atomic_write_text
 
 FORMATS = ("bmf", "mlflow")

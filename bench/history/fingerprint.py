@@ -3,7 +3,7 @@
 Two hashes of a run's `env.json`, each kept beside its readable parts:
 - `fingerprint`, the machine class: what decides speed (CPU model, ISA flags, logical CPUs,
   memory, GPU). A row's `host` column holds it, so the identical nodes of a sharded sweep are
-  one host whose cells rank and compare together (inferbench.hosts).
+  one host whose cells rank and compare together (inferbench.machine.hosts).
 - `history_fingerprint`, the machine: the same facts and the host's name. A history series
   only means something on one machine, and identical nodes (a Slurm partition, a Kubernetes
   pool) are still several: their series must not merge, nor their appends collide.
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# The checkout the harness runs from (bench/history/ -> the repository root).
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from inferbench.layout import PROJECT_ROOT
+
 # Names the machine when the host name does not: a container's host name is the pod or
 # container, new on every run (Kubernetes: the node name, through the downward API).
 NODE_VAR = "INFERBENCH_NODE"

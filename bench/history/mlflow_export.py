@@ -25,7 +25,7 @@ from inferbench.errors import UserError
 from inferbench.history.db import METRIC_COLUMNS
 from inferbench.history.export import benchmark_name
 from inferbench.history.fingerprint import machine_from_env
-from inferbench.storage import load_config, load_run
+from inferbench.store.runfolder import load_config, load_run
 
 PARAMS = (*CELL_AXES, "status", "cell_key", "run_id")
 EXTRA_METRICS = (

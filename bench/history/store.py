@@ -24,7 +24,7 @@ from inferbench.history.db import (
     runs,
 )
 from inferbench.history.fingerprint import Commit, Machine, machine_from_env
-from inferbench.storage import load_config, load_run
+from inferbench.store.runfolder import load_config, load_run
 
 _CHUNK = 500  # digests per IN (...) lookup: well under every backend's parameter limit
 

@@ -38,9 +38,9 @@ import pandas as pd
 
 from inferbench.config import CELL_AXES, Cell, MeasureConfig, SweepConfig, cell_axes, resolve_threads
 from inferbench.errors import UserError
-from inferbench.procs import python_command, worker_env
-from inferbench.runner import run_sweep
 from inferbench.status import MEASURED
+from inferbench.sweep.procs import python_command, worker_env
+from inferbench.sweep.runner import run_sweep
 from inferbench.tools.harness_overhead import harness_overhead
 from inferbench.tools.paired_rounds import METHOD, OURS, THEIRS, Measurement, interleave, paired_ratio
 from inferbench.util import atomic_write_text

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from inferbench.cell.measure import backend_iteration, measure
 from inferbench.config import MeasureConfig
-from inferbench.measure import backend_iteration, measure
-from inferbench.runner import default_cache_dir
+from inferbench.sweep.runner import default_cache_dir
 from inferbench.tools.ort_loop import bare_loop
 
 

@@ -2,7 +2,7 @@
 
     python -m inferbench.tools.sweep_time results/<run> [results/<other run> ...]
 
-Reads the run folder's cell records (`inferbench.storage`). For every measured cell the
+Reads the run folder's cell records (`inferbench.store.runfolder`). For every measured cell the
 worker records its phases: `setup_s` (model from the worker's memo, FLOP count and FP32
 reference, both cached on disk), `prepare_s` (the engine's export/compile/quantise),
 `first_inference_ms`, `eval_s` (the engine's side of the accuracy check) and `measure_s`
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from inferbench.status import MEASURED
-from inferbench.storage import load_cells, load_config
+from inferbench.store.runfolder import load_cells, load_config
 
 
 def phases(record: dict[str, Any]) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """Synthetic run records and run folders with chosen numbers, for the history benchmark
 (`history_bench`) and the history tests: one builder, so both see the same record shape.
 
-Folders are written through `inferbench.storage` the way the runner writes them, so whatever
+Folders are written through `inferbench.store.runfolder` the way the runner writes them, so whatever
 reads a real run folder reads these too. The numbers are given, never measured: these are
 inputs for code that stores, plots and exports results, not results.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from inferbench.config import Cell
 from inferbench.status import OK
-from inferbench.storage import SCHEMA_VERSION, save_cell, write_csv
+from inferbench.store.runfolder import SCHEMA_VERSION, save_cell, write_csv
 from inferbench.util import atomic_write_json
 
 

@@ -17,8 +17,8 @@ And two read from the `as-is` rounds afterwards, at no extra cost:
 - `all-rounds`: the interfered rounds kept in, to see what leaving them out is worth.
 
 For each setting, cell and statistic (min, p50): the per-round spread the gate's estimator sees
-(`inferbench.calibration.cell_noise`), the seconds a round takes, and the gate's plan in a
-budget (`inferbench.calibration.plan`): the rounds an unchanged cell needs to pass and the
+(`inferbench.ab.calibration.cell_noise`), the seconds a round takes, and the gate's plan in a
+budget (`inferbench.ab.calibration.plan`): the rounds an unchanged cell needs to pass and the
 slowdown it would catch. Writes records.json after every round (an interrupted campaign keeps
 what it measured), then variance.json and variance.md.
 
@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from inferbench.ab import SIDES, agents, round_order
-from inferbench.ab_command import profile_data
-from inferbench.calibration import STATISTICS, CellNoise, cell_noise, plan, rounds_allowed
-from inferbench.sides import prepared_sides
+from inferbench.ab.calibration import STATISTICS, CellNoise, cell_noise, plan, rounds_allowed
+from inferbench.ab.command import profile_data
+from inferbench.ab.core import SIDES, agents, round_order
+from inferbench.ab.sides import prepared_sides
 from inferbench.status import OK
 from inferbench.util import atomic_write_json, atomic_write_text
 

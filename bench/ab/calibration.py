@@ -1,0 +1,243 @@
+"""What this runner can detect: an A/A calibration of the gate's cells.
+
+The gate's error rates hold on any machine, but how much it can decide does not: on a 2-vCPU
+shared VM one cell's rounds spread 1% and another's 20%. A short A/A pre-run (`ab
+--calibrate K`: K rounds of the base side against itself, before the A/B rounds) measures,
+per cell and gating statistic, the spread of one round's log ratio as the gate's estimator sees
+it, and the spread of the processes' p50s. From that:
+
+- each cell gates on the steadier statistic (`ab --gate-on auto`), chosen on A/A data the
+  verdict never sees, so the choice cannot favour an answer;
+- the run says up front how many rounds an unchanged cell needs to pass at the threshold, and
+  the smallest slowdown it would catch in the rounds allowed (`plan`);
+- `run --calibration FILE` puts the runner's process-to-process spread on a one-process run's
+  rows (`calibrated_spread_pct`), which the answer's "within noise" reads.
+
+A calibration belongs to a machine class (`inferbench.history.fingerprint.Machine`) and a
+profile's cells; one from another class is refused, not applied.
+
+The rounds a cell needs are planned with the normal approximation of the gate's own decision
+(`inferbench.compare.verdict.decide_sequential`): the repeated-interval critical value of the looks at
+3, 5, 8, 12, ... rounds, Student's t at n - 1 degrees of freedom, and a per-round spread that
+the trimmed estimator would see. Few A/A rounds estimate that spread loosely (4 rounds: within
+a factor of about 2 either way, 90% of the time), so the plan is a guide, never a verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferbench.compare.sequential import FIRST_LOOK, Looks, add_look, look_due, nominal_level
+from inferbench.compare.verdict import POWER, paired_estimate, t_isf, t_quantile
+from inferbench.errors import UserError
+from inferbench.util import atomic_write_json
+
+CALIBRATION_VERSION = 1
+#: The statistics a cell can gate on, steadiest first when they tie.
+STATISTICS = ("min", "p50")
+_COLUMN = {"min": "latency_min_ms", "p50": "latency_p50_ms"}
+
+
+@dataclass(frozen=True)
+class CellNoise:
+    """One cell's A/A spread: per statistic, the spread of one round's log ratio in %
+    (`sigma_pct`, as the gate's trimmed estimator sees it: its standard error times the square
+    root of the rounds); `spread_pct`, (max - min) / median of every process's p50 in %, the
+    measure `run --repeats` reports as `process_p50_spread_pct`; the clean rounds it came from;
+    and the seconds one round of the cell took (both processes)."""
+
+    sigma_pct: dict[str, float]
+    spread_pct: float
+    rounds: int
+    round_s: float
+
+    @property
+    def steadiest(self) -> str:
+        return min(STATISTICS, key=lambda s: (self.sigma_pct.get(s, math.inf), STATISTICS.index(s)))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    machine: str  # the machine class's fingerprint
+    machine_label: str
+    profile: str
+    cells: dict[str, CellNoise] = field(default_factory=dict)
+
+    def gate_on(self, key: str, default: str) -> str:
+        """The statistic cell `key` gates on: the steadier one, else `default` (no estimate)."""
+        noise = self.cells.get(key)
+        return noise.steadiest if noise is not None and noise.sigma_pct else default
+
+    def spread_for(self, key: str) -> float | None:
+        """This runner's process-to-process spread of p50 for cell `key`: the cell's own when it
+        was calibrated, else the median over the calibrated cells (a cell of a user's sweep is
+        rarely a gate cell; the runner's typical spread is the best guess). None: no estimate."""
+        measured = {k: n.spread_pct for k, n in self.cells.items() if n.rounds >= 2}
+        if key in measured:
+            return measured[key]
+        return float(np.median(list(measured.values()))) if measured else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"calibration_version": CALIBRATION_VERSION, **asdict(self)}
+
+    def save(self, path: Path) -> None:
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: Path) -> Calibration:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"--calibration {path}: no such file") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"--calibration {path}: not a calibration file ({exc})") from None
+        return cls.from_dict(data, path)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: object) -> Calibration:
+        if not isinstance(data, dict) or data.get("calibration_version") != CALIBRATION_VERSION:
+            raise UserError(f"{source}: not a calibration file of version {CALIBRATION_VERSION}")
+        try:
+            cells = {str(k): _cell_noise(v) for k, v in data["cells"].items()}
+            return cls(str(data["machine"]), str(data["machine_label"]), str(data["profile"]), cells)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise UserError(f"{source}: malformed calibration ({exc!r})") from None
+
+    def fits(self, machine: str, profile: str, keys: Sequence[str]) -> bool:
+        """Whether this calibration can stand in for A/A rounds of `keys` here."""
+        return machine == self.machine and profile == self.profile and all(k in self.cells for k in keys)
+
+    def check_machine(self, machine: str, label: str, source: object) -> None:
+        """Refuse a calibration measured on another machine class: its spread says nothing here."""
+        if machine != self.machine:
+            raise UserError(
+                f"{source} was calibrated on {self.machine_label}, not this machine ({label}); "
+                "calibrate here (`inferbench ab --calibrate 4`)"
+            )
+
+
+def _cell_noise(value: Any) -> CellNoise:
+    sigma = {str(s): float(v) for s, v in value["sigma_pct"].items() if s in STATISTICS}
+    if any(not (v >= 0 and math.isfinite(v)) for v in sigma.values()):
+        raise ValueError("sigma_pct must be finite and >= 0")
+    noise = CellNoise(sigma, float(value["spread_pct"]), int(value["rounds"]), float(value["round_s"]))
+    if not (noise.spread_pct >= 0 and noise.rounds >= 0 and noise.round_s >= 0):
+        raise ValueError("spread_pct, rounds and round_s must be >= 0")
+    return noise
+
+
+def cell_noise(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], round_s: float) -> CellNoise:
+    """One cell's noise from its clean A/A rounds, as (first process, second process) records.
+    A statistic with fewer than two rounds, or a missing value, has no spread."""
+    sigma = {}
+    for statistic in STATISTICS:
+        first = [float(a[_COLUMN[statistic]]) for a, _ in pairs]
+        second = [float(b[_COLUMN[statistic]]) for _, b in pairs]
+        estimate = paired_estimate(first, second, higher_is_better=False) if len(pairs) >= 2 else None
+        if estimate is not None and math.isfinite(estimate.se):
+            sigma[statistic] = 100 * estimate.se * math.sqrt(estimate.n)
+    p50s = [float(r["latency_p50_ms"]) for pair in pairs for r in pair]
+    spread = 100 * (max(p50s) - min(p50s)) / float(np.median(p50s)) if len(p50s) >= 2 else 0.0
+    return CellNoise(sigma, spread, len(pairs), round_s)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the gate can decide about one cell on this runner (None: not within the rounds)."""
+
+    key: str
+    statistic: str
+    sigma_pct: float | None
+    rounds_allowed: int
+    rounds_to_pass: int | None  # an unchanged cell passes with 80% chance by this look
+    detects_pct: float | None  # the slowdown caught with 80% power in the rounds allowed
+
+
+def plan(
+    key: str,
+    statistic: str,
+    noise: CellNoise | None,
+    *,
+    threshold: float,
+    alpha: float,
+    tests: int,
+    rounds_allowed: int,
+    confidence: float = 0.95,
+) -> Plan:
+    """The normal approximation of `decide_sequential` at each planned look: an unchanged cell
+    passes when the upper bound of its repeated interval, about (t_c + t_power) standard errors
+    above zero, is below log(1 + threshold); a slowdown is caught, with 80% power, from
+    log(1 + threshold) + (t_fail + t_power) standard errors at the last look. `tests`: the gating
+    tests alpha is split over (Bonferroni, as the gate does)."""
+    sigma = None if noise is None else noise.sigma_pct.get(statistic)
+    if sigma is None or rounds_allowed < 2:
+        return Plan(key, statistic, sigma, rounds_allowed, None, None)
+    s, bound = sigma / 100, math.log1p(threshold)
+    passes = None
+    schedule = _schedule(rounds_allowed)
+    for looks in schedule:
+        n = looks[-1][0]
+        half = t_isf(nominal_level((1 - confidence) / 2, looks), n - 1)
+        if (half + t_quantile(POWER, n - 1)) * s / math.sqrt(n) < bound:
+            passes = n
+            break
+    fail_t = t_isf(nominal_level(alpha / max(1, tests), schedule[-1]), rounds_allowed - 1)
+    detects = 100 * math.expm1(
+        bound + (fail_t + t_quantile(POWER, rounds_allowed - 1)) * s / math.sqrt(rounds_allowed)
+    )
+    return Plan(key, statistic, sigma, rounds_allowed, passes, detects)
+
+
+def _schedule(rounds: int) -> list[Looks]:
+    """The gate's looks over `rounds` clean rounds, spending time rounds / the most rounds (the
+    budget's share is not known in advance), the last at tau = 1."""
+    looks: Looks = ()
+    designs = []
+    for n in range(FIRST_LOOK, rounds):
+        if look_due(looks, n):
+            looks = add_look(looks, n, n / rounds)
+            designs.append(looks)
+    designs.append(add_look(looks, rounds, 1.0))
+    return designs
+
+
+def rounds_allowed(noise: Mapping[str, CellNoise], most: int, budget_left_s: float | None) -> int:
+    """The rounds every cell gets if none stops early: `most`, or fewer when a round of every
+    cell does not fit that many times into what is left of the budget."""
+    if budget_left_s is None:
+        return most
+    per_round = sum(n.round_s for n in noise.values())
+    return most if per_round <= 0 else max(0, min(most, int(budget_left_s // per_round)))
+
+
+def plan_lines(plans: Sequence[Plan], threshold: float, calibration: Calibration) -> list[str]:
+    """The plan, one line per cell, for the log and compare.md."""
+    rounds = {p.key: calibration.cells[p.key].rounds for p in plans if p.key in calibration.cells}
+    aa = f"{min(rounds.values())}" if rounds and min(rounds.values()) == max(rounds.values()) else "a few"
+    lines = [
+        f"What this runner ({calibration.machine_label}) can decide at {threshold:.0%}, from {aa} "
+        "A/A rounds (a guide: few rounds estimate a spread loosely):"
+    ]
+    for p in plans:
+        if p.sigma_pct is None:
+            lines.append(f"- {p.key}: gates on {p.statistic}; no clean A/A rounds, so no plan")
+            continue
+        others = calibration.cells[p.key].sigma_pct
+        shown = ", ".join(f"{s} {others[s]:.1f}%" for s in STATISTICS if s in others)
+        passes = (
+            f"an unchanged cell passes after about {p.rounds_to_pass} rounds"
+            if p.rounds_to_pass is not None
+            else f"an unchanged cell cannot pass within {p.rounds_allowed} rounds"
+        )
+        lines.append(
+            f"- {p.key}: gates on {p.statistic} (spread per round: {shown}); {passes}; a slowdown "
+            f"of {p.detects_pct:.1f}% or more is caught in {p.rounds_allowed} rounds"
+        )
+    return lines

@@ -1,0 +1,327 @@
+"""The `inferbench ab` command: resolve the sides, run the interleaved rounds, write the
+comparison (compare.md, compare.csv, compare.html, ab.json) and each side's run folder (base/, head/)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import tomllib
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from inferbench.ab.calibration import Calibration, plan, plan_lines, rounds_allowed
+from inferbench.ab.core import AbOptions, agents, paired_rows
+from inferbench.ab.instructions import METRIC, count_instructions
+from inferbench.ab.rounds import BUDGET, DECIDED, MOST_ROUNDS, NOT_OK, Rounds, aa_rounds, run_rounds
+from inferbench.ab.sides import Side, prepared_sides
+from inferbench.compare.env import load_view
+from inferbench.compare.report import write_outputs
+from inferbench.config import CELL_AXES, cell_axes, load_profile
+from inferbench.errors import UserError
+from inferbench.history.fingerprint import machine_from_env
+from inferbench.layout import profile_file
+from inferbench.status import MEASURED
+from inferbench.store.runfolder import SCHEMA_VERSION, save_cell, write_csv
+from inferbench.util import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def profile_data(profile: str, base: Side) -> tuple[dict[str, Any], str]:
+    """The profile's TOML data; a profile named (not a path) is read from the base's tree when
+    it has it, else from this harness. The change under test never picks the settings that judge
+    it: a head that edits or trims the gate profile is still measured on the base's sweep."""
+    path = Path(profile)
+    if path.suffix != ".toml" and not path.exists() and base.source is not None:
+        candidate = profile_file(base.source, profile)
+        if candidate.is_file():
+            path = candidate
+    if path.is_file():
+        text, name = path.read_text(), path.stem
+    else:
+        load_profile(profile)  # the one-line error for an unknown name
+        text, name = (resources.files("inferbench") / "profiles" / f"{profile}.toml").read_text(), profile
+    try:
+        return tomllib.loads(text), name
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"malformed profile {profile}: {exc}") from None
+
+
+def run_ab(
+    *,
+    base: str | None,
+    head: str | None = None,
+    base_python: str | None = None,
+    head_python: str | None = None,
+    profile: str = "gate-cpu",
+    overrides: dict[str, Any] | None = None,
+    options: AbOptions | None = None,
+    out_dir: Path | None = None,
+    repo: Path | None = None,
+    on_result: Any = None,
+    on_stop: Any = None,
+    on_plan: Any = None,
+) -> tuple[Any, Any, Path]:
+    """Run an A/B comparison; returns (verdict frame, unmatched frame, compare.md path)."""
+    import pandas as pd
+
+    options = options or AbOptions()
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    _validate(load_profile(profile).with_overrides(**overrides))  # before any checkout
+    out_dir = out_dir or Path("results") / f"ab-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    if (out_dir / "compare.md").exists():
+        raise UserError(f"{out_dir} already holds an A/B comparison; pass another --out")
+    started = time.perf_counter()
+    with prepared_sides(base, head, base_python, head_python, repo) as sides:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        data, name = profile_data(profile, sides[0])
+        setup = {"profile": data, "name": name, "overrides": overrides, "processes": options.processes}
+        with agents(sides, setup, out_dir) as running:
+            cells = {c["key"]: c for c in running["head"].info["cells"]}
+            base_keys = {c["key"] for c in running["base"].info["cells"]}
+            common = [k for k in cells if k in base_keys]
+            unmatched = [{**_key_columns(cells[k]), "only_in": "head"} for k in cells if k not in base_keys]
+            missing = [c for c in running["base"].info["cells"] if c["key"] not in cells]
+            unmatched += [{**_key_columns(c), "only_in": "base"} for c in missing]
+            options, plan_notes = _calibrated(
+                options, running, common, name, out_dir, on_result, on_plan, started=started
+            )
+            # Counted before the rounds: its time is inside the budget, like the checkouts.
+            counted, count_notes, counts = count_instructions(
+                sides,
+                setup,
+                cells,
+                common,
+                options.instructions,
+                options.compare.threshold(METRIC),
+                out_dir / "instructions",
+            )
+            run = run_rounds(
+                common,
+                options,
+                lambda side, key, r: running[side].run(key, r),
+                on_result,
+                cells=cells,
+                on_stop=on_stop,
+                clock=time.perf_counter,
+                started=started,  # the budget covers the whole run, checkouts included
+            )
+            infos = {label: agent.info for label, agent in running.items()}
+    results = run.results
+    frame = paired_rows(results, cells, options, missing, run.looks, counted)
+    minutes = (time.perf_counter() - started) / 60
+    for side in sides:
+        _write_side(out_dir / side.label, side, infos[side.label], results)
+    atomic_write_json(
+        out_dir / "ab.json",
+        {
+            "schema_version": SCHEMA_VERSION,
+            "rounds": options.rounds,
+            "budget_s": options.budget_s,
+            "minutes": minutes,
+            "sides": {
+                s.label: {"described": s.described, "python": s.python, "commit": s.commit} for s in sides
+            },
+            "code_from": {label: info["inferbench"] for label, info in infos.items()},
+            "dropped_settings": {label: info["dropped"] for label, info in infos.items()},
+            "rounds_per_cell": {
+                key: {side: [_round_summary(r) for r in records] for side, records in by_side.items()}
+                for key, by_side in results.items()
+            },
+            "looks_per_cell": {key: [list(look) for look in looks] for key, looks in run.looks.items()},
+            "stopped": run.stopped,
+            "instructions": counts,
+            "gate_on_by_cell": dict(options.gate_on_by_cell),
+        },
+    )
+    notes = [
+        f"**A/B, interleaved**: base = {sides[0].described}, head = {sides[1].described}; "
+        f"at most {options.rounds} rounds per cell{_budget_words(options)}, {_process_words(options)} "
+        f"(order AB, BA, ...), compared round by round; {len(common)} cells in {minutes:.1f} min"
+        f"{_stopping_words(run)}.",
+        SEQUENTIAL_NOTE,
+        *plan_notes,
+        *count_notes,
+    ]
+    for label, info in infos.items():
+        if info["dropped"]:
+            notes.append(
+                f"The {label} side's code does not know these settings: {', '.join(info['dropped'])}."
+            )
+    base_view, head_view = (load_view(out_dir / s.label, f"{s.label} ({s.described})") for s in sides)
+    md = write_outputs(
+        frame,
+        pd.DataFrame(unmatched),
+        options.compare,
+        out_dir,
+        "base",
+        "head",
+        notes,
+        views=(base_view, head_view),
+    )
+    return frame, pd.DataFrame(unmatched), md
+
+
+SEQUENTIAL_NOTE = (
+    "Each cell was looked at after 3, 5, 8, 12, 18, 27, ... clean rounds and when the run ended, and "
+    "stopped once decided (group-sequential, O'Brien-Fleming-type alpha spending, Lan & DeMets "
+    "1983): the intervals are repeated confidence intervals, which hold at whichever look a cell "
+    "stopped at, and a regression "
+    "spends alpha / (gating tests) per cell (Bonferroni). A cell passes when the upper bound of its "
+    "interval is below 1 + threshold (faster cells pass too)."
+)
+
+
+def _calibrated(
+    options: AbOptions,
+    running: dict[str, Any],
+    keys: list[str],
+    profile: str,
+    out_dir: Path,
+    on_result: Any,
+    on_plan: Any,
+    *,
+    started: float,
+) -> tuple[AbOptions, list[str]]:
+    """The options with each cell's gating statistic (`--gate-on auto`), and the plan's lines.
+    The noise comes from `--calibration FILE` when that file is of this machine class, profile
+    and cells; else from `--calibrate N` A/A rounds run here, saved as calibration.json (and to
+    FILE, for the next run). A FILE that does not fit, with no rounds to measure, is refused."""
+    if not options.calibrate and options.calibration is None:
+        return options, []
+    machine = machine_from_env(running["base"].info["env"])
+    calibration = _read_calibration(options, machine, profile, keys)
+    if calibration is None:
+        noise = aa_rounds(keys, options.calibrate, lambda _, key, r: running["base"].run(key, r), on_result)
+        calibration = Calibration(machine.fingerprint, machine.label, profile, noise)
+        calibration.save(out_dir / "calibration.json")
+        if options.calibration is not None:
+            calibration.save(options.calibration)
+    if options.gate_auto:
+        chosen = {k: calibration.gate_on(k, options.compare.gate_on) for k in keys}
+        options = replace(options, gate_on_by_cell=chosen)
+    found = {k: calibration.cells[k] for k in keys if k in calibration.cells}
+    left = options.budget_s - (time.perf_counter() - started) if options.budget_s else None
+    allowed = rounds_allowed(found, options.rounds, left)
+    threshold = options.compare.threshold(options.compare.gate_on)
+    plans = [
+        plan(
+            k,
+            options.gate_on_by_cell.get(k, options.compare.gate_on),
+            found.get(k),
+            threshold=threshold,
+            alpha=options.compare.alpha,
+            tests=len(keys),
+            rounds_allowed=allowed,
+            confidence=options.compare.confidence,
+        )
+        for k in keys
+    ]
+    lines = plan_lines(plans, threshold, calibration)
+    if on_plan is not None:
+        on_plan(lines)
+    return options, ["\n".join(lines)]
+
+
+def _read_calibration(options: AbOptions, machine: Any, profile: str, keys: list[str]) -> Calibration | None:
+    """`--calibration FILE` when it fits this run; None when the rounds are to be measured."""
+    path = options.calibration
+    if path is None or (options.calibrate and not path.exists()):
+        return None
+    calibration = Calibration.load(path)
+    if calibration.fits(machine.fingerprint, profile, keys):
+        return calibration
+    if options.calibrate:
+        log.info("%s is of another machine class, profile or cells: calibrating again", path)
+        return None
+    calibration.check_machine(machine.fingerprint, machine.label, path)
+    raise UserError(
+        f"{path} was calibrated for other cells or another profile; calibrate again (--calibrate 4)"
+    )
+
+
+def _process_words(options: AbOptions) -> str:
+    if options.processes == 1:
+        return "one fresh process per side per round"
+    return (
+        f"{options.processes} fresh processes per side per round (pooled: the fastest call of all, "
+        "the median of all calls)"
+    )
+
+
+def _budget_words(options: AbOptions) -> str:
+    return f" within a {options.budget_s / 60:g} min budget" if options.budget_s else ""
+
+
+def _stopping_words(run: Rounds) -> str:
+    """How many rounds the cells took and why they stopped, e.g. '; 3-12 rounds per cell
+    (4 decided, 2 stopped by the budget)'."""
+    counts = [len(by_side["base"]) for by_side in run.results.values()]
+    if not counts:
+        return ""
+    span = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+    whys = [run.stopped[k] for k in run.results if k in run.stopped]
+    parts = [f"{whys.count(w)} {WHY_WORDS[w]}" for w in WHY_WORDS if w in whys]
+    return f"; {span} rounds per cell ({', '.join(parts)})" if parts else f"; {span} rounds per cell"
+
+
+WHY_WORDS = {
+    DECIDED: "decided",
+    NOT_OK: "stopped as not ok on a side",
+    MOST_ROUNDS: "ran the most rounds",
+    BUDGET: "stopped by the budget",
+}
+
+
+def _validate(config: Any) -> None:
+    """Unknown models and backends fail here in one line, not inside a side's agent."""
+    from inferbench.backends import load_backend
+    from inferbench.sweep.runner import resolve_models
+
+    resolve_models(config)
+    for backend in config.backends:
+        load_backend(backend)
+
+
+def _key_columns(cell: dict[str, Any]) -> dict[str, Any]:
+    return dict(zip(CELL_AXES, cell_axes(cell), strict=True))
+
+
+def _round_summary(record: dict[str, Any]) -> dict[str, Any]:
+    keep = (
+        "status",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "latency_min_ms",
+        "throughput_sps",
+        "interference_pct",
+        "interfered",
+        "eval_samples",
+    )
+    return {k: record.get(k) for k in keep}
+
+
+def _write_side(
+    run_dir: Path, side: Side, info: dict[str, Any], results: dict[str, dict[str, list[dict[str, Any]]]]
+) -> None:
+    """Each side's rounds merged into an ordinary run folder (`inferbench report` reads it)."""
+    from inferbench.sweep.runner import merge_repeats
+
+    tail_samples = int((info["config"].get("measure") or {}).get("tail_samples", 500))
+    merged = []
+    for by_side in results.values():
+        records = by_side[side.label]
+        if all(r["status"] in MEASURED for r in records):
+            record = merge_repeats(records, int(records[0]["batch_size"]), 500, tail_samples)
+            record["repeats"] = sum(int(r.get("repeats") or 1) for r in records)  # processes, not rounds
+        else:
+            record = next(r for r in records if r["status"] not in MEASURED)
+        merged.append({**record, "run_id": run_dir.name, "schema_version": SCHEMA_VERSION})
+    for record in merged:
+        save_cell(run_dir, record)
+    write_csv(run_dir, merged)
+    atomic_write_json(run_dir / "env.json", info["env"])
+    atomic_write_json(run_dir / "config.json", info["config"])

@@ -1,0 +1,413 @@
+"""Worker process: runs cells and writes each one's record as JSON.
+
+Two ways to start it:
+- `python -m inferbench.cell.worker SPEC.json RESULT.json` runs one cell in a fresh process (every
+  repeat of a `repeats > 1` sweep, and re-measurements);
+- `python -m inferbench.cell.worker --serve REPLY_FD` is a shared worker: it reads one command per
+  line on stdin (`{"spec", "out", "log"}`), runs that cell, writes its record, and answers
+  `done` on the reply pipe. The runner gives it the cells of one (model, backend, precision,
+  threads) in turn, so start-up, imports, the model build and the FP32 reference are paid
+  once, not per cell; each cell still gets a fresh copy of the model, its own engine, its
+  own log, deadline and peak-memory reading.
+
+Whatever happens in the engine, the worst outcome is this process dying; the parent turns
+that into a row for the cell that was running, and starts a new worker for the next one.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import json
+import logging
+import os
+import resource
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferbench.backends import load_backend
+from inferbench.cell.evaluation import engine_infer, evaluation_chunks, gather, reference_infer
+from inferbench.cell.interference import InterferenceProbe, Thresholds
+from inferbench.cell.measure import backend_iteration, measure, measure_throughput
+from inferbench.cell.rate import counted_rate
+from inferbench.cell.refcache import cached_flops, cached_reference
+from inferbench.cell.stats import accuracy, latency_intervals, summarize
+from inferbench.config import AccuracyConfig, Cell, MeasureConfig
+from inferbench.errors import UnsupportedError, first_line
+from inferbench.machine.capability import refusal, this_cpu
+from inferbench.models import ModelDef, ModelRef, build_model, count_flops
+from inferbench.redact import configure_logging
+from inferbench.status import ACCURACY_FAIL, ERROR, OK, UNSUPPORTED
+from inferbench.store.artifacts import model_fingerprint
+from inferbench.sweep.procs import add_user_path, guard_child, reset_deadline
+from inferbench.util import atomic_write_json
+
+log = logging.getLogger("inferbench.cell.worker")
+
+LOW_PRECISIONS = ("bf16", "fp16", "int8")
+ACCURACY_FIELDS = ("max_abs_err", "rel_l2_err", "cosine", "top1_agreement")
+# Relative L2 difference on the first evaluation chunk under which two engines of one worker
+# (one model, backend, precision and batch size; latency and throughput mode) count as the same.
+SAME_OUTPUTS = 1e-5
+
+
+@dataclass
+class Memo:
+    """What a shared worker keeps between its cells: the built models, pristine (each cell
+    works on a deep copy, because engines may convert a module in place)."""
+
+    shared: bool = False  # False: a one-cell process, which may use the model itself
+    models: dict[tuple[str, int], ModelDef] = field(default_factory=dict)
+    # Accuracy checks already made in this worker, per (model, backend, precision, batch size,
+    # threads, samples): the cell, its figures and its outputs on the first evaluation chunk.
+    checks: dict[tuple[Any, ...], tuple[str, dict[str, Any], list[np.ndarray]]] = field(default_factory=dict)
+
+    @staticmethod
+    def model_key(ref: ModelRef, seed: int) -> tuple[str, int]:
+        return json.dumps(asdict(ref), sort_keys=True, default=str), seed
+
+    def same_check(self, key: tuple[Any, ...], first: list[np.ndarray]) -> dict[str, Any] | None:
+        """The figures of an earlier check under `key` whose engine gave the same outputs on
+        the first evaluation chunk (within SAME_OUTPUTS), with where they came from; else None."""
+        if key not in self.checks:
+            return None
+        cell_key, figures, outputs = self.checks[key]
+        try:  # the earlier engine's outputs stand as the reference for this one's
+            difference = accuracy(outputs, first, classification=False)["rel_l2_err"]
+        except ValueError:  # outputs of another shape
+            return None
+        if not difference <= SAME_OUTPUTS:  # NaN differs too
+            return None
+        return {**figures, "accuracy_from": cell_key, "accuracy_from_rel_diff": difference}
+
+    def keep_check(
+        self, key: tuple[Any, ...], cell_key: str, record: dict[str, Any], first: list[np.ndarray]
+    ) -> None:
+        if self.shared:
+            self.checks[key] = (cell_key, {k: record[k] for k in ACCURACY_FIELDS}, first)
+
+    def model(self, ref: ModelRef, seed: int) -> ModelDef:
+        if not self.shared:
+            return build_model(ref, seed=seed)
+        key = self.model_key(ref, seed)
+        if key not in self.models:
+            self.models.clear()  # one model at a time: a worker serves one model's cells
+            self.checks.clear()
+            self.models[key] = build_model(ref, seed=seed)
+            model_fingerprint(self.models[key])  # hashed once; every copy carries it
+        try:
+            return copy.deepcopy(self.models[key])
+        except Exception:  # a model that cannot be copied is built again
+            log.info("model %s cannot be deep-copied; building it again", ref.ref, exc_info=True)
+            return build_model(ref, seed=seed)
+
+
+def run_cell(spec: dict[str, Any], memo: Memo | None = None) -> dict[str, Any]:
+    """Prepare, check and time one cell; the returned record is JSON-serialisable."""
+    memo = memo or Memo()
+    cell = Cell(**spec["cell"])
+    config = MeasureConfig(**spec["measure"])
+    checks = AccuracyConfig(**spec.get("accuracy", {}))
+    ref = ModelRef(**spec["model_ref"]).at_shape(cell.shape)
+    record: dict[str, Any] = {"status": OK, "reason": ""}
+    backend_cls = load_backend(cell.backend)
+    record["versions"] = backend_cls.versions()
+    # The runner decides this before starting a worker; a worker on another machine (Ray) or
+    # one started by hand applies the same rule to its own CPU.
+    found = backend_cls.cpu_support(this_cpu(), cell.precision)
+    refused = refusal(found, bool(spec.get("allow_emulated")))
+    if refused:
+        raise UnsupportedError(refused)
+    backend = backend_cls(
+        cell.threads,
+        Path(spec["cache_dir"]),
+        checks.calibration_samples,
+        spec.get("options", {}),
+        mode=cell.mode,
+        streams=config.streams,
+    )
+    record["backend_options"] = backend.settings
+    cache_dir = Path(spec["cache_dir"])
+    t0 = time.perf_counter()
+    model = memo.model(ref, config.seed)
+    record["flops_per_sample"] = cached_flops(model, _safe_flops, cache_dir)
+
+    samples = checks.eval_samples
+    eval_chunks = evaluation_chunks(model, samples, cell.batch_size, config.seed)
+    reference_of = reference_infer(model, cell.threads)
+    reference = None
+    if reference_of is not None:
+        reference, record["reference_cached"] = cached_reference(
+            model, reference_of, eval_chunks, samples, cell.batch_size, cache_dir
+        )
+    record["setup_s"] = time.perf_counter() - t0  # model, FLOPs, reference: cached after once
+
+    t0 = time.perf_counter()
+    info = backend.prepare(model, cell.precision, cell.batch_size)
+    record["prepare_s"] = time.perf_counter() - t0
+    record["engine_precision"] = info.engine_precision
+    record["details"] = info.details
+    record["artifact_cached"] = info.artifact_cached
+    if info.artifact is not None and info.artifact.exists():
+        record["artifact_mb"] = info.artifact.stat().st_size / 2**20
+        record["artifact_path"] = str(info.artifact)
+
+    natives = [
+        backend.to_native(model.make_inputs(cell.batch_size, config.seed + k))
+        for k in range(config.input_sets)
+    ]
+    t0 = time.perf_counter()
+    backend.run(natives[0])
+    backend.synchronize()
+    record["first_inference_ms"] = (time.perf_counter() - t0) * 1e3
+
+    record["accuracy_checked"] = reference is not None
+    if reference_of is None and model.graph_precision:
+        record["reason"] = (
+            f"accuracy not checked: the model arrives {model.graph_precision} and no FP32 model was "
+            "given to check it against (--reference FP32.onnx)"
+        )
+    if reference is not None:
+        t0 = time.perf_counter()
+        infer = engine_infer(backend)
+        first = infer(eval_chunks[0])
+        key = (
+            memo.model_key(ref, config.seed),
+            cell.backend,
+            cell.precision,
+            cell.batch_size,
+            cell.threads,
+            samples,
+        )
+        earlier = memo.same_check(key, first)
+        if earlier is not None:
+            # The same engine and precision in another mode (more streams), giving the same
+            # outputs on the first chunk: the full check of the earlier cell stands for it.
+            record.update(earlier)
+        else:
+            candidate = gather(
+                [first, *(infer(chunk) for chunk in eval_chunks[1:])], samples, cell.batch_size
+            )
+            record.update(accuracy(reference, candidate, model.task == "classification"))
+            memo.keep_check(key, cell.key, record, first)
+        record["eval_s"] = time.perf_counter() - t0  # the engine's side of the accuracy check
+        record["eval_samples"] = samples
+        limit = checks.threshold(cell.precision)
+        record["accuracy_threshold"] = limit
+        if not record["rel_l2_err"] <= limit:  # NaN fails too
+            # Still timed and reported: a fast wrong answer is worth seeing, never hiding.
+            record["status"] = ACCURACY_FAIL
+            record["reason"] = (
+                f"rel_l2_err {record['rel_l2_err']:.3g} > {limit:g} ({cell.precision} threshold)"
+            )
+
+    if cell.precision in LOW_PRECISIONS:
+        # What really ran in the requested precision, as the engine reports it.
+        share, how = backend.lowp(info, natives[0], cell.precision)
+        record["lowp_share"] = share
+        if how:
+            record["details"] = {**record["details"], "lowp": how}
+        if share is not None:
+            record["lowp_flagged"] = share < checks.min_lowp_share
+
+    record["timing_scope"] = backend.timing_scope
+    t0 = time.perf_counter()
+    if cell.mode == "throughput":
+        record.update(_time_throughput(backend, natives, cell.batch_size, config))
+    else:
+        record.update(_time_latency(backend, natives, cell.batch_size, config))
+    record["measure_s"] = time.perf_counter() - t0  # warm-up plus the timed loop
+    record["details"] = {**record["details"], **backend.run_details()}
+    backend.close()
+    return record
+
+
+def run_guarded(spec: dict[str, Any], memo: Memo | None = None) -> dict[str, Any]:
+    """`run_cell` with its failures turned into the cell's row."""
+    try:
+        record = run_cell(spec, memo)
+    except UnsupportedError as exc:
+        record = {"status": UNSUPPORTED, "reason": str(exc)}
+    except Exception as exc:
+        traceback.print_exc()
+        record = {"status": ERROR, "reason": f"{type(exc).__name__}: {first_line(exc)}"[:500]}
+    record["peak_rss_mb"] = peak_rss_mb()
+    return record
+
+
+def _time_latency(backend: Any, natives: list[Any], batch_size: int, config: MeasureConfig) -> dict[str, Any]:
+    # The timed region is run + synchronize; the engine's own time is read after it.
+    probe = _probe(config)
+    result = measure(
+        backend_iteration(backend, natives), config, engine_time=backend.engine_time_ns, window=probe
+    )
+    record: dict[str, Any] = {
+        **probe.result(),
+        "latencies_ns": result.latencies_ns,
+        "warmup_iterations": result.warmup.iterations,
+        "warmup_s": result.warmup.seconds,
+        "warmup_stable": result.warmup.stable,
+        "capped": result.capped,
+        "p50_half_width_pct": None if result.p50_half_width is None else 100 * result.p50_half_width,
+        "p99_reliable": result.tail_ok,
+        **summarize(result.latencies_ns, batch_size),
+        **latency_intervals([result.latencies_ns], batch_size, config.bootstrap_resamples),
+    }
+    if result.device_ns:
+        # The engine's own clock for the same calls (CUDA events, OpenVINO's request latency):
+        # the gap to latency_p50_ms is what the Python call and the harness add.
+        record["engine_latencies_ns"] = result.device_ns
+        record["engine_p50_ms"] = float(np.median(result.device_ns)) / 1e6
+    return record
+
+
+def _time_throughput(
+    backend: Any, natives: list[Any], batch_size: int, config: MeasureConfig
+) -> dict[str, Any]:
+    def saturate(seconds: float, min_requests: int) -> Any:
+        return backend.run_throughput(natives, batch_size, seconds, min_requests)
+
+    probe = _probe(config)
+    warmup, run = measure_throughput(saturate, config, window=probe)
+    latencies = [end - start for start, end in zip(run.starts_ns, run.ends_ns, strict=True)]
+    rate = counted_rate(run)
+    low, high = rate.interval
+    record: dict[str, Any] = {
+        "latencies_ns": latencies,
+        "warmup_iterations": warmup.iterations,
+        "warmup_s": warmup.seconds,
+        "warmup_stable": warmup.stable,
+        "capped": len(latencies) < config.min_iterations
+        or bool(config.rate_precision and rate.half_width > config.rate_precision),
+        "throughput_half_width_pct": 100 * rate.half_width,
+        "p99_reliable": len(latencies) >= config.tail_samples,
+        "streams": run.streams,
+        **probe.result(),
+        # Request latency under load: what each request waited, not the engine's best case.
+        **summarize(latencies, batch_size),
+        **latency_intervals([latencies], batch_size, config.bootstrap_resamples),
+    }
+    # Counted completions per stream over its busy time (inferbench.cell.rate), never from latency.
+    record.update({"throughput_sps": rate.sps, "throughput_ci_low_sps": low, "throughput_ci_high_sps": high})
+    record["throughput_slices_sps"] = rate.group_sps
+    # The plain count over the whole wall time, edge effect included, as a cross-check.
+    record["throughput_wall_sps"] = run.samples / run.wall_seconds
+    return record
+
+
+def _probe(config: MeasureConfig) -> InterferenceProbe:
+    return InterferenceProbe(Thresholds(config.interference_max_pct, config.steal_max_pct))
+
+
+def _safe_flops(model: Any) -> float | None:
+    try:
+        return count_flops(model)
+    except Exception:  # FLOPs are informative; never fail a cell over them
+        log.warning("FLOP count failed for %s", model.name, exc_info=True)
+        return None
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory since start, or since `reset_peak_rss` (Linux)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def reset_peak_rss() -> None:
+    """Start the peak-memory reading again (so a shared worker's next cell reports its own
+    peak, not the largest of the cells before it); where the kernel cannot, the reading stays
+    the process's peak so far, an upper bound."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        log.debug("cannot reset the peak RSS; peak_rss_mb is the process's peak so far")
+
+
+def _setup(spec: dict[str, Any]) -> None:
+    """Once per process, before any engine starts: user code path, CPU mask, caches."""
+    add_user_path()  # the user's factories and plugins, resolved from where the sweep started
+    if spec.get("pin_cpus"):
+        # Before any engine starts its thread pools: they inherit this mask.
+        os.sched_setaffinity(0, spec["pin_cpus"])
+    # inductor's on-disk caches live with ours: shared by cells, runs and sweeps, and cleaned
+    # with them (`make clean`), rather than in a /tmp folder the machine may wipe.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(spec["cache_dir"]) / "inductor"))
+
+
+def main(argv: list[str]) -> int:
+    configure_logging(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    if argv and argv[0] == "--serve":
+        return serve(int(argv[1]))
+    spec_path, out_path = Path(argv[0]), Path(argv[1])
+    spec = json.loads(spec_path.read_text())
+    guard_child(spec.get("deadline_s"))  # gone with the runner, and gone at its own deadline
+    _setup(spec)
+    atomic_write_json(out_path, run_guarded(spec))
+    return 0
+
+
+def serve(reply_fd: int) -> int:
+    """The shared worker's loop: one cell per command line, `done` on the reply pipe after
+    each record is written; ends when the runner closes stdin."""
+    guard_child(None)  # gone with the runner; each cell's deadline is set as it starts
+    memo = Memo(shared=True)
+    with os.fdopen(reply_fd, "w") as reply:
+        for served, line in enumerate(sys.stdin):
+            command = json.loads(line)
+            spec = json.loads(Path(command["spec"]).read_text())
+            _to_log(Path(command["log"]))
+            reset_deadline(spec.get("deadline_s"))
+            if served == 0:  # once, before the first engine starts
+                _setup(spec)
+            _between_cells()
+            record = run_guarded(spec, memo)
+            record["worker_cell"] = served  # 0: this cell paid the worker's start-up
+            atomic_write_json(Path(command["out"]), record)
+            reset_deadline(None)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            reply.write("done\n")
+            reply.flush()
+    return 0
+
+
+def _to_log(path: Path) -> None:
+    """Point this process's stdout and stderr (engines' native output included) at the cell's
+    own log file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _between_cells() -> None:
+    """What one cell must not inherit from the one before: its garbage, torch.compile's
+    compiled-code caches (their recompile limit would otherwise send a later cell to eager
+    without a word), and the peak-memory reading."""
+    gc.collect()
+    if "torch._dynamo" in sys.modules:
+        sys.modules["torch._dynamo"].reset()
+    reset_peak_rss()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
