@@ -1,1 +1,2 @@
-"""Tools beside the harness: cross-checks against the engines' own benchmark tools."""
+"""Measurement tools beside the product: crosschecks against the engines' own benchmark tools,
+gate trials and variance sources, harness overhead and sweep-time benchmarks."""
