@@ -53,3 +53,11 @@ def kept_cells(
             "or start a new run (another --run-id)"
         )
     return records
+
+
+def record_stands(previous: dict[str, Any] | None, redo_interfered: bool = False) -> bool:
+    """Whether an earlier session's record of a cell stands (not one to retry, nor a disturbed
+    one when those are to be measured again). Until it is replaced it stays in the CSV."""
+    if previous is None or previous["status"] in RETRY_ON_RESUME:
+        return False
+    return not (redo_interfered and previous.get("interfered"))
