@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from inferbench.tools.variance_sources import GROUP, grouped, markdown, noises, pairs_of, table, with_setting
+from inferbench.ab.core import clean_pairs
+from inferbench.tools.variance_sources import GROUP, grouped, markdown, noises, table, with_setting
 
 
 def _record(value: float, interfered: bool = False, status: str = "ok") -> dict[str, Any]:
@@ -33,12 +34,12 @@ def test_pairs_leave_out_failed_and_interfered_rounds_unless_kept() -> None:
         "base": [_record(1.0), _record(1.0, interfered=True), _record(1.0, status="error")],
         "head": [_record(1.1), _record(1.1), _record(1.1)],
     }
-    assert len(pairs_of(by_side)) == 1
-    assert len(pairs_of(by_side, keep_interfered=True)) == 2
+    assert len(clean_pairs(by_side)) == 1
+    assert len(clean_pairs(by_side, keep_interfered=True)) == 2
 
 
 def test_grouped_rounds_are_the_medians_of_three_processes_per_side() -> None:
-    pairs = pairs_of(
+    pairs = clean_pairs(
         {
             "base": [_record(v) for v in (1, 5, 2, 7, 7, 7, 9)],
             "head": [_record(v) for v in (3, 3, 4, 1, 1, 1, 9)],

@@ -46,6 +46,8 @@ SIDES = ("base", "head")
 #: Run one cell on one side: (side label, cell key, round) -> the worker's record.
 Launch = Callable[[str, str, int], dict[str, Any]]
 Events = Callable[[str, str, int, dict[str, Any]], None]
+#: One round of a cell: the base side's record and the head side's.
+Pair = tuple[dict[str, Any], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -143,12 +145,15 @@ def round_value(record: dict[str, Any], metric: str) -> float:
     return float(record[VALUE_COLUMN[metric]])
 
 
-def clean_pairs(by_side: dict[str, list[dict[str, Any]]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """The rounds neither side's timed window was disturbed in, as (base, head) pairs."""
+def clean_pairs(by_side: Mapping[str, list[dict[str, Any]]], keep_interfered: bool = False) -> list[Pair]:
+    """The rounds that count, as (base, head) pairs: both sides came out ok and (unless
+    `keep_interfered`) neither side's timed window was disturbed. The A/B verdict, the A/A
+    calibration and the variance campaign all pair rounds by this one rule."""
     return [
         (b, h)
         for b, h in zip(by_side["base"], by_side["head"], strict=True)
-        if not b.get("interfered") and not h.get("interfered")
+        if b["status"] == h["status"] == OK
+        and (keep_interfered or not (b.get("interfered") or h.get("interfered")))
     ]
 
 

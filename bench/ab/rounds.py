@@ -142,21 +142,15 @@ def aa_rounds(
     base side per round, then each cell's noise (`inferbench.ab.calibration.cell_noise`) from the
     rounds neither process was disturbed in. Rounds go over all cells, as the A/B rounds do.
     They are numbered from 1, so no process repeats round 0's full accuracy check."""
-    pairs: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {k: [] for k in cell_keys}
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {k: {s: [] for s in SIDES} for k in cell_keys}
     seconds = dict.fromkeys(cell_keys, 0.0)
     for r in range(1, rounds + 1):
         for key in cell_keys:
             before = clock()
-            pair = []
             for side in SIDES:  # labels only: both processes are the base side's code
                 record = launch("base", key, r)
-                pair.append(record)
+                results[key][side].append(record)
                 if on_result is not None:
                     on_result(f"A/A {side}", key, r - 1, record)
             seconds[key] += clock() - before
-            first, second = pair
-            if first["status"] == second["status"] == OK and not (
-                first.get("interfered") or second.get("interfered")
-            ):
-                pairs[key].append((first, second))
-    return {k: cell_noise(pairs[k], seconds[k] / rounds) for k in cell_keys}
+    return {k: cell_noise(clean_pairs(results[k]), seconds[k] / rounds) for k in cell_keys}

@@ -40,9 +40,8 @@ import numpy as np
 
 from inferbench.ab.calibration import STATISTICS, CellNoise, cell_noise, plan, rounds_allowed
 from inferbench.ab.command import profile_data
-from inferbench.ab.core import SIDES, agents, round_order
+from inferbench.ab.core import SIDES, Pair, agents, clean_pairs, round_order
 from inferbench.ab.sides import prepared_sides
-from inferbench.status import OK
 from inferbench.util import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("inferbench.tools.variance_sources")
@@ -57,7 +56,7 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
 #: Processes per side per round read from `as-is` afterwards (`median-of-3`).
 GROUP = 3
 
-Pairs = list[tuple[dict[str, Any], dict[str, Any]]]
+Pairs = list[Pair]
 Records = dict[str, dict[str, dict[str, list[dict[str, Any]]]]]  # setting -> cell -> side -> rounds
 
 
@@ -66,16 +65,6 @@ def with_setting(profile: Mapping[str, Any], setting: Mapping[str, Mapping[str, 
     for section, values in setting.items():
         data[section] = {**data.get(section, {}), **values}
     return data
-
-
-def pairs_of(by_side: Mapping[str, list[dict[str, Any]]], keep_interfered: bool = False) -> Pairs:
-    """The rounds both workers came out ok in (and, unless kept, neither was disturbed)."""
-    return [
-        (b, h)
-        for b, h in zip(by_side["base"], by_side["head"], strict=True)
-        if b["status"] == h["status"] == OK
-        and (keep_interfered or not (b.get("interfered") or h.get("interfered")))
-    ]
 
 
 def grouped(pairs: Pairs, size: int = GROUP) -> Pairs:
@@ -98,17 +87,17 @@ def noises(records: Records, seconds: Mapping[str, Mapping[str, float]]) -> dict
     found: dict[str, dict[str, CellNoise]] = {}
     for setting, cells in records.items():
         found[setting] = {
-            k: cell_noise(pairs_of(by_side), seconds[setting][k]) for k, by_side in cells.items()
+            k: cell_noise(clean_pairs(by_side), seconds[setting][k]) for k, by_side in cells.items()
         }
     if "as-is" in records:
         cells = records["as-is"]
         found["all-rounds"] = {
-            k: cell_noise(pairs_of(by_side, keep_interfered=True), seconds["as-is"][k])
+            k: cell_noise(clean_pairs(by_side, keep_interfered=True), seconds["as-is"][k])
             for k, by_side in cells.items()
         }
         # A round of three processes per side costs three rounds: compared in the same budget.
         found[f"median-of-{GROUP}"] = {
-            k: cell_noise(grouped(pairs_of(by_side)), GROUP * seconds["as-is"][k])
+            k: cell_noise(grouped(clean_pairs(by_side)), GROUP * seconds["as-is"][k])
             for k, by_side in cells.items()
         }
     return found
