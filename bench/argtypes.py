@@ -71,3 +71,43 @@ def thread_counts(values: Sequence[str] | None, usable: int) -> list[int] | None
         if not 0 <= t <= usable:
             raise UserError(f"threads must be between 0 (all cores) and the {usable} usable core(s); got {t}")
     return counts
+
+
+def assignments(values: Sequence[str], flag: str, form: str) -> list[tuple[str, str]]:
+    """`NAME=VALUE` flag values as stripped pairs; `form` is the shape the error shows when one
+    is malformed: `assignments(["p99=10%"], "--threshold", "METRIC=PCT")` -> [("p99", "10%")]."""
+    pairs = []
+    for value in values:
+        name, sep, text = value.partition("=")
+        if not (sep and name.strip()):
+            raise UserError(f"{flag} expects {form}; got {value!r}")
+        pairs.append((name.strip(), text.strip()))
+    return pairs
+
+
+def threshold_pairs(values: Sequence[str]) -> list[tuple[str, str]]:
+    """`--threshold METRIC=PCT` values (`compare`, `ab`) as (metric, text) pairs; each text
+    becomes a number by `fraction`."""
+    return assignments(values, "--threshold", "METRIC=PCT (e.g. p99=10%)")
+
+
+def backend_options(values: Sequence[str]) -> dict[str, dict[str, str]] | None:
+    """`--backend-option BACKEND.KEY=VALUE` values by backend, then key; None when none given."""
+    form = "BACKEND.KEY=VALUE (e.g. torch.bf16_mode=full)"
+    options: dict[str, dict[str, str]] = {}
+    for target, value in assignments(values, "--backend-option", form):
+        backend, dot, key = target.rpartition(".")
+        if not (dot and backend and key):
+            raise UserError(f"--backend-option expects {form}; got {target + '=' + value!r}")
+        options.setdefault(backend, {})[key] = value
+    return options or None
+
+
+def budget(text: str) -> str:
+    """An argparse `type` for `--budget`: a positive, finite duration like 15m (a long digit
+    string reads as infinity); kept as text, parsed again where it is used."""
+    from inferbench.sweep.budget import parse_budget
+
+    if not math.isfinite(parse_budget(text)):
+        raise UserError(f"budget must be a finite duration like 15m, 90s or 1h30m; got {text!r}")
+    return text

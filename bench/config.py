@@ -276,6 +276,46 @@ def cell_of(record: Mapping[str, Any]) -> Cell:
 
 
 @dataclass(frozen=True)
+class Selection:
+    """The part of a profile a command picks (`run`, `ab`): the sweep's axes and flags, and
+    the inputs and engine options, as given on the command line. A field left None keeps the
+    profile's value; axes and flags replace it, the input tables and backend options are
+    merged over it entry by entry (`SweepConfig.with_overrides`). Read from the flags by
+    `inferbench.commands.selection`."""
+
+    models: tuple[str, ...] | None = None
+    backends: tuple[str, ...] | None = None
+    precisions: tuple[str, ...] | None = None
+    batch_sizes: tuple[int, ...] | None = None
+    threads: tuple[int, ...] | None = None
+    modes: tuple[str, ...] | None = None
+    shapes: tuple[str, ...] | None = None
+    pin: bool | None = None
+    allow_emulated: bool | None = None
+    oversubscribe: bool | None = None
+    backend_options: dict[str, dict[str, str]] | None = None
+    input_shapes: dict[str, str] | None = None
+    input_values: dict[str, str] | None = None
+    batch_axes: dict[str, int] | None = None
+    references: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        for name in _SWEEP_AXES:  # a list given for an axis is kept as the tuple the sweep holds
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields given, by `SweepConfig` field name: what `with_overrides` applies, and
+        what `ab` sends each side's agent (whose code, of any commit, takes them as keywords)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+# The sweep's axes, each a tuple of values.
+_SWEEP_AXES = ("models", "backends", "precisions", "batch_sizes", "threads", "modes", "shapes")
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     """Models x backends x precisions x batch sizes x threads, plus how to measure."""
 
@@ -397,10 +437,14 @@ class SweepConfig:
             )
         ]
 
-    def with_overrides(self, **overrides: Any) -> SweepConfig:
-        """Replace the given axes (those not None), re-validating the result."""
+    def with_overrides(self, selection: Selection | None = None, /, **overrides: Any) -> SweepConfig:
+        """The sweep narrowed by a selection, re-validated. The keyword form (`models=[...]`,
+        None meaning "as the profile has it") is how `ab`'s agents call it, in the code of
+        whichever commit is measured; keep it."""
         given = {k: v for k, v in overrides.items() if v is not None}
-        for key in ("models", "backends", "precisions", "batch_sizes", "threads", "modes", "shapes"):
+        if selection is not None:
+            given = {**selection.overrides(), **given}
+        for key in _SWEEP_AXES:
             if key in given:
                 given[key] = tuple(given[key])
         for key in ("input_shapes", "input_values", "batch_axes", "references"):

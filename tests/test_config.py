@@ -93,3 +93,27 @@ def test_overrides_revalidate() -> None:
     assert narrowed.backends == config.backends
     with pytest.raises(UserError):
         config.with_overrides(batch_sizes=[0])
+
+
+def test_a_selection_narrows_the_profile_as_the_keywords_do() -> None:
+    """`with_overrides(Selection(...))` and the keyword form `ab`'s agents use are one thing;
+    a field left None keeps the profile's value, input tables and options merge."""
+    from inferbench.config import Selection
+
+    config = load_profile("smoke")
+    selection = Selection(
+        models=["tiny-cnn"], batch_sizes=(2,), backend_options={"torch": {"bf16_mode": "full"}}
+    )
+    assert selection.models == ("tiny-cnn",)  # a list is kept as a tuple
+    assert selection.overrides() == {
+        "models": ("tiny-cnn",),
+        "batch_sizes": (2,),
+        "backend_options": {"torch": {"bf16_mode": "full"}},
+    }
+    assert config.with_overrides(selection) == config.with_overrides(**selection.overrides())
+    assert config.with_overrides(Selection()) == config
+    narrowed = config.with_overrides(selection, batch_sizes=[4])  # a keyword wins over the selection
+    assert narrowed.models == ("tiny-cnn",) and narrowed.batch_sizes == (4,)
+    assert narrowed.backends == config.backends
+    with pytest.raises(UserError):
+        config.with_overrides(Selection(batch_sizes=(0,)))
