@@ -23,7 +23,7 @@ from inferbench.ab.core import AbOptions, Agent, paired_rows, round_order
 from inferbench.ab.rounds import BUDGET, DECIDED, MOST_ROUNDS, Rounds, interleave, run_rounds
 from inferbench.ab.sides import Side
 from inferbench.cli import main
-from inferbench.compare.runs import CompareOptions, exit_code
+from inferbench.compare.core import CompareOptions, exit_code
 from inferbench.compare.verdict import decide, paired_estimate
 from inferbench.config import Cell, load_profile
 from inferbench.errors import InternalError, UserError

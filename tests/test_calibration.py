@@ -14,7 +14,7 @@ import pytest
 from inferbench.ab.calibration import Calibration, CellNoise, cell_noise, plan, rounds_allowed
 from inferbench.ab.core import AbOptions, paired_rows
 from inferbench.ab.rounds import aa_rounds, run_rounds
-from inferbench.compare.runs import CompareOptions
+from inferbench.compare.core import CompareOptions
 from inferbench.compare.verdict import paired_estimate
 from inferbench.errors import UserError
 from tests.test_ab import CELL, FakeMachine

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from inferbench.cli import main
-from inferbench.compare.runs import CompareOptions, compare_records, compare_runs
+from inferbench.compare.core import CompareOptions, compare_records
+from inferbench.compare.runs import compare_runs
 from inferbench.errors import UserError
 from inferbench.store.runfolder import SCHEMA_VERSION, save_cell, write_csv
 
@@ -257,8 +258,8 @@ def test_ok_to_any_other_status_is_a_failure_listed_by_cell(status: str) -> None
     base = [_record("a", _samples(rng)), _record("b", _samples(rng))]
     new = [_record("a", _samples(rng)), _record("b", _samples(rng), status=status)]
     frame, _ = compare_records(base, new, FAST)
+    from inferbench.compare.core import exit_code
     from inferbench.compare.report import compare_markdown, failing_cells
-    from inferbench.compare.runs import exit_code
 
     assert failing_cells(frame) == ["b/torch/fp32/b1/latency"]
     assert exit_code(frame) == 1
@@ -271,8 +272,8 @@ def test_nothing_timed_on_either_side_is_undecided_not_a_pass() -> None:
     base = [_record("a", np.ones(3), status="unavailable"), _record("b", np.ones(3), status="unsupported")]
     new = [_record("a", np.ones(3), status="unavailable"), _record("b", np.ones(3), status="unsupported")]
     frame, _ = compare_records(base, new, FAST)
+    from inferbench.compare.core import exit_code
     from inferbench.compare.report import headline
-    from inferbench.compare.runs import exit_code
 
     assert set(frame["verdict"]) == {"still unavailable", "still unsupported"}
     assert exit_code(frame) == 3
@@ -291,7 +292,7 @@ def test_mde_inconclusive_and_no_change() -> None:
     assert p50.loc["quiet", "verdict"] == "no change"
     assert p50.loc["noisy", "verdict"] == "inconclusive"
     assert p50.loc["quiet", "mde_pct"] < 6 < p50.loc["noisy", "mde_pct"]
-    from inferbench.compare.runs import exit_code
+    from inferbench.compare.core import exit_code
 
     assert exit_code(frame) == 3
 

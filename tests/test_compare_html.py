@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from inferbench.cli import main
+from inferbench.compare.core import CompareOptions
 from inferbench.compare.env import RunView, environment_rows
 from inferbench.compare.html import inline_markdown, render_compare_html, verdict_class
-from inferbench.compare.runs import CompareOptions, compare_dirs, compare_runs
+from inferbench.compare.runs import compare_dirs, compare_runs
 from inferbench.config import Cell
 from tests.test_compare import _record, _samples, _write_run
 from tests.test_report import ARTIFACTS, _draw_every_chart, _Page

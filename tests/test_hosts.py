@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from inferbench.cli import main
-from inferbench.compare.runs import CompareOptions, compare_records, compare_runs
+from inferbench.compare.core import CompareOptions, compare_records
+from inferbench.compare.runs import compare_runs
 from inferbench.config import cell_of
 from inferbench.errors import UserError
 from inferbench.history.fingerprint import machine_from_env

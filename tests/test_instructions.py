@@ -19,7 +19,7 @@ from inferbench.ab.core import AbOptions, paired_rows
 from inferbench.ab.instructions import count_rows, count_side, pick_counter
 from inferbench.ab.rounds import interleave
 from inferbench.ab.sides import Side
-from inferbench.compare.runs import CompareOptions, exit_code
+from inferbench.compare.core import CompareOptions, exit_code
 from inferbench.compare.verdict import IMPROVEMENT, INCONCLUSIVE, NO_CHANGE, REGRESSION, decide_count
 from inferbench.config import Cell
 from inferbench.errors import UserError

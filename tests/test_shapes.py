@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from inferbench.cli import main
-from inferbench.compare.runs import CompareOptions, compare_records
+from inferbench.compare.core import CompareOptions, compare_records
 from inferbench.config import CELL_AXES, Cell, SweepConfig, cell_axes, load_profile
 from inferbench.errors import UserError
 from inferbench.models import BUILTIN_MODELS, resolve_model

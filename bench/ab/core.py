@@ -34,7 +34,7 @@ import pandas as pd
 
 from inferbench.ab.instructions import COUNTERS
 from inferbench.ab.sides import Side
-from inferbench.compare.runs import KEY, VALUE_COLUMN, CompareOptions, judge, status_row
+from inferbench.compare.core import KEY, VALUE_COLUMN, CompareOptions, judge, status_row
 from inferbench.compare.sequential import Looks
 from inferbench.compare.verdict import INCONCLUSIVE, Estimate, paired_estimate
 from inferbench.errors import InternalError, UserError

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from inferbench.ab.sides import Side
-from inferbench.compare.runs import KEY
+from inferbench.compare.core import KEY
 from inferbench.compare.verdict import decide_count
 from inferbench.errors import UserError
 from inferbench.status import OK

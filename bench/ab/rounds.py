@@ -18,7 +18,7 @@ import numpy as np
 
 from inferbench.ab.calibration import CellNoise, cell_noise
 from inferbench.ab.core import SIDES, AbOptions, Events, Launch, clean_pairs, round_order, verdict_rows
-from inferbench.compare.runs import judge
+from inferbench.compare.core import judge
 from inferbench.compare.sequential import Looks, add_look, look_due
 from inferbench.compare.verdict import INCONCLUSIVE
 from inferbench.status import OK

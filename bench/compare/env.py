@@ -40,7 +40,7 @@ class RunView:
             raise ValueError("a compared run needs a name")
 
     def record(self, key: tuple[Any, ...]) -> dict[str, Any] | None:
-        """The record of one cell by its key (`inferbench.compare.runs.KEY`'s columns)."""
+        """The record of one cell by its key (`inferbench.compare.core.KEY`'s columns)."""
         return self._by_key.get(tuple(key))
 
     @functools.cached_property

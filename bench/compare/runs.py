@@ -2,8 +2,8 @@
 compared and written out (compare.csv, compare.md, compare.html).
 
 The comparison itself, its options and its decision rules are the compare core
-(`inferbench.compare.core`); what the outputs say is `inferbench.compare.report`. The core's
-names that callers take from here are re-exported (`__all__`).
+(`inferbench.compare.core`: import them from there); what the outputs say is
+`inferbench.compare.report`.
 """
 
 from __future__ import annotations
@@ -14,36 +14,13 @@ from typing import Any
 
 import pandas as pd
 
-from inferbench.compare.core import (
-    KEY,
-    VALUE_COLUMN,
-    CompareOptions,
-    compare_records,
-    exit_code,
-    judge,
-    moved_cells,
-    status_row,
-)
+from inferbench.compare.core import CompareOptions, compare_records, moved_cells
 from inferbench.compare.env import RunView, load_view
 from inferbench.compare.envcheck import mismatch_line
 from inferbench.compare.report import write_outputs
 from inferbench.errors import UserError
 from inferbench.machine.hosts import envs_by_host, several_hosts, with_host
 from inferbench.store.runfolder import load_host_envs
-
-__all__ = [
-    "KEY",
-    "SINGLE_PROCESS_CAVEAT",
-    "VALUE_COLUMN",
-    "CompareOptions",
-    "Comparison",
-    "compare_dirs",
-    "compare_records",
-    "compare_runs",
-    "exit_code",
-    "judge",
-    "status_row",
-]
 
 
 @dataclass(frozen=True)
