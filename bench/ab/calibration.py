@@ -37,6 +37,7 @@ import numpy as np
 from inferbench.compare.sequential import FIRST_LOOK, Looks, add_look, look_due, nominal_level
 from inferbench.compare.verdict import POWER, paired_estimate, t_isf, t_quantile
 from inferbench.errors import UserError
+from inferbench.sweep.repeats import spread_pct
 from inferbench.util import atomic_write_json
 
 CALIBRATION_VERSION = 1
@@ -144,7 +145,7 @@ def cell_noise(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], rou
         if estimate is not None and math.isfinite(estimate.se):
             sigma[statistic] = 100 * estimate.se * math.sqrt(estimate.n)
     p50s = [float(r["latency_p50_ms"]) for pair in pairs for r in pair]
-    spread = 100 * (max(p50s) - min(p50s)) / float(np.median(p50s)) if len(p50s) >= 2 else 0.0
+    spread = spread_pct(p50s) if len(p50s) >= 2 else 0.0
     return CellNoise(sigma, spread, len(pairs), round_s)
 
 

@@ -4,7 +4,7 @@ each process re-measured while others disturbed its timed window (inferbench.cel
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +98,8 @@ def merge_repeats(
             "latencies_ns": pooled,
             "process_latencies_ns": per_process,
             "repeats": len(records),
-            "process_p50_spread_pct": _spread_pct(medians),
-            "process_throughput_spread_pct": _spread_pct(throughputs),
+            "process_p50_spread_pct": spread_pct(medians),
+            "process_throughput_spread_pct": spread_pct(throughputs),
             "p99_reliable": len(pooled) >= tail_samples,
             "capped": any(r.get("capped") for r in records),
             **_merged_interference(records),
@@ -123,5 +123,7 @@ def _merged_interference(records: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def _spread_pct(values: list[float]) -> float:
+def spread_pct(values: Sequence[float]) -> float:
+    """The process-to-process spread: (max - min) / median, in percent (`process_*_spread_pct`,
+    and the A/A calibration's spread of p50, inferbench.ab.calibration)."""
     return 100 * (max(values) - min(values)) / float(np.median(values))
