@@ -28,7 +28,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.dml import Insert
 
+from inferbench.config import CELL_AXES
 from inferbench.errors import UserError
+from inferbench.store.record import FIELDS, METRIC_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -78,19 +80,13 @@ runs = sa.Table(
     sa.Index("ix_runs_fingerprint_time", "fingerprint", "run_time"),
 )
 
-# The summary numbers of one cell; the raw samples stay in the run folder (runs.run_path).
-METRIC_COLUMNS = (
-    "latency_p50_ms",
-    "latency_p50_ci_low_ms",
-    "latency_p50_ci_high_ms",
-    "latency_p90_ms",
-    "latency_p99_ms",
-    "latency_mean_ms",
-    "latency_std_ms",
-    "throughput_sps",
-    "throughput_ci_low_sps",
-    "throughput_ci_high_sps",
-)
+# The cell's axes as the results table keeps them: all but the shape, which came after this
+# schema (a cell at another shape has a cell_key of its own).
+RESULT_AXES = tuple(axis for axis in CELL_AXES if axis != "shape")
+_SQL_TYPES: dict[type, type[sa.types.TypeEngine[Any]]] = {int: sa.Integer, str: sa.Text}
+
+# Per cell, the summary figures the record marks as history metrics (METRIC_COLUMNS); the raw
+# samples stay in the run folder (runs.run_path).
 results = sa.Table(
     "results",
     metadata,
@@ -100,12 +96,7 @@ results = sa.Table(
     # import of a folder already recorded) adds nothing.
     sa.Column("digest", sa.String(32), nullable=False, unique=True),
     sa.Column("cell_key", sa.Text, nullable=False),
-    sa.Column("model", sa.Text, nullable=False),
-    sa.Column("backend", sa.Text, nullable=False),
-    sa.Column("precision", sa.Text, nullable=False),
-    sa.Column("batch_size", sa.Integer, nullable=False),
-    sa.Column("threads", sa.Integer, nullable=False),
-    sa.Column("mode", sa.Text, nullable=False),
+    *(sa.Column(axis, _SQL_TYPES[FIELDS[axis].type], nullable=False) for axis in RESULT_AXES),
     sa.Column("settings_hash", sa.Text),
     sa.Column("status", sa.Text, nullable=False),
     *(sa.Column(name, sa.Float) for name in METRIC_COLUMNS),
@@ -113,7 +104,7 @@ results = sa.Table(
     sa.Column("repeats", sa.Integer),
     sa.Column("capped", sa.Boolean),
     sa.Column("interfered", sa.Boolean),
-    sa.Index("ix_results_cell", "model", "backend", "precision", "batch_size"),
+    sa.Index("ix_results_cell", *RESULT_AXES[:4]),  # model, backend, precision, batch size
     sa.Index("ix_results_run", "run_ref"),
 )
 

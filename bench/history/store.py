@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from inferbench.errors import UserError
 from inferbench.history.db import (
     METRIC_COLUMNS,
+    RESULT_AXES,
     insert_ignoring_duplicates,
     lock_for_append,
     machines,
@@ -24,6 +25,7 @@ from inferbench.history.db import (
     runs,
 )
 from inferbench.history.fingerprint import Commit, Machine, machine_from_env
+from inferbench.store.record import FIELDS
 from inferbench.store.runfolder import load_config, load_run
 
 _CHUNK = 500  # digests per IN (...) lookup: well under every backend's parameter limit
@@ -168,12 +170,7 @@ def _result_row(record: dict[str, Any], fingerprint: str) -> dict[str, Any]:
     return {
         "digest": digest.hexdigest()[:32],
         "cell_key": str(record["cell_key"]),
-        "model": str(record["model"]),
-        "backend": str(record["backend"]),
-        "precision": str(record["precision"]),
-        "batch_size": int(record["batch_size"]),
-        "threads": int(record["threads"]),
-        "mode": str(record.get("mode") or "latency"),
+        **_axes(record),
         "settings_hash": record.get("settings_hash"),
         "status": str(record["status"]),
         **{name: _number(record.get(name)) for name in METRIC_COLUMNS},
@@ -181,6 +178,15 @@ def _result_row(record: dict[str, Any], fingerprint: str) -> dict[str, Any]:
         "repeats": int(record["repeats"]) if isinstance(record.get("repeats"), int) else None,
         "capped": _flag(record.get("capped")),
         "interfered": _flag(record.get("interfered")),
+    }
+
+
+def _axes(record: dict[str, Any]) -> dict[str, Any]:
+    """The cell's axes, typed as the results table keeps them; a record from before the mode
+    axis is a latency cell."""
+    return {
+        axis: FIELDS[axis].type((record.get(axis) or "latency") if axis == "mode" else record[axis])
+        for axis in RESULT_AXES
     }
 
 
@@ -198,46 +204,28 @@ class Filters:
     machine: str = ""  # a fingerprint prefix, or part of the machine's label (CPU model, ...)
 
 
-POINT_COLUMNS = (
-    "fingerprint",
-    "machine",
-    "run_id",
-    "run_path",
-    "profile",
-    "git_commit",
-    "git_dirty",
-    "run_time",
-    "cell_key",
-    "model",
-    "backend",
-    "precision",
-    "batch_size",
-    "threads",
-    "mode",
-    "settings_hash",
-    "status",
-    *METRIC_COLUMNS,
-    "capped",
-    "interfered",
+# A point: its run's columns, then its cell's (the results table's own but its ids, digest and
+# counts).
+_POINT_RUN = (
+    machines.c.fingerprint,
+    machines.c.label.label("machine"),
+    runs.c.run_id,
+    runs.c.run_path,
+    runs.c.profile,
+    runs.c.git_commit,
+    runs.c.git_dirty,
+    runs.c.run_time,
 )
+_NOT_POINT = frozenset({"id", "run_ref", "digest", "iterations", "repeats"})
+_POINT_RESULT = tuple(c for c in results.c if c.name not in _NOT_POINT)
+POINT_COLUMNS = tuple(c.name for c in (*_POINT_RUN, *_POINT_RESULT))
 
 
 def load_points(engine: Engine, filters: Filters | None = None) -> pd.DataFrame:
     """Every recorded cell matching `filters`, oldest first, one row per (run, cell)."""
     filters = filters or Filters()
-    columns = [
-        machines.c.fingerprint,
-        machines.c.label.label("machine"),
-        runs.c.run_id,
-        runs.c.run_path,
-        runs.c.profile,
-        runs.c.git_commit,
-        runs.c.git_dirty,
-        runs.c.run_time,
-        *(results.c[name] for name in POINT_COLUMNS[8:]),
-    ]
     query = (
-        sa.select(*columns)
+        sa.select(*_POINT_RUN, *_POINT_RESULT)
         .select_from(results.join(runs, results.c.run_ref == runs.c.id).join(machines))
         .order_by(runs.c.run_time, runs.c.id, results.c.id)
     )

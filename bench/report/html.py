@@ -13,46 +13,20 @@ from typing import Any
 
 import pandas as pd
 
-from inferbench.config import axes_shown
+from inferbench.config import CELL_AXES, axes_shown
 from inferbench.machine.hosts import HOST, host_title, several_hosts
 from inferbench.markdown import fmt
 from inferbench.report.answer import ANSWER_COLUMNS, NOT_RUN_ANCHOR, answer_rows, answers, by_host, exclusion
 from inferbench.status import MEASURED
+from inferbench.store.record import FIELDS, TABLE_COLUMNS, TEXT
 
-TABLE_COLUMNS = (
-    "model",
-    "backend",
-    "precision",
-    "batch_size",
-    "threads",
-    "mode",
-    "status",
-    "latency_p50_ms",
-    "latency_p50_ci_low_ms",
-    "latency_p50_ci_high_ms",
-    "latency_p99_ms",
-    "engine_p50_ms",
-    "throughput_sps",
-    "throughput_ci_low_sps",
-    "throughput_ci_high_sps",
-    "streams",
-    "speedup_vs_eager_fp32",
-    "achieved_gflops",
-    "pct_of_peak",
-    "process_p50_spread_pct",
-    "prepare_s",
-    "first_inference_ms",
-    "peak_rss_mb",
-    "max_abs_err",
-    "cosine",
-    "engine_precision",
-    "reason",
-)
+# TABLE_COLUMNS, the results table's columns, come with the record (inferbench.store.record); the
+# table adds the shape and host columns after the cell's axes where a run has them.
+_LEADING_AXES = sum(c in CELL_AXES for c in TABLE_COLUMNS)
 #: Columns the results table can be filtered on (a drop-down each).
 FILTERS = ("model", "backend", "precision", "mode", "status")
-TEXT_COLUMNS = frozenset(
-    {"model", "backend", "precision", "mode", "status", "engine_precision", "reason", "host"}
-)
+#: Left-aligned columns: the table's words.
+TEXT_COLUMNS = frozenset({*(c for c in TABLE_COLUMNS if FIELDS[c].kind == TEXT), HOST})
 _FEW_SAMPLES = "fewer samples than measure.tail_samples: p99 rests on too few observations"
 
 CSS = """
@@ -232,7 +206,7 @@ def results_html(frame: pd.DataFrame) -> str:
     filters = _filters(frame)
     extra: tuple[str, ...] = ("shape",) if "shape" in filters else ()
     extra += (HOST,) if HOST in filters else ()
-    columns = (*TABLE_COLUMNS[:6], *extra, *TABLE_COLUMNS[6:])
+    columns = (*TABLE_COLUMNS[:_LEADING_AXES], *extra, *TABLE_COLUMNS[_LEADING_AXES:])
     head = "".join(f'<th class="{"s" if c in TEXT_COLUMNS else ""}">{html.escape(c)}</th>' for c in columns)
     rows = []
     for row in frame.to_dict("records"):

@@ -25,23 +25,10 @@ from inferbench.report.answer import (
     with_speedup,
 )
 from inferbench.status import MEASURED
+from inferbench.store.record import SUMMARY_COLUMNS
 
-CELL_COLUMNS = [
-    "backend",
-    "precision",
-    "batch_size",
-    "threads",
-    "mode",
-    "status",
-    "latency_p50_ms",
-    "latency_p50_ci_low_ms",
-    "latency_p50_ci_high_ms",
-    "latency_p99_ms",
-    "throughput_sps",
-    "speedup_vs_eager_fp32",
-    "pct_of_peak",
-    "max_abs_err",
-]
+# Each model's table of cells (inferbench.store.record's summary columns: the model is its heading).
+CELL_COLUMNS = list(SUMMARY_COLUMNS)
 
 
 def _cell_columns(group: pd.DataFrame, hosts: list[str]) -> list[str]:

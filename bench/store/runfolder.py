@@ -22,6 +22,7 @@ import pandas as pd
 
 from inferbench.errors import InternalError, UserError
 from inferbench.status import STATUSES
+from inferbench.store.record import CSV_COLUMNS, is_number
 from inferbench.util import atomic_write_json, atomic_write_text, one_component, path_under
 
 SCHEMA_VERSION = 1
@@ -42,114 +43,11 @@ __all__ = [
     "start_session",
 ]
 
-# Column order of results.csv. Numeric columns stay numeric (empty = not applicable).
-COLUMNS = (
-    "model",
-    "backend",
-    "precision",
-    "batch_size",
-    "threads",
-    "mode",
-    "shape",
-    "status",
-    "reason",
-    "latency_p50_ms",
-    "latency_p50_ci_low_ms",
-    "latency_p50_ci_high_ms",
-    "latency_p90_ms",
-    "latency_p99_ms",
-    "latency_mean_ms",
-    "latency_std_ms",
-    "latency_min_ms",
-    "latency_max_ms",
-    "throughput_sps",
-    "throughput_ci_low_sps",
-    "throughput_ci_high_sps",
-    "streams",
-    "iterations",
-    "p50_half_width_pct",
-    "throughput_half_width_pct",
-    "p99_reliable",
-    "repeats",
-    "process_p50_spread_pct",
-    "process_throughput_spread_pct",
-    "calibrated_spread_pct",
-    "warmup_iterations",
-    "warmup_s",
-    "warmup_stable",
-    "capped",
-    "interference_pct",
-    "steal_pct",
-    "sys_pct",
-    "nivcsw",
-    "interfered",
-    "remeasured",
-    "prepare_s",
-    "first_inference_ms",
-    "peak_rss_mb",
-    "artifact_mb",
-    "flops_per_sample",
-    "achieved_gflops",
-    "peak_gflops",
-    "pct_of_peak",
-    "engine_p50_ms",
-    "max_abs_err",
-    "rel_l2_err",
-    "cosine",
-    "top1_agreement",
-    "accuracy_threshold",
-    "accuracy_checked",
-    "eval_samples",
-    "engine_precision",
-    "lowp_share",
-    "lowp_flagged",
-    "artifact_cached",
-    "cpu_native_bf16",
-    "cpu_native_int8",
-    "emulated",
-    "engine_versions",
-    "timing_scope",
-    "pinned_cpus",
-    "settings_hash",
-    "wall_s",
-    "cell_key",
-    "run_id",
-    "shard",
-    "host",
-    "schema_version",
-)
-# Everything else is a number (empty = not applicable).
-TEXT_COLUMNS = frozenset(
-    {
-        "model",
-        "backend",
-        "precision",
-        "mode",
-        "shape",
-        "status",
-        "reason",
-        "p99_reliable",
-        "warmup_stable",
-        "timing_scope",
-        "pinned_cpus",
-        "settings_hash",
-        "capped",
-        "interfered",
-        "engine_precision",
-        "lowp_flagged",
-        "accuracy_checked",
-        "artifact_cached",
-        "cpu_native_bf16",
-        "cpu_native_int8",
-        "emulated",
-        "engine_versions",
-        "cell_key",
-        "run_id",
-        "shard",
-        "host",
-    }
-)
-NUMERIC = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)
+# results.csv's columns, in the record's order (inferbench.store.record). Numeric columns stay
+# numeric (empty = not applicable); text and true/false columns are read back as they are.
+COLUMNS = CSV_COLUMNS
+TEXT_COLUMNS = frozenset(c for c in COLUMNS if not is_number(c))
+NUMERIC = tuple(c for c in COLUMNS if is_number(c))
 
 
 def cell_path(run_dir: Path, key: str) -> Path:
