@@ -3,9 +3,9 @@
 Every node of the cluster offers one unit of a custom resource (`ray start --resources
 '{"inferbench_node": 1}'`) and every cell's task asks for that unit, so Ray never places two
 cells on one machine: two benchmarks sharing a node spoil each other. Each task runs its cell
-exactly as the local executor does (`runner.run_repeats`: fresh, isolated worker processes),
-so a crash costs that cell only; a task is never retried, since a retry would be another
-measurement under other conditions. Each row carries the fingerprint of the node that
+exactly as the local executor does (`inferbench.sweep.repeats.run_repeats`: fresh, isolated
+worker processes), so a crash costs that cell only; a task is never retried, since a retry would
+be another measurement under other conditions. Each row carries the fingerprint of the node that
 measured it, and each node's environment is kept under `envs/` as in a merged run, so the
 answer, the report and `compare` keep the nodes apart (inferbench.machine.hosts).
 
