@@ -23,12 +23,15 @@ import numpy as np
 import pandas as pd
 
 from inferbench.compare.core import BETWEEN_PROCESSES, WITHIN_PROCESS
+from inferbench.config import CELL_AXES
 from inferbench.machine.hosts import HOST, host_of, hosts_in, keys_with_host
 from inferbench.markdown import fmt
 from inferbench.status import NOT_RUN, OK
 
 REFERENCE = ("torch", "fp32")  # speed-ups are against eager FP32 at the same batch size
-GROUP_KEYS = ("model", "shape", "batch_size", "threads", "mode")
+# An answer chooses a backend and precision at each point of the other axes.
+CHOSEN = ("backend", "precision")
+GROUP_KEYS = tuple(axis for axis in CELL_AXES if axis not in CHOSEN)
 #: Boolean columns that, when true, keep a measured cell out of the answer, with the words used.
 FLAGS = {
     "capped": "capped",
@@ -263,7 +266,8 @@ def _weaker_noise(a: Pick, b: Pick | None) -> str:
 
 
 def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
-    model, shape, batch_size, threads, mode = key[:5]
+    axes = dict(zip(GROUP_KEYS, key, strict=False))  # then the host, where there are several
+    mode = axes["mode"]
     metric = metric_of(mode)
     candidates: list[tuple[int, dict[str, Any]]] = []
     excluded: dict[str, int] = {}
@@ -307,17 +311,17 @@ def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
         fp32_capped = [r for r in leaders if r["precision"] == "fp32"]
         provisional = _pick(leaders[0], mode, eager, fp32_capped[0] if fp32_capped else None)
     return Answer(
-        model=str(model),
-        shape=str(shape),
-        batch_size=int(batch_size),
-        threads=int(threads) if _num(threads) is not None else 0,
+        model=str(axes["model"]),
+        shape=str(axes["shape"]),
+        batch_size=int(axes["batch_size"]),
+        threads=int(axes["threads"]) if _num(axes["threads"]) is not None else 0,
         mode=str(mode),
         winner=winner,
         runner_up=runner_up,
         within_noise=bool(winner and runner_up and _overlap(winner, runner_up)),
         excluded=dict(sorted(excluded.items())),
         not_run=dict(sorted(not_run.items())),
-        host=host_of(rows[0]) if len(key) > 5 else "",
+        host=host_of(rows[0]) if len(key) > len(GROUP_KEYS) else "",
         provisional=provisional,
         noise=_weaker_noise(winner, runner_up) if winner else WITHIN_PROCESS,
     )
