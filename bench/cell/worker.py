@@ -37,8 +37,9 @@ from inferbench.cell.interference import InterferenceProbe, Thresholds
 from inferbench.cell.measure import backend_iteration, measure, measure_throughput
 from inferbench.cell.rate import counted_rate
 from inferbench.cell.refcache import cached_flops, cached_reference
+from inferbench.cell.spec import WorkerSpec
 from inferbench.cell.stats import accuracy, latency_intervals, summarize
-from inferbench.config import AccuracyConfig, Cell, MeasureConfig
+from inferbench.config import MeasureConfig
 from inferbench.errors import UnsupportedError, first_line
 from inferbench.machine.capability import refusal, this_cpu
 from inferbench.models import ModelDef, ModelRef, build_model, count_flops
@@ -108,32 +109,32 @@ class Memo:
             return build_model(ref, seed=seed)
 
 
-def run_cell(spec: dict[str, Any], memo: Memo | None = None) -> dict[str, Any]:
+def run_cell(spec: WorkerSpec, memo: Memo | None = None) -> dict[str, Any]:
     """Prepare, check and time one cell; the returned record is JSON-serialisable."""
     memo = memo or Memo()
-    cell = Cell(**spec["cell"])
-    config = MeasureConfig(**spec["measure"])
-    checks = AccuracyConfig(**spec.get("accuracy", {}))
-    ref = ModelRef(**spec["model_ref"]).at_shape(cell.shape)
+    cell = spec.cell
+    config = spec.measure
+    checks = spec.accuracy
+    ref = spec.model_ref.at_shape(cell.shape)
     record: dict[str, Any] = {"status": OK, "reason": ""}
     backend_cls = load_backend(cell.backend)
     record["versions"] = backend_cls.versions()
     # The runner decides this before starting a worker; a worker on another machine (Ray) or
     # one started by hand applies the same rule to its own CPU.
     found = backend_cls.cpu_support(this_cpu(), cell.precision)
-    refused = refusal(found, bool(spec.get("allow_emulated")))
+    refused = refusal(found, spec.allow_emulated)
     if refused:
         raise UnsupportedError(refused)
     backend = backend_cls(
         cell.threads,
-        Path(spec["cache_dir"]),
+        spec.cache_dir,
         checks.calibration_samples,
-        spec.get("options", {}),
+        spec.options,
         mode=cell.mode,
         streams=config.streams,
     )
     record["backend_options"] = backend.settings
-    cache_dir = Path(spec["cache_dir"])
+    cache_dir = spec.cache_dir
     t0 = time.perf_counter()
     model = memo.model(ref, config.seed)
     record["flops_per_sample"] = cached_flops(model, _safe_flops, cache_dir)
@@ -228,7 +229,7 @@ def run_cell(spec: dict[str, Any], memo: Memo | None = None) -> dict[str, Any]:
     return record
 
 
-def run_guarded(spec: dict[str, Any], memo: Memo | None = None) -> dict[str, Any]:
+def run_guarded(spec: WorkerSpec, memo: Memo | None = None) -> dict[str, Any]:
     """`run_cell` with its failures turned into the cell's row."""
     try:
         record = run_cell(spec, memo)
@@ -336,15 +337,15 @@ def reset_peak_rss() -> None:
         log.debug("cannot reset the peak RSS; peak_rss_mb is the process's peak so far")
 
 
-def _setup(spec: dict[str, Any]) -> None:
+def _setup(spec: WorkerSpec) -> None:
     """Once per process, before any engine starts: user code path, CPU mask, caches."""
     add_user_path()  # the user's factories and plugins, resolved from where the sweep started
-    if spec.get("pin_cpus"):
+    if spec.pin_cpus:
         # Before any engine starts its thread pools: they inherit this mask.
-        os.sched_setaffinity(0, spec["pin_cpus"])
+        os.sched_setaffinity(0, spec.pin_cpus)
     # inductor's on-disk caches live with ours: shared by cells, runs and sweeps, and cleaned
     # with them (`make clean`), rather than in a /tmp folder the machine may wipe.
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(spec["cache_dir"]) / "inductor"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(spec.cache_dir / "inductor"))
 
 
 def main(argv: list[str]) -> int:
@@ -356,8 +357,8 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] == "--serve":
         return serve(int(argv[1]))
     spec_path, out_path = Path(argv[0]), Path(argv[1])
-    spec = json.loads(spec_path.read_text())
-    guard_child(spec.get("deadline_s"))  # gone with the runner, and gone at its own deadline
+    spec = WorkerSpec.read(spec_path)
+    guard_child(spec.deadline_s)  # gone with the runner, and gone at its own deadline
     _setup(spec)
     atomic_write_json(out_path, run_guarded(spec))
     return 0
@@ -371,9 +372,9 @@ def serve(reply_fd: int) -> int:
     with os.fdopen(reply_fd, "w") as reply:
         for served, line in enumerate(sys.stdin):
             command = json.loads(line)
-            spec = json.loads(Path(command["spec"]).read_text())
+            spec = WorkerSpec.read(Path(command["spec"]))
             _to_log(Path(command["log"]))
-            reset_deadline(spec.get("deadline_s"))
+            reset_deadline(spec.deadline_s)
             if served == 0:  # once, before the first engine starts
                 _setup(spec)
             _between_cells()

@@ -18,15 +18,14 @@ import select
 import signal
 import subprocess
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
+from inferbench.cell.spec import WorkerSpec
 from inferbench.config import Cell, SweepConfig
 from inferbench.models import ModelRef
 from inferbench.status import ERROR, TIMEOUT
 from inferbench.sweep.procs import kill_group, python_command, worker_env
-from inferbench.util import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -215,22 +214,19 @@ def _write_spec(
     work.mkdir(exist_ok=True)
     spec_path, out_path = work / f"{cell.key}.spec.json", work / f"{cell.key}.out.json"
     out_path.unlink(missing_ok=True)
-    atomic_write_json(
-        spec_path,
-        {
-            "cell": asdict(cell),
-            "model_ref": asdict(ref),
-            "measure": asdict(config.measure),
-            "accuracy": asdict(config.accuracy),
-            "options": config.backend_options.get(cell.backend, {}),
-            "cache_dir": str(cache_dir),
-            "pin_cpus": pin_cpus(cell.threads) if config.pin else None,
-            "allow_emulated": config.allow_emulated,
-            # The worker's own deadline, for when this runner cannot enforce its own (stopped,
-            # frozen): past the runner's timeout, so the runner's verdict normally comes first.
-            "deadline_s": config.measure.timeout_seconds + WORKER_DEADLINE_MARGIN_S,
-        },
-    )
+    WorkerSpec(
+        cell=cell,
+        model_ref=ref,
+        measure=config.measure,
+        cache_dir=cache_dir,
+        accuracy=config.accuracy,
+        options=config.backend_options.get(cell.backend, {}),
+        pin_cpus=tuple(pin_cpus(cell.threads)) if config.pin else None,
+        allow_emulated=config.allow_emulated,
+        # The worker's own deadline, for when this runner cannot enforce its own (stopped,
+        # frozen): past the runner's timeout, so the runner's verdict normally comes first.
+        deadline_s=config.measure.timeout_seconds + WORKER_DEADLINE_MARGIN_S,
+    ).write(spec_path)
     log_path = run_dir / "logs" / f"{cell.key}.log"
     log_path.parent.mkdir(exist_ok=True)
     return spec_path, out_path, log_path
