@@ -74,7 +74,9 @@ def test_every_room_says_what_it_owns() -> None:
 
 def test_no_room_imports_another_rooms_private_names() -> None:
     files = module_files(package_dirs())
-    trees = {m: (ast.parse(p.read_text(), filename=str(p)), p.name == "__init__.py") for m, p in files.items()}
+    trees = {
+        m: (ast.parse(p.read_text(), filename=str(p)), p.name == "__init__.py") for m, p in files.items()
+    }
     assert private_reaches(trees) == []
 
 
