@@ -4,18 +4,26 @@ from it: results.csv, the report's table, summary.md's cell tables, the history'
 from __future__ import annotations
 
 import typing
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
-from inferbench.config import CELL_AXES, Cell
+import pytest
+
+from inferbench.cell.spec import WorkerSpec
+from inferbench.cell.worker import Memo, run_guarded
+from inferbench.config import CELL_AXES, AccuracyConfig, Cell
 from inferbench.history.db import METRIC_COLUMNS, RESULT_AXES, results
 from inferbench.history.mlflow_export import EXTRA_METRICS, PARAMS
+from inferbench.models import ModelRef
 from inferbench.report import html, summary
 from inferbench.report.answer import FLAGS, GROUP_KEYS
 from inferbench.store import record, runfolder
 from inferbench.store.record import FIELDS, CellRecord
 from inferbench.sweep import budget
+from inferbench.sweep.runner import run_sweep
+from tests.conftest import FAST_MEASURE, fake_sweep
 
+FAKE = "tests.fakes:FakeBackend"
 GOLDEN_HEADER = Path(__file__).parent / "golden" / "results_header.csv"
 
 
@@ -82,3 +90,34 @@ def test_names_chosen_elsewhere_are_record_fields() -> None:
     assert set(EXTRA_METRICS) | set(PARAMS) <= set(FIELDS)
     assert set(FLAGS) <= set(FIELDS)
     assert set(GROUP_KEYS) <= set(CELL_AXES)
+
+
+@pytest.mark.slow
+def test_a_cells_record_holds_only_declared_fields(tmp_path: Path) -> None:
+    """The worker's records, in both modes, accuracy checked and taken over from an earlier
+    cell of the same worker."""
+    memo = Memo(shared=True)
+    made = []
+    for mode in ("latency", "throughput"):
+        spec = WorkerSpec(
+            cell=Cell("tests.fakes:torch_linear_model", "tests.fakes:LinearBackend", "bf16", 2, 1, mode),
+            model_ref=ModelRef("tests.fakes:torch_linear_model", "factory"),
+            measure=replace(FAST_MEASURE, max_seconds=0.2),
+            cache_dir=tmp_path,
+            accuracy=AccuracyConfig(eval_samples=4),
+        )
+        made.append(run_guarded(spec, memo))
+    assert [r["status"] for r in made] == ["ok", "ok"]
+    assert "accuracy_from" in made[1]
+    for made_record in made:
+        assert set(made_record) <= set(FIELDS)
+
+
+@pytest.mark.slow
+def test_a_sweeps_records_hold_only_declared_fields(run_dir: Path, cache_dir: Path) -> None:
+    """What the runner adds too: repeats merged, machine, settings, session."""
+    config = fake_sweep([FAKE], batch_sizes=(1,), modes=("latency", "throughput"))
+    config = replace(config, measure=replace(FAST_MEASURE, repeats=2))
+    for made in run_sweep(config, run_dir, cache_dir=cache_dir):
+        assert made["status"] == "ok"
+        assert set(made) <= set(FIELDS)

@@ -25,6 +25,7 @@ import resource
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,20 +33,19 @@ from typing import Any
 import numpy as np
 
 from inferbench.backends import load_backend
-from inferbench.cell.evaluation import engine_infer, evaluation_chunks, gather, reference_infer
-from inferbench.cell.interference import InterferenceProbe, Thresholds
-from inferbench.cell.measure import backend_iteration, measure, measure_throughput
-from inferbench.cell.rate import counted_rate
+from inferbench.backends.base import Backend, PrepareInfo
+from inferbench.cell.evaluation import Chunk, engine_infer, evaluation_chunks, gather, reference_infer
 from inferbench.cell.refcache import cached_flops, cached_reference
 from inferbench.cell.spec import WorkerSpec
-from inferbench.cell.stats import accuracy, latency_intervals, summarize
-from inferbench.config import MeasureConfig
+from inferbench.cell.stats import accuracy
+from inferbench.cell.timing import time_latency, time_throughput
 from inferbench.errors import UnsupportedError, first_line
 from inferbench.machine.capability import refusal, this_cpu
 from inferbench.models import ModelDef, ModelRef, build_model, count_flops
 from inferbench.redact import configure_logging
 from inferbench.status import ACCURACY_FAIL, ERROR, OK, UNSUPPORTED
 from inferbench.store.artifacts import model_fingerprint
+from inferbench.store.record import CellRecord, as_record
 from inferbench.sweep.procs import add_user_path, guard_child, reset_deadline
 from inferbench.util import atomic_write_json
 
@@ -67,13 +67,13 @@ class Memo:
     models: dict[tuple[str, int], ModelDef] = field(default_factory=dict)
     # Accuracy checks already made in this worker, per (model, backend, precision, batch size,
     # threads, samples): the cell, its figures and its outputs on the first evaluation chunk.
-    checks: dict[tuple[Any, ...], tuple[str, dict[str, Any], list[np.ndarray]]] = field(default_factory=dict)
+    checks: dict[tuple[Any, ...], tuple[str, CellRecord, list[np.ndarray]]] = field(default_factory=dict)
 
     @staticmethod
     def model_key(ref: ModelRef, seed: int) -> tuple[str, int]:
         return json.dumps(asdict(ref), sort_keys=True, default=str), seed
 
-    def same_check(self, key: tuple[Any, ...], first: list[np.ndarray]) -> dict[str, Any] | None:
+    def same_check(self, key: tuple[Any, ...], first: list[np.ndarray]) -> CellRecord | None:
         """The figures of an earlier check under `key` whose engine gave the same outputs on
         the first evaluation chunk (within SAME_OUTPUTS), with where they came from; else None."""
         if key not in self.checks:
@@ -88,10 +88,11 @@ class Memo:
         return {**figures, "accuracy_from": cell_key, "accuracy_from_rel_diff": difference}
 
     def keep_check(
-        self, key: tuple[Any, ...], cell_key: str, record: dict[str, Any], first: list[np.ndarray]
+        self, key: tuple[Any, ...], cell_key: str, record: CellRecord, first: list[np.ndarray]
     ) -> None:
         if self.shared:
-            self.checks[key] = (cell_key, {k: record[k] for k in ACCURACY_FIELDS}, first)
+            fields: Mapping[str, Any] = record
+            self.checks[key] = (cell_key, as_record({k: fields[k] for k in ACCURACY_FIELDS}), first)
 
     def model(self, ref: ModelRef, seed: int) -> ModelDef:
         if not self.shared:
@@ -109,14 +110,41 @@ class Memo:
             return build_model(ref, seed=seed)
 
 
-def run_cell(spec: WorkerSpec, memo: Memo | None = None) -> dict[str, Any]:
+def run_cell(spec: WorkerSpec, memo: Memo | None = None) -> CellRecord:
     """Prepare, check and time one cell; the returned record is JSON-serialisable."""
     memo = memo or Memo()
+    record: CellRecord = {"status": OK, "reason": ""}
+    built = _build(spec, memo, record)
+    reference = _reference(spec, built, record)
+    info, natives = _prepare(spec, built, record)
+    _check_accuracy(spec, built, reference, memo, record)
+    _check_low_precision(spec, built, info, natives[0], record)
+    _time(spec, built.backend, natives, record)
+    return record
+
+
+@dataclass(frozen=True)
+class Built:
+    """A cell's engine, not yet prepared, and its own copy of the model."""
+
+    backend: Backend
+    model: ModelDef
+    ref: ModelRef  # the model at the cell's shape
+    started: float  # perf_counter before the model was built: setup_s counts from here
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The evaluation set in the cell's batches, and the FP32 reference's outputs on it (None:
+    the model has no reference to check against)."""
+
+    chunks: list[Chunk]
+    outputs: list[np.ndarray] | None
+
+
+def _build(spec: WorkerSpec, memo: Memo, record: CellRecord) -> Built:
+    """The engine, refused where this CPU cannot run the precision, and the model."""
     cell = spec.cell
-    config = spec.measure
-    checks = spec.accuracy
-    ref = spec.model_ref.at_shape(cell.shape)
-    record: dict[str, Any] = {"status": OK, "reason": ""}
     backend_cls = load_backend(cell.backend)
     record["versions"] = backend_cls.versions()
     # The runner decides this before starting a worker; a worker on another machine (Ray) or
@@ -128,27 +156,38 @@ def run_cell(spec: WorkerSpec, memo: Memo | None = None) -> dict[str, Any]:
     backend = backend_cls(
         cell.threads,
         spec.cache_dir,
-        checks.calibration_samples,
+        spec.accuracy.calibration_samples,
         spec.options,
         mode=cell.mode,
-        streams=config.streams,
+        streams=spec.measure.streams,
     )
     record["backend_options"] = backend.settings
-    cache_dir = spec.cache_dir
-    t0 = time.perf_counter()
-    model = memo.model(ref, config.seed)
-    record["flops_per_sample"] = cached_flops(model, _safe_flops, cache_dir)
+    ref = spec.model_ref.at_shape(cell.shape)
+    started = time.perf_counter()
+    return Built(backend, memo.model(ref, spec.measure.seed), ref, started)
 
-    samples = checks.eval_samples
-    eval_chunks = evaluation_chunks(model, samples, cell.batch_size, config.seed)
-    reference_of = reference_infer(model, cell.threads)
-    reference = None
+
+def _reference(spec: WorkerSpec, built: Built, record: CellRecord) -> Reference:
+    """The model's FLOPs, the evaluation set and the FP32 reference's outputs on it (cached
+    after once)."""
+    model, batch_size = built.model, spec.cell.batch_size
+    record["flops_per_sample"] = cached_flops(model, _safe_flops, spec.cache_dir)
+    samples = spec.accuracy.eval_samples
+    chunks = evaluation_chunks(model, samples, batch_size, spec.measure.seed)
+    reference_of = reference_infer(model, spec.cell.threads)
+    outputs = None
     if reference_of is not None:
-        reference, record["reference_cached"] = cached_reference(
-            model, reference_of, eval_chunks, samples, cell.batch_size, cache_dir
+        outputs, record["reference_cached"] = cached_reference(
+            model, reference_of, chunks, samples, batch_size, spec.cache_dir
         )
-    record["setup_s"] = time.perf_counter() - t0  # model, FLOPs, reference: cached after once
+    record["setup_s"] = time.perf_counter() - built.started  # model, FLOPs, reference
+    return Reference(chunks, outputs)
 
+
+def _prepare(spec: WorkerSpec, built: Built, record: CellRecord) -> tuple[PrepareInfo, list[Any]]:
+    """The engine prepared (exported, compiled, quantized: timed), the timed input sets in its
+    format, and its first inference (timed)."""
+    cell, backend, model = spec.cell, built.backend, built.model
     t0 = time.perf_counter()
     info = backend.prepare(model, cell.precision, cell.batch_size)
     record["prepare_s"] = time.perf_counter() - t0
@@ -160,77 +199,95 @@ def run_cell(spec: WorkerSpec, memo: Memo | None = None) -> dict[str, Any]:
         record["artifact_path"] = str(info.artifact)
 
     natives = [
-        backend.to_native(model.make_inputs(cell.batch_size, config.seed + k))
-        for k in range(config.input_sets)
+        backend.to_native(model.make_inputs(cell.batch_size, spec.measure.seed + k))
+        for k in range(spec.measure.input_sets)
     ]
     t0 = time.perf_counter()
     backend.run(natives[0])
     backend.synchronize()
     record["first_inference_ms"] = (time.perf_counter() - t0) * 1e3
+    return info, natives
 
-    record["accuracy_checked"] = reference is not None
-    if reference_of is None and model.graph_precision:
-        record["reason"] = (
-            f"accuracy not checked: the model arrives {model.graph_precision} and no FP32 model was "
-            "given to check it against (--reference FP32.onnx)"
-        )
-    if reference is not None:
-        t0 = time.perf_counter()
-        infer = engine_infer(backend)
-        first = infer(eval_chunks[0])
-        key = (
-            memo.model_key(ref, config.seed),
-            cell.backend,
-            cell.precision,
-            cell.batch_size,
-            cell.threads,
-            samples,
-        )
-        earlier = memo.same_check(key, first)
-        if earlier is not None:
-            # The same engine and precision in another mode (more streams), giving the same
-            # outputs on the first chunk: the full check of the earlier cell stands for it.
-            record.update(earlier)
-        else:
-            candidate = gather(
-                [first, *(infer(chunk) for chunk in eval_chunks[1:])], samples, cell.batch_size
-            )
-            record.update(accuracy(reference, candidate, model.task == "classification"))
-            memo.keep_check(key, cell.key, record, first)
-        record["eval_s"] = time.perf_counter() - t0  # the engine's side of the accuracy check
-        record["eval_samples"] = samples
-        limit = checks.threshold(cell.precision)
-        record["accuracy_threshold"] = limit
-        if not record["rel_l2_err"] <= limit:  # NaN fails too
-            # Still timed and reported: a fast wrong answer is worth seeing, never hiding.
-            record["status"] = ACCURACY_FAIL
+
+def _check_accuracy(
+    spec: WorkerSpec, built: Built, reference: Reference, memo: Memo, record: CellRecord
+) -> None:
+    """The engine's outputs on the evaluation set against the reference's; over the
+    precision's threshold, the cell is `accuracy-fail` (and still timed)."""
+    record["accuracy_checked"] = reference.outputs is not None
+    if reference.outputs is None:
+        if built.model.graph_precision:
             record["reason"] = (
-                f"rel_l2_err {record['rel_l2_err']:.3g} > {limit:g} ({cell.precision} threshold)"
+                f"accuracy not checked: the model arrives {built.model.graph_precision} and no FP32 "
+                "model was given to check it against (--reference FP32.onnx)"
             )
+        return
+    cell, samples = spec.cell, spec.accuracy.eval_samples
+    t0 = time.perf_counter()
+    infer = engine_infer(built.backend)
+    first = infer(reference.chunks[0])
+    key = (
+        memo.model_key(built.ref, spec.measure.seed),
+        cell.backend,
+        cell.precision,
+        cell.batch_size,
+        cell.threads,
+        samples,
+    )
+    earlier = memo.same_check(key, first)
+    if earlier is not None:
+        # The same engine and precision in another mode (more streams), giving the same
+        # outputs on the first chunk: the full check of the earlier cell stands for it.
+        record.update(earlier)
+    else:
+        candidate = gather(
+            [first, *(infer(chunk) for chunk in reference.chunks[1:])], samples, cell.batch_size
+        )
+        record.update(as_record(accuracy(reference.outputs, candidate, built.model.task == "classification")))
+        memo.keep_check(key, cell.key, record, first)
+    record["eval_s"] = time.perf_counter() - t0  # the engine's side of the accuracy check
+    record["eval_samples"] = samples
+    limit = spec.accuracy.threshold(cell.precision)
+    record["accuracy_threshold"] = limit
+    if not record["rel_l2_err"] <= limit:  # NaN fails too
+        # Still timed and reported: a fast wrong answer is worth seeing, never hiding.
+        record["status"] = ACCURACY_FAIL
+        record["reason"] = f"rel_l2_err {record['rel_l2_err']:.3g} > {limit:g} ({cell.precision} threshold)"
 
-    if cell.precision in LOW_PRECISIONS:
-        # What really ran in the requested precision, as the engine reports it.
-        share, how = backend.lowp(info, natives[0], cell.precision)
-        record["lowp_share"] = share
-        if how:
-            record["details"] = {**record["details"], "lowp": how}
-        if share is not None:
-            record["lowp_flagged"] = share < checks.min_lowp_share
 
+def _check_low_precision(
+    spec: WorkerSpec, built: Built, info: PrepareInfo, inputs: Any, record: CellRecord
+) -> None:
+    """For a bf16, fp16 or int8 cell: what share of the compute really ran in that precision,
+    as the engine reports it; too little flags the cell (`lowp_flagged`)."""
+    precision = spec.cell.precision
+    if precision not in LOW_PRECISIONS:
+        return
+    share, how = built.backend.lowp(info, inputs, precision)
+    record["lowp_share"] = share
+    if how:
+        record["details"] = {**record["details"], "lowp": how}
+    if share is not None:
+        record["lowp_flagged"] = share < spec.accuracy.min_lowp_share
+
+
+def _time(spec: WorkerSpec, backend: Backend, natives: list[Any], record: CellRecord) -> None:
+    """Warm-up and the timed loop, in the cell's mode; the engine is closed after."""
+    cell, config = spec.cell, spec.measure
     record["timing_scope"] = backend.timing_scope
     t0 = time.perf_counter()
     if cell.mode == "throughput":
-        record.update(_time_throughput(backend, natives, cell.batch_size, config))
+        record.update(time_throughput(backend, natives, cell.batch_size, config))
     else:
-        record.update(_time_latency(backend, natives, cell.batch_size, config))
+        record.update(time_latency(backend, natives, cell.batch_size, config))
     record["measure_s"] = time.perf_counter() - t0  # warm-up plus the timed loop
     record["details"] = {**record["details"], **backend.run_details()}
     backend.close()
-    return record
 
 
-def run_guarded(spec: WorkerSpec, memo: Memo | None = None) -> dict[str, Any]:
+def run_guarded(spec: WorkerSpec, memo: Memo | None = None) -> CellRecord:
     """`run_cell` with its failures turned into the cell's row."""
+    record: CellRecord
     try:
         record = run_cell(spec, memo)
     except UnsupportedError as exc:
@@ -240,70 +297,6 @@ def run_guarded(spec: WorkerSpec, memo: Memo | None = None) -> dict[str, Any]:
         record = {"status": ERROR, "reason": f"{type(exc).__name__}: {first_line(exc)}"[:500]}
     record["peak_rss_mb"] = peak_rss_mb()
     return record
-
-
-def _time_latency(backend: Any, natives: list[Any], batch_size: int, config: MeasureConfig) -> dict[str, Any]:
-    # The timed region is run + synchronize; the engine's own time is read after it.
-    probe = _probe(config)
-    result = measure(
-        backend_iteration(backend, natives), config, engine_time=backend.engine_time_ns, window=probe
-    )
-    record: dict[str, Any] = {
-        **probe.result(),
-        "latencies_ns": result.latencies_ns,
-        "warmup_iterations": result.warmup.iterations,
-        "warmup_s": result.warmup.seconds,
-        "warmup_stable": result.warmup.stable,
-        "capped": result.capped,
-        "p50_half_width_pct": None if result.p50_half_width is None else 100 * result.p50_half_width,
-        "p99_reliable": result.tail_ok,
-        **summarize(result.latencies_ns, batch_size),
-        **latency_intervals([result.latencies_ns], batch_size, config.bootstrap_resamples),
-    }
-    if result.device_ns:
-        # The engine's own clock for the same calls (CUDA events, OpenVINO's request latency):
-        # the gap to latency_p50_ms is what the Python call and the harness add.
-        record["engine_latencies_ns"] = result.device_ns
-        record["engine_p50_ms"] = float(np.median(result.device_ns)) / 1e6
-    return record
-
-
-def _time_throughput(
-    backend: Any, natives: list[Any], batch_size: int, config: MeasureConfig
-) -> dict[str, Any]:
-    def saturate(seconds: float, min_requests: int) -> Any:
-        return backend.run_throughput(natives, batch_size, seconds, min_requests)
-
-    probe = _probe(config)
-    warmup, run = measure_throughput(saturate, config, window=probe)
-    latencies = [end - start for start, end in zip(run.starts_ns, run.ends_ns, strict=True)]
-    rate = counted_rate(run)
-    low, high = rate.interval
-    record: dict[str, Any] = {
-        "latencies_ns": latencies,
-        "warmup_iterations": warmup.iterations,
-        "warmup_s": warmup.seconds,
-        "warmup_stable": warmup.stable,
-        "capped": len(latencies) < config.min_iterations
-        or bool(config.rate_precision and rate.half_width > config.rate_precision),
-        "throughput_half_width_pct": 100 * rate.half_width,
-        "p99_reliable": len(latencies) >= config.tail_samples,
-        "streams": run.streams,
-        **probe.result(),
-        # Request latency under load: what each request waited, not the engine's best case.
-        **summarize(latencies, batch_size),
-        **latency_intervals([latencies], batch_size, config.bootstrap_resamples),
-    }
-    # Counted completions per stream over its busy time (inferbench.cell.rate), never from latency.
-    record.update({"throughput_sps": rate.sps, "throughput_ci_low_sps": low, "throughput_ci_high_sps": high})
-    record["throughput_slices_sps"] = rate.group_sps
-    # The plain count over the whole wall time, edge effect included, as a cross-check.
-    record["throughput_wall_sps"] = run.samples / run.wall_seconds
-    return record
-
-
-def _probe(config: MeasureConfig) -> InterferenceProbe:
-    return InterferenceProbe(Thresholds(config.interference_max_pct, config.steal_max_pct))
 
 
 def _safe_flops(model: Any) -> float | None:
