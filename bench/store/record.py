@@ -24,11 +24,17 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict, cast
 
 __all__ = [
+    "BOOL",
     "CSV_COLUMNS",
     "FIELDS",
+    "LIST",
+    "MAP",
     "METRIC_COLUMNS",
+    "NUMBER",
+    "PARTS",
     "SUMMARY_COLUMNS",
     "TABLE_COLUMNS",
+    "TEXT",
     "CellRecord",
     "Column",
     "Field",
@@ -193,7 +199,7 @@ class Environment(TypedDict, total=False):
     cpu_native_bf16: Annotated[bool, Column()]
     cpu_native_int8: Annotated[bool, Column()]
     emulated: Annotated[bool, Column()]
-    engine_versions: Annotated[str, Column()]  # results.csv's words for `versions`
+    engine_versions: Annotated[str, Column()]  # results.csv only: `versions` as one text
     timing_scope: Annotated[str, Column()]
     pinned_cpus: Annotated[str, Column()]
     settings_hash: Annotated[str, Column()]
@@ -293,7 +299,7 @@ def _shown(view: str) -> list[tuple[str, Column]]:
 #: results.csv's columns, in order.
 CSV_COLUMNS = tuple(name for name, _ in _shown("csv"))
 #: The report's results table, in order (before the shape and host columns it adds).
-TABLE_COLUMNS = tuple(name for name, column in sorted(_shown("table"), key=lambda shown: shown[1].table or 0))
+TABLE_COLUMNS = tuple(name for name, _ in sorted(_shown("table"), key=lambda shown: shown[1].table or 0))
 #: summary.md's cell tables (each model's own table, so without the model).
 SUMMARY_COLUMNS = tuple(name for name, _ in _shown("summary"))
 #: The figures the history database keeps per cell.
