@@ -403,7 +403,7 @@ def test_ci_logs_get_the_whole_verdict_and_interval(capsys: pytest.CaptureFixtur
     cut the verdict to `i…` and the ratio to `0.901 [0…` there. On a terminal it is a table."""
     from rich.console import Console
 
-    from inferbench.commands import print_verdict
+    from inferbench.commands.compare import print_verdict
     from inferbench.compare.report import plain_table, terminal_table
 
     machine = NoisePerCell({"tiny-cnn-with-a-long-name": 0.3}, seed=13)

@@ -310,7 +310,7 @@ def test_summary_markdown_matches_golden_file() -> None:
 
 
 def test_run_ends_with_the_answer_not_every_cell(capsys: pytest.CaptureFixture[str]) -> None:
-    from inferbench.commands import _print_summary
+    from inferbench.commands.run import _print_summary
 
     _print_summary(_golden_frame().to_dict("records"))
     err = capsys.readouterr().err

@@ -160,9 +160,11 @@ def test_oversubscribe_allows_threads_beyond_the_usable_cores(monkeypatch: pytes
     assert profile_from_dict({"sweep": sweep}).oversubscribe
     # The flag: `run --oversubscribe` reaches the sweep's overrides.
     seen: dict[str, Any] = {}
-    monkeypatch.setattr("inferbench.commands.run_command", lambda **kwargs: seen.update(kwargs) or 0)
+    monkeypatch.setattr(
+        "inferbench.commands.run.run_command", lambda request: seen.update(request=request) or 0
+    )
     assert main(["run", "--threads", str(many), "--oversubscribe", "--no-history"]) == 0
-    config = load_profile("smoke").with_overrides(threads=seen["threads"], **seen["inputs"])
+    config = load_profile("smoke").with_overrides(seen["request"].selection)
     assert config.oversubscribe and config.threads == (many,)
 
 

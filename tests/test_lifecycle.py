@@ -224,7 +224,7 @@ def test_unexpected_exception_is_4_never_1_or_3(
         raise MemoryError
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr("inferbench.commands.list_command", exhausted)
+    monkeypatch.setattr("inferbench.commands.listing.list_command", exhausted)
     assert main(["list"]) == 4
     assert _one_error_line(capsys.readouterr().err).startswith("inferbench: internal error: MemoryError")
 

@@ -170,7 +170,7 @@ def test_a_shard_name_that_climbs_out_of_envs_is_refused(tmp_path: Path) -> None
 def test_an_empty_shard_exits_0_and_merges(tmp_path: Path) -> None:
     """Two groups over three shards: one shard holds no cell. It still writes its run folder
     (environment, config, an empty table), and the merge of all three is the whole sweep."""
-    from inferbench.commands import run_command
+    from inferbench.commands.run import RunRequest, run_command
 
     profile = tmp_path / "two.toml"
     profile.write_text(
@@ -182,13 +182,15 @@ def test_an_empty_shard_exits_0_and_merges(tmp_path: Path) -> None:
     shards = []
     for i in (1, 2, 3):
         code = run_command(
-            profile=str(profile),
-            run_id=f"shard-{i}",
-            shard=f"{i}/3",
-            results_dir=tmp_path / "results",
-            cache_dir=tmp_path / "cache",
-            reports_dir=tmp_path / "reports",
-            peak="off",
+            RunRequest(
+                profile=str(profile),
+                run_id=f"shard-{i}",
+                shard=f"{i}/3",
+                results_dir=tmp_path / "results",
+                cache_dir=tmp_path / "cache",
+                reports_dir=tmp_path / "reports",
+                peak="off",
+            )
         )
         assert code == 0
         shards.append(tmp_path / "results" / f"shard-{i}")

@@ -1,5 +1,6 @@
-"""The `inferbench ab` command: resolve the sides, run the interleaved rounds, write the
-comparison (compare.md, compare.csv, compare.html, ab.json) and each side's run folder (base/, head/)."""
+"""The ab room's entry (`run_ab`): resolve the sides, run the interleaved rounds, write the
+comparison (compare.md, compare.csv, compare.html, ab.json) and each side's run folder (base/,
+head/). The command line's part, flags and printing, is `inferbench.commands.ab`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import datetime as dt
 import logging
 import time
 import tomllib
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from inferbench.ab.rounds import BUDGET, DECIDED, MOST_ROUNDS, NOT_OK, Rounds, a
 from inferbench.ab.sides import Side, prepared_sides
 from inferbench.compare.env import load_view
 from inferbench.compare.report import write_outputs
-from inferbench.config import CELL_AXES, cell_axes, load_profile
+from inferbench.config import CELL_AXES, Selection, cell_axes, load_profile
 from inferbench.errors import UserError
 from inferbench.history.fingerprint import machine_from_env
 from inferbench.layout import profile_file
@@ -50,6 +52,41 @@ def profile_data(profile: str, base: Side) -> tuple[dict[str, Any], str]:
         raise UserError(f"malformed profile {profile}: {exc}") from None
 
 
+@dataclass(frozen=True)
+class AbEvents:
+    """What `run_ab` reports as it goes (each optional): `on_result(side, key, round_index,
+    record)` per worker's record, `on_stop(key, rounds_done, why)` when a cell stops,
+    `on_plan(lines)` once the calibration's plan is known."""
+
+    on_result: Callable[[str, str, int, dict[str, Any]], None] | None = None
+    on_stop: Callable[[str, int, str], None] | None = None
+    on_plan: Callable[[list[str]], None] | None = None
+
+
+@dataclass(frozen=True)
+class _Matched:
+    """Both sides' cells, matched by key."""
+
+    cells: dict[str, dict[str, Any]]  # the head's cells by key
+    common: list[str]  # the keys both sides have
+    unmatched: list[dict[str, Any]]  # a row per cell of one side only
+    missing: list[dict[str, Any]]  # the base's cells the head lacks
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """What the interleaved rounds leave once the sides are closed."""
+
+    sides: tuple[Side, Side]
+    infos: dict[str, dict[str, Any]]  # each side's agent's answer to the setup
+    matched: _Matched
+    options: AbOptions  # with each cell's gating statistic, once calibrated
+    notes: list[str]  # the calibration's plan, the instruction counts'
+    counted: list[dict[str, Any]]  # the instruction counts' rows
+    counts: dict[str, Any]  # the raw counts, for ab.json
+    run: Rounds
+
+
 def run_ab(
     *,
     base: str | None,
@@ -57,112 +94,151 @@ def run_ab(
     base_python: str | None = None,
     head_python: str | None = None,
     profile: str = "gate-cpu",
-    overrides: dict[str, Any] | None = None,
+    selection: Selection | None = None,
     options: AbOptions | None = None,
     out_dir: Path | None = None,
     repo: Path | None = None,
-    on_result: Any = None,
-    on_stop: Any = None,
-    on_plan: Any = None,
+    events: AbEvents | None = None,
 ) -> tuple[Any, Any, Path]:
-    """Run an A/B comparison; returns (verdict frame, unmatched frame, compare.md path)."""
-    import pandas as pd
-
+    """Run an A/B comparison; returns (verdict frame, unmatched frame, compare.md path).
+    Checked before any checkout: the selection against the profile, and `out_dir`."""
     options = options or AbOptions()
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    _validate(load_profile(profile).with_overrides(**overrides))  # before any checkout
+    selection = selection or Selection()
+    _validate(load_profile(profile).with_overrides(selection))
     out_dir = out_dir or Path("results") / f"ab-{dt.datetime.now():%Y%m%d-%H%M%S}"
     if (out_dir / "compare.md").exists():
         raise UserError(f"{out_dir} already holds an A/B comparison; pass another --out")
-    started = time.perf_counter()
+    started = time.perf_counter()  # the budget covers the whole run, checkouts included
     with prepared_sides(base, head, base_python, head_python, repo) as sides:
         out_dir.mkdir(parents=True, exist_ok=True)
-        data, name = profile_data(profile, sides[0])
-        setup = {"profile": data, "name": name, "overrides": overrides, "processes": options.processes}
-        with agents(sides, setup, out_dir) as running:
-            cells = {c["key"]: c for c in running["head"].info["cells"]}
-            base_keys = {c["key"] for c in running["base"].info["cells"]}
-            common = [k for k in cells if k in base_keys]
-            unmatched = [{**_key_columns(cells[k]), "only_in": "head"} for k in cells if k not in base_keys]
-            missing = [c for c in running["base"].info["cells"] if c["key"] not in cells]
-            unmatched += [{**_key_columns(c), "only_in": "base"} for c in missing]
-            options, plan_notes = _calibrated(
-                options, running, common, name, out_dir, on_result, on_plan, started=started
-            )
-            # Counted before the rounds: its time is inside the budget, like the checkouts.
-            counted, count_notes, counts = count_instructions(
-                sides,
-                setup,
-                cells,
-                common,
-                options.instructions,
-                options.compare.threshold(METRIC),
-                out_dir / "instructions",
-            )
-            run = run_rounds(
-                common,
-                options,
-                lambda side, key, r: running[side].run(key, r),
-                on_result,
-                cells=cells,
-                on_stop=on_stop,
-                clock=time.perf_counter,
-                started=started,  # the budget covers the whole run, checkouts included
-            )
-            infos = {label: agent.info for label, agent in running.items()}
-    results = run.results
-    frame = paired_rows(results, cells, options, missing, run.looks, counted)
+        measured = _measure(sides, profile, selection, options, out_dir, events or AbEvents(), started)
+    return _write_outputs(measured, out_dir, started)
+
+
+def _measure(
+    sides: tuple[Side, Side],
+    profile: str,
+    selection: Selection,
+    options: AbOptions,
+    out_dir: Path,
+    events: AbEvents,
+    started: float,
+) -> _Measured:
+    """Start both sides' agents, match their cells, calibrate, count instructions, then run the
+    interleaved rounds."""
+    data, name = profile_data(profile, sides[0])
+    setup = {
+        "profile": data,
+        "name": name,
+        "overrides": selection.overrides(),
+        "processes": options.processes,
+    }
+    with agents(sides, setup, out_dir) as running:
+        matched = _matched_cells(running)
+        options, plan_notes = _calibrated(
+            options, running, matched.common, name, out_dir, events.on_result, events.on_plan, started=started
+        )
+        # Counted before the rounds: its time is inside the budget, like the checkouts.
+        counted, count_notes, counts = count_instructions(
+            sides,
+            setup,
+            matched.cells,
+            matched.common,
+            options.instructions,
+            options.compare.threshold(METRIC),
+            out_dir / "instructions",
+        )
+        run = run_rounds(
+            matched.common,
+            options,
+            lambda side, key, r: running[side].run(key, r),
+            events.on_result,
+            cells=matched.cells,
+            on_stop=events.on_stop,
+            clock=time.perf_counter,
+            started=started,
+        )
+        infos = {label: agent.info for label, agent in running.items()}
+    return _Measured(sides, infos, matched, options, [*plan_notes, *count_notes], counted, counts, run)
+
+
+def _matched_cells(running: dict[str, Any]) -> _Matched:
+    """The head's cells by key, the keys both sides have, the unmatched rows (a cell of one
+    side only) and the base's cells the head lacks."""
+    cells = {c["key"]: c for c in running["head"].info["cells"]}
+    base_keys = {c["key"] for c in running["base"].info["cells"]}
+    common = [k for k in cells if k in base_keys]
+    unmatched = [{**_key_columns(cells[k]), "only_in": "head"} for k in cells if k not in base_keys]
+    missing = [c for c in running["base"].info["cells"] if c["key"] not in cells]
+    unmatched += [{**_key_columns(c), "only_in": "base"} for c in missing]
+    return _Matched(cells, common, unmatched, missing)
+
+
+def _write_outputs(measured: _Measured, out_dir: Path, started: float) -> tuple[Any, Any, Path]:
+    """The verdict rows, each side's run folder, ab.json, and compare.md/.csv/.html."""
+    import pandas as pd
+
+    m = measured
+    frame = paired_rows(m.run.results, m.matched.cells, m.options, m.matched.missing, m.run.looks, m.counted)
     minutes = (time.perf_counter() - started) / 60
-    for side in sides:
-        _write_side(out_dir / side.label, side, infos[side.label], results)
-    atomic_write_json(
-        out_dir / "ab.json",
-        {
-            "schema_version": SCHEMA_VERSION,
-            "rounds": options.rounds,
-            "budget_s": options.budget_s,
-            "minutes": minutes,
-            "sides": {
-                s.label: {"described": s.described, "python": s.python, "commit": s.commit} for s in sides
-            },
-            "code_from": {label: info["inferbench"] for label, info in infos.items()},
-            "dropped_settings": {label: info["dropped"] for label, info in infos.items()},
-            "rounds_per_cell": {
-                key: {side: [_round_summary(r) for r in records] for side, records in by_side.items()}
-                for key, by_side in results.items()
-            },
-            "looks_per_cell": {key: [list(look) for look in looks] for key, looks in run.looks.items()},
-            "stopped": run.stopped,
-            "instructions": counts,
-            "gate_on_by_cell": dict(options.gate_on_by_cell),
-        },
+    for side in m.sides:
+        _write_side(out_dir / side.label, side, m.infos[side.label], m.run.results)
+    atomic_write_json(out_dir / "ab.json", _ab_json(m, minutes))
+    base_view, head_view = (load_view(out_dir / s.label, f"{s.label} ({s.described})") for s in m.sides)
+    md = write_outputs(
+        frame,
+        pd.DataFrame(m.matched.unmatched),
+        m.options.compare,
+        out_dir,
+        "base",
+        "head",
+        _notes(m, minutes),
+        views=(base_view, head_view),
     )
+    return frame, pd.DataFrame(m.matched.unmatched), md
+
+
+def _ab_json(m: _Measured, minutes: float) -> dict[str, Any]:
+    """ab.json: the run's settings, the sides, every round's summary, each cell's looks and stop."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "rounds": m.options.rounds,
+        "budget_s": m.options.budget_s,
+        "minutes": minutes,
+        "sides": {
+            s.label: {"described": s.described, "python": s.python, "commit": s.commit} for s in m.sides
+        },
+        "code_from": {label: info["inferbench"] for label, info in m.infos.items()},
+        "dropped_settings": {label: info["dropped"] for label, info in m.infos.items()},
+        "rounds_per_cell": {
+            key: {side: [_round_summary(r) for r in records] for side, records in by_side.items()}
+            for key, by_side in m.run.results.items()
+        },
+        "looks_per_cell": {key: [list(look) for look in looks] for key, looks in m.run.looks.items()},
+        "stopped": m.run.stopped,
+        "instructions": m.counts,
+        "gate_on_by_cell": dict(m.options.gate_on_by_cell),
+    }
+
+
+def _notes(m: _Measured, minutes: float) -> list[str]:
+    """compare.md's notes: how the run went, the sequential method, the plan and counts, and
+    the settings a side's code does not know."""
+    options, sides = m.options, m.sides
     notes = [
         f"**A/B, interleaved**: base = {sides[0].described}, head = {sides[1].described}; "
         f"at most {options.rounds} rounds per cell{_budget_words(options)}, {_process_words(options)} "
-        f"(order AB, BA, ...), compared round by round; {len(common)} cells in {minutes:.1f} min"
-        f"{_stopping_words(run)}.",
+        f"(order AB, BA, ...), compared round by round; {len(m.matched.common)} cells in {minutes:.1f} min"
+        f"{_stopping_words(m.run)}.",
         SEQUENTIAL_NOTE,
-        *plan_notes,
-        *count_notes,
+        *m.notes,
     ]
-    for label, info in infos.items():
+    for label, info in m.infos.items():
         if info["dropped"]:
             notes.append(
                 f"The {label} side's code does not know these settings: {', '.join(info['dropped'])}."
             )
-    base_view, head_view = (load_view(out_dir / s.label, f"{s.label} ({s.described})") for s in sides)
-    md = write_outputs(
-        frame,
-        pd.DataFrame(unmatched),
-        options.compare,
-        out_dir,
-        "base",
-        "head",
-        notes,
-        views=(base_view, head_view),
-    )
-    return frame, pd.DataFrame(unmatched), md
+    return notes
 
 
 SEQUENTIAL_NOTE = (
