@@ -583,7 +583,7 @@ def _copy_tree(where: Path) -> Path:
     """A copy of this source tree whose worker marks every record it writes."""
     for folder in ("bench", "backends", "models"):
         shutil.copytree(PROJECT_ROOT / folder, where / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    worker = where / "bench" / "worker.py"
+    worker = where / "bench" / "cell" / "worker.py"
     marker = '    record["timing_scope"] = backend.timing_scope\n'
     assert marker in worker.read_text()
     worker.write_text(worker.read_text().replace(marker, marker + '    record["side_marker"] = "copy"\n'))
@@ -632,10 +632,10 @@ def _hostile_head(where: Path) -> Path:
             "min_iterations = 50", "min_iterations = 1"
         )
     )
-    with (where / "bench" / "compare.py").open("a") as compare:
+    with (where / "bench" / "compare" / "core.py").open("a") as compare:
         compare.write("\n\ndef exit_code(frame, *args, **kwargs):  # noqa\n    return 0\n")
     (where / "Makefile").write_text(PASSING_MAKEFILE)
-    worker = where / "bench" / "worker.py"
+    worker = where / "bench" / "cell" / "worker.py"
     marker = '    """Prepare, check and time one cell; the returned record is JSON-serialisable."""\n'
     assert marker in worker.read_text()
     broken = marker + '    raise RuntimeError("broken by the head")\n'
