@@ -23,7 +23,8 @@ from inferbench.cell.interference import (
 )
 from inferbench.config import Cell, MeasureConfig, SweepConfig
 from inferbench.models import resolve_model
-from inferbench.sweep.runner import merge_repeats, run_clean, run_sweep
+from inferbench.sweep.repeats import merge_repeats, run_clean
+from inferbench.sweep.runner import run_sweep
 
 STAT = """cpu  100 0 50 1000 0 0 0 7 0 0
 cpu0 60 0 30 500 0 0 0 3 0 0

@@ -355,7 +355,7 @@ WHY_WORDS = {
 def _validate(config: Any) -> None:
     """Unknown models and backends fail here in one line, not inside a side's agent."""
     from inferbench.backends import load_backend
-    from inferbench.sweep.runner import resolve_models
+    from inferbench.sweep.modelrefs import resolve_models
 
     resolve_models(config)
     for backend in config.backends:
@@ -384,7 +384,7 @@ def _write_side(
     run_dir: Path, side: Side, info: dict[str, Any], results: dict[str, dict[str, list[dict[str, Any]]]]
 ) -> None:
     """Each side's rounds merged into an ordinary run folder (`inferbench report` reads it)."""
-    from inferbench.sweep.runner import merge_repeats
+    from inferbench.sweep.repeats import merge_repeats
 
     tail_samples = int((info["config"].get("measure") or {}).get("tail_samples", 500))
     merged = []

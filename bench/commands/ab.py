@@ -136,7 +136,7 @@ def _options(args: argparse.Namespace, thresholds: list[tuple[str, str]]) -> Any
     """The run's `AbOptions`: rounds, budget, counts and calibration, and the comparison's
     thresholds (`--gate-on auto` gates each cell on its calibrated steadier statistic)."""
     from inferbench.ab.core import AbOptions
-    from inferbench.compare.runs import CompareOptions
+    from inferbench.compare.core import CompareOptions
     from inferbench.sweep.budget import parse_budget
 
     auto = args.gate_on == "auto"  # the fallback of a cell with no clean A/A rounds: min

@@ -64,7 +64,8 @@ def compare_command(
 ) -> int:
     """Exit code 0 = no regression, 1 = regression or broken cell, 3 = could not decide
     (usage errors and refused mismatches raise UserError -> 2)."""
-    from inferbench.compare.runs import CompareOptions, compare_runs
+    from inferbench.compare.core import CompareOptions
+    from inferbench.compare.runs import compare_runs
 
     options = CompareOptions(max_regression=max_regression, thresholds=thresholds or {}, alpha=alpha)
     frame, unmatched, md_path = compare_runs(base, new, options, out_dir, allow_mismatch=allow_mismatch)

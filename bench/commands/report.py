@@ -34,9 +34,10 @@ def report_command(run_dir: Path, reports_dir: Path, compare_with: Path | None =
     `compare_with`, new = `run_dir`): `reports/<run>-vs-<other>.html`. A report only shows, so
     runs from different machines or settings are compared anyway, the page naming the mismatch,
     and the exit code is 0 whatever the verdicts."""
+    from inferbench.compare.core import CompareOptions
     from inferbench.compare.html import render_compare_html
     from inferbench.compare.report import headline
-    from inferbench.compare.runs import CompareOptions, compare_dirs
+    from inferbench.compare.runs import compare_dirs
     from inferbench.report.page import write_report
     from inferbench.util import atomic_write_text
 

@@ -40,10 +40,7 @@ from inferbench.sweep.modelcheck import check_models
 from inferbench.sweep.modelrefs import resolve_models
 
 # `ab`'s agent reaches `resolve_models`, `PrecisionCheck`, `static_verdict` and `run_repeats` as
-# `runner.<name>` in whichever tree it measures (ab/agent.py), so they stay names of this module;
-# `merge_repeats` and `run_clean` too, for the callers that import them from here.
-from inferbench.sweep.repeats import merge_repeats as merge_repeats
-from inferbench.sweep.repeats import run_clean as run_clean
+# `runner.<name>` in whichever tree it measures (ab/agent.py), so they stay names of this module.
 from inferbench.sweep.repeats import run_repeats
 from inferbench.sweep.resume import kept_cells, record_stands
 from inferbench.sweep.runlock import run_lock
