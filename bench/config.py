@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 # latency: one request in flight. throughput: the engine kept saturated with concurrent requests.
-MODES = ("latency", "throughput")
+# serve: open-loop arrivals against a p99 latency SLO, the highest rate that meets it
+# (inferbench.serve; the settings are `ServeConfig`).
+MODES = ("latency", "throughput", "serve")
 
 
 # The longest time any setting may give (a week): interval timers and select() overflow on
@@ -157,6 +159,117 @@ class MeasureConfig:
     def rate_precision(self) -> float:
         """The half-width asked of throughput mode's counted rate (0: no stop rule)."""
         return self.precision if self.throughput_precision < 0 else self.throughput_precision
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Serve mode (inferbench.serve): the latency target, the arrivals, the batching policies
+    tried in each serve cell, and how long each trial at one rate runs.
+
+    A serve cell's request is the cell's batch (normally 1 sample); the worker tries every
+    policy of `max_batch` x `max_wait_ms`, finds each one's highest passing rate, and reports
+    the best. Profile table `[serve]`; flags `--slo-ms`, `--arrival`, `--max-batch`, ...
+    """
+
+    # The bound on the `percentile` latency, counted from each request's scheduled time (ms).
+    # Required for serve cells; None otherwise.
+    slo_ms: float | None = None
+    percentile: float = 0.99
+    arrival: str = "poisson"
+    # Gamma arrivals only: the shape (1 = Poisson, < 1 bursty).
+    burstiness: float = 1.0
+    max_batch: tuple[int, ...] = (1,)
+    max_wait_ms: tuple[float, ...] = (0.0,)
+    # Requests per trial; 0: LoadGen's early-stopping minimum with one query over the bound
+    # (662 at p99), so a single stray slow query does not leave a trial undecided.
+    queries: int = 0
+    # An UNDECIDED trial is run again with the queries it lacks, up to this many in all
+    # (0: four times `queries`).
+    max_queries: int = 0
+    # Requests in flight (engine streams, each its own thread and buffers); 0: the backend's
+    # stream count (its throughput-mode default).
+    slots: int = 0
+    seed: int = 0
+    # Trials per policy in the peak search (inferbench.serve.peak).
+    max_trials: int = 12
+    # The peak search's first rate (requests/s); None: from a short closed-loop measurement.
+    start_qps: float | None = None
+
+    def __post_init__(self) -> None:
+        from inferbench.serve.schedule import ARRIVALS
+
+        for name in ("max_batch", "max_wait_ms"):  # TOML and JSON give lists
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+            _require(
+                isinstance(getattr(self, name), tuple) and len(getattr(self, name)) > 0,
+                f"serve.{name} must be a non-empty list; got {value!r}",
+            )
+        if self.slo_ms is not None:
+            _require(
+                _is_number(self.slo_ms) and 0 < self.slo_ms <= MAX_SECONDS * 1e3,
+                f"serve.slo_ms must be a positive number of milliseconds; got {self.slo_ms!r}",
+            )
+        _require(
+            _is_number(self.percentile) and 0 < self.percentile < 1,
+            f"serve.percentile must be between 0 and 1 (0.99 = p99); got {self.percentile!r}",
+        )
+        _require(
+            self.arrival in ARRIVALS,
+            f"serve.arrival must be one of {', '.join(ARRIVALS)}; got {self.arrival!r}",
+        )
+        _require(
+            _is_number(self.burstiness) and 0 < self.burstiness < math.inf,
+            f"serve.burstiness must be a positive number (1 = Poisson); got {self.burstiness!r}",
+        )
+        _require(
+            self.arrival == "gamma" or self.burstiness == 1,
+            f"serve.burstiness applies to gamma arrivals only; got {self.burstiness!r} with {self.arrival}",
+        )
+        for b in self.max_batch:
+            _require(_is_count(b) and b >= 1, f"serve.max_batch must be integers >= 1; got {b!r}")
+        for w in self.max_wait_ms:
+            _require(
+                _is_number(w) and 0 <= w <= MAX_SECONDS * 1e3,
+                f"serve.max_wait_ms must be numbers >= 0; got {w!r}",
+            )
+        for axis in ("max_batch", "max_wait_ms"):
+            values = getattr(self, axis)
+            twice = sorted({str(v) for v in values if values.count(v) > 1})
+            _require(not twice, f"serve.{axis}: {', '.join(twice)} given twice")
+        for name in ("queries", "max_queries", "slots", "seed"):
+            value = getattr(self, name)
+            _require(_is_count(value) and value >= 0, f"serve.{name} must be an integer >= 0; got {value!r}")
+        _require(
+            self.slots <= MAX_STREAMS,
+            f"serve.slots must be at most {MAX_STREAMS} (each is a thread); got {self.slots!r}",
+        )
+        _require(
+            _is_count(self.max_trials) and self.max_trials >= 1,
+            f"serve.max_trials must be an integer >= 1; got {self.max_trials!r}",
+        )
+        if self.start_qps is not None:
+            _require(
+                _is_number(self.start_qps) and 0 < self.start_qps < math.inf,
+                f"serve.start_qps must be a positive number of requests per second; got {self.start_qps!r}",
+            )
+
+    @property
+    def trial_queries(self) -> int:
+        """Requests in one trial: as set, else LoadGen's minimum with one query over the bound."""
+        from inferbench.serve.verdict import min_queries
+
+        return self.queries or min_queries(1, self.percentile)
+
+    @property
+    def query_cap(self) -> int:
+        """The most requests a trial extended for an UNDECIDED verdict may hold."""
+        return max(self.max_queries or 4 * self.trial_queries, self.trial_queries)
+
+    def settings(self) -> dict[str, Any]:
+        """What shapes a serve cell's numbers, for its settings hash."""
+        return {f"serve.{name}": value for name, value in asdict(self).items() if value is not None}
 
 
 # Relative L2 error allowed against the FP32 eager reference before a cell is `accuracy-fail`.
@@ -298,6 +411,9 @@ class Selection:
     input_values: dict[str, str] | None = None
     batch_axes: dict[str, int] | None = None
     references: dict[str, str] | None = None
+    # Serve mode's settings given (`--slo-ms`, `--max-batch`, ...), by `ServeConfig` field name:
+    # merged over the profile's [serve] table.
+    serve: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for name in _SWEEP_AXES:  # a list given for an axis is kept as the tuple the sweep holds
@@ -349,6 +465,8 @@ class SweepConfig:
     # Allow more threads per cell than this process may use (`--oversubscribe`; profile key
     # `oversubscribe = true` under [sweep]): such a cell measures time-slicing, not the engine.
     oversubscribe: bool = False
+    # Serve mode's SLO, arrivals and batching policies (profile table [serve]).
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def __post_init__(self) -> None:
         _require(len(self.models) > 0, "at least one model is required")
@@ -366,6 +484,10 @@ class SweepConfig:
         self._check_threads()
         for m in self.modes:
             _require(m in MODES, f"mode must be one of {', '.join(MODES)}; got {m!r}")
+        _require(
+            "serve" not in self.modes or self.serve.slo_ms is not None,
+            "serve mode needs a latency target: --slo-ms MS (profile: slo_ms under [serve])",
+        )
         _require(len(self.shapes) > 0, 'at least one shape is required ("" is the model\'s own)')
         for text in self.shapes:
             _require(isinstance(text, str), f"shape must be text like 'seq_len=128'; got {text!r}")
@@ -451,6 +573,8 @@ class SweepConfig:
             if key in given:  # the command line's, over the profile's, input by input
                 given[key] = {**getattr(self, key), **given[key]}
         warn_memory_sized(given.get("batch_sizes", ()))
+        if "serve" in given:  # the command line's settings over the profile's [serve] table
+            given["serve"] = replace(self.serve, **given["serve"])
         if "backend_options" in given:  # merged over the profile's, option by option
             merged = {b: dict(o) for b, o in self.backend_options.items()}
             for backend, options in given["backend_options"].items():
@@ -490,6 +614,8 @@ class SweepConfig:
             if name == "max_rel_l2":  # only this cell's precision's threshold concerns it
                 value = self.accuracy.threshold(cell.precision)
             settings[f"accuracy.{name}"] = value
+        if cell.mode == "serve":  # only serve cells: the other modes' hashes stay as they were
+            settings.update(self.serve.settings())
         return {name: _plain_number(value) for name, value in settings.items()}
 
 
@@ -625,7 +751,7 @@ def load_profile(name_or_path: str) -> SweepConfig:
 
 
 def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig:
-    unknown = set(data) - {"sweep", "measure", "accuracy", "backend_options", "inputs"}
+    unknown = set(data) - {"sweep", "measure", "accuracy", "backend_options", "inputs", "serve"}
     _require(not unknown, f"profile {name}: unknown section(s) {sorted(unknown)}")
     sweep = data.get("sweep")
     if not isinstance(sweep, dict):
@@ -673,9 +799,17 @@ def profile_from_dict(data: dict[str, Any], name: str = "custom") -> SweepConfig
         measure=MeasureConfig(**measure_data),
         accuracy=AccuracyConfig(**accuracy_data),
         backend_options=_backend_options(data.get("backend_options", {}), name),
+        serve=_serve_table(data.get("serve", {}), name),
         name=name,
         **_inputs_table(data.get("inputs", {}), name),
     )
+
+
+def _serve_table(data: Any, name: str) -> ServeConfig:
+    _require(isinstance(data, dict), f"profile {name}: [serve] must be a table")
+    bad = set(data) - {f.name for f in fields(ServeConfig)}
+    _require(not bad, f"profile {name}: unknown [serve] key(s) {sorted(bad)}")
+    return ServeConfig(**data)
 
 
 def _canonical_shapes(shapes: list[Any], name: str) -> list[str]:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inferbench.config import AccuracyConfig, Cell, MeasureConfig
+from inferbench.config import AccuracyConfig, Cell, MeasureConfig, ServeConfig
 from inferbench.models import ModelRef
 from inferbench.util import atomic_write_json
 
@@ -34,9 +34,12 @@ class WorkerSpec:
     allow_emulated: bool = False
     # The worker's own deadline (s), for when the runner cannot enforce its own; None: none.
     deadline_s: float | None = None
+    # Serve mode's SLO, arrivals and batching policies (read by serve cells only).
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as the JSON object the worker reads."""
+        """The spec as the JSON object the worker reads (`serve` only for a serve cell)."""
+        extra = {"serve": asdict(self.serve)} if self.cell.mode == "serve" else {}
         return {
             "cell": asdict(self.cell),
             "model_ref": asdict(self.model_ref),
@@ -47,6 +50,7 @@ class WorkerSpec:
             "pin_cpus": None if self.pin_cpus is None else list(self.pin_cpus),
             "allow_emulated": self.allow_emulated,
             "deadline_s": self.deadline_s,
+            **extra,
         }
 
     @classmethod
@@ -62,6 +66,7 @@ class WorkerSpec:
             pin_cpus=tuple(pins) if pins else None,
             allow_emulated=bool(data.get("allow_emulated")),
             deadline_s=data.get("deadline_s"),
+            serve=ServeConfig(**data.get("serve", {})),
         )
 
     def write(self, path: Path) -> None:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from inferbench.argtypes import assignments, backend_options, optional_int_items, optional_items
+from inferbench.argtypes import (
+    assignments,
+    backend_options,
+    int_items,
+    items,
+    optional_int_items,
+    optional_items,
+)
 from inferbench.config import Selection
 from inferbench.errors import UserError
 
@@ -18,7 +26,17 @@ _AXIS_FLAGS = (
     ("--precision", "-p", "fp32, bf16, int8"),
     ("--batch-size", None, "batch size(s)"),
     ("--threads", None, "intra-op threads (0 = all cores)"),
-    ("--mode", None, "latency (one request in flight), throughput"),
+    ("--mode", None, "latency (one request in flight), throughput, serve (open-loop load at a p99 SLO)"),
+)
+# Serve mode's flags: (flag, ServeConfig field, how to read it, help).
+_SERVE_FLAGS = (
+    ("--slo-ms", "slo_ms", "number", "serve mode's latency target: p99 within MS, from the scheduled time"),
+    ("--arrival", "arrival", "text", "serve arrivals: poisson (default), constant, gamma"),
+    ("--burstiness", "burstiness", "number", "gamma arrivals' shape (1 = Poisson, below 1 bursty)"),
+    ("--max-batch", "max_batch", "ints", "dynamic batching: most requests merged per call, e.g. 1,4,8"),
+    ("--max-wait-ms", "max_wait_ms", "numbers", "dynamic batching: most a batch waits to fill, e.g. 0,2,5"),
+    ("--serve-queries", "queries", "int", "requests per serve trial (default: LoadGen's minimum, 662)"),
+    ("--serve-slots", "slots", "int", "requests in flight in serve mode (default: the engine's streams)"),
 )
 
 
@@ -37,6 +55,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="measure precisions this CPU only emulates (default: unsupported rows; see inferbench doctor)",
     )
+    group = parser.add_argument_group("serve mode (--mode serve): the SLO, arrivals and batching policies")
+    for flag, _, _, what in _SERVE_FLAGS:
+        group.add_argument(flag, help=what)
 
 
 def add_setting_arguments(parser: argparse.ArgumentParser, *, inputs: bool) -> None:
@@ -107,7 +128,47 @@ def selection_from_args(args: argparse.Namespace) -> Selection:
         oversubscribe=args.oversubscribe or None,
         **_input_tables(args),
         backend_options=backend_options(args.backend_option),
+        serve=_serve_settings(args),
     )
+
+
+def _serve_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Serve mode's flags given, by `ServeConfig` field (checked there, one line each)."""
+    found: dict[str, Any] = {}
+    for flag, name, kind, _ in _SERVE_FLAGS:
+        text = getattr(args, _dest(flag), None)
+        if text is None:
+            continue
+        if kind == "text":
+            found[name] = text.strip()
+        else:
+            values: list[Any] = (
+                int_items([text], flag)
+                if kind in ("ints", "int")
+                else [_number(v, flag) for v in items([text])]
+            )
+            found[name] = tuple(values) if kind in ("ints", "numbers") else _one(values, flag)
+    return found or None
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _one(values: list[Any], flag: str) -> Any:
+    if len(values) != 1:
+        raise UserError(f"{flag} takes one value; got {len(values)}")
+    return values[0]
+
+
+def _number(text: str, flag: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{flag} must be a number; got {text!r}") from None
+    if not math.isfinite(value):
+        raise UserError(f"{flag} must be a finite number; got {text!r}")
+    return value
 
 
 def _tuple(values: Sequence[Any] | None) -> tuple[Any, ...] | None:

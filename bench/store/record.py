@@ -219,6 +219,33 @@ class Run(TypedDict, total=False):
     session: int
 
 
+class Serve(TypedDict, total=False):
+    """Serve mode (inferbench.serve): the latency target and arrivals, the highest offered rate
+    that met it under the best batching policy, and how well the load generator kept up. The
+    last part, so results.csv's earlier columns keep their places."""
+
+    slo_ms: Annotated[float, Column()]
+    serve_percentile: Annotated[float, Column()]
+    arrival: Annotated[str, Column()]
+    burstiness: Annotated[float, Column()]
+    # The best policy's peak: the highest rate that passed (empty: none did), and the lowest
+    # rate above it that did not, with why (fail, undecided, harness-limited).
+    max_qps_at_slo: Annotated[float | None, Column()]
+    max_qps_first_unmet: Annotated[float | None, Column()]
+    serve_upper_outcome: Annotated[str | None, Column()]
+    best_max_batch: Annotated[int, Column()]
+    best_max_wait_ms: Annotated[float, Column()]
+    # The best policy's upper end is where the dispatcher, not the engine, fell behind.
+    serve_harness_limited: Annotated[bool, Column()]
+    # At the peak rate: the dispatcher's own lag, requests within the SLO per second, and the
+    # p99 latency counted from the scheduled time.
+    dispatch_lag_p99_ms: Annotated[float | None, Column()]
+    goodput_qps: Annotated[float | None, Column()]
+    serve_p99_ms: Annotated[float | None, Column()]
+    # Every policy tried: its peak, and each trial's rate, verdict and latencies.
+    serve_policies: list[dict[str, Any]]
+
+
 class CellRecord(
     Axes,
     Outcome,
@@ -232,6 +259,7 @@ class CellRecord(
     Engine,
     Environment,
     Run,
+    Serve,
     total=False,
 ):
     """One cell's record, its parts in results.csv's order."""
@@ -250,6 +278,7 @@ PARTS: tuple[type, ...] = (
     Engine,
     Environment,
     Run,
+    Serve,
 )
 
 TEXT, NUMBER, BOOL, LIST, MAP = "text", "number", "bool", "list", "map"

@@ -226,6 +226,7 @@ def _write_spec(
         # The worker's own deadline, for when this runner cannot enforce its own (stopped,
         # frozen): past the runner's timeout, so the runner's verdict normally comes first.
         deadline_s=config.measure.timeout_seconds + WORKER_DEADLINE_MARGIN_S,
+        serve=config.serve,
     ).write(spec_path)
     log_path = run_dir / "logs" / f"{cell.key}.log"
     log_path.parent.mkdir(exist_ok=True)
