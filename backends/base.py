@@ -88,7 +88,8 @@ class Backend(ABC):
     In throughput mode (`mode == "throughput"`) `prepare` readies the engine for `stream_count()`
     concurrent requests and `run_throughput` keeps them in flight. The default drives one
     Python thread per stream through `run_on`; engines with their own asynchronous API
-    (OpenVINO's infer-request queue) override `run_throughput`.
+    (OpenVINO's infer-request queue) override `run_throughput`. Serve mode (`"serve"`) readies
+    the same streams, and the worker's dispatcher calls `run_on` from one thread per stream.
     """
 
     name: ClassVar[str]
@@ -114,6 +115,12 @@ class Backend(ABC):
     #: with their allowed values; the first is the default.
     options: ClassVar[dict[str, tuple[str, ...]]] = {}
 
+    #: Whether a prepared engine runs calls of any batch size along the batch axis, up to
+    #: `serve_batch` (serve mode's dynamic batcher merges requests into calls of 1..max_batch
+    #: requests). False: the engine is prepared for one batch size (a trace, a compiled graph,
+    #: a fixed-shape engine), and serve policies with max_batch > 1 are skipped for it.
+    variable_batch: ClassVar[bool] = False
+
     #: What the timed region covers, stated per backend in every row.
     timing_scope: ClassVar[str] = "host call: run + synchronize, inputs already in engine format"
 
@@ -130,7 +137,10 @@ class Backend(ABC):
         self.cache_dir = cache_dir
         self.calibration_samples = calibration_samples
         self.mode = mode
-        self.streams = streams  # throughput mode: requested concurrent requests, 0 = default
+        self.streams = streams  # throughput and serve mode: requested concurrent requests, 0 = default
+        # Serve mode: the largest call (in samples) `prepare` must allow, set by the worker
+        # before it; 0: the cell's batch size only.
+        self.serve_batch = 0
         self.settings = {key: allowed[0] for key, allowed in self.options.items()}
         self.settings.update(options or {})
 

@@ -104,6 +104,7 @@ class OrtBackend(Backend):
         "int8": "static QDQ (per-channel) for CNNs, dynamic for transformers/LSTM",
     }
     provider = "CPUExecutionProvider"
+    variable_batch = True  # the ONNX export's batch axis is dynamic
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -139,8 +140,11 @@ class OrtBackend(Backend):
             share, details["executed_compute_ops"] = ort_share(ort_optimized_ops(str(path), 1))
         # Throughput mode: one session per stream, the threads split between them (like
         # OpenVINO's CPU streams); concurrent runs on one session would share one thread pool.
-        sessions = self.stream_count() if self.mode == "throughput" else 1
-        intra = self.threads_per_stream() if self.mode == "throughput" else self.threads
+        # Serve mode the same: one session per in-flight slot. The exported graph's batch axis
+        # is dynamic, so one session runs the merged batches of every size.
+        concurrent = self.mode in ("throughput", "serve")
+        sessions = self.stream_count() if concurrent else 1
+        intra = self.threads_per_stream() if concurrent else self.threads
         options = session_options(intra)
         try:
             self.sessions = [

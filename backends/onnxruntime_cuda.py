@@ -65,6 +65,7 @@ INT8_CUDA_REASON = (
 
 
 class OrtCudaBackend(CudaBackendMixin, OrtBackend):
+    variable_batch = False  # its I/O bindings are made for the cell's batch
     name = "onnxruntime-cuda"
     requires = ("onnxruntime", "onnx", "torch")  # type: ignore[assignment]
     extra = GPU_EXTRA

@@ -54,12 +54,16 @@ class OpenVinoBackend(Backend):
         "int8": "NNCF post-training quantization; runtime precision checked",
     }
     version_packages: ClassVar[tuple[str, ...]] = ("openvino", "nncf", "onnx", "torch")
+    # Serve mode with dynamic batching: the batch dimension is reshaped to a range up to
+    # `serve_batch` instead of the cell's static batch (the CPU plugin runs dynamic shapes).
+    variable_batch = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.request: Any = None
         self.compiled: Any = None
         self.infer_requests = 1
+        self.requests: list[Any] = []  # serve mode: one infer request per in-flight slot
 
     def prepare(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
         import openvino as ov
@@ -73,15 +77,16 @@ class OpenVinoBackend(Backend):
             ov_model = core.read_model(str(ir_path))
         except Exception as exc:
             raise BackendError(f"OpenVINO could not read {ir_path}: {exc}") from exc
-        # Static shapes let the CPU plugin pick its fastest kernels.
-        ov_model.reshape({spec.name: list(spec.shape_at(batch_size)) for spec in model.inputs})
+        # Static shapes let the CPU plugin pick its fastest kernels; serve mode's merged batches
+        # need the batch dimension as a range.
+        ov_model.reshape({spec.name: self._shape(spec, batch_size) for spec in model.inputs})
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": OV_PRECISION[precision],
             "INFERENCE_NUM_THREADS": self.threads,
             # Off: it would quantize activations of FC layers on the fly.
             "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,
         }
-        if self.mode == "throughput":
+        if self.mode in ("throughput", "serve"):
             # The plugin picks streams for the THROUGHPUT hint unless told (benchmark_app's way).
             config["PERFORMANCE_HINT"] = "THROUGHPUT"
             if self.streams:
@@ -92,6 +97,8 @@ class OpenVinoBackend(Backend):
         self.compiled = compiled
         self.request = compiled.create_infer_request()
         self.infer_requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        if self.mode == "serve":
+            self.requests = [compiled.create_infer_request() for _ in range(self.stream_count())]
         share, counts = openvino_share(runtime_ops(compiled), precision)
         # Report what ran, not what was asked for: the share of compute layers decides, and
         # a share of zero is no bf16/int8 result at all.
@@ -115,6 +122,16 @@ class OpenVinoBackend(Backend):
             details=details,
             lowp_share=share if precision in OV_LOW else None,
         )
+
+    def _shape(self, spec: Any, batch_size: int) -> Any:
+        import openvino as ov
+
+        shape = list(spec.shape_at(batch_size))
+        if self.serve_batch <= batch_size or spec.batch_axis is None:
+            return shape
+        dims = [ov.Dimension(d) for d in shape]
+        dims[spec.batch_axis] = ov.Dimension(1, self.serve_batch)
+        return ov.PartialShape(dims)
 
     def _fp32_ir(self, core: Any, onnx_path: Path) -> tuple[Path, bool]:
         """The FP32 IR (.xml + .bin) of the ONNX file, published whole; (xml, from_cache)."""
@@ -187,7 +204,15 @@ class OpenVinoBackend(Backend):
         return int(self.request.latency * 1e6)
 
     def stream_count(self) -> int:
+        if self.mode == "serve" and self.streams:  # the slots asked for, each its own request
+            return self.streams
         return self.infer_requests
+
+    def run_on(self, stream: int, inputs: Any) -> Any:
+        request = self.requests[stream] if self.requests else self.request
+        for index, tensor in enumerate(inputs):
+            request.set_input_tensor(index, tensor)
+        return request.infer()
 
     def run_throughput(
         self,
@@ -228,6 +253,7 @@ class OpenVinoBackend(Backend):
 
     def close(self) -> None:
         self.request = None
+        self.requests = []
         self.compiled = None
 
 

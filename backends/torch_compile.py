@@ -40,6 +40,7 @@ class TorchCompileBackend(TorchBackend):
     eager_module: Any = None  # what was compiled (the PT2E-converted graph for int8)
     quantized_graph: Any = None
     dynamic_int8 = False  # PT2E static int8 quantizes convolutions too
+    variable_batch = False  # compiled with dynamic=False: another batch size recompiles
 
     def _prepare_module(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
         import torch

@@ -48,6 +48,7 @@ class TorchOnCuda(CudaBackendMixin, TorchBackend):
 
     requires = ("torch",)
     extra = GPU_EXTRA
+    variable_batch = False  # not checked on a GPU yet (CUDA graphs and engines are per shape)
 
     def to_native(self, inputs: dict[str, np.ndarray]) -> Any:
         import torch

@@ -80,6 +80,9 @@ class TorchBackend(Backend):
         "int8": "dynamic quantization of Linear/LSTM; models with convolutions are unsupported",
     }
 
+    #: An eager module takes any batch.
+    variable_batch = True
+
     #: int8 by dynamic quantization (Linear/LSTM only); torch-compile's PT2E is static.
     dynamic_int8 = True
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 class TorchScriptBackend(TorchBackend):
     name = "torchscript"
+    variable_batch = False  # a trace may hold the traced batch size as a constant
     precision_notes: ClassVar[dict[str, str]] = {
         "bf16": "bf16 weights and activations, traced",
         "int8": "traced dynamically quantized model (Linear/LSTM); convolutional models unsupported",

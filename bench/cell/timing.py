@@ -11,8 +11,9 @@ import numpy as np
 from inferbench.cell.interference import InterferenceProbe, Thresholds
 from inferbench.cell.measure import backend_iteration, measure, measure_throughput
 from inferbench.cell.rate import counted_rate
+from inferbench.cell.serving import ServeResult, serve_policies
 from inferbench.cell.stats import latency_intervals, summarize
-from inferbench.config import MeasureConfig
+from inferbench.config import MeasureConfig, ServeConfig
 from inferbench.store.record import CellRecord, as_record
 
 
@@ -80,6 +81,15 @@ def time_throughput(backend: Any, natives: list[Any], batch_size: int, config: M
     # The plain count over the whole wall time, edge effect included, as a cross-check.
     record["throughput_wall_sps"] = run.samples / run.wall_seconds
     return record
+
+
+def time_serve(
+    backend: Any, natives: dict[int, list[Any]], batch_size: int, config: MeasureConfig, serve: ServeConfig
+) -> ServeResult:
+    """Serve mode: open-loop arrivals at a p99 SLO, each batching policy's peak rate found and
+    the best reported (inferbench.cell.serving). `natives` holds the input sets at every merged
+    size `b * batch_size` the policies may form."""
+    return serve_policies(backend, natives, batch_size, config, serve)
 
 
 def _probe(config: MeasureConfig) -> InterferenceProbe:

@@ -38,12 +38,12 @@ from inferbench.cell.evaluation import Chunk, engine_infer, evaluation_chunks, g
 from inferbench.cell.refcache import cached_flops, cached_reference
 from inferbench.cell.spec import WorkerSpec
 from inferbench.cell.stats import accuracy
-from inferbench.cell.timing import time_latency, time_throughput
+from inferbench.cell.timing import time_latency, time_serve, time_throughput
 from inferbench.errors import UnsupportedError, first_line
 from inferbench.machine.capability import refusal, this_cpu
 from inferbench.models import ModelDef, ModelRef, build_model, count_flops
 from inferbench.redact import configure_logging
-from inferbench.status import ACCURACY_FAIL, ERROR, OK, UNSUPPORTED
+from inferbench.status import ACCURACY_FAIL, ERROR, HARNESS_LIMITED, OK, UNSUPPORTED
 from inferbench.store.artifacts import model_fingerprint
 from inferbench.store.record import CellRecord, as_record
 from inferbench.sweep.procs import add_user_path, guard_child, reset_deadline
@@ -119,7 +119,7 @@ def run_cell(spec: WorkerSpec, memo: Memo | None = None) -> CellRecord:
     info, natives = _prepare(spec, built, record)
     _check_accuracy(spec, built, reference, memo, record)
     _check_low_precision(spec, built, info, natives[0], record)
-    _time(spec, built.backend, natives, record)
+    _time(spec, built, natives, record)
     return record
 
 
@@ -159,8 +159,11 @@ def _build(spec: WorkerSpec, memo: Memo, record: CellRecord) -> Built:
         spec.accuracy.calibration_samples,
         spec.options,
         mode=cell.mode,
-        streams=spec.measure.streams,
+        # Serve mode: one stream per in-flight slot (0: the engine's choice, as in throughput).
+        streams=spec.serve.slots if cell.mode == "serve" else spec.measure.streams,
     )
+    if cell.mode == "serve" and backend.variable_batch:
+        backend.serve_batch = max(spec.serve.max_batch) * cell.batch_size  # before prepare
     record["backend_options"] = backend.settings
     ref = spec.model_ref.at_shape(cell.shape)
     started = time.perf_counter()
@@ -271,18 +274,42 @@ def _check_low_precision(
         record["lowp_flagged"] = share < spec.accuracy.min_lowp_share
 
 
-def _time(spec: WorkerSpec, backend: Backend, natives: list[Any], record: CellRecord) -> None:
+def _time(spec: WorkerSpec, built: Built, natives: list[Any], record: CellRecord) -> None:
     """Warm-up and the timed loop, in the cell's mode; the engine is closed after."""
-    cell, config = spec.cell, spec.measure
+    cell, config, backend = spec.cell, spec.measure, built.backend
     record["timing_scope"] = backend.timing_scope
     t0 = time.perf_counter()
-    if cell.mode == "throughput":
+    if cell.mode == "serve":
+        _time_serve(spec, built, natives, record)
+    elif cell.mode == "throughput":
         record.update(time_throughput(backend, natives, cell.batch_size, config))
     else:
         record.update(time_latency(backend, natives, cell.batch_size, config))
     record["measure_s"] = time.perf_counter() - t0  # warm-up plus the timed loop
     record["details"] = {**record["details"], **backend.run_details()}
     backend.close()
+
+
+def _time_serve(spec: WorkerSpec, built: Built, natives: list[Any], record: CellRecord) -> None:
+    """Serve mode: the input sets at every merged batch size the policies may form, converted
+    here, outside every timed region; then each policy's peak (inferbench.cell.serving)."""
+    cell, backend = spec.cell, built.backend
+    sizes = [b * cell.batch_size for b in range(2, max(spec.serve.max_batch) + 1)]
+    if not backend.variable_batch:
+        sizes = sizes[:1]  # one size is enough to record why no policy above 1 runs
+    at_size = {cell.batch_size: natives}
+    for size in sizes:
+        at_size[size] = [
+            backend.to_native(built.model.make_inputs(size, spec.measure.seed + k))
+            for k in range(spec.measure.input_sets)
+        ]
+    result = time_serve(backend, at_size, cell.batch_size, spec.measure, spec.serve)
+    record.update(result.record)
+    record["details"] = {**record["details"], **result.details}
+    if result.harness_reason and record["status"] == OK:
+        # Not a result: the load generator could not keep its own schedule at any rate.
+        record["status"] = HARNESS_LIMITED
+        record["reason"] = result.harness_reason
 
 
 def run_guarded(spec: WorkerSpec, memo: Memo | None = None) -> CellRecord:

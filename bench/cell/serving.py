@@ -1,0 +1,270 @@
+"""A serve cell inside its worker: each batching policy's peak rate at the SLO, on the real
+engine, through the engine-agnostic serve room (inferbench.serve).
+
+The engine is prepared, checked and its inputs are in its own format, at every merged batch
+size (`b * batch_size` for b in 1..max_batch), before anything here starts; nothing is converted
+inside a trial. Per cell:
+
+1. which merged sizes the engine runs (`Backend.variable_batch`, then one call at each size
+   outside the timed region): a policy that needs a size the engine cannot run is skipped with
+   its reason, never an error;
+2. a warm-up and a closed-loop burst (every request due at once, no batching) through the same
+   dispatcher and slots: its completion rate is the saturated rate, and half of it the peak
+   search's start (unless `serve.start_qps` says);
+3. per policy, `find_peak(measure_at)`: `measure_at(rate)` draws the seeded schedule, runs it
+   through `serve` with a `SlotEngine` (each slot's thread calls `enter_stream` once, then
+   `run_on(slot, inputs)` + `synchronize` per batch) and judges it; an UNDECIDED trial is run
+   again with the queries it lacked, up to `serve.query_cap`. The interference probe covers
+   every trial's window, as it covers the other modes' timed loops.
+
+A trial lasts `queries / rate` seconds, so the search's floor is kept where a trial takes at
+most `measure.max_seconds`; an engine whose single request already takes longer than the SLO
+is not searched at all (latency mode says why).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from inferbench.cell.interference import InterferenceProbe, Thresholds
+from inferbench.cell.stats import summarize
+from inferbench.config import MeasureConfig, ServeConfig
+from inferbench.errors import first_line
+from inferbench.serve.dispatch import SlotEngine, serve
+from inferbench.serve.peak import Peak, find_peak
+from inferbench.serve.run import NO_BATCHING, BatchPolicy, ServeRun
+from inferbench.serve.schedule import make_schedule
+from inferbench.serve.verdict import HARNESS_LIMITED, UNDECIDED, RateVerdict, judge
+from inferbench.store.record import CellRecord, as_record
+
+log = logging.getLogger(__name__)
+
+#: Requests per slot in the closed-loop burst that sets the search's start rate.
+BURST_PER_SLOT = 20
+
+
+@dataclass(frozen=True)
+class ServeResult:
+    """The serve cell's record fields, and why it is harness-limited (None: it is not)."""
+
+    record: CellRecord
+    harness_reason: str | None
+    details: dict[str, Any]  # merged into the row's details: what set the search's start
+
+
+def largest_batch(backend: Any, natives: dict[int, list[Any]], batch_size: int) -> tuple[int, str]:
+    """The most requests the prepared engine can merge into one call (1..), and why not more
+    ("" when every size asked for runs). One untimed call at each merged size decides."""
+    largest = 1
+    for size in sorted(natives):
+        requests = size // batch_size
+        if requests == 1:
+            continue
+        if not backend.variable_batch:
+            return largest, f"{backend.name} is prepared for one batch size; it cannot merge requests"
+        try:
+            backend.run_on(0, natives[size][0])
+            backend.synchronize()
+        except Exception as exc:  # the engine's word on this size; a smaller policy still runs
+            return largest, f"{backend.name} cannot run a merged batch of {size}: {first_line(exc)}"[:300]
+        largest = requests
+    return largest, ""
+
+
+def serve_policies(
+    backend: Any,
+    natives: dict[int, list[Any]],
+    batch_size: int,
+    measure: MeasureConfig,
+    serve_config: ServeConfig,
+) -> ServeResult:
+    """Serve mode: every batching policy's peak rate at the SLO; the row reports the best."""
+    assert serve_config.slo_ms is not None  # SweepConfig refuses a serve cell without one
+    largest, why_not = largest_batch(backend, natives, batch_size)
+    engine = _engine(backend, natives, batch_size)
+    probe = InterferenceProbe(Thresholds(measure.interference_max_pct, measure.steal_max_pct))
+    warm = _warm_up(engine, measure)
+    burst = serve([0] * (BURST_PER_SLOT * engine.slots), engine, NO_BATCHING)
+    saturated_qps = burst.count / burst.wall_s
+    alone_ms = float(np.median(burst.service_ns)) / 1e6
+    start = serve_config.start_qps or saturated_qps / 2
+    queries = serve_config.trial_queries
+    floor = max(start / 16, queries / measure.max_seconds)
+    policies = []
+    for max_batch, max_wait in itertools.product(serve_config.max_batch, serve_config.max_wait_ms):
+        policy = BatchPolicy(max_batch, float(max_wait))
+        if max_batch > largest:
+            policies.append(_skipped(policy, why_not))
+        elif alone_ms > serve_config.slo_ms:
+            policies.append(
+                _skipped(
+                    policy,
+                    f"one request takes {alone_ms:.3g} ms (median, {engine.slots} slots busy), "
+                    f"over the {serve_config.slo_ms:g} ms SLO before any queueing",
+                )
+            )
+        else:
+            trial = _Trials(engine, policy, serve_config, probe)
+            peak = find_peak(
+                trial.measure_at, max(start, floor), max_trials=serve_config.max_trials, min_qps=floor
+            )
+            policies.append(_policy_entry(policy, peak, trial.verdicts))
+    best = max(policies, key=lambda p: p["max_qps_at_slo"] or 0.0)  # first of equals: the smallest policy
+    record = as_record(
+        {
+            **probe.result(),
+            "warmup_iterations": warm,
+            "streams": engine.slots,
+            "slo_ms": serve_config.slo_ms,
+            "serve_percentile": serve_config.percentile,
+            "arrival": serve_config.arrival,
+            "burstiness": serve_config.burstiness,
+            "max_qps_at_slo": best["max_qps_at_slo"],
+            "max_qps_first_unmet": best["first_unmet_qps"],
+            "serve_upper_outcome": best["upper_outcome"],
+            "best_max_batch": best["max_batch"],
+            "best_max_wait_ms": best["max_wait_ms"],
+            "serve_harness_limited": best["upper_outcome"] == HARNESS_LIMITED,
+            "serve_policies": [{k: v for k, v in p.items() if k != "_peak_run"} for p in policies],
+            **_at_peak(best, batch_size),
+        }
+    )
+    details = {"serve": {"saturated_qps": saturated_qps, "alone_ms": alone_ms, "start_qps": start}}
+    return ServeResult(record, _harness_reason(policies), details)
+
+
+def _engine(backend: Any, natives: dict[int, list[Any]], batch_size: int) -> SlotEngine:
+    slots = max(1, backend.stream_count())
+    turns = [itertools.count() for _ in range(slots)]  # each slot cycles through the input sets
+
+    def call(slot: int, requests: int) -> None:
+        sets = natives[requests * batch_size]
+        backend.run_on(slot, sets[next(turns[slot]) % len(sets)])
+        backend.synchronize()
+
+    return SlotEngine(call, slots, backend.enter_stream)
+
+
+def _warm_up(engine: SlotEngine, measure: MeasureConfig) -> int:
+    """Closed-loop bursts through every slot until the warm-up's minimums are met."""
+    done, t0 = 0, time.perf_counter()
+    while done < max(1, measure.warmup_iterations) or time.perf_counter() - t0 < measure.warmup_seconds:
+        run = serve([0] * (BURST_PER_SLOT * engine.slots), engine, NO_BATCHING)
+        done += run.count
+        if time.perf_counter() - t0 > measure.warmup_max_seconds:
+            break
+    return done
+
+
+class _Trials:
+    """`measure_at(rate)` for one policy, keeping every verdict and the run behind it."""
+
+    def __init__(
+        self, engine: SlotEngine, policy: BatchPolicy, config: ServeConfig, probe: InterferenceProbe
+    ):
+        self.engine, self.policy, self.config, self.probe = engine, policy, config, probe
+        self.verdicts: list[tuple[float, RateVerdict, ServeRun]] = []
+
+    def measure_at(self, rate: float) -> RateVerdict:
+        config = self.config
+        count = config.trial_queries
+        while True:
+            schedule = make_schedule(rate, count, config.arrival, config.burstiness, config.seed)
+            self.probe.start()
+            try:
+                run = serve(schedule.offsets_ns, self.engine, self.policy)
+            finally:
+                self.probe.stop()
+            assert config.slo_ms is not None
+            verdict = judge(run, config.slo_ms, percentile=config.percentile)
+            # LoadGen's count of what an UNDECIDED run lacks: run it again that much longer.
+            if verdict.outcome != UNDECIDED or not verdict.more_queries or count >= config.query_cap:
+                break
+            count = min(config.query_cap, count + verdict.more_queries)
+        log.info("serve %s at %.4g/s: %s (%s)", self.policy, rate, verdict.outcome, verdict.reason)
+        self.verdicts.append((rate, verdict, run))
+        return verdict
+
+
+def _trial_entry(rate: float, verdict: RateVerdict) -> dict[str, Any]:
+    return {
+        "rate_qps": rate,
+        "outcome": verdict.outcome,
+        "reason": verdict.reason,
+        "queries": verdict.queries,
+        "p50_ms": verdict.p50_ms,
+        "p90_ms": verdict.p90_ms,
+        "p99_ms": verdict.p99_ms,
+        "p999_ms": verdict.p999_ms,
+        "achieved_qps": verdict.achieved_qps,
+        "goodput_qps": verdict.goodput_qps,
+        "dispatch_lag_p99_ms": verdict.harness.lag_p99_ms,
+        "mean_batch": verdict.mean_batch,
+    }
+
+
+def _policy_entry(
+    policy: BatchPolicy, peak: Peak, verdicts: list[tuple[float, RateVerdict, ServeRun]]
+) -> dict[str, Any]:
+    at_peak = next((run for rate, _, run in verdicts if rate == peak.max_qps_at_slo), None)
+    if peak.max_qps_at_slo is not None:
+        reason = (
+            f"p{100 * verdicts[0][1].percentile:g} within the SLO up to {peak.max_qps_at_slo:.4g} requests/s"
+        )
+    else:
+        reason = f"no rate tried met the SLO (lowest {min(r for r, _, _ in verdicts):.4g} requests/s)"
+    return {
+        "max_batch": policy.max_batch,
+        "max_wait_ms": policy.max_wait_ms,
+        "max_qps_at_slo": peak.max_qps_at_slo,
+        "first_unmet_qps": peak.first_unmet_qps,
+        "upper_outcome": peak.upper_outcome,
+        "reason": reason,
+        "trials": [_trial_entry(rate, verdict) for rate, verdict, _ in verdicts],
+        "_peak_run": at_peak,
+    }
+
+
+def _skipped(policy: BatchPolicy, reason: str) -> dict[str, Any]:
+    return {
+        "max_batch": policy.max_batch,
+        "max_wait_ms": policy.max_wait_ms,
+        "max_qps_at_slo": None,
+        "first_unmet_qps": None,
+        "upper_outcome": None,
+        "reason": f"skipped: {reason}",
+        "trials": [],
+        "_peak_run": None,
+    }
+
+
+def _at_peak(best: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """The best policy's figures at its peak rate: the trial there, and its latencies (from the
+    scheduled time) as the row's latency columns."""
+    trial = next((t for t in best["trials"] if t["rate_qps"] == best["max_qps_at_slo"]), None)
+    run: ServeRun | None = best["_peak_run"]
+    if trial is None or run is None:
+        return {"dispatch_lag_p99_ms": None, "goodput_qps": None, "serve_p99_ms": None}
+    latencies = run.latencies_ns
+    figures = {k: v for k, v in summarize(latencies, batch_size).items() if k != "throughput_sps"}
+    return {
+        "dispatch_lag_p99_ms": trial["dispatch_lag_p99_ms"],
+        "goodput_qps": trial["goodput_qps"],
+        "serve_p99_ms": trial["p99_ms"],
+        "latencies_ns": latencies,
+        **figures,
+    }
+
+
+def _harness_reason(policies: list[dict[str, Any]]) -> str | None:
+    """Why the cell is harness-limited: every trial of every policy was (None: not so)."""
+    trials = [t for p in policies for t in p["trials"]]
+    if not trials or any(t["outcome"] != HARNESS_LIMITED for t in trials):
+        return None
+    return f"every rate tried was harness-limited: {trials[0]['reason']}"
