@@ -149,7 +149,7 @@ def test_real_a_a_two_smoke_runs_do_not_regress(capsys: pytest.CaptureFixture[st
     Zen 3 one for an 11 us call); the gate's 5% belongs on a dedicated, quiet runner."""
     profile = tmp_path / "aa.toml"
     profile.write_text(
-        '[sweep]\nmodels = ["mlp"]\nbackends = ["torch", "onnxruntime"]\nbatch_sizes = [1, 4]\n'
+        '[sweep]\nmodels = ["mlp"]\nbackends = ["torch", "onnxruntime"]\nbatch_sizes = [1]\n'
         "threads = [1]\n[measure]\nwarmup_iterations = 20\nwarmup_seconds = 0.1\n"
         "min_iterations = 200\nmin_seconds = 0.2\nmax_iterations = 2000\nrepeats = 3\nprecision = 0.0\n"
         # The interference probe stays on, as in any run: a neighbour that slows one side's
@@ -185,7 +185,7 @@ def test_real_a_a_two_smoke_runs_do_not_regress(capsys: pytest.CaptureFixture[st
     assert code in (0, 3), err
     assert "REGRESSION" not in err
     compared = (tmp_path / "a2" / "compare.csv").read_text()
-    assert compared.count(",process\n") + compared.count(",process,") >= 4 * 3  # process-level units
+    assert compared.count(",process\n") + compared.count(",process,") >= 2 * 3  # process-level units
 
 
 def test_backend_option_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
