@@ -130,7 +130,8 @@ def test_unmatched_cells_are_listed_and_broken_cells_regress() -> None:
 
 def test_options_validation() -> None:
     with pytest.raises(
-        UserError, match="metric must be one of p50, p99, throughput, min, instructions; got 'p95'"
+        UserError,
+        match="metric must be one of p50, p99, throughput, min, instructions, max_qps_at_slo; got 'p95'",
     ):
         CompareOptions(thresholds={"p95": 0.1})
     for bad in (1.5, 0.0):

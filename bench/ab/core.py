@@ -34,7 +34,15 @@ import pandas as pd
 
 from inferbench.ab.instructions import COUNTERS
 from inferbench.ab.sides import Side
-from inferbench.compare.core import KEY, VALUE_COLUMN, CompareOptions, judge, status_row
+from inferbench.compare.core import (
+    HIGHER_IS_BETTER,
+    KEY,
+    VALUE_COLUMN,
+    CompareOptions,
+    harness_limited,
+    judge,
+    status_row,
+)
 from inferbench.compare.sequential import Looks
 from inferbench.compare.verdict import INCONCLUSIVE, Estimate, paired_estimate
 from inferbench.errors import InternalError, UserError
@@ -82,10 +90,11 @@ class AbOptions:
         if self.gate_auto and not self.calibrate and self.calibration is None:
             raise UserError("--gate-on auto needs a calibration: --calibrate ROUNDS or --calibration FILE")
 
-    def compared(self, key: str) -> tuple[str, ...]:
-        """The metrics compared for cell `key`: its gating statistic first, then the rest."""
+    def compared(self, key: str, mode: str = "latency") -> tuple[str, ...]:
+        """The metrics compared for cell `key`: its gating statistic first, then the rest; a
+        serve cell's peak alone (`CompareOptions.compared_in`)."""
         gate_on = self.gate_on_by_cell.get(key, self.compare.gate_on)
-        return (gate_on, *(m for m in self.compare.compared if m != gate_on))
+        return self.compare.compared_in(mode, (gate_on, *(m for m in self.compare.compared if m != gate_on)))
 
 
 def round_order(round_index: int) -> tuple[str, str]:
@@ -142,19 +151,37 @@ def _missing_row(cell: dict[str, Any]) -> dict[str, Any]:
 
 
 def round_value(record: dict[str, Any], metric: str) -> float:
-    return float(record[VALUE_COLUMN[metric]])
+    """One side's value of `metric` in one round; NaN where it has none (a serve cell whose
+    search found no passing rate), which the paired estimate leaves out."""
+    value = record.get(VALUE_COLUMN[metric])
+    return float("nan") if value is None else float(value)
 
 
 def clean_pairs(by_side: Mapping[str, list[dict[str, Any]]], keep_interfered: bool = False) -> list[Pair]:
-    """The rounds that count, as (base, head) pairs: both sides came out ok and (unless
-    `keep_interfered`) neither side's timed window was disturbed. The A/B verdict, the A/A
-    calibration and the variance campaign all pair rounds by this one rule."""
+    """The rounds that count, as (base, head) pairs: both sides came out ok, neither side's
+    load generator fell behind (a serve cell's `serve_harness_limited`: not a result) and
+    (unless `keep_interfered`) neither side's timed window was disturbed. The A/B verdict, the
+    A/A calibration and the variance campaign all pair rounds by this one rule."""
     return [
         (b, h)
         for b, h in zip(by_side["base"], by_side["head"], strict=True)
         if b["status"] == h["status"] == OK
+        and not (harness_limited(b) or harness_limited(h))
         and (keep_interfered or not (b.get("interfered") or h.get("interfered")))
     ]
+
+
+def _left_out_note(by_side: Mapping[str, list[dict[str, Any]]], left_out: int) -> str:
+    """'2 of 10 rounds interfered, left out', naming harness-limited rounds apart."""
+    if not left_out:
+        return ""
+    rounds = len(by_side["base"])
+    pairs = zip(by_side["base"], by_side["head"], strict=True)
+    limited = sum(harness_limited(b) or harness_limited(h) for b, h in pairs)
+    if not limited:
+        return f"{left_out} of {rounds} rounds interfered, left out"
+    interfered = f"{left_out - limited} interfered and " if left_out > limited else ""
+    return f"{interfered}{limited} harness-limited of {rounds} rounds, left out"
 
 
 @dataclass
@@ -196,12 +223,12 @@ def verdict_rows(
         disturbed = len(by_side["base"]) - len(pairs)
         if seen:  # judged at its latest look: rounds after it wait for the next one
             pairs = pairs[: seen[-1][0]]
-        note = f"{disturbed} of {len(by_side['base'])} rounds interfered, left out" if disturbed else ""
+        note = _left_out_note(by_side, disturbed)
         gate_on = options.gate_on_by_cell.get(key)
-        for metric in options.compared(key):
+        for metric in options.compared(key, str(cell.get("mode"))):
             b_values = [round_value(b, metric) for b, _ in pairs]
             h_values = [round_value(h, metric) for _, h in pairs]
-            estimate = paired_estimate(b_values, h_values, higher_is_better=metric == "throughput")
+            estimate = paired_estimate(b_values, h_values, higher_is_better=metric in HIGHER_IS_BETTER)
             row = {
                 **cell,
                 "metric": metric,

@@ -18,6 +18,14 @@ throughput, are advisory (reported, never a failure). A cell that ran in BASE
 and is broken or missing in NEW fails the comparison; a cell whose timed window was disturbed
 (`interfered`) is inconclusive, never a change.
 
+A serve-mode cell (inferbench.serve) is compared on one metric, `max_qps_at_slo` (the most
+requests/s meeting its latency target; higher is better), and it gates. One peak search per side
+gives one number bracketed by the next rate tried, which did not pass: the estimate's spread is
+that bracket (`peak_estimate`), the search's resolution, not the run-to-run noise (`ab`'s paired
+rounds measure that). A side whose load generator could not keep up (status `harness-limited`, or
+`serve_harness_limited`: the peak is where the dispatcher fell behind) is not a result: the cell
+is inconclusive, never a regression.
+
 Runs merged from several machines keep machines apart: a cell is matched on its key and its
 host. A cell that BASE and NEW measured on different hosts is an environment difference, like
 two runs from different CPUs (`inferbench.compare.envcheck`): `compare` refuses it unless
@@ -47,7 +55,7 @@ from inferbench.compare.verdict import (
 from inferbench.config import CELL_AXES, cell_axes
 from inferbench.errors import EXIT_OK, EXIT_REGRESSION, EXIT_UNDECIDED, UserError
 from inferbench.machine.hosts import HOST, host_of, several_hosts
-from inferbench.status import OK
+from inferbench.status import HARNESS_LIMITED, OK
 
 KEY = list(CELL_AXES)
 
@@ -62,7 +70,12 @@ def gates(metric: str, mode: str, latency: str = "p50") -> bool:
     docs/measurements/2026-11-24-gate-trials.md). Gating on it there doubled the tests Holm
     corrects for and left most cells undecided, for no regression p50 would miss. It is
     still shown, as advisory, like p99."""
-    return metric == latency or (metric == "throughput" and mode == "throughput") or metric in COUNTED
+    return (
+        metric == latency
+        or (metric == "throughput" and mode == "throughput")
+        or metric in COUNTED
+        or metric == SERVE_METRIC
+    )
 
 
 @dataclass(frozen=True)
@@ -98,19 +111,31 @@ COUNTED = {"instructions": 0.01}
 GATE_ON = ("p50", "min")
 # Throughput mode counts completions: its samples are the run's per-slice rates.
 COUNTED_THROUGHPUT = Metric("throughput", np.mean, higher_is_better=True, from_rates=True)
+#: Serve mode's one metric: the most requests/s whose tail latency met the SLO.
+SERVE_METRIC = "max_qps_at_slo"
+SERVE_MODE = "serve"
 VALUE_COLUMN = {
     "p50": "latency_p50_ms",
     "p99": "latency_p99_ms",
     "throughput": "throughput_sps",
     "min": "latency_min_ms",
+    SERVE_METRIC: SERVE_METRIC,
 }
+#: Metrics whose larger value is better: a ratio NEW/BASE below 1 is worse.
+HIGHER_IS_BETTER = frozenset({"throughput", SERVE_METRIC})
 
 
 #: What an interval covers (`compare.csv` column `interval`): the noise inside one process per
 #: side only, or also the spread from process to process (fresh processes, or `ab`'s rounds).
 WITHIN_PROCESS = "within-process"
 BETWEEN_PROCESSES = "between-process"
-INTERVAL_COVERS = {"iteration": WITHIN_PROCESS, "process": BETWEEN_PROCESSES, "round": BETWEEN_PROCESSES}
+#: "search": one peak search per side (serve mode), bracketed by the search's resolution.
+INTERVAL_COVERS = {
+    "iteration": WITHIN_PROCESS,
+    "process": BETWEEN_PROCESSES,
+    "round": BETWEEN_PROCESSES,
+    "search": WITHIN_PROCESS,
+}
 
 
 @dataclass(frozen=True)
@@ -136,8 +161,9 @@ class CompareOptions:
             if name not in METRICS:
                 raise UserError(f"metric must be one of {', '.join(METRICS)}; got {name!r}")
         for name in self.thresholds:
-            if name not in METRICS and name not in COUNTED:
-                raise UserError(f"metric must be one of {', '.join([*METRICS, *COUNTED])}; got {name!r}")
+            if name not in METRICS and name not in COUNTED and name != SERVE_METRIC:
+                known = ", ".join([*METRICS, *COUNTED, SERVE_METRIC])
+                raise UserError(f"metric must be one of {known}; got {name!r}")
         for value in (self.max_regression, *self.thresholds.values()):
             if not 0 < value < 1:
                 raise UserError(f"regression threshold must be between 0% and 100%; got {value:.0%}")
@@ -146,6 +172,50 @@ class CompareOptions:
 
     def threshold(self, metric: str) -> float:
         return self.thresholds.get(metric, COUNTED.get(metric, self.max_regression))
+
+    def compared_in(self, mode: str, compared: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        """The metrics a cell of `mode` is compared on: serve mode's peak alone, else `compared`
+        (default `self.compared`)."""
+        return (SERVE_METRIC,) if mode == SERVE_MODE else (compared or self.compared)
+
+
+def harness_limited(record: dict[str, Any]) -> bool:
+    """A serve record the load generator could not drive: not a result (status
+    `harness-limited`, or a peak that is where the dispatcher, not the engine, fell behind)."""
+    return record.get("status") == HARNESS_LIMITED or record.get("serve_harness_limited") is True
+
+
+def _bracket_log(record: dict[str, Any]) -> tuple[float, float] | None:
+    """Where a serve cell's knee lies, on the log scale: from its highest passing rate to the
+    first rate above it that did not pass. Without an unmet rate (the search reached its
+    ceiling) the knee is at least the peak: a bracket of the search's 5% resolution; with no
+    passing rate it is below the lowest rate tried. None: neither is known."""
+    peak, unmet = _positive(record.get(SERVE_METRIC)), _positive(record.get("max_qps_first_unmet"))
+    if peak is not None:
+        return math.log(peak), math.log(unmet if unmet is not None and unmet > peak else peak * 1.05)
+    if unmet is not None:
+        return math.log(unmet), math.log(unmet)
+    return None
+
+
+def _positive(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 and math.isfinite(number) else None
+
+
+def peak_estimate(base: dict[str, Any], new: dict[str, Any]) -> Estimate | None:
+    """The change of `max_qps_at_slo` between two serve records, positive when NEW serves fewer
+    requests/s: the log ratio of the brackets' geometric middles, with each knee taken as
+    uniform over its bracket (standard deviation width / sqrt(12))."""
+    b, n = _bracket_log(base), _bracket_log(new)
+    if b is None or n is None:
+        return None
+    middle_b, middle_n = (b[0] + b[1]) / 2, (n[0] + n[1]) / 2
+    se = math.hypot(b[1] - b[0], n[1] - n[0]) / math.sqrt(12)
+    return Estimate(middle_b - middle_n, se, n=2)
 
 
 def bootstrap_estimate(
@@ -194,6 +264,10 @@ def compare_records(
             rows.append(row)
             estimates.append(None)
             continue
+        if str(b.get("mode")) == SERVE_MODE:
+            rows.append(_serve_row(cell, b, n, moved))
+            estimates.append(None if moved or _limited_sides(b, n) else peak_estimate(b, n))
+            continue
         disturbed = [side for side, r in (("base", b), ("new", n)) if r.get("interfered")]
         for name in options.compared:
             metric, b_procs, n_procs = _samples(b, n, name)
@@ -224,6 +298,32 @@ def compare_records(
             )
             estimates.append(estimate)
     return judge(rows, estimates, options), pd.DataFrame(unmatched)
+
+
+def _limited_sides(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return [side for side, r in (("base", base), ("new", new)) if harness_limited(r)]
+
+
+def _serve_row(cell: dict[str, Any], base: dict[str, Any], new: dict[str, Any], moved: str) -> dict[str, Any]:
+    """A serve cell measured on both sides: its `max_qps_at_slo` row (judged from its brackets)."""
+    limited = _limited_sides(base, new)
+    note = moved or (f"harness-limited ({', '.join(limited)}): not a result" if limited else "")
+    return {
+        **cell,
+        "metric": SERVE_METRIC,
+        "base_status": OK,
+        "new_status": OK,
+        "base_value": _value(base.get(SERVE_METRIC)),
+        "new_value": _value(new.get(SERVE_METRIC)),
+        "n_base": len(base.get("serve_policies") or []) or 1,
+        "n_new": len(new.get("serve_policies") or []) or 1,
+        "unit": "search",
+        "note": note,
+    }
+
+
+def _value(value: Any) -> float:
+    return _positive(value) or float("nan")
 
 
 def _key(record: dict[str, Any]) -> tuple[Any, ...]:
@@ -282,6 +382,19 @@ def status_row(cell: dict[str, Any], base: dict[str, Any], new: dict[str, Any] |
     """A cell that was not measured on both sides: ok -> anything else (or missing) fails."""
     new_status = new["status"] if new is not None else "missing"
     broke = base["status"] == OK and new_status != OK
+    limited = [
+        side for side, status in (("base", base["status"]), ("new", new_status)) if status == HARNESS_LIMITED
+    ]
+    if limited:  # the load generator could not keep up: nothing was learned about the engine
+        return {
+            **cell,
+            "metric": "status",
+            "base_status": base["status"],
+            "new_status": new_status,
+            "verdict": INCONCLUSIVE,
+            "broken": False,
+            "note": f"harness-limited ({', '.join(limited)}): not a result",
+        }
     if base["status"] == new_status:
         verdict = f"still {new_status}"
     elif broke:
@@ -342,7 +455,7 @@ def judge(
             else decide_sequential(family_estimates, thresholds, [looks[i] for i in family], **levels)
         )
         for i, d in zip(family, decisions, strict=True):
-            rows[i].update(decision_columns(d, higher_is_better=rows[i]["metric"] == "throughput"))
+            rows[i].update(decision_columns(d, higher_is_better=rows[i]["metric"] in HIGHER_IS_BETTER))
     frame = pd.DataFrame(rows)
     for column in ("ratio", "ci_low", "ci_high", "mde_pct", "p_value", "q_value"):
         if column not in frame:

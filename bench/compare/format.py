@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from inferbench.compare.core import KEY, WITHIN_PROCESS, nothing_timed
+from inferbench.compare.core import KEY, SERVE_METRIC, WITHIN_PROCESS, nothing_timed
 
 if TYPE_CHECKING:
     from inferbench.compare.core import CompareOptions
@@ -87,4 +87,15 @@ def legend(options: CompareOptions, frame: pd.DataFrame | None = None) -> str:
         "a side that failed in some rounds only). Ratios are NEW/BASE; an interval marked "
         f"{WITHIN_PROCESS} covers the noise inside one process per side only; "
         "**MDE**: the slowdown this cell would catch 80% of the time at its measured noise."
+    ) + (
+        SERVE_LEGEND
+        if frame is not None and "metric" in frame and (frame["metric"] == SERVE_METRIC).any()
+        else ""
     )
+
+
+SERVE_LEGEND = (
+    " Serve-mode cells gate on max_qps_at_slo, the most requests/s whose p99 latency met the SLO "
+    "(higher is better: a ratio below 1 is worse); a side whose load generator could not keep up "
+    "(harness-limited) is not a result, and its cell is inconclusive."
+)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from inferbench.compare.core import KEY, CompareOptions
+from inferbench.compare.core import KEY, SERVE_METRIC, CompareOptions
 from inferbench.compare.env import RunView, environment_html, environment_rows
 from inferbench.compare.format import formatted, headline, legend
 from inferbench.compare.verdict import VERDICTS
@@ -31,7 +31,7 @@ from inferbench.report.html import CHARTS_JS, CSS, SORT_JS
 #: Quantiles (percent) each side's distribution is drawn from.
 DIST_QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 #: Metric columns, gating ones first, with their units.
-METRIC_UNITS = {"p50": "ms", "min": "ms", "throughput": "samples/s", "p99": "ms"}
+METRIC_UNITS = {"p50": "ms", "min": "ms", "throughput": "samples/s", "p99": "ms", SERVE_METRIC: "requests/s"}
 #: A cell's class, worst first: its rank is the sort key of the cell's verdict column.
 CELL_CLASSES = ("broken", "regression", "inconclusive", "status", "improvement", "no-change")
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from inferbench.compare.core import SERVE_MODE
 from inferbench.compare.format import formatted, headline, legend
 from inferbench.compare.html import render_compare_html
 from inferbench.config import axes_shown
@@ -142,6 +143,8 @@ def _table_rows(frame: pd.DataFrame) -> list[tuple[list[str], str | None]]:
         cell = f"{row['model']} {row['backend']} {row['precision']} b{row['batch_size']} t{row['threads']}"
         if row.get("mode") == "throughput":
             cell += " thr"
+        elif row.get("mode") == SERVE_MODE:
+            cell += " serve"
         if row.get("shape"):
             cell += f" {row['shape']}"
         style = "bold red" if row["broken"] else STYLE.get(str(row["verdict"]))

@@ -63,6 +63,8 @@ def compare_dirs(
     notes = [f"Compared despite a mismatch: {problem}."] if problem else []
     if single:
         notes.append(SINGLE_PROCESS_CAVEAT)
+    if bool(len(frame)) and "unit" in frame and (frame["unit"] == "search").any():
+        notes.append(ONE_SEARCH_CAVEAT)
     return Comparison(frame, unmatched, tuple(notes), base, new)
 
 
@@ -91,6 +93,13 @@ SINGLE_PROCESS_CAVEAT = (
     "can neither be confirmed nor ruled out. A large change (several times that spread) is "
     "real. For a gate, use `inferbench ab` (interleaved fresh processes, paired), or runs with "
     "`--repeats 3` or more."
+)
+
+ONE_SEARCH_CAVEAT = (
+    "**One peak search per side (serve cells).** A serve cell's `max_qps_at_slo` is bracketed by "
+    "the next rate its search tried, which did not meet the SLO; its interval is that bracket, "
+    "the search's resolution, not how far another run's search could land. For a gate, use "
+    "`inferbench ab`, whose paired rounds measure that spread."
 )
 
 
