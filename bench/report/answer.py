@@ -11,6 +11,11 @@ or accuracy_checked false (no reference to check it against). Columns a run does
 
 A run merged from shards on several machines is answered per host (`inferbench.machine.hosts`): a
 cell is only ever ranked against, and sped up over, cells of the machine that measured it.
+
+Serve mode (inferbench.report.serving) asks which engine, precision and batching policy serve
+the most requests per second at p99 within the SLO: the cell with the highest `max_qps_at_slo`
+wins, its best policy named. A harness-limited cell (the load generator, not the engine, fell
+behind) never wins and is named in the answer.
 """
 
 from __future__ import annotations
@@ -22,11 +27,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from inferbench.compare.core import BETWEEN_PROCESSES, WITHIN_PROCESS
+from inferbench.compare.core import BETWEEN_PROCESSES, SERVE_METRIC, WITHIN_PROCESS
 from inferbench.config import CELL_AXES
 from inferbench.machine.hosts import HOST, host_of, hosts_in, keys_with_host
 from inferbench.markdown import fmt
-from inferbench.status import NOT_RUN, OK
+from inferbench.report.serving import (
+    SERVE,
+    SERVE_COLUMNS,
+    SERVE_RULE,
+    best_policy_text,
+    qps_text,
+    slo_text,
+)
+from inferbench.status import HARNESS_LIMITED, NOT_RUN, OK
 
 REFERENCE = ("torch", "fp32")  # speed-ups are against eager FP32 at the same batch size
 # An answer chooses a backend and precision at each point of the other axes.
@@ -51,7 +64,11 @@ RULE = (
 )
 #: What a judgement "within noise" covers, weakest first: the answer says the weaker of its two cells'.
 CALIBRATED = f"{BETWEEN_PROCESSES} (calibrated)"
-NOISE_BASES = (WITHIN_PROCESS, CALIBRATED, BETWEEN_PROCESSES)
+#: Serve mode: two peaks are apart when their search brackets do not overlap.
+SEARCH = "search resolution"
+NOISE_BASES = (SEARCH, WITHIN_PROCESS, CALIBRATED, BETWEEN_PROCESSES)
+#: Modes whose figure is better larger (samples/s, requests/s at the SLO).
+HIGHER_IS_BETTER = frozenset({"throughput", SERVE})
 #: Anchors the report and summary.md give the list of cells that did not run.
 NOT_RUN_ANCHOR = "cells-that-did-not-run"
 
@@ -74,11 +91,18 @@ def falsy(value: Any) -> bool:
     return str(value).strip().lower() in {"false", "no", "0"}
 
 
+def harness_limited(row: dict[str, Any]) -> bool:
+    """A serve cell whose load generator fell behind: its status, or its peak's upper end."""
+    return str(row.get("status")) == HARNESS_LIMITED or truthy(row.get("serve_harness_limited"))
+
+
 def exclusion(row: dict[str, Any]) -> str | None:
     """Why this cell is not a candidate for the answer, or None if it is."""
     status = str(row.get("status"))
     if status != OK:
         return status
+    if truthy(row.get("serve_harness_limited")):
+        return HARNESS_LIMITED
     for column, words in FLAGS.items():
         if truthy(row.get(column)):
             return words
@@ -94,6 +118,8 @@ def only_capped(row: dict[str, Any]) -> bool:
 
 
 def metric_of(mode: str) -> str:
+    if mode == SERVE:
+        return SERVE_METRIC
     return "throughput_sps" if mode == "throughput" else "latency_p50_ms"
 
 
@@ -103,17 +129,27 @@ def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
     With several hosts, on the same host too."""
     keys = keys_with_host(GROUP_KEYS, frame)
     frame = frame.assign(shape=frame["shape"].fillna("")) if "shape" in frame else frame.assign(shape="")
+    serve = SERVE_METRIC in frame.columns  # serve mode: over eager FP32's own peak
     ok = frame[frame["status"] == OK]
+    if serve:  # a harness-limited peak is a lower bound on the engine: no reference
+        clean = (not harness_limited(r) for r in ok.to_dict("records"))
+        ok = ok[np.fromiter(clean, dtype=bool, count=len(ok))]
     ref = ok[(ok["backend"] == REFERENCE[0]) & (ok["precision"] == REFERENCE[1])]
-    ref = ref[[*keys, "latency_p50_ms", "throughput_sps"]].drop_duplicates(keys)
-    ref = ref.rename(columns={"latency_p50_ms": "_ref_p50", "throughput_sps": "_ref_sps"})
+    ref = ref[[*keys, "latency_p50_ms", "throughput_sps", *([SERVE_METRIC] if serve else [])]]
+    ref = ref.drop_duplicates(keys).rename(
+        columns={"latency_p50_ms": "_ref_p50", "throughput_sps": "_ref_sps", SERVE_METRIC: "_ref_qps"}
+    )
     merged = frame.drop(columns="speedup_vs_eager_fp32", errors="ignore").merge(ref, on=keys, how="left")
-    merged["speedup_vs_eager_fp32"] = np.where(
+    speedup = np.where(
         merged["mode"] == "throughput",
         merged["throughput_sps"] / merged["_ref_sps"],
         merged["_ref_p50"] / merged["latency_p50_ms"],
     )
-    return merged.drop(columns=["_ref_p50", "_ref_sps"])
+    if serve:
+        peak = pd.to_numeric(merged[SERVE_METRIC], errors="coerce")
+        speedup = np.where(merged["mode"] == SERVE, peak / pd.to_numeric(merged["_ref_qps"]), speedup)
+    merged["speedup_vs_eager_fp32"] = speedup
+    return merged.drop(columns=["_ref_p50", "_ref_sps", "_ref_qps"], errors="ignore")
 
 
 @dataclass(frozen=True)
@@ -135,10 +171,14 @@ class Pick:
     #: The range "within noise" is judged on, and what it covers (one of NOISE_BASES).
     band: tuple[float, float] | None = None
     noise: str = WITHIN_PROCESS
+    #: Serve mode: the best batching policy ('max_batch 4 / wait 2 ms') and the target
+    #: ('p99 ≤ 50 ms'); `ci_high` is then the first rate above the peak that did not meet it.
+    policy: str = ""
+    slo: str = ""
 
     @property
     def name(self) -> str:
-        return f"{self.backend} {self.precision}"
+        return f"{self.backend} {self.precision}" + (f", {self.policy}" if self.policy else "")
 
     @property
     def ran(self) -> str:
@@ -173,6 +213,8 @@ class Answer:
     provisional: Pick | None = None
     #: What the within-noise judgement covers: the weaker of the winner's and runner-up's.
     noise: str = WITHIN_PROCESS
+    #: Serve mode: the cells left out because the load generator fell behind ('openvino int8').
+    harness_limited: tuple[str, ...] = ()
 
     @property
     def metric(self) -> str:
@@ -180,7 +222,7 @@ class Answer:
 
     @property
     def lower_is_better(self) -> bool:
-        return self.mode != "throughput"
+        return self.mode not in HIGHER_IS_BETTER
 
 
 def _num(value: Any) -> float | None:
@@ -192,6 +234,8 @@ def _num(value: Any) -> float | None:
 
 
 def _interval(row: dict[str, Any], mode: str) -> tuple[float | None, float | None]:
+    if mode == SERVE:  # the peak lies between the last rate met and the first rate not met
+        return _num(row.get(SERVE_METRIC)), _num(row.get("max_qps_first_unmet"))
     if mode == "throughput":
         return _num(row.get("throughput_ci_low_sps")), _num(row.get("throughput_ci_high_sps"))
     return _num(row.get("latency_p50_ci_low_ms")), _num(row.get("latency_p50_ci_high_ms"))
@@ -209,6 +253,8 @@ def noise_band(row: dict[str, Any], mode: str) -> tuple[tuple[float, float] | No
     low, high = _interval(row, mode)
     if value is None:
         return None, WITHIN_PROCESS
+    if mode == SERVE:  # one search per cell: its bracket is all the answer knows
+        return (value, value if high is None else max(value, high)), SEARCH
     low, high = (value if low is None else low), (value if high is None else high)
     spread_column = "process_throughput_spread_pct" if mode == "throughput" else "process_p50_spread_pct"
     calibrated = _num(row.get("calibrated_spread_pct"))
@@ -225,7 +271,7 @@ def noise_band(row: dict[str, Any], mode: str) -> tuple[tuple[float, float] | No
 def _speedup(value: float, reference: float | None, mode: str) -> float | None:
     if reference is None or reference <= 0 or value <= 0:
         return None
-    return value / reference if mode == "throughput" else reference / value
+    return value / reference if mode in HIGHER_IS_BETTER else reference / value
 
 
 def _pick(row: dict[str, Any], mode: str, eager: float | None, best_fp32: dict[str, Any] | None) -> Pick:
@@ -250,6 +296,8 @@ def _pick(row: dict[str, Any], mode: str, eager: float | None, best_fp32: dict[s
         cell_key=str(row.get("cell_key") or ""),
         band=band,
         noise=noise,
+        policy=best_policy_text(row) if mode == SERVE else "",
+        slo=slo_text(row) if mode == SERVE else "",
     )
 
 
@@ -279,10 +327,10 @@ def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
         elif str(row.get("status")) in NOT_RUN or why in ("error", "timeout"):
             not_run[why or ""] = not_run.get(why or "", 0) + 1
         else:
-            reason = why or f"no {metric}"
+            reason = why or ("no rate met the SLO" if mode == SERVE else f"no {metric}")
             excluded[reason] = excluded.get(reason, 0) + 1
 
-    sign = 1.0 if mode != "throughput" else -1.0
+    sign = -1.0 if mode in HIGHER_IS_BETTER else 1.0
 
     def rank(item: tuple[int, dict[str, Any]]) -> tuple[float, float, int]:
         # Ties on speed go to the more accurate cell, then to sweep order (deterministic).
@@ -298,7 +346,11 @@ def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
     )
     # The eager reference is the same number as the table's speedup_vs_eager_fp32 uses: any
     # `ok` eager FP32 cell, flagged or not (a flag keeps it from winning, not from measuring).
-    eager_rows = [r for r in rows if (r["backend"], r["precision"]) == REFERENCE and r["status"] == OK]
+    eager_rows = [
+        r
+        for r in rows
+        if (r["backend"], r["precision"]) == REFERENCE and r["status"] == OK and not harness_limited(r)
+    ]
     eager = _num(eager_rows[0][metric]) if eager_rows else None
     fp32 = [r for r in ranked if r["precision"] == "fp32"]
     best_fp32 = fp32[0] if fp32 else None
@@ -324,6 +376,7 @@ def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
         host=host_of(rows[0]) if len(key) > len(GROUP_KEYS) else "",
         provisional=provisional,
         noise=_weaker_noise(winner, runner_up) if winner else WITHIN_PROCESS,
+        harness_limited=tuple(f"{r['backend']} {r['precision']}" for r in rows if harness_limited(r)),
     )
 
 
@@ -357,7 +410,11 @@ def by_host(found: list[Answer]) -> list[tuple[str, list[Answer]]]:
 
 
 def value_text(answer: Answer, pick: Pick) -> str:
-    """'12.3 ms [12.1, 12.6]' or '812 samples/s [790, 830]'."""
+    """'12.3 ms [12.1, 12.6]' or '812 samples/s [790, 830]'; serve mode: '830 QPS at p99 ≤ 50 ms
+    (not met at 870)'."""
+    if answer.mode == SERVE:
+        text = f"{qps_text(pick.value)} QPS at {pick.slo}"
+        return text + (f" (not met at {qps_text(pick.ci_high)})" if pick.ci_high is not None else "")
     unit = "samples/s" if answer.mode == "throughput" else "ms"
     text = f"{fmt(pick.value)} {unit}"
     if pick.ci_low is not None and pick.ci_high is not None:
@@ -378,6 +435,32 @@ def counts_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {why}" for why, n in counts.items())
 
 
+def excluded_text(answer: Answer) -> str:
+    """The counts of cells left out, harness-limited ones by name: '2 harness-limited (openvino
+    fp32, openvino int8)' (the load generator fell behind, not those engines)."""
+    parts = []
+    for why, n in answer.excluded.items():
+        named = (
+            f" ({', '.join(answer.harness_limited)})"
+            if why == HARNESS_LIMITED and answer.harness_limited
+            else ""
+        )
+        parts.append(f"{n} {why}{named}")
+    return ", ".join(parts)
+
+
+def serve_sentence(answer: Answer) -> str:
+    """The serve answer in one phrase: 'onnxruntime int8, max_batch 4 / wait 2 ms: 830 QPS at
+    p99 ≤ 50 ms (1.90x torch fp32)'; '' without a winner."""
+    w = answer.winner
+    if w is None or answer.mode != SERVE:
+        return ""
+    text = f"{w.name}: {qps_text(w.value)} QPS at {w.slo}"
+    if w.speedup_vs_eager_fp32 is not None and (w.backend, w.precision) != REFERENCE:
+        text += f" ({speedup_text(w.speedup_vs_eager_fp32)} {' '.join(REFERENCE)})"
+    return text
+
+
 def group_text(answer: Answer, show_threads: bool, show_shape: bool = False) -> str:
     threads = f" t{answer.threads}" if show_threads else ""
     shape = f"{answer.shape or 'default shape'} " if show_shape else ""
@@ -396,8 +479,11 @@ def fastest_text(answer: Answer) -> str:
 
 def noise_text(answer: Answer) -> str:
     """'within noise' or 'apart', and what that judgement covers (compare.csv's `interval`
-    words): a within-process judgement says it is only that."""
+    words): a within-process judgement says it is only that; a serve answer's, that the two
+    search brackets overlap or not."""
     verdict = "within noise" if answer.within_noise else "apart"
+    if answer.noise == SEARCH:
+        return f"{verdict}, {SEARCH} only"
     if answer.noise == WITHIN_PROCESS:
         return f"{verdict}, {WITHIN_PROCESS} only"
     return f"{verdict}, {answer.noise}"
@@ -409,11 +495,25 @@ def runner_up_text(answer: Answer) -> str:
     return f"{answer.runner_up.name}: {value_text(answer, answer.runner_up)} ({noise_text(answer)})"
 
 
+def answer_columns(found: list[Answer]) -> tuple[str, ...]:
+    """The answer table's columns: ANSWER_COLUMNS, the value's header naming serve mode's
+    figure too when some answer is a serve one."""
+    if not any(a.mode == SERVE for a in found):
+        return ANSWER_COLUMNS
+    return tuple(SERVE_VALUE_HEADER if c == VALUE_HEADER else c for c in ANSWER_COLUMNS)
+
+
+def rule_text(found: list[Answer]) -> str:
+    """What the answer rests on: RULE, and serve mode's rule when some answer is a serve one."""
+    return f"{RULE} {SERVE_RULE}" if any(a.mode == SERVE for a in found) else RULE
+
+
 def answer_rows(found: list[Answer]) -> list[dict[str, str]]:
     """The answer as a list of text rows (one per model/batch/mode), shared by the Markdown
-    summary, the HTML report and the terminal."""
+    summary, the HTML report and the terminal; keyed by `answer_columns(found)`."""
     show_threads = len({a.threads for a in found}) > 1
     show_shape = any(a.shape for a in found)
+    value_header = answer_columns(found)[ANSWER_COLUMNS.index(VALUE_HEADER)]
     rows = []
     for a in found:
         w = a.winner or a.provisional  # a provisional leader is described like a winner
@@ -422,7 +522,7 @@ def answer_rows(found: list[Answer]) -> list[dict[str, str]]:
                 "model": a.model,
                 "case": group_text(a, show_threads, show_shape),
                 "fastest": fastest_text(a),
-                "p50 / throughput [95% CI]": value_text(a, w) if w else "",
+                value_header: value_text(a, w) if w else "",
                 "vs eager FP32": speedup_text(w.speedup_vs_eager_fp32) if w else "",
                 "vs best FP32": (
                     f"{speedup_text(w.speedup_vs_best_fp32)} ({w.best_fp32})"
@@ -432,18 +532,20 @@ def answer_rows(found: list[Answer]) -> list[dict[str, str]]:
                 "accuracy": accuracy_text(w) if w else "",
                 "what ran": w.ran if w else "",
                 "runner-up": runner_up_text(a),
-                "excluded": counts_text(a.excluded),
+                "excluded": excluded_text(a),
                 "did not run": counts_text(a.not_run),
             }
         )
     return rows
 
 
+VALUE_HEADER = "p50 / throughput [95% CI]"
+SERVE_VALUE_HEADER = "p50 / throughput [95% CI] / QPS at SLO"
 ANSWER_COLUMNS = (
     "model",
     "case",
     "fastest",
-    "p50 / throughput [95% CI]",
+    VALUE_HEADER,
     "vs eager FP32",
     "vs best FP32",
     "accuracy",
@@ -466,8 +568,9 @@ def answer_lines(found: list[Answer]) -> list[str]:
             model = (a.model, a.host)
             lines.append(f"{a.model} on host {a.host}" if a.host else a.model)
         w = a.winner or a.provisional  # a provisional leader is described like a winner
-        parts = [fastest_text(a) + (f": {value_text(a, w)}" if w else "")]
-        if w and w.speedup_vs_eager_fp32 is not None:
+        sentence = serve_sentence(a)  # serve mode's answer says its speed-up over eager FP32
+        parts = [sentence or (fastest_text(a) + (f": {value_text(a, w)}" if w else ""))]
+        if w and w.speedup_vs_eager_fp32 is not None and not sentence:
             parts.append(f"{speedup_text(w.speedup_vs_eager_fp32)} vs eager FP32")
         if w and w.speedup_vs_best_fp32 is not None:
             parts.append(f"{speedup_text(w.speedup_vs_best_fp32)} vs best FP32 ({w.best_fp32})")
@@ -476,7 +579,7 @@ def answer_lines(found: list[Answer]) -> list[str]:
         if a.runner_up:
             parts.append(f"runner-up {runner_up_text(a)}")
         if a.excluded:
-            parts.append(f"left out: {counts_text(a.excluded)}")
+            parts.append(f"left out: {excluded_text(a)}")
         if a.not_run:
             parts.append(f"did not run: {counts_text(a.not_run)}")
         lines.append(f"  {group_text(a, show_threads, show_shape)}: " + "; ".join(parts))
@@ -489,7 +592,7 @@ def answer_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     from inferbench.store.runfolder import to_frame
 
     frame = to_frame(records)
-    for column in (*FLAGS, "accuracy_checked", "lowp_share"):
+    for column in (*FLAGS, "accuracy_checked", "lowp_share", *SERVE_COLUMNS):
         if column not in frame.columns and any(column in r for r in records):
             frame[column] = [r.get(column) for r in records]
     return frame

@@ -5,6 +5,9 @@ distributions are drawn from quantiles computed here from each cell's raw sample
 per cell: p1, p25, p50, p75, p99), so a cell with 50,000 samples costs the same few bytes
 as one with 50. A run merged from several machines gets each model's charts once per host:
 a line never joins two machines' points.
+
+Serve-mode cells get a chart each instead (inferbench.report.serving): p50 and p99 latency
+against the offered rate, from the peak search's trials, with the SLO and the knee.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pandas as pd
 
 from inferbench.machine.hosts import HOST, keys_with_host
 from inferbench.report.answer import exclusion, falsy, with_speedup
+from inferbench.report.serving import SERVE, serve_chart, serve_figure, slo_text
 from inferbench.status import OK
 
 #: Quantiles (percent) each cell's latency box is drawn from: whiskers, box, median.
@@ -48,8 +52,34 @@ def latency_quantiles(
 
 
 def figures(frame: pd.DataFrame, records: list[dict[str, Any]]) -> Iterator[tuple[str, Any]]:
-    """(name, plotly figure) for every chart, model by model (and host by host)."""
-    ok = with_speedup(frame[frame["status"] == OK]).copy()
+    """(name, plotly figure) for every chart, model by model (and host by host), then one per
+    serve cell."""
+    yield from _engine_figures(frame, records)
+    yield from serve_figures(frame, records)
+
+
+def serve_figures(frame: pd.DataFrame, records: list[dict[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """(name, figure) for each serve cell that has trials, in the frame's order: its latency
+    against offered load (inferbench.report.serving.serve_figure)."""
+    by_key = {r.get("cell_key"): r for r in records if r.get("serve_policies")}
+    several = HOST in keys_with_host(["model"], frame)
+    for row in frame.to_dict("records"):
+        record = by_key.get(row.get("cell_key"))
+        if str(row.get("mode")) != SERVE or record is None:
+            continue
+        where = f" on host {row.get(HOST) or 'unknown'}" if several else ""
+        status = "" if row.get("status") == OK else f" ({row.get('status')})"
+        title = (
+            f"{row['model']}{where} {row['backend']} {row['precision']} b{row['batch_size']} "
+            f"t{row['threads']}{status}: latency vs offered load ({slo_text(record)})"
+        )
+        yield f"{row['cell_key']}-serve", serve_figure(serve_chart(record, plotly_text(title)))
+
+
+def _engine_figures(frame: pd.DataFrame, records: list[dict[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """Latency and throughput against batch size, speed-ups, accuracy against speed and
+    latency distributions, model by model (serve cells have their own charts)."""
+    ok = with_speedup(frame[(frame["status"] == OK) & (frame["mode"].astype(str) != SERVE)]).copy()
     if ok.empty:
         return
     # Plotly renders a subset of HTML in chart text (<a href>, <b>, <span style>): every name

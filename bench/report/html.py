@@ -16,8 +16,9 @@ import pandas as pd
 from inferbench.config import CELL_AXES, axes_shown
 from inferbench.machine.hosts import HOST, host_title, several_hosts
 from inferbench.markdown import fmt
-from inferbench.report.answer import ANSWER_COLUMNS, NOT_RUN_ANCHOR, answer_rows, answers, by_host, exclusion
-from inferbench.status import MEASURED
+from inferbench.report.answer import NOT_RUN_ANCHOR, answer_columns, answer_rows, answers, by_host, exclusion
+from inferbench.report.serving import POLICY, TABLE_EXTRA, best_policy_text, is_serve
+from inferbench.status import HARNESS_LIMITED, MEASURED
 from inferbench.store.record import FIELDS, TABLE_COLUMNS, TEXT
 
 # TABLE_COLUMNS, the results table's columns, come with the record (inferbench.store.record); the
@@ -26,7 +27,10 @@ _LEADING_AXES = sum(c in CELL_AXES for c in TABLE_COLUMNS)
 #: Columns the results table can be filtered on (a drop-down each).
 FILTERS = ("model", "backend", "precision", "mode", "status")
 #: Left-aligned columns: the table's words.
-TEXT_COLUMNS = frozenset({*(c for c in TABLE_COLUMNS if FIELDS[c].kind == TEXT), HOST})
+TEXT_COLUMNS = frozenset({*(c for c in TABLE_COLUMNS if FIELDS[c].kind == TEXT), HOST, POLICY})
+#: Listed with the measured cells, not with those that did not run: a harness-limited serve
+#: cell ran, but is not a result.
+SHOWN_MEASURED = MEASURED | {HARNESS_LIMITED}
 _FEW_SAMPLES = "fewer samples than measure.tail_samples: p99 rests on too few observations"
 
 CSS = """
@@ -140,12 +144,13 @@ def answer_html(frame: pd.DataFrame, host_labels: dict[str, str] | None = None) 
 
 
 def _answer_table(found: list[Any], table_id: str) -> str:
-    head = "".join(f'<th class="s">{html.escape(c)}</th>' for c in ANSWER_COLUMNS)
+    columns = answer_columns(found)
+    head = "".join(f'<th class="s">{html.escape(c)}</th>' for c in columns)
     body = []
     links = {"did not run": NOT_RUN_ANCHOR, "excluded": "left-out"}
     for row in answer_rows(found):
         cells = []
-        for col in ANSWER_COLUMNS:
+        for col in columns:
             text = html.escape(row[col])
             if col in links and text:
                 text = f'<a href="#{links[col]}">{text}</a>'
@@ -170,9 +175,11 @@ def not_run_html(frame: pd.DataFrame) -> str:
     """Cells without numbers, then measured cells the answer left out, each with the reason."""
     keys = (*axes_shown(frame.get("shape", ())), *((HOST,) if several_hosts(frame) else ()))
     records = frame.to_dict("records")
-    failed = [r for r in records if r["status"] not in MEASURED]
+    failed = [r for r in records if r["status"] not in SHOWN_MEASURED]
     left_out = [
-        {**r, "left out because": why} for r in records if r["status"] in MEASURED and (why := exclusion(r))
+        {**r, "left out because": why}
+        for r in records
+        if r["status"] in SHOWN_MEASURED and (why := exclusion(r))
     ]
     parts = [
         _plain_table(failed, (*keys, "status", "reason"), NOT_RUN_ANCHOR)
@@ -207,9 +214,14 @@ def results_html(frame: pd.DataFrame) -> str:
     extra: tuple[str, ...] = ("shape",) if "shape" in filters else ()
     extra += (HOST,) if HOST in filters else ()
     columns = (*TABLE_COLUMNS[:_LEADING_AXES], *extra, *TABLE_COLUMNS[_LEADING_AXES:])
+    records = frame.to_dict("records")
+    if any(is_serve(r) for r in records):  # serve rows: their peak and best policy after the status
+        at = columns.index("status") + 1
+        columns = (*columns[:at], *(c for c in TABLE_EXTRA if c not in columns), *columns[at:])
+        records = [{**r, POLICY: best_policy_text(r) if is_serve(r) else ""} for r in records]
     head = "".join(f'<th class="{"s" if c in TEXT_COLUMNS else ""}">{html.escape(c)}</th>' for c in columns)
     rows = []
-    for row in frame.to_dict("records"):
+    for row in records:
         few = str(row.get("p99_reliable")) == "False"
         cells = "".join(
             _cell(row.get(c), "few", _FEW_SAMPLES)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from inferbench.machine.env import noise_warnings
 from inferbench.machine.hosts import envs_by_host, host_labels, host_title, hosts_in
-from inferbench.report.answer import REFERENCE, RULE, answer_frame, with_speedup
+from inferbench.report.answer import REFERENCE, answer_frame, answers, rule_text, with_speedup
 from inferbench.report.charts import figures, pareto_front
 from inferbench.report.html import (
     CHARTS_JS,
@@ -120,7 +120,7 @@ def render_html(
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{CSS}</style></head><body><h1>{title}</h1>"
-        f'<section id="answer"><h2>Answer</h2>{warnings}<p>{html.escape(RULE)}</p>'
+        f'<section id="answer"><h2>Answer</h2>{warnings}<p>{html.escape(rule_text(answers(frame)))}</p>'
         f"{answer_html(frame, labels)}</section>"
         f'<section id="results-section"><h2>Results</h2>'
         f"<p>Every cell (also in results.csv). Click a header to sort; filter with the lists.</p>"
