@@ -264,8 +264,12 @@ class ServeConfig:
 
     @property
     def query_cap(self) -> int:
-        """The most requests a trial extended for an UNDECIDED verdict may hold."""
-        return max(self.max_queries or 4 * self.trial_queries, self.trial_queries)
+        """The most requests a trial extended for an UNDECIDED verdict may hold: never fewer
+        than a pass needs with one query over the bound, so a short trial can still pass."""
+        from inferbench.serve.verdict import min_queries
+
+        least = max(self.trial_queries, min_queries(1, self.percentile))
+        return max(self.max_queries or 4 * self.trial_queries, least)
 
     def settings(self) -> dict[str, Any]:
         """What shapes a serve cell's numbers, for its settings hash."""

@@ -32,6 +32,7 @@ PROFILE: dict[str, dict[str, str]] = {
         "timeout_seconds": "60.0",
     },
     "accuracy": {},
+    "serve": {},
 }
 TOO_MANY_THREADS = str(resolve_threads(0) + 1)
 
@@ -94,6 +95,24 @@ def _error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
         ("sweep", "models", "[1]", "models are names or paths; got 1"),
         ("sweep", "backends", '[""]', "backends are names or paths; got ''"),
         ("sweep", "oversubscribe", '"yes"', "oversubscribe must be true or false; got 'yes'"),
+        # Serve mode (issue 29): SLO, rate, batching and arrivals.
+        ("sweep", "modes", '["serve"]', "serve mode needs a latency target: --slo-ms MS"),
+        ("serve", "slo_ms", "0", "serve.slo_ms must be a positive number of milliseconds; got 0"),
+        ("serve", "slo_ms", "nan", "serve.slo_ms must be a positive number of milliseconds; got nan"),
+        ("serve", "max_batch", "[0]", "serve.max_batch must be integers >= 1; got 0"),
+        ("serve", "max_batch", "[]", "serve.max_batch must be a non-empty list"),
+        ("serve", "max_wait_ms", "[-1.0]", "serve.max_wait_ms must be numbers >= 0; got -1.0"),
+        (
+            "serve",
+            "arrival",
+            '"weibull"',
+            "serve.arrival must be one of poisson, constant, gamma; got 'weibull'",
+        ),
+        ("serve", "burstiness", "2.0", "serve.burstiness applies to gamma arrivals only"),
+        ("serve", "percentile", "1.0", "serve.percentile must be between 0 and 1"),
+        ("serve", "start_qps", "0", "serve.start_qps must be a positive number of requests per second"),
+        ("serve", "queries", "1.5", "serve.queries must be an integer >= 0; got 1.5"),
+        ("serve", "rate", "5", "unknown [serve] key(s) ['rate']"),
     ],
 )
 def test_bad_profile_values_exit_2_with_one_line(
@@ -120,6 +139,28 @@ RUN = ["run", "-m", "tests.fakes:numpy_model", "-b", "tests.fakes:FakeBackend", 
         ([*RUN, "--budget", "9" * 400], "budget must be a finite duration"),
         ([*RUN, "--budget=-5m"], "budget must look like 15m"),
         ([*RUN, "--budget", "0s"], "budget must be positive"),
+        ([*RUN, "--mode", "serve"], "serve mode needs a latency target: --slo-ms MS"),
+        ([*RUN, "--mode", "serve", "--slo-ms", "0"], "serve.slo_ms must be a positive number"),
+        ([*RUN, "--mode", "serve", "--slo-ms=-5"], "serve.slo_ms must be a positive number"),
+        ([*RUN, "--mode", "serve", "--slo-ms", "fast"], "--slo-ms must be a number; got 'fast'"),
+        ([*RUN, "--mode", "serve", "--slo-ms", "inf"], "--slo-ms must be a finite number"),
+        (
+            [*RUN, "--mode", "serve", "--slo-ms", "50", "--max-batch", "1,0"],
+            "serve.max_batch must be integers >= 1",
+        ),
+        ([*RUN, "--slo-ms", "50", "--max-batch", "4.5"], "--max-batch must be integers; got 4.5"),
+        ([*RUN, "--slo-ms", "50", "--max-wait-ms=-2"], "serve.max_wait_ms must be numbers >= 0; got -2.0"),
+        (
+            [*RUN, "--slo-ms", "50", "--arrival", "bursty"],
+            "serve.arrival must be one of poisson, constant, gamma",
+        ),
+        (
+            [*RUN, "--slo-ms", "50", "--arrival", "gamma", "--burstiness", "0"],
+            "serve.burstiness must be a positive",
+        ),
+        ([*RUN, "--slo-ms", "50", "--serve-queries", "1,2"], "--serve-queries takes one value; got 2"),
+        (["ab", "--base", "HEAD", "--mode", "serve"], "serve mode needs a latency target"),
+        (["ab", "--base", "HEAD", "--slo-ms", "0"], "serve.slo_ms must be a positive number"),
         (["ab", "--base", "HEAD", "--rounds", "1"], "--rounds must be >= 2"),
         (["ab", "--base", "HEAD", "--rounds", "2.5"], "argument --rounds/-k: invalid int value: '2.5'"),
         (["ab", "--base", "HEAD", "--alpha", "nan"], "argument --alpha: expected a finite number; got 'nan'"),

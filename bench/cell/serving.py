@@ -99,7 +99,13 @@ def serve_policies(
     policies = []
     for max_batch, max_wait in itertools.product(serve_config.max_batch, serve_config.max_wait_ms):
         policy = BatchPolicy(max_batch, float(max_wait))
-        if max_batch > largest:
+        if max_batch == 1 and max_wait != serve_config.max_wait_ms[0]:
+            # A batch of one closes with its first request: the wait never applies.
+            first = serve_config.max_wait_ms[0]
+            policies.append(
+                _skipped(policy, f"max_batch 1 never waits: the same policy as max_wait_ms {first:g}")
+            )
+        elif max_batch > largest:
             policies.append(_skipped(policy, why_not))
         elif alone_ms > serve_config.slo_ms:
             policies.append(
