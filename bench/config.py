@@ -183,6 +183,9 @@ class ServeConfig:
     # Requests per trial; 0: LoadGen's early-stopping minimum with one query over the bound
     # (662 at p99), so a single stray slow query does not leave a trial undecided.
     queries: int = 0
+    # A trial also lasts at least this long (s): more requests at high rates. A run shorter
+    # than a few SLOs cannot show a queue that grows (LoadGen has a minimum duration too).
+    min_seconds: float = 1.0
     # An UNDECIDED trial is run again with the queries it lacks, up to this many in all
     # (0: four times `queries`).
     max_queries: int = 0
@@ -238,6 +241,10 @@ class ServeConfig:
             values = getattr(self, axis)
             twice = sorted({str(v) for v in values if values.count(v) > 1})
             _require(not twice, f"serve.{axis}: {', '.join(twice)} given twice")
+        _require(
+            _is_number(self.min_seconds) and 0 <= self.min_seconds <= MAX_SECONDS,
+            f"serve.min_seconds must be between 0 and {MAX_SECONDS:.0f} seconds; got {self.min_seconds!r}",
+        )
         for name in ("queries", "max_queries", "slots", "seed"):
             value = getattr(self, name)
             _require(_is_count(value) and value >= 0, f"serve.{name} must be an integer >= 0; got {value!r}")

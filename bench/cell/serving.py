@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -179,7 +180,9 @@ class _Trials:
 
     def measure_at(self, rate: float) -> RateVerdict:
         config = self.config
-        count = config.trial_queries
+        # At least the early-stopping minimum, and at least `min_seconds` of arrivals.
+        count = max(config.trial_queries, math.ceil(rate * config.min_seconds))
+        cap = max(config.query_cap, count)
         while True:
             schedule = make_schedule(rate, count, config.arrival, config.burstiness, config.seed)
             self.probe.start()
@@ -190,9 +193,9 @@ class _Trials:
             assert config.slo_ms is not None
             verdict = judge(run, config.slo_ms, percentile=config.percentile)
             # LoadGen's count of what an UNDECIDED run lacks: run it again that much longer.
-            if verdict.outcome != UNDECIDED or not verdict.more_queries or count >= config.query_cap:
+            if verdict.outcome != UNDECIDED or not verdict.more_queries or count >= cap:
                 break
-            count = min(config.query_cap, count + verdict.more_queries)
+            count = min(cap, count + verdict.more_queries)
         log.info("serve %s at %.4g/s: %s (%s)", self.policy, rate, verdict.outcome, verdict.reason)
         self.verdicts.append((rate, verdict, run))
         return verdict
