@@ -15,7 +15,7 @@ from inferbench.config import CELL_AXES, AccuracyConfig, Cell
 from inferbench.history.db import METRIC_COLUMNS, RESULT_AXES, results
 from inferbench.history.mlflow_export import EXTRA_METRICS, PARAMS
 from inferbench.models import ModelRef
-from inferbench.report import html, summary
+from inferbench.report import html, serving, summary
 from inferbench.report.answer import FLAGS, GROUP_KEYS
 from inferbench.store import record, runfolder
 from inferbench.store.record import FIELDS, CellRecord
@@ -59,10 +59,12 @@ def test_the_report_table_has_one_place_per_column() -> None:
     assert places == list(range(1, len(places) + 1))
     assert html.TABLE_COLUMNS[:7] == (*(a for a in CELL_AXES if a != "shape"), "status")
     assert html.TABLE_COLUMNS[-1] == "reason"
-    # Left-aligned: the table's text columns, and the host column a merged run adds.
+    # Left-aligned: the table's text columns, the host column a merged run adds, and the best
+    # batching policy that serve rows add.
     assert html.TEXT_COLUMNS == {"model", "backend", "precision", "mode", "status", "engine_precision"} | {
         "reason",
         "host",
+        serving.POLICY,
     }
 
 
