@@ -164,6 +164,15 @@ def test_harness_limited_cells_never_win_and_are_named() -> None:
     assert "harness-limited (openvino int8, openvino fp32)" in "\n".join(answer_lines([answer]))
 
 
+def test_a_cell_left_out_for_accuracy_is_not_named_harness_limited_too() -> None:
+    """Each left-out cell is counted under its first reason and named under that one only:
+    an accuracy-fail cell whose dispatcher also fell behind is one accuracy-fail."""
+    run = [*_run()[:-1], serve_record("onnxruntime", "fp32", None, status="accuracy-fail", limited=True)]
+    (answer,) = answers(answer_frame(run))
+    assert answer.excluded == {"accuracy-fail": 1, HARNESS_LIMITED: 2}
+    assert answer.harness_limited == ("openvino int8", "openvino fp32")
+
+
 def test_a_harness_limited_eager_cell_is_no_reference() -> None:
     records = [serve_record("torch", "fp32", 400.0, limited=True), serve_record("onnxruntime", "int8", 830.0)]
     (answer,) = answers(answer_frame(records))

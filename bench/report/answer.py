@@ -376,7 +376,10 @@ def _answer(key: tuple[Any, ...], rows: list[dict[str, Any]]) -> Answer:
         host=host_of(rows[0]) if len(key) > len(GROUP_KEYS) else "",
         provisional=provisional,
         noise=_weaker_noise(winner, runner_up) if winner else WITHIN_PROCESS,
-        harness_limited=tuple(f"{r['backend']} {r['precision']}" for r in rows if harness_limited(r)),
+        # Named where counted: a cell excluded for another reason first (accuracy) is not one.
+        harness_limited=tuple(
+            f"{r['backend']} {r['precision']}" for r in rows if exclusion(r) == HARNESS_LIMITED
+        ),
     )
 
 
