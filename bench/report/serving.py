@@ -17,24 +17,11 @@ from typing import Any
 
 from inferbench.compare.core import SERVE_METRIC
 from inferbench.markdown import fmt
+from inferbench.store.record import CSV_COLUMNS, FIELDS
 
 SERVE = "serve"
-#: The serve columns of results.csv the report reads (inferbench.store.record's `Serve` part).
-SERVE_COLUMNS = (
-    "slo_ms",
-    "serve_percentile",
-    "arrival",
-    "burstiness",
-    SERVE_METRIC,
-    "max_qps_first_unmet",
-    "serve_upper_outcome",
-    "best_max_batch",
-    "best_max_wait_ms",
-    "serve_harness_limited",
-    "dispatch_lag_p99_ms",
-    "goodput_qps",
-    "serve_p99_ms",
-)
+#: The serve columns of results.csv the report reads: the record's serve part, in CSV order.
+SERVE_COLUMNS = tuple(name for name in CSV_COLUMNS if FIELDS[name].group == "serve")
 #: The column the report adds for serve rows: the best policy in words.
 POLICY = "best policy"
 #: What the results table and summary.md show of a serve row, after its status.
