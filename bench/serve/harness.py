@@ -45,8 +45,13 @@ class HarnessCheck:
     lag_limit_ms: float
     scheduled_qps: float | None
     sent_qps: float | None
-    limited: bool
+    lag_exceeded: bool
+    rate_short: bool
     reason: str
+
+    @property
+    def limited(self) -> bool:
+        return self.lag_exceeded or self.rate_short
 
     @property
     def rate_shortfall(self) -> float | None:
@@ -69,12 +74,14 @@ def check_harness(
     lag_limit = lag_fraction * slo_ms
     scheduled, sent = run.scheduled_qps, run.sent_qps
     reasons = []
-    if lag_p99 > lag_limit:
+    lag_exceeded = lag_p99 > lag_limit
+    rate_short = scheduled is not None and sent is not None and sent < scheduled * (1 - rate_tolerance)
+    if lag_exceeded:
         reasons.append(
             f"dispatch lag p99 {lag_p99:.3g} ms exceeds {lag_fraction:.0%} of the {slo_ms:g} ms SLO "
             f"({lag_limit:.3g} ms)"
         )
-    if scheduled is not None and sent is not None and sent < scheduled * (1 - rate_tolerance):
+    if rate_short:
         reasons.append(
             f"sent {sent:.4g} requests/s, short of the scheduled {scheduled:.4g} by more than "
             f"{rate_tolerance:.0%}"
@@ -85,6 +92,7 @@ def check_harness(
         lag_limit_ms=lag_limit,
         scheduled_qps=scheduled,
         sent_qps=sent,
-        limited=bool(reasons),
+        lag_exceeded=lag_exceeded,
+        rate_short=rate_short,
         reason="; ".join(reasons),
     )
