@@ -259,6 +259,17 @@ class Backend(ABC):
         """One request on a stream; engines with per-stream state override this."""
         return self.run(inputs)
 
+    # -- serve mode: the engine's own asynchronous API ---------------------------------------
+
+    #: What `submit` calls, e.g. "AsyncInferQueue.start_async"; None: the engine has no
+    #: asynchronous API here and serve mode runs `run_on` from a pool of slot threads.
+    async_api: ClassVar[str | None] = None
+
+    def submit(self, stream: int, inputs: Any, done: Callable[[BaseException | None], None]) -> None:
+        """Start one request on `stream` and return; the engine calls `done(None)` from its own
+        thread when it finishes, or `done(error)`. Only for backends that set `async_api`."""
+        raise NotImplementedError(f"{self.name} has no asynchronous API")
+
     def run_throughput(
         self,
         inputs: list[Any],

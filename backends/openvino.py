@@ -64,6 +64,7 @@ class OpenVinoBackend(Backend):
         self.compiled: Any = None
         self.infer_requests = 1
         self.requests: list[Any] = []  # serve mode: one infer request per in-flight slot
+        self.async_queue: Any = None  # serve mode: the same number of requests, started async
 
     def prepare(self, model: ModelDef, precision: str, batch_size: int) -> PrepareInfo:
         import openvino as ov
@@ -99,6 +100,8 @@ class OpenVinoBackend(Backend):
         self.infer_requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         if self.mode == "serve":
             self.requests = [compiled.create_infer_request() for _ in range(self.stream_count())]
+            self.async_queue = ov.AsyncInferQueue(compiled, self.stream_count())
+            self.async_queue.set_callback(_finished)
         share, counts = openvino_share(runtime_ops(compiled), precision)
         # Report what ran, not what was asked for: the share of compute layers decides, and
         # a share of zero is no bf16/int8 result at all.
@@ -214,6 +217,16 @@ class OpenVinoBackend(Backend):
             request.set_input_tensor(index, tensor)
         return request.infer()
 
+    # Serve mode: an AsyncInferQueue of one request per slot; the plugin runs each on its own
+    # executor threads and calls back from one of them (benchmark_app's way of keeping several
+    # requests in flight without a thread of ours per request). The dispatcher keeps at most
+    # that many in flight, so start_async finds a request idle (or waits the moment until the
+    # one just finished is marked so).
+    async_api = "AsyncInferQueue.start_async"
+
+    def submit(self, stream: int, inputs: Any, done: Callable[[BaseException | None], None]) -> None:
+        self.async_queue.start_async(dict(enumerate(inputs)), done, share_inputs=True)
+
     def run_throughput(
         self,
         inputs: list[Any],
@@ -254,7 +267,14 @@ class OpenVinoBackend(Backend):
     def close(self) -> None:
         self.request = None
         self.requests = []
+        self.async_queue = None
         self.compiled = None
+
+
+def _finished(request: Any, done: Callable[[BaseException | None], None]) -> None:
+    """The AsyncInferQueue's callback: OpenVINO calls it with the request and the userdata
+    start_async was given (the dispatcher's completion)."""
+    done(None)
 
 
 def _port_name(port: Any, inputs: dict[str, np.ndarray]) -> str:

@@ -161,6 +161,10 @@ class MeasureConfig:
         return self.precision if self.throughput_precision < 0 else self.throughput_precision
 
 
+#: serve.engine_api's values: the engine's asynchronous API where it has one, or slot threads.
+ENGINE_APIS = ("auto", "slots")
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """Serve mode (inferbench.serve): the latency target, the arrivals, the batching policies
@@ -192,6 +196,10 @@ class ServeConfig:
     # Requests in flight (engine streams, each its own thread and buffers); 0: the backend's
     # stream count (its throughput-mode default).
     slots: int = 0
+    # How requests reach the engine: "auto", through its own asynchronous API where the backend
+    # has one (OpenVINO's AsyncInferQueue), else slot threads; "slots": slot threads
+    # calling the blocking run always.
+    engine_api: str = "auto"
     seed: int = 0
     # Trials per policy in the peak search (inferbench.serve.peak).
     max_trials: int = 12
@@ -244,6 +252,10 @@ class ServeConfig:
         _require(
             _is_number(self.min_seconds) and 0 <= self.min_seconds <= MAX_SECONDS,
             f"serve.min_seconds must be between 0 and {MAX_SECONDS:.0f} seconds; got {self.min_seconds!r}",
+        )
+        _require(
+            self.engine_api in ENGINE_APIS,
+            f"serve.engine_api must be one of {', '.join(ENGINE_APIS)}; got {self.engine_api!r}",
         )
         for name in ("queries", "max_queries", "slots", "seed"):
             value = getattr(self, name)

@@ -90,6 +90,8 @@ def test_serve_settings_are_checked_on_construction() -> None:
     with pytest.raises(UserError, match=r"serve\.arrival must be one of"):
         ServeConfig(slo_ms=10, arrival="weibull")
     assert ServeConfig(slo_ms=10, max_batch=[1, 4]).max_batch == (1, 4)  # type: ignore[arg-type]
+    with pytest.raises(UserError, match=r"serve\.engine_api must be one of auto, slots; got 'threads'"):
+        ServeConfig(slo_ms=10, engine_api="threads")
 
 
 def test_flags_merge_over_the_profiles_serve_table() -> None:
@@ -192,9 +194,12 @@ def _check_row(record: dict[str, Any], serve: ServeConfig, runs: list[ServeRun])
     assert record["status"] in ("ok", HARNESS_LIMITED_STATUS), record.get("reason")
     assert set(record) <= set(FIELDS)
     policies = record["serve_policies"]
+    first_wait = serve.max_wait_ms[0]
     assert [(p["max_batch"], p["max_wait_ms"]) for p in policies] == [
-        (b, float(w)) for b in serve.max_batch for w in serve.max_wait_ms
-    ]
+        (b, 0.0 if b == 1 and w == first_wait else float(w))
+        for b in serve.max_batch
+        for w in serve.max_wait_ms
+    ]  # max_batch 1 never waits: it runs once, with no wait, and its other waits are skipped
     for policy in policies:
         assert set(policy) == POLICY_KEYS
         for trial in policy["trials"]:
@@ -243,14 +248,25 @@ def test_a_serve_cell_on_a_fixed_batch_fake_skips_merging_policies(
 
 @pytest.mark.slow
 @pytest.mark.engine
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_a_serve_cell_on_a_real_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+@pytest.mark.parametrize(
+    ("backend", "engine_api", "driven_by"),
+    [
+        ("torch", "auto", "slot thread"),
+        ("onnxruntime", "auto", "slot thread"),
+        ("openvino", "auto", "AsyncInferQueue.start_async"),  # the engine's own asynchronous API
+        ("openvino", "slots", "slot thread"),
+    ],
+)
+def test_a_serve_cell_on_a_real_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, engine_api: str, driven_by: str
+) -> None:
     available = load_backend(backend).availability()
     if not available.ok:
         pytest.skip(available.reason)
-    serve = replace(SERVE, max_batch=(1, 4), max_wait_ms=(1.0,), start_qps=300.0)
+    serve = replace(SERVE, max_batch=(1, 4), max_wait_ms=(1.0,), start_qps=300.0, engine_api=engine_api)
     runs = _capture_runs(monkeypatch)
     record = run_guarded(_spec(tmp_path, "mlp", backend, serve))
+    assert driven_by in record["details"]["serve"]["engine_api"]
     _check_row(record, serve, runs)
     assert record["accuracy_checked"] and record["rel_l2_err"] <= record["accuracy_threshold"]
     merged = [max(run.batch_sizes) for run in runs if run.policy.max_batch == 4]

@@ -12,10 +12,17 @@ inside a trial. Per cell:
    dispatcher and slots: its completion rate is the saturated rate, and half of it the peak
    search's start (unless `serve.start_qps` says);
 3. per policy, `find_peak(measure_at)`: `measure_at(rate)` draws the seeded schedule, runs it
-   through `serve` with a `SlotEngine` (each slot's thread calls `enter_stream` once, then
-   `run_on(slot, inputs)` + `synchronize` per batch) and judges it; an UNDECIDED trial is run
+   through `serve` and judges it. The engine is driven through its own asynchronous API where
+   the backend has one (`Backend.async_api`, `submit`: OpenVINO's AsyncInferQueue) unless
+   `serve.engine_api = "slots"`, else with a `SlotEngine` (each slot's thread calls
+   `enter_stream` once, then `run_on(slot, inputs)` + `synchronize` per batch); an UNDECIDED trial is run
    again with the queries it lacked, up to `serve.query_cap`. The interference probe covers
    every trial's window, as it covers the other modes' timed loops.
+
+The search keeps to the cell's timeout: a trial that would end after 80% of
+`measure.timeout_seconds` (counted from the worker's start) is not begun, and the search reports
+what it found so far (`cut_short` in the policy's entry), rather than the runner killing the
+worker and every trial with it.
 
 A trial lasts `queries / rate` seconds, so the search's floor is kept where a trial takes at
 most `measure.max_seconds`; an engine whose single request already takes longer than the SLO
@@ -27,8 +34,11 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +47,7 @@ from inferbench.cell.interference import InterferenceProbe, Thresholds
 from inferbench.cell.stats import summarize
 from inferbench.config import MeasureConfig, ServeConfig
 from inferbench.errors import first_line
-from inferbench.serve.dispatch import SlotEngine, serve
+from inferbench.serve.dispatch import AsyncEngine, Done, Engine, SlotEngine, serve
 from inferbench.serve.peak import Peak, find_peak
 from inferbench.serve.run import NO_BATCHING, BatchPolicy, ServeRun
 from inferbench.serve.schedule import make_schedule
@@ -48,6 +58,8 @@ log = logging.getLogger(__name__)
 
 #: Requests per slot in the closed-loop burst that sets the search's start rate.
 BURST_PER_SLOT = 20
+#: The share of the cell's timeout the peak searches may use, from the worker's start.
+TIMEOUT_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,7 @@ def serve_policies(
     """Serve mode: every batching policy's peak rate at the SLO; the row reports the best."""
     assert serve_config.slo_ms is not None  # SweepConfig refuses a serve cell without one
     largest, why_not = largest_batch(backend, natives, batch_size)
-    engine = _engine(backend, natives, batch_size)
+    engine, engine_api = _engine(backend, natives, batch_size, serve_config.engine_api)
     probe = InterferenceProbe(Thresholds(measure.interference_max_pct, measure.steal_max_pct))
     warm = _warm_up(engine, measure)
     burst = serve([0] * (BURST_PER_SLOT * engine.slots), engine, NO_BATCHING)
@@ -96,15 +108,19 @@ def serve_policies(
     alone_ms = float(np.median(burst.service_ns)) / 1e6
     start = serve_config.start_qps or saturated_qps / 2
     queries = serve_config.trial_queries
-    floor = max(start / 16, queries / measure.max_seconds)
+    # A trial lasts queries / rate seconds: rates below queries / max_seconds take too long. The
+    # start rate is tried whatever it costs, or a slow engine's search would begin past its
+    # saturation (minilm at 2 vCPUs: saturated at 41/s, but 662 queries in 15 s start at 44/s).
+    floor = min(start, max(start / 16, queries / measure.max_seconds))
     policies = []
+    can_try = _time_keeper(measure, serve_config)
     for max_batch, max_wait in itertools.product(serve_config.max_batch, serve_config.max_wait_ms):
-        policy = BatchPolicy(max_batch, float(max_wait))
+        # A batch of one closes with its first request: the wait never applies, so max_batch 1
+        # is one policy, no batching, recorded with no wait.
+        policy = BatchPolicy(max_batch, float(max_wait) if max_batch > 1 else 0.0)
         if max_batch == 1 and max_wait != serve_config.max_wait_ms[0]:
-            # A batch of one closes with its first request: the wait never applies.
-            first = serve_config.max_wait_ms[0]
             policies.append(
-                _skipped(policy, f"max_batch 1 never waits: the same policy as max_wait_ms {first:g}")
+                _skipped(BatchPolicy(1, float(max_wait)), "max_batch 1 never waits: run once, as no batching")
             )
         elif max_batch > largest:
             policies.append(_skipped(policy, why_not))
@@ -119,7 +135,7 @@ def serve_policies(
         else:
             trial = _Trials(engine, policy, serve_config, probe)
             peak = find_peak(
-                trial.measure_at, max(start, floor), max_trials=serve_config.max_trials, min_qps=floor
+                trial.measure_at, start, max_trials=serve_config.max_trials, min_qps=floor, can_try=can_try
             )
             policies.append(_policy_entry(policy, peak, trial.verdicts))
     best = max(policies, key=lambda p: p["max_qps_at_slo"] or 0.0)  # first of equals: the smallest policy
@@ -142,23 +158,68 @@ def serve_policies(
             **_at_peak(best, batch_size),
         }
     )
-    details = {"serve": {"saturated_qps": saturated_qps, "alone_ms": alone_ms, "start_qps": start}}
+    details = {
+        "serve": {
+            "saturated_qps": saturated_qps,
+            "alone_ms": alone_ms,
+            "start_qps": start,
+            "floor_qps": floor,
+            "engine_api": engine_api,
+        }
+    }
     return ServeResult(record, _harness_reason(policies), details)
 
 
-def _engine(backend: Any, natives: dict[int, list[Any]], batch_size: int) -> SlotEngine:
+def process_age_s() -> float:
+    """Seconds since this process started (Linux: /proc/self/stat's start time against the boot
+    clock); 0.0 where that cannot be read, so the timeout is counted from the serve step."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
+
+
+def _time_keeper(measure: MeasureConfig, config: ServeConfig) -> Callable[[float], bool]:
+    """`can_try(rate)`: whether a trial at `rate` (its queries at that rate, at least
+    `min_seconds`) ends before TIMEOUT_SHARE of the cell's timeout."""
+    deadline = time.monotonic() + TIMEOUT_SHARE * measure.timeout_seconds - process_age_s()
+
+    def can_try(rate: float) -> bool:
+        lasts = max(config.trial_queries / rate, config.min_seconds)
+        return time.monotonic() + lasts <= deadline
+
+    return can_try
+
+
+def _engine(
+    backend: Any, natives: dict[int, list[Any]], batch_size: int, engine_api: str
+) -> tuple[Engine, str]:
+    """The engine as the dispatcher drives it, and how: through the backend's own asynchronous
+    API where it has one and `engine_api` allows it, else slot threads calling the blocking run."""
     slots = max(1, backend.stream_count())
     turns = [itertools.count() for _ in range(slots)]  # each slot cycles through the input sets
 
-    def call(slot: int, requests: int) -> None:
+    def inputs(slot: int, requests: int) -> Any:
         sets = natives[requests * batch_size]
-        backend.run_on(slot, sets[next(turns[slot]) % len(sets)])
+        return sets[next(turns[slot]) % len(sets)]
+
+    if backend.async_api and engine_api == "auto":
+
+        def submit(slot: int, requests: int, done: Done) -> None:
+            backend.submit(slot, inputs(slot, requests), done)
+
+        return AsyncEngine(submit, slots), f"{backend.async_api}, {slots} in flight"
+
+    def call(slot: int, requests: int) -> None:
+        backend.run_on(slot, inputs(slot, requests))
         backend.synchronize()
 
-    return SlotEngine(call, slots, backend.enter_stream)
+    return SlotEngine(call, slots, backend.enter_stream), f"{slots} slot thread(s) calling the blocking run"
 
 
-def _warm_up(engine: SlotEngine, measure: MeasureConfig) -> int:
+def _warm_up(engine: Engine, measure: MeasureConfig) -> int:
     """Closed-loop bursts through every slot until the warm-up's minimums are met."""
     done, t0 = 0, time.perf_counter()
     while done < max(1, measure.warmup_iterations) or time.perf_counter() - t0 < measure.warmup_seconds:
@@ -172,9 +233,7 @@ def _warm_up(engine: SlotEngine, measure: MeasureConfig) -> int:
 class _Trials:
     """`measure_at(rate)` for one policy, keeping every verdict and the run behind it."""
 
-    def __init__(
-        self, engine: SlotEngine, policy: BatchPolicy, config: ServeConfig, probe: InterferenceProbe
-    ):
+    def __init__(self, engine: Engine, policy: BatchPolicy, config: ServeConfig, probe: InterferenceProbe):
         self.engine, self.policy, self.config, self.probe = engine, policy, config, probe
         self.verdicts: list[tuple[float, RateVerdict, ServeRun]] = []
 
@@ -226,8 +285,15 @@ def _policy_entry(
         reason = (
             f"p{100 * verdicts[0][1].percentile:g} within the SLO up to {peak.max_qps_at_slo:.4g} requests/s"
         )
-    else:
+    elif verdicts:
         reason = f"no rate tried met the SLO (lowest {min(r for r, _, _ in verdicts):.4g} requests/s)"
+    else:
+        reason = "no rate tried"
+    if peak.cut_short:
+        reason += (
+            f"; search cut short: a further trial would have ended after {TIMEOUT_SHARE:.0%} of "
+            "the cell's timeout"
+        )
     return {
         "max_batch": policy.max_batch,
         "max_wait_ms": policy.max_wait_ms,
