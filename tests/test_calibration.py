@@ -56,6 +56,32 @@ def test_each_cell_gates_on_its_steadier_statistic() -> None:
     assert Calibration("abc", "m", "p", {"c": CellNoise({}, 0.0, 0, 1.0)}).gate_on("c", "p50") == "p50"
 
 
+def test_a_serve_cells_noise_is_its_peak_rates_and_it_gates_on_nothing_else() -> None:
+    rng = np.random.default_rng(2)
+    first = list(400 * np.exp(rng.normal(0, 0.05, 6)))
+    second = list(400 * np.exp(rng.normal(0, 0.05, 6)))
+    # The peak's own latency columns vary independently: the noise must not read them.
+    pairs = [
+        (
+            {"mode": "serve", "max_qps_at_slo": a, "latency_min_ms": 1.0, "latency_p50_ms": 1.0 + i},
+            {"mode": "serve", "max_qps_at_slo": b, "latency_min_ms": 2.0, "latency_p50_ms": 5.0},
+        )
+        for i, (a, b) in enumerate(zip(first, second, strict=True))
+    ]
+    pairs.append(({"mode": "serve", "max_qps_at_slo": None}, {"mode": "serve", "max_qps_at_slo": 300.0}))
+    noise = cell_noise(pairs, round_s=20.0)
+    estimate = paired_estimate(first, second, higher_is_better=True)  # the round with no peak is left out
+    assert estimate is not None and set(noise.sigma_pct) == {"max_qps_at_slo"}
+    assert noise.sigma_pct["max_qps_at_slo"] == pytest.approx(100 * estimate.se * math.sqrt(6))
+    peaks = [*first, *second, 300.0]
+    assert noise.spread_pct == pytest.approx(100 * (max(peaks) - min(peaks)) / float(np.median(peaks)))
+    calibration = Calibration("abc", "a machine", "serve-cpu", {"s": noise})
+    assert calibration.gate_on("s", "p50") == "p50"  # nothing to choose: compare gates it on its peak
+    planned = plan("s", "p50", noise, threshold=0.05, alpha=0.05, tests=1, rounds_allowed=30)
+    assert planned.statistic == "max_qps_at_slo" and planned.sigma_pct == noise.sigma_pct["max_qps_at_slo"]
+    assert Calibration.from_dict(calibration.to_dict(), "file").cells["s"] == noise  # the file keeps it
+
+
 def test_the_plan_says_what_a_quiet_and_a_noisy_cell_can_decide() -> None:
     quiet = CellNoise({"min": 1.0}, 1.0, 4, 2.0)
     noisy = CellNoise({"min": 30.0}, 1.0, 4, 2.0)

@@ -44,6 +44,16 @@ def test_it_doubles_to_a_bracket_then_bisects_to_the_resolution() -> None:
     assert peak.max_qps_at_slo == low and peak.upper_outcome == FAIL and not peak.harness_limited
 
 
+def test_a_search_out_of_time_keeps_what_it_found() -> None:
+    allowed = iter([True] * 5 + [False])  # five trials fit the time left, the sixth does not
+    peak = find_peak(threshold(37.0), start_qps=5.0, can_try=lambda rate: next(allowed))
+    assert peak.cut_short and [t.rate_qps for t in peak.trials] == [5, 10, 20, 40, 20 * math.sqrt(2)]
+    assert peak.interval == (20 * math.sqrt(2), 40) and peak.upper_outcome == FAIL
+    nothing = find_peak(threshold(37.0), start_qps=5.0, can_try=lambda rate: False)
+    assert nothing.cut_short and nothing.trials == () and nothing.interval == (None, None)
+    assert not find_peak(threshold(37.0), start_qps=5.0, can_try=lambda rate: True).cut_short
+
+
 def test_it_halves_from_a_start_above_the_knee() -> None:
     peak = find_peak(threshold(7.0, above=UNDECIDED), start_qps=100.0)
     assert [t.rate_qps for t in peak.trials][:5] == [100, 50, 25, 12.5, 6.25]

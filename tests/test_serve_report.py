@@ -147,7 +147,7 @@ def test_the_answer_picks_the_engine_precision_and_policy_with_the_most_qps_at_t
     )
     assert winner.value == 830.0 and winner.ci_high == pytest.approx(830 * 1.05)
     assert winner.speedup_vs_eager_fp32 == pytest.approx(830 / 400)
-    assert answer.runner_up is not None and answer.runner_up.name == "torch fp32, max_batch 1 / wait 0 ms"
+    assert answer.runner_up is not None and answer.runner_up.name == "torch fp32, no batching"
     assert not answer.within_noise  # brackets [830, 871] and [400, 420] are apart
     line = "\n".join(answer_lines([answer]))
     assert "onnxruntime int8, max_batch 4 / wait 2 ms: 830 QPS at p99 ≤ 50 ms (2.08x torch fp32)" in line
@@ -207,7 +207,7 @@ def test_the_chart_has_the_best_policys_curves_the_slo_line_and_the_knee() -> No
     assert chart.best is not None and chart.best.label == "max_batch 4 / wait 2 ms"
     assert chart.best.rate_qps == sorted(chart.best.rate_qps)
     assert (chart.slo_ms, chart.knee_qps) == (50.0, 830.0)
-    assert [c.label for c in chart.others] == ["max_batch 1 / wait 0 ms", "max_batch 8 / wait 5 ms"]
+    assert [c.label for c in chart.others] == ["no batching", "max_batch 8 / wait 5 ms"]
     spec = serve_figure(chart).to_plotly_json()
     by_name = {t["name"]: t for t in spec["data"]}
     slo = by_name["SLO: p99 ≤ 50 ms"]

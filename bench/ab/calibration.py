@@ -13,6 +13,10 @@ it, and the spread of the processes' p50s. From that:
 - `run --calibration FILE` puts the runner's process-to-process spread on a one-process run's
   rows (`calibrated_spread_pct`), which the answer's "within noise" reads.
 
+A serve cell gates on `max_qps_at_slo` alone (inferbench.compare.core), so its calibration
+measures that metric's spread (a drop is the slowdown), under that name, and it has no choice
+of statistic to make.
+
 A calibration belongs to a machine class (`inferbench.history.fingerprint.Machine`) and a
 profile's cells; one from another class is refused, not applied.
 
@@ -34,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from inferbench.compare.core import SERVE_METRIC
 from inferbench.compare.sequential import FIRST_LOOK, Looks, add_look, look_due, nominal_level
 from inferbench.compare.verdict import POWER, paired_estimate, t_isf, t_quantile
 from inferbench.errors import UserError
@@ -74,7 +79,9 @@ class Calibration:
     def gate_on(self, key: str, default: str) -> str:
         """The statistic cell `key` gates on: the steadier one, else `default` (no estimate)."""
         noise = self.cells.get(key)
-        return noise.steadiest if noise is not None and noise.sigma_pct else default
+        if noise is None or not any(s in noise.sigma_pct for s in STATISTICS):
+            return default  # no estimate, or a serve cell (its one metric is not a choice)
+        return noise.steadiest
 
     def spread_for(self, key: str) -> float | None:
         """This runner's process-to-process spread of p50 for cell `key`: the cell's own when it
@@ -125,7 +132,7 @@ class Calibration:
 
 
 def _cell_noise(value: Any) -> CellNoise:
-    sigma = {str(s): float(v) for s, v in value["sigma_pct"].items() if s in STATISTICS}
+    sigma = {str(s): float(v) for s, v in value["sigma_pct"].items() if s in (*STATISTICS, SERVE_METRIC)}
     if any(not (v >= 0 and math.isfinite(v)) for v in sigma.values()):
         raise ValueError("sigma_pct must be finite and >= 0")
     noise = CellNoise(sigma, float(value["spread_pct"]), int(value["rounds"]), float(value["round_s"]))
@@ -136,17 +143,33 @@ def _cell_noise(value: Any) -> CellNoise:
 
 def cell_noise(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], round_s: float) -> CellNoise:
     """One cell's noise from its clean A/A rounds, as (first process, second process) records.
-    A statistic with fewer than two rounds, or a missing value, has no spread."""
+    A statistic with fewer than two rounds, or a missing value, has no spread. A serve cell's
+    noise is its peak rate's (`max_qps_at_slo`); a round where either side found none is left
+    out, as the gate leaves it out."""
+    serve = any(r.get("mode") == "serve" for pair in pairs for r in pair)
+    columns = {SERVE_METRIC: SERVE_METRIC} if serve else _COLUMN
     sigma = {}
-    for statistic in STATISTICS:
-        first = [float(a[_COLUMN[statistic]]) for a, _ in pairs]
-        second = [float(b[_COLUMN[statistic]]) for _, b in pairs]
-        estimate = paired_estimate(first, second, higher_is_better=False) if len(pairs) >= 2 else None
+    for statistic, column in columns.items():
+        kept = [(_value(a, column), _value(b, column)) for a, b in pairs]
+        kept = [(x, y) for x, y in kept if x is not None and y is not None]
+        first, second = [x for x, _ in kept], [y for _, y in kept]
+        estimate = paired_estimate(first, second, higher_is_better=serve) if len(kept) >= 2 else None
         if estimate is not None and math.isfinite(estimate.se):
             sigma[statistic] = 100 * estimate.se * math.sqrt(estimate.n)
-    p50s = [float(r["latency_p50_ms"]) for pair in pairs for r in pair]
-    spread = spread_pct(p50s) if len(p50s) >= 2 else 0.0
+    spread_column = SERVE_METRIC if serve else "latency_p50_ms"
+    values = [v for pair in pairs for r in pair if (v := _value(r, spread_column)) is not None]
+    spread = spread_pct(values) if len(values) >= 2 else 0.0
     return CellNoise(sigma, spread, len(pairs), round_s)
+
+
+def _value(record: Mapping[str, Any], column: str) -> float | None:
+    """A record's positive, finite value of `column` (None: missing, as a serve cell where no
+    rate passed)."""
+    try:
+        value = float(record[column])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 @dataclass(frozen=True)
@@ -177,6 +200,8 @@ def plan(
     above zero, is below log(1 + threshold); a slowdown is caught, with 80% power, from
     log(1 + threshold) + (t_fail + t_power) standard errors at the last look. `tests`: the gating
     tests alpha is split over (Bonferroni, as the gate does)."""
+    if noise is not None and SERVE_METRIC in noise.sigma_pct:
+        statistic = SERVE_METRIC  # a serve cell gates on its peak rate, whatever gate_on says
     sigma = None if noise is None else noise.sigma_pct.get(statistic)
     if sigma is None or rounds_allowed < 2:
         return Plan(key, statistic, sigma, rounds_allowed, None, None)
@@ -231,14 +256,15 @@ def plan_lines(plans: Sequence[Plan], threshold: float, calibration: Calibration
             lines.append(f"- {p.key}: gates on {p.statistic}; no clean A/A rounds, so no plan")
             continue
         others = calibration.cells[p.key].sigma_pct
-        shown = ", ".join(f"{s} {others[s]:.1f}%" for s in STATISTICS if s in others)
+        shown = ", ".join(f"{s} {others[s]:.1f}%" for s in (*STATISTICS, SERVE_METRIC) if s in others)
         passes = (
             f"an unchanged cell passes after about {p.rounds_to_pass} rounds"
             if p.rounds_to_pass is not None
             else f"an unchanged cell cannot pass within {p.rounds_allowed} rounds"
         )
+        change = "a drop in the peak rate" if p.statistic == SERVE_METRIC else "a slowdown"
         lines.append(
-            f"- {p.key}: gates on {p.statistic} (spread per round: {shown}); {passes}; a slowdown "
+            f"- {p.key}: gates on {p.statistic} (spread per round: {shown}); {passes}; {change} "
             f"of {p.detects_pct:.1f}% or more is caught in {p.rounds_allowed} rounds"
         )
     return lines

@@ -57,10 +57,12 @@ def qps_text(value: float | None) -> str:
 
 
 def policy_text(max_batch: Any, max_wait_ms: Any) -> str:
-    """'max_batch 4 / wait 2 ms'; '' when the record names no policy."""
+    """'max_batch 4 / wait 2 ms'; 'no batching' for max_batch 1; '' when the record names no policy."""
     batch, wait = number(max_batch), number(max_wait_ms)
     if batch is None:
         return ""
+    if batch == 1:
+        return "no batching"
     return f"max_batch {batch:.0f}" + (f" / wait {fmt(wait)} ms" if wait is not None else "")
 
 

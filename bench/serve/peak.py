@@ -14,7 +14,10 @@ bracket is within `resolution` (default 5%) or after `max_trials` trials:
   nothing can be measured, so the search stays below it and says so (`upper_outcome`);
 - with nothing passing down to `min_qps` (default start / 16), the engine misses the SLO
   nearly idle. Lower rates would only lengthen trials; latency mode says why;
-- with everything passing up to `max_qps`, the peak is at least `max_qps`.
+- with everything passing up to `max_qps`, the peak is at least `max_qps`;
+- when `can_try(rate)` says a trial at the next rate would not fit the time left (the cell's
+  timeout), the search ends with what it has (`cut_short`), rather than losing every trial to
+  the timeout.
 
 The search assumes that a higher rate never passes where a lower one failed. That holds for
 the expected latency; a noisy verdict near the knee can break it, which only moves the answer
@@ -57,6 +60,7 @@ class Peak:
     first_unmet_qps: float | None
     upper_outcome: str | None
     trials: tuple[Trial, ...]
+    cut_short: bool = False  # ended by `can_try`, not by the resolution or the trial budget
 
     @property
     def interval(self) -> tuple[float | None, float | None]:
@@ -77,23 +81,48 @@ def find_peak(
     resolution: float = 0.05,
     min_qps: float | None = None,
     max_qps: float | None = None,
+    can_try: Callable[[float], bool] | None = None,
 ) -> Peak:
     """Search for the highest rate whose verdict passes, calling `measure_at(rate)` at most
-    `max_trials` times (each call runs a trial at that rate and judges it)."""
+    `max_trials` times (each call runs a trial at that rate and judges it), and only while
+    `can_try(rate)` allows a trial at that rate."""
     _check(start_qps, max_trials, resolution)
     floor = start_qps / 16 if min_qps is None else min_qps
     trials: list[Trial] = []
 
     def passes(rate: float) -> bool:
+        if can_try is not None and not can_try(rate):
+            raise _OutOfTime
         trials.append(Trial(rate, measure_at(rate)))
         return trials[-1].verdict.outcome == PASS
 
-    low, high = _bracket(passes, start_qps, max_trials, floor, max_qps)
-    while low is not None and high is not None and len(trials) < max_trials and high > low * (1 + resolution):
-        middle = math.sqrt(low * high)
-        low, high = (middle, high) if passes(middle) else (low, middle)
+    low: float | None = None
+    high: float | None = None
+    try:
+        low, high = _bracket(passes, start_qps, max_trials, floor, max_qps)
+        while (
+            low is not None
+            and high is not None
+            and len(trials) < max_trials
+            and high > low * (1 + resolution)
+        ):
+            middle = math.sqrt(low * high)
+            low, high = (middle, high) if passes(middle) else (low, middle)
+    except _OutOfTime:
+        passed = [t.rate_qps for t in trials if t.verdict.outcome == PASS]
+        low = max(passed, default=None)
+        high = min(
+            (t.rate_qps for t in trials if t.verdict.outcome != PASS and (low is None or t.rate_qps > low)),
+            default=None,
+        )
+        upper = next((t.verdict.outcome for t in trials if t.rate_qps == high), None)
+        return Peak(low, high, upper, tuple(trials), cut_short=True)
     upper = next((t.verdict.outcome for t in trials if t.rate_qps == high), None)
     return Peak(low, high, upper, tuple(trials))
+
+
+class _OutOfTime(Exception):
+    """`can_try` refused the next trial."""
 
 
 def _bracket(
