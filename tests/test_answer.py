@@ -9,7 +9,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from inferbench.report.answer import Answer, answer_lines, answer_rows, answers, exclusion, falsy, truthy
+from inferbench.report.answer import Answer, answers, exclusion, falsy, truthy
+from inferbench.report.answer_text import answer_lines, answer_rows
 from inferbench.report.summary import summary_markdown
 from inferbench.store.runfolder import to_frame
 

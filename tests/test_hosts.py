@@ -21,7 +21,8 @@ from inferbench.config import cell_of
 from inferbench.errors import UserError
 from inferbench.history.fingerprint import machine_from_env
 from inferbench.machine.hosts import host_labels, hosts_in, keys_with_host, with_host
-from inferbench.report.answer import answer_lines, answers, with_speedup
+from inferbench.report.answer import answers, with_speedup
+from inferbench.report.answer_text import answer_lines
 from inferbench.report.page import render_html, write_report
 from inferbench.report.summary import summary_markdown
 from inferbench.store.runfolder import SCHEMA_VERSION, load_host_envs, save_cell, to_frame, write_csv

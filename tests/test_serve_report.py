@@ -20,7 +20,8 @@ from inferbench.compare.core import CompareOptions, compare_records, exit_code
 from inferbench.compare.runs import compare_runs
 from inferbench.config import Cell
 from inferbench.errors import EXIT_OK, EXIT_REGRESSION, EXIT_UNDECIDED
-from inferbench.report.answer import answer_frame, answer_lines, answer_rows, answers
+from inferbench.report.answer import answer_frame, answers
+from inferbench.report.answer_text import answer_lines, answer_rows
 from inferbench.report.charts import figures
 from inferbench.report.page import write_report
 from inferbench.report.serving import serve_chart, serve_figure

@@ -332,7 +332,8 @@ class _progress:
 def _print_summary(records: list[dict[str, Any]]) -> None:
     """The answer, not every cell: the fastest trusted cell per model, batch size and mode
     (inferbench.report.answer), then status counts. Every cell is in results.csv and the report."""
-    from inferbench.report.answer import answer_frame, answer_lines, answers
+    from inferbench.report.answer import answer_frame, answers
+    from inferbench.report.answer_text import answer_lines
 
     if not records:
         return

@@ -16,7 +16,8 @@ import pandas as pd
 from inferbench.config import CELL_AXES, axes_shown
 from inferbench.machine.hosts import HOST, host_title, several_hosts
 from inferbench.markdown import fmt
-from inferbench.report.answer import NOT_RUN_ANCHOR, answer_columns, answer_rows, answers, by_host, exclusion
+from inferbench.report.answer import NOT_RUN_ANCHOR, answers, by_host, exclusion
+from inferbench.report.answer_text import answer_columns, answer_rows
 from inferbench.report.serving import POLICY, TABLE_EXTRA, best_policy_text, is_serve
 from inferbench.status import HARNESS_LIMITED, MEASURED
 from inferbench.store.record import FIELDS, TABLE_COLUMNS, TEXT

@@ -21,7 +21,8 @@ import pandas as pd
 
 from inferbench.machine.env import noise_warnings
 from inferbench.machine.hosts import envs_by_host, host_labels, host_title, hosts_in
-from inferbench.report.answer import REFERENCE, answer_frame, answers, rule_text, with_speedup
+from inferbench.report.answer import REFERENCE, answer_frame, answers, with_speedup
+from inferbench.report.answer_text import rule_text
 from inferbench.report.charts import figures, pareto_front
 from inferbench.report.html import (
     CHARTS_JS,

@@ -13,17 +13,8 @@ from inferbench.config import axes_shown
 from inferbench.machine.env import noise_warnings
 from inferbench.machine.hosts import HOST, host_title, hosts_in
 from inferbench.markdown import markdown_table
-from inferbench.report.answer import (
-    NOT_RUN_ANCHOR,
-    Answer,
-    answer_columns,
-    answer_rows,
-    answers,
-    by_host,
-    exclusion,
-    rule_text,
-    with_speedup,
-)
+from inferbench.report.answer import NOT_RUN_ANCHOR, Answer, answers, by_host, exclusion, with_speedup
+from inferbench.report.answer_text import answer_columns, answer_rows, rule_text
 from inferbench.report.serving import POLICY, TABLE_EXTRA, best_policy_text, is_serve
 from inferbench.status import HARNESS_LIMITED, MEASURED
 from inferbench.store.record import SUMMARY_COLUMNS
