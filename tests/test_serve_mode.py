@@ -246,6 +246,17 @@ def test_a_serve_cell_on_a_fixed_batch_fake_skips_merging_policies(
     assert record["best_max_batch"] == 1
 
 
+def test_a_serve_cell_where_no_policy_passes_names_no_best_policy(tmp_path: Path) -> None:
+    # Every call sleeps 1 ms, ten times the SLO: no policy is searched, none is best.
+    serve = replace(SERVE, slo_ms=0.1, max_batch=(1, 4))
+    record = run_guarded(_spec(tmp_path, "tests.fakes:numpy_model", SLEEP, serve, "factory"))
+    assert record["status"] == "ok" and record["max_qps_at_slo"] is None
+    assert record["best_max_batch"] is None and record["best_max_wait_ms"] is None
+    assert record["max_qps_first_unmet"] is None  # no rate was tried
+    reasons = [p["reason"] for p in record["serve_policies"]]
+    assert "over the 0.1 ms SLO before any queueing" in reasons[0] and "cannot merge requests" in reasons[1]
+
+
 @pytest.mark.slow
 @pytest.mark.engine
 @pytest.mark.parametrize(

@@ -139,6 +139,10 @@ def serve_policies(
             )
             policies.append(_policy_entry(policy, peak, trial.verdicts))
     best = max(policies, key=lambda p: p["max_qps_at_slo"] or 0.0)  # first of equals: the smallest policy
+    # With no policy passing, none is best: the row names no policy, and its first unmet rate is
+    # the lowest any policy was shown not to meet.
+    passed = best["max_qps_at_slo"] is not None
+    unmet = [p["first_unmet_qps"] for p in policies if p["first_unmet_qps"] is not None]
     record = as_record(
         {
             **probe.result(),
@@ -149,10 +153,10 @@ def serve_policies(
             "arrival": serve_config.arrival,
             "burstiness": serve_config.burstiness,
             "max_qps_at_slo": best["max_qps_at_slo"],
-            "max_qps_first_unmet": best["first_unmet_qps"],
+            "max_qps_first_unmet": best["first_unmet_qps"] if passed else min(unmet, default=None),
             "serve_upper_outcome": best["upper_outcome"],
-            "best_max_batch": best["max_batch"],
-            "best_max_wait_ms": best["max_wait_ms"],
+            "best_max_batch": best["max_batch"] if passed else None,
+            "best_max_wait_ms": best["max_wait_ms"] if passed else None,
             "serve_harness_limited": best["upper_outcome"] == HARNESS_LIMITED,
             "serve_policies": [{k: v for k, v in p.items() if k != "_peak_run"} for p in policies],
             **_at_peak(best, batch_size),

@@ -233,8 +233,9 @@ class Serve(TypedDict, total=False):
     max_qps_at_slo: Annotated[float | None, Column()]
     max_qps_first_unmet: Annotated[float | None, Column()]
     serve_upper_outcome: Annotated[str | None, Column()]
-    best_max_batch: Annotated[int, Column()]
-    best_max_wait_ms: Annotated[float, Column()]
+    # The policy with the highest peak (empty when no policy passed: none is best).
+    best_max_batch: Annotated[int | None, Column()]
+    best_max_wait_ms: Annotated[float | None, Column()]
     # The best policy's upper end is where the dispatcher, not the engine, fell behind.
     serve_harness_limited: Annotated[bool, Column()]
     # At the peak rate: the dispatcher's own lag, requests within the SLO per second, and the
