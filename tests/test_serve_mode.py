@@ -4,7 +4,7 @@ engines, its row, and the other modes' cells left as they were."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +13,16 @@ import pytest
 
 from inferbench.backends import load_backend
 from inferbench.cell import serving
+from inferbench.cell.interference import InterferenceProbe, Thresholds
 from inferbench.cell.spec import WorkerSpec
 from inferbench.cell.worker import run_guarded
 from inferbench.commands.selection import add_setting_arguments, add_sweep_arguments, selection_from_args
 from inferbench.config import AccuracyConfig, Cell, ServeConfig, load_profile
 from inferbench.errors import UserError
 from inferbench.models import ModelRef
-from inferbench.serve.run import ServeRun
-from inferbench.serve.verdict import HARNESS_LIMITED, OUTCOMES, PASS, min_queries
+from inferbench.serve.dispatch import SlotEngine
+from inferbench.serve.run import NO_BATCHING, ServeRun
+from inferbench.serve.verdict import HARNESS_LIMITED, OUTCOMES, PASS, UNDECIDED, min_queries
 from inferbench.status import HARNESS_LIMITED as HARNESS_LIMITED_STATUS
 from inferbench.status import STATUSES
 from inferbench.store.record import CSV_COLUMNS, FIELDS
@@ -244,6 +246,37 @@ def test_a_serve_cell_on_a_fixed_batch_fake_skips_merging_policies(
     assert merging["trials"] == [] and "cannot merge requests" in merging["reason"]
     _check_row(record, serve, runs)
     assert record["best_max_batch"] == 1
+
+
+def test_an_undecided_trial_is_not_extended_past_the_cells_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trial LoadGen's rule leaves UNDECIDED is run again longer, but only while that fits
+    the cell's time: a minilm cell timed out when two extended trials ran past it."""
+
+    @dataclass(frozen=True)
+    class Undecided:
+        outcome: str = UNDECIDED
+        reason: str = "needs more queries"
+        more_queries: int = 100
+
+    monkeypatch.setattr(serving, "judge", lambda run, slo_ms, percentile: Undecided())
+    runs = _capture_runs(monkeypatch)
+    config = ServeConfig(slo_ms=100.0, queries=50, min_seconds=0.0)
+    probe = InterferenceProbe(Thresholds(50.0, 50.0))
+    asked: list[int] = []
+
+    def fits(rate: float, queries: int) -> bool:
+        asked.append(queries)
+        return queries <= 50  # the first trial fits, its extension to 150 does not
+
+    trials = serving._Trials(SlotEngine(lambda slot, size: None), NO_BATCHING, config, probe, fits)
+    assert trials.can_try(5000.0)
+    assert trials.measure_at(5000.0).outcome == UNDECIDED
+    assert [run.count for run in runs] == [50] and asked == [50, 150]
+    roomy = serving._Trials(
+        SlotEngine(lambda slot, size: None), NO_BATCHING, config, probe, lambda r, q: True
+    )
+    roomy.measure_at(5000.0)  # with time left it is extended up to the query cap
+    assert [run.count for run in runs][1:] == [50, 150, 250, 350, 450, 550, 650, 662]  # the cap: 662
 
 
 def test_a_serve_cell_where_no_policy_passes_names_no_best_policy(tmp_path: Path) -> None:

@@ -19,10 +19,10 @@ inside a trial. Per cell:
    again with the queries it lacked, up to `serve.query_cap`. The interference probe covers
    every trial's window, as it covers the other modes' timed loops.
 
-The search keeps to the cell's timeout: a trial that would end after 80% of
-`measure.timeout_seconds` (counted from the worker's start) is not begun, and the search reports
-what it found so far (`cut_short` in the policy's entry), rather than the runner killing the
-worker and every trial with it.
+The search keeps to the cell's timeout: a trial, or an UNDECIDED trial's extension, that would
+end after 80% of `measure.timeout_seconds` (counted from the worker's start) is not begun, and
+the search reports what it found so far (`cut_short` in the policy's entry; an unextended trial
+stays UNDECIDED), rather than the runner killing the worker and every trial with it.
 
 A trial lasts `queries / rate` seconds, so the search's floor is kept where a trial takes at
 most `measure.max_seconds`; an engine whose single request already takes longer than the SLO
@@ -113,7 +113,7 @@ def serve_policies(
     # saturation (minilm at 2 vCPUs: saturated at 41/s, but 662 queries in 15 s start at 44/s).
     floor = min(start, max(start / 16, queries / measure.max_seconds))
     policies = []
-    can_try = _time_keeper(measure, serve_config)
+    fits = _time_keeper(measure)
     for max_batch, max_wait in itertools.product(serve_config.max_batch, serve_config.max_wait_ms):
         # A batch of one closes with its first request: the wait never applies, so max_batch 1
         # is one policy, no batching, recorded with no wait.
@@ -133,9 +133,13 @@ def serve_policies(
                 )
             )
         else:
-            trial = _Trials(engine, policy, serve_config, probe)
+            trial = _Trials(engine, policy, serve_config, probe, fits)
             peak = find_peak(
-                trial.measure_at, start, max_trials=serve_config.max_trials, min_qps=floor, can_try=can_try
+                trial.measure_at,
+                start,
+                max_trials=serve_config.max_trials,
+                min_qps=floor,
+                can_try=trial.can_try,
             )
             policies.append(_policy_entry(policy, peak, trial.verdicts))
     best = max(policies, key=lambda p: p["max_qps_at_slo"] or 0.0)  # first of equals: the smallest policy
@@ -185,16 +189,15 @@ def process_age_s() -> float:
         return 0.0
 
 
-def _time_keeper(measure: MeasureConfig, config: ServeConfig) -> Callable[[float], bool]:
-    """`can_try(rate)`: whether a trial at `rate` (its queries at that rate, at least
-    `min_seconds`) ends before TIMEOUT_SHARE of the cell's timeout."""
+def _time_keeper(measure: MeasureConfig) -> Callable[[float, int], bool]:
+    """`fits(rate, queries)`: whether a trial of `queries` requests at `rate` ends before
+    TIMEOUT_SHARE of the cell's timeout, counted from the worker's start."""
     deadline = time.monotonic() + TIMEOUT_SHARE * measure.timeout_seconds - process_age_s()
 
-    def can_try(rate: float) -> bool:
-        lasts = max(config.trial_queries / rate, config.min_seconds)
-        return time.monotonic() + lasts <= deadline
+    def fits(rate: float, queries: int) -> bool:
+        return time.monotonic() + queries / rate <= deadline
 
-    return can_try
+    return fits
 
 
 def _engine(
@@ -237,14 +240,27 @@ def _warm_up(engine: Engine, measure: MeasureConfig) -> int:
 class _Trials:
     """`measure_at(rate)` for one policy, keeping every verdict and the run behind it."""
 
-    def __init__(self, engine: Engine, policy: BatchPolicy, config: ServeConfig, probe: InterferenceProbe):
-        self.engine, self.policy, self.config, self.probe = engine, policy, config, probe
+    def __init__(
+        self,
+        engine: Engine,
+        policy: BatchPolicy,
+        config: ServeConfig,
+        probe: InterferenceProbe,
+        fits: Callable[[float, int], bool],
+    ):
+        self.engine, self.policy, self.config, self.probe, self.fits = engine, policy, config, probe, fits
         self.verdicts: list[tuple[float, RateVerdict, ServeRun]] = []
+
+    def queries_at(self, rate: float) -> int:
+        """A trial's requests: the early-stopping minimum, and at least `min_seconds` of arrivals."""
+        return max(self.config.trial_queries, math.ceil(rate * self.config.min_seconds))
+
+    def can_try(self, rate: float) -> bool:
+        return self.fits(rate, self.queries_at(rate))
 
     def measure_at(self, rate: float) -> RateVerdict:
         config = self.config
-        # At least the early-stopping minimum, and at least `min_seconds` of arrivals.
-        count = max(config.trial_queries, math.ceil(rate * config.min_seconds))
+        count = self.queries_at(rate)
         cap = max(config.query_cap, count)
         while True:
             schedule = make_schedule(rate, count, config.arrival, config.burstiness, config.seed)
@@ -258,7 +274,13 @@ class _Trials:
             # LoadGen's count of what an UNDECIDED run lacks: run it again that much longer.
             if verdict.outcome != UNDECIDED or not verdict.more_queries or count >= cap:
                 break
-            count = min(cap, count + verdict.more_queries)
+            longer = min(cap, count + verdict.more_queries)
+            if not self.fits(rate, longer):  # the cell's timeout: keep the UNDECIDED verdict
+                log.info(
+                    "serve %s at %.4g/s: no time left to extend the trial to %d", self.policy, rate, longer
+                )
+                break
+            count = longer
         log.info("serve %s at %.4g/s: %s (%s)", self.policy, rate, verdict.outcome, verdict.reason)
         self.verdicts.append((rate, verdict, run))
         return verdict
