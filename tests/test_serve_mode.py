@@ -4,6 +4,7 @@ engines, its row, and the other modes' cells left as they were."""
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -277,6 +278,14 @@ def test_an_undecided_trial_is_not_extended_past_the_cells_time(monkeypatch: pyt
     )
     roomy.measure_at(5000.0)  # with time left it is extended up to the query cap
     assert [run.count for run in runs][1:] == [50, 150, 250, 350, 450, 550, 650, 662]  # the cap: 662
+
+
+def test_policies_share_the_time_left() -> None:
+    deadline = time.monotonic() + 100.0
+    half = serving._fits(deadline, sharing=2)  # this policy and one after it: about 50 s each
+    assert half(1.0, 40) and not half(1.0, 60)
+    whole = serving._fits(deadline, sharing=1)
+    assert whole(1.0, 90) and not whole(1.0, 110)
 
 
 def test_a_serve_cell_where_no_policy_passes_names_no_best_policy(tmp_path: Path) -> None:

@@ -19,8 +19,9 @@ inside a trial. Per cell:
    again with the queries it lacked, up to `serve.query_cap`. The interference probe covers
    every trial's window, as it covers the other modes' timed loops.
 
-The search keeps to the cell's timeout: a trial, or an UNDECIDED trial's extension, that would
-end after 80% of `measure.timeout_seconds` (counted from the worker's start) is not begun, and
+The search keeps to the cell's timeout: the time to 80% of `measure.timeout_seconds` (counted
+from the worker's start) is shared by the policies still to search, and a trial, or an
+UNDECIDED trial's extension, that would end after its policy's share is not begun, and
 the search reports what it found so far (`cut_short` in the policy's entry; an unextended trial
 stays UNDECIDED), rather than the runner killing the worker and every trial with it.
 
@@ -112,36 +113,45 @@ def serve_policies(
     # start rate is tried whatever it costs, or a slow engine's search would begin past its
     # saturation (minilm at 2 vCPUs: saturated at 41/s, but 662 queries in 15 s start at 44/s).
     floor = min(start, max(start / 16, queries / measure.max_seconds))
-    policies = []
-    fits = _time_keeper(measure)
+    plan: list[tuple[BatchPolicy, str | None]] = []  # each policy, and why it is skipped (None: searched)
     for max_batch, max_wait in itertools.product(serve_config.max_batch, serve_config.max_wait_ms):
         # A batch of one closes with its first request: the wait never applies, so max_batch 1
         # is one policy, no batching, recorded with no wait.
-        policy = BatchPolicy(max_batch, float(max_wait) if max_batch > 1 else 0.0)
         if max_batch == 1 and max_wait != serve_config.max_wait_ms[0]:
-            policies.append(
-                _skipped(BatchPolicy(1, float(max_wait)), "max_batch 1 never waits: run once, as no batching")
+            plan.append(
+                (BatchPolicy(1, float(max_wait)), "max_batch 1 never waits: run once, as no batching")
             )
-        elif max_batch > largest:
-            policies.append(_skipped(policy, why_not))
+            continue
+        policy = BatchPolicy(max_batch, float(max_wait) if max_batch > 1 else 0.0)
+        if max_batch > largest:
+            plan.append((policy, why_not))
         elif alone_ms > serve_config.slo_ms:
-            policies.append(
-                _skipped(
+            plan.append(
+                (
                     policy,
                     f"one request takes {alone_ms:.3g} ms (median, {engine.slots} slots busy), "
                     f"over the {serve_config.slo_ms:g} ms SLO before any queueing",
                 )
             )
         else:
-            trial = _Trials(engine, policy, serve_config, probe, fits)
-            peak = find_peak(
-                trial.measure_at,
-                start,
-                max_trials=serve_config.max_trials,
-                min_qps=floor,
-                can_try=trial.can_try,
-            )
-            policies.append(_policy_entry(policy, peak, trial.verdicts))
+            plan.append((policy, None))
+    deadline = _deadline(measure)
+    policies = []
+    for index, (policy, skipped) in enumerate(plan):
+        if skipped is not None:
+            policies.append(_skipped(policy, skipped))
+            continue
+        # The time left is shared by the policies still to search, so the last is not starved.
+        searched_after = sum(1 for _, why in plan[index + 1 :] if why is None)
+        trial = _Trials(engine, policy, serve_config, probe, _fits(deadline, 1 + searched_after))
+        peak = find_peak(
+            trial.measure_at,
+            start,
+            max_trials=serve_config.max_trials,
+            min_qps=floor,
+            can_try=trial.can_try,
+        )
+        policies.append(_policy_entry(policy, peak, trial.verdicts))
     best = max(policies, key=lambda p: p["max_qps_at_slo"] or 0.0)  # first of equals: the smallest policy
     # With no policy passing, none is best: the row names no policy, and its first unmet rate is
     # the lowest any policy was shown not to meet.
@@ -189,13 +199,19 @@ def process_age_s() -> float:
         return 0.0
 
 
-def _time_keeper(measure: MeasureConfig) -> Callable[[float, int], bool]:
-    """`fits(rate, queries)`: whether a trial of `queries` requests at `rate` ends before
-    TIMEOUT_SHARE of the cell's timeout, counted from the worker's start."""
-    deadline = time.monotonic() + TIMEOUT_SHARE * measure.timeout_seconds - process_age_s()
+def _deadline(measure: MeasureConfig) -> float:
+    """When the searches must be done (time.monotonic): TIMEOUT_SHARE of the cell's timeout,
+    counted from the worker's start."""
+    return time.monotonic() + TIMEOUT_SHARE * measure.timeout_seconds - process_age_s()
+
+
+def _fits(deadline: float, sharing: int) -> Callable[[float, int], bool]:
+    """`fits(rate, queries)` for a policy that shares the time to `deadline` with `sharing - 1`
+    policies after it: whether a trial of `queries` at `rate` ends within its share."""
+    own = time.monotonic() + (deadline - time.monotonic()) / sharing
 
     def fits(rate: float, queries: int) -> bool:
-        return time.monotonic() + queries / rate <= deadline
+        return time.monotonic() + queries / rate <= own
 
     return fits
 
