@@ -150,10 +150,14 @@ def cell_noise(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], rou
     columns = {SERVE_METRIC: SERVE_METRIC} if serve else _COLUMN
     sigma = {}
     for statistic, column in columns.items():
-        kept = [(_value(a, column), _value(b, column)) for a, b in pairs]
-        kept = [(x, y) for x, y in kept if x is not None and y is not None]
-        first, second = [x for x, _ in kept], [y for _, y in kept]
-        estimate = paired_estimate(first, second, higher_is_better=serve) if len(kept) >= 2 else None
+        first: list[float] = []
+        second: list[float] = []
+        for a, b in pairs:
+            x, y = _value(a, column), _value(b, column)
+            if x is not None and y is not None:
+                first.append(x)
+                second.append(y)
+        estimate = paired_estimate(first, second, higher_is_better=serve) if len(first) >= 2 else None
         if estimate is not None and math.isfinite(estimate.se):
             sigma[statistic] = 100 * estimate.se * math.sqrt(estimate.n)
     spread_column = SERVE_METRIC if serve else "latency_p50_ms"
