@@ -20,7 +20,7 @@ inside a trial. Per cell:
    every trial's window, as it covers the other modes' timed loops.
 
 The search keeps to the cell's timeout: the time to 80% of `measure.timeout_seconds` (counted
-from the worker's start) is shared by the policies still to search, and a trial, or an
+from the cell's start) is shared by the policies still to search, and a trial, or an
 UNDECIDED trial's extension, that would end after its policy's share is not begun, and
 the search reports what it found so far (`cut_short` in the policy's entry; an unextended trial
 stays UNDECIDED), rather than the runner killing the worker and every trial with it.
@@ -35,11 +35,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -97,8 +95,11 @@ def serve_policies(
     batch_size: int,
     measure: MeasureConfig,
     serve_config: ServeConfig,
+    started: float | None = None,
 ) -> ServeResult:
-    """Serve mode: every batching policy's peak rate at the SLO; the row reports the best."""
+    """Serve mode: every batching policy's peak rate at the SLO; the row reports the best.
+    `started`: time.perf_counter() when the cell began (its timeout counts from there; None:
+    from now)."""
     assert serve_config.slo_ms is not None  # SweepConfig refuses a serve cell without one
     largest, why_not = largest_batch(backend, natives, batch_size)
     engine, engine_api = _engine(backend, natives, batch_size, serve_config.engine_api)
@@ -135,7 +136,7 @@ def serve_policies(
             )
         else:
             plan.append((policy, None))
-    deadline = _deadline(measure)
+    deadline = _deadline(measure, started)
     policies = []
     for index, (policy, skipped) in enumerate(plan):
         if skipped is not None:
@@ -188,30 +189,20 @@ def serve_policies(
     return ServeResult(record, _harness_reason(policies), details)
 
 
-def process_age_s() -> float:
-    """Seconds since this process started (Linux: /proc/self/stat's start time against the boot
-    clock); 0.0 where that cannot be read, so the timeout is counted from the serve step."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
-        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
-    except (OSError, ValueError, IndexError, AttributeError):
-        return 0.0
-
-
-def _deadline(measure: MeasureConfig) -> float:
-    """When the searches must be done (time.monotonic): TIMEOUT_SHARE of the cell's timeout,
-    counted from the worker's start."""
-    return time.monotonic() + TIMEOUT_SHARE * measure.timeout_seconds - process_age_s()
+def _deadline(measure: MeasureConfig, started: float | None) -> float:
+    """When the searches must be done (time.perf_counter): TIMEOUT_SHARE of the cell's timeout,
+    counted from the cell's start (a shared worker runs several cells, so not from the
+    process's; the interpreter's own start is within the margin)."""
+    return (time.perf_counter() if started is None else started) + TIMEOUT_SHARE * measure.timeout_seconds
 
 
 def _fits(deadline: float, sharing: int) -> Callable[[float, int], bool]:
     """`fits(rate, queries)` for a policy that shares the time to `deadline` with `sharing - 1`
     policies after it: whether a trial of `queries` at `rate` ends within its share."""
-    own = time.monotonic() + (deadline - time.monotonic()) / sharing
+    own = time.perf_counter() + (deadline - time.perf_counter()) / sharing
 
     def fits(rate: float, queries: int) -> bool:
-        return time.monotonic() + queries / rate <= own
+        return time.perf_counter() + queries / rate <= own
 
     return fits
 

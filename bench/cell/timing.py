@@ -84,12 +84,17 @@ def time_throughput(backend: Any, natives: list[Any], batch_size: int, config: M
 
 
 def time_serve(
-    backend: Any, natives: dict[int, list[Any]], batch_size: int, config: MeasureConfig, serve: ServeConfig
+    backend: Any,
+    natives: dict[int, list[Any]],
+    batch_size: int,
+    config: MeasureConfig,
+    serve: ServeConfig,
+    started: float | None = None,
 ) -> ServeResult:
     """Serve mode: open-loop arrivals at a p99 SLO, each batching policy's peak rate found and
     the best reported (inferbench.cell.serving). `natives` holds the input sets at every merged
     size `b * batch_size` the policies may form."""
-    return serve_policies(backend, natives, batch_size, config, serve)
+    return serve_policies(backend, natives, batch_size, config, serve, started=started)
 
 
 def _probe(config: MeasureConfig) -> InterferenceProbe:

@@ -303,7 +303,7 @@ def _time_serve(spec: WorkerSpec, built: Built, natives: list[Any], record: Cell
             backend.to_native(built.model.make_inputs(size, spec.measure.seed + k))
             for k in range(spec.measure.input_sets)
         ]
-    result = time_serve(backend, at_size, cell.batch_size, spec.measure, spec.serve)
+    result = time_serve(backend, at_size, cell.batch_size, spec.measure, spec.serve, started=built.started)
     record.update(result.record)
     record["details"] = {**record["details"], **result.details}
     if result.harness_reason and record["status"] == OK:
