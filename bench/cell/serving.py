@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 #: Requests per slot in the closed-loop burst that sets the search's start rate.
 BURST_PER_SLOT = 20
-#: The share of the cell's timeout the peak searches may use, from the worker's start.
+#: The share of the cell's timeout the peak searches may use, from the cell's start.
 TIMEOUT_SHARE = 0.8
 
 

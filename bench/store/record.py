@@ -149,7 +149,7 @@ class Cost(TypedDict, total=False):
     peak_rss_mb: Annotated[float, Column(table=23)]
     artifact_mb: Annotated[float, Column()]
     setup_s: float  # model, FLOPs and reference: cached after once
-    worker_cell: int  # 0: this cell paid its shared worker's start-up
+    worker_cell: int  # 0: this cell paid its shared cell's start-up
 
 
 class Compute(TypedDict, total=False):
