@@ -399,7 +399,7 @@ def serve(reply_fd: int) -> int:
                 _setup(spec)
             _between_cells()
             record = run_guarded(spec, memo)
-            record["worker_cell"] = served  # 0: this cell paid the cell's start-up
+            record["worker_cell"] = served  # 0: this cell paid the worker's start-up
             atomic_write_json(Path(command["out"]), record)
             reset_deadline(None)
             sys.stdout.flush()

@@ -1,7 +1,7 @@
 """`--shard I/N`: each of N jobs runs its own share of a sweep, with no coordination.
 
 Cells are shared out by group, (model, backend, precision): the cells a shared worker serves
-(inferbench.sweep.launch) stay in one shard, so a shard pays a cell's start-up, model build and
+(inferbench.sweep.launch) stay in one shard, so a shard pays a worker's start-up, model build and
 reference once per group, as an unsharded sweep does. Not by thread count, which `0 = all
 cores` resolves differently on each machine. Every job computes the whole split from the sweep
 alone, so the jobs agree without talking to each other:
@@ -14,7 +14,7 @@ alone, so the jobs agree without talking to each other:
    busiest shard with two groups can always give one), and no two shards differ by more
    than the biggest group; a group leaves its hash shard only where that buys balance.
 
-The estimated cost of a group is its number of cells plus one for its cell's start-up,
+The estimated cost of a group is its number of cells plus one for its worker's start-up,
 build and reference: it must come from the sweep alone, since each machine's timing history
 is its own and would give each job another split. With fewer groups than shards some shards
 hold no cell; such a job still writes its run folder (environment and config) and exits 0,
