@@ -98,6 +98,7 @@ def find_peak(
 
     low: float | None = None
     high: float | None = None
+    cut_short = False
     try:
         low, high = _bracket(passes, start_qps, max_trials, floor, max_qps)
         while (
@@ -108,17 +109,15 @@ def find_peak(
         ):
             middle = math.sqrt(low * high)
             low, high = (middle, high) if passes(middle) else (low, middle)
-    except _OutOfTime:
-        passed = [t.rate_qps for t in trials if t.verdict.outcome == PASS]
-        low = max(passed, default=None)
+    except _OutOfTime:  # interrupted mid-bracket or mid-bisection: the bracket from the trials run
+        cut_short = True
+        low = max((t.rate_qps for t in trials if t.verdict.outcome == PASS), default=None)
         high = min(
             (t.rate_qps for t in trials if t.verdict.outcome != PASS and (low is None or t.rate_qps > low)),
             default=None,
         )
-        upper = next((t.verdict.outcome for t in trials if t.rate_qps == high), None)
-        return Peak(low, high, upper, tuple(trials), cut_short=True)
     upper = next((t.verdict.outcome for t in trials if t.rate_qps == high), None)
-    return Peak(low, high, upper, tuple(trials))
+    return Peak(low, high, upper, tuple(trials), cut_short)
 
 
 class _OutOfTime(Exception):
