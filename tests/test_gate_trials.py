@@ -4,11 +4,12 @@ interrupted campaign keeps the trials it ran."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from inferbench.tools.gate_trials import Journal, Trial, _outcome, summary
+from inferbench.tools.gate_trials import Hog, Journal, Trial, _outcome, summary
 
 
 @pytest.mark.parametrize(
@@ -42,3 +43,17 @@ def test_journal_keeps_every_trial_as_it_goes(tmp_path: Path, capsys: pytest.Cap
     assert "caught" in capsys.readouterr().out
     table = summary(journal.trials)
     assert "| A/A | 1 | 1 | 0 |" in table and "| A/B +10% | 1 | 0 | 0 | 1 |" in table
+
+
+def test_the_hog_runs_one_busy_process_per_cpu_and_a_late_timer_starts_none() -> None:
+    hog = Hog()
+    hog.start()
+    procs = list(hog.procs)
+    try:
+        assert len(procs) == len(os.sched_getaffinity(0))
+        assert all(p.poll() is None for p in procs)
+    finally:
+        hog.close()
+    assert all(p.poll() is not None for p in procs)
+    hog.start()  # a start timer that fires after the run ended
+    assert hog.procs == []

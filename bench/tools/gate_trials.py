@@ -1,8 +1,9 @@
 """How often is the gate wrong on this machine? Repeated `inferbench ab` runs with known truth.
 
 - `--aa N`: N A/A runs, the same commit on both sides: every exit 1 is a false alarm. The
-  last `--hog M` of them start a CPU hog (one busy process per CPU) once the run passes half
-  its rounds, and keep it until the run ends.
+  last `--hog M` of them run a CPU hog (one busy process per CPU) from `--hog-at` seconds into
+  the run for `--hog-for` seconds (default: from the 200th second for 200 s, the issue's own
+  trial), or until the run ends. A clock, not a round count: a sequential gate may stop early.
 - `--ab N --slowdown PCT`: N A/B runs against a throw-away branch (in a temporary worktree)
   whose `--slow-backend` waits, after each `run()`, for PCT% of the call's own duration: a
   real code change that makes every call of that backend PCT% slower. A run that exits 1 with
@@ -19,10 +20,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -93,39 +94,54 @@ def slow_branch(repo: Path, backend: str, pct: float) -> str:
 
 
 class Hog:
-    """One busy process per CPU, started on demand, stopped at the end."""
+    """One busy process per CPU, started and stopped by timers (hence the lock); stopped for
+    good by `close`, so a timer that fires late starts nothing."""
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.lock = threading.Lock()
+        self.closed = False
 
     def start(self) -> None:
-        if not self.procs:
-            count = len(os.sched_getaffinity(0))
-            self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+        with self.lock:
+            if not self.procs and not self.closed:
+                count = len(os.sched_getaffinity(0))
+                self.procs = [
+                    subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)
+                ]
 
     def stop(self) -> None:
-        for proc in self.procs:
-            proc.kill()
-            proc.wait()
-        self.procs = []
+        with self.lock:
+            for proc in self.procs:
+                proc.kill()
+                proc.wait()
+            self.procs = []
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+        self.stop()
 
 
-def run_ab(argv: list[str], out: Path, rounds: int, hog: bool) -> tuple[int, float]:
-    """One `inferbench ab` run; with `hog`, a CPU hog starts when it passes half its rounds."""
+def run_ab(argv: list[str], out: Path, rounds: int, hog: tuple[float, float] | None) -> tuple[int, float]:
+    """One `inferbench ab` run; `hog` = (start, length) in seconds of a CPU hog during it."""
     cmd = [sys.executable, "-m", "inferbench", "ab", *argv, "--rounds", str(rounds), "--out", str(out)]
     started = time.perf_counter()
     hogs = Hog()
+    timers = []
+    if hog is not None:
+        timers = [threading.Timer(hog[0], hogs.start), threading.Timer(hog[0] + hog[1], hogs.stop)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    with (out.parent / f"{out.name}.log").open("w") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.PIPE, text=True)
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            log_file.write(line)
-            match = re.match(r"round (\d+)/(\d+)", line)
-            if hog and match and int(match.group(1)) > rounds // 2:
-                hogs.start()
-        code = proc.wait()
-    hogs.stop()
+    try:
+        with (out.parent / f"{out.name}.log").open("w") as log_file:
+            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+            for timer in timers:
+                timer.start()
+            code = proc.wait()
+    finally:
+        for timer in timers:
+            timer.cancel()
+        hogs.close()
     return code, (time.perf_counter() - started) / 60
 
 
@@ -225,7 +241,9 @@ def summary(trials: list[Trial]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gate_trials", description=__doc__.split("\n\n")[0])
     parser.add_argument("--aa", type=int, default=0, help="A/A runs (same commit both sides)")
-    parser.add_argument("--hog", type=int, default=0, help="of the A/A runs, how many get a CPU hog halfway")
+    parser.add_argument("--hog", type=int, default=0, help="of the A/A runs, how many get a CPU hog")
+    parser.add_argument("--hog-at", type=float, default=200.0, help="seconds into a run the hog starts")
+    parser.add_argument("--hog-for", type=float, default=200.0, help="seconds the hog runs")
     parser.add_argument("--ab", type=int, default=0, help="A/B runs against a slowed-down branch")
     parser.add_argument("--slowdown", type=float, action="append", help="percent (repeatable; default 10)")
     parser.add_argument("--slow-backend", default="onnxruntime", choices=sorted(BACKEND_FILES))
@@ -254,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     common += [*(["--budget", args.budget] if args.budget else []), *args.extra]
     journal = Journal(out, head, args.rounds)
     for i in range(args.aa):
-        hog = i >= args.aa - args.hog
+        hog = (args.hog_at, args.hog_for) if i >= args.aa - args.hog else None
         target = out / f"aa-{i}"
         code, minutes = run_ab(["--base", head, "--head", head, *common], target, args.rounds, hog)
         trial = Trial("A/A + hog" if hog else "A/A", code, minutes, *_read_verdict(target))
@@ -267,9 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             for i in range(args.ab):
                 target = out / f"ab-{pct:g}-{i}"
-                code, minutes = run_ab(
-                    ["--base", head, "--head", branch, *common], target, args.rounds, False
-                )
+                code, minutes = run_ab(["--base", head, "--head", branch, *common], target, args.rounds, None)
                 trial = Trial(f"A/B +{pct:g}%", code, minutes, *_read_verdict(target))
                 trial.outcome = _outcome(trial, args.slow_backend)
                 journal.add(trial, i)
