@@ -10,11 +10,12 @@ import pandas as pd
 
 
 def fmt(value: Any, digits: int = 3) -> str:
-    """A number as a person reads it: 3 significant digits, thousands grouped, blank for NaN."""
+    """A number as a person reads it: `digits` significant digits, whole numbers from there up
+    with thousands grouped (5,431, never 5.43e+03), blank for NaN."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return ""
     if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:,.0f}"
     return str(value)
 
 

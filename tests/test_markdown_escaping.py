@@ -9,7 +9,7 @@ import re
 import pandas as pd
 import pytest
 
-from inferbench.markdown import markdown_table
+from inferbench.markdown import fmt, markdown_table
 
 HOSTILE = [
     "<b>bold</b>",
@@ -60,3 +60,13 @@ def test_plain_names_and_numbers_stay_readable_in_the_file() -> None:
         "| tiny-cnn | 1.200 [1.178, 1.222] |",
         "| rel_l2_err 0.4 > 0.25 | 12,346 |",
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(5431.4, "5,431"), (999.4, "999"), (12502.0, "12,502"), (0.0109, "0.0109"), (2.38e-07, "2.38e-07")],
+)
+def test_a_number_reads_as_a_person_writes_it(value: float, text: str) -> None:
+    """Summary tables mix serve peaks of 5,431 and 12,502 requests/s in one column: both grouped."""
+    assert fmt(value) == text
+    assert fmt(float("nan")) == "" and fmt(None) == ""
