@@ -4,6 +4,7 @@ numbers, and the harness's self-check (a starved dispatcher is harness-limited, 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -206,6 +207,7 @@ def test_a_dispatcher_too_slow_for_the_rate_is_harness_limited() -> None:
     run = serve_on(FakeClock(tick_ns=600_000), rate=1000.0)
     harness = check_harness(run, slo_ms=1e9, lag_fraction=1.0)  # only the rate can trip it
     assert harness.limited and "short of the scheduled" in harness.reason
+    assert re.search(r"scheduled 1,0\d\d by", harness.reason)  # grouped, never 1e+03
     assert harness.rate_shortfall is not None and harness.rate_shortfall > 0.1
 
 

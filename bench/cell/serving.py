@@ -48,7 +48,7 @@ from inferbench.config import MeasureConfig, ServeConfig
 from inferbench.errors import first_line
 from inferbench.serve.dispatch import AsyncEngine, Done, Engine, SlotEngine, serve
 from inferbench.serve.peak import Peak, find_peak
-from inferbench.serve.run import NO_BATCHING, BatchPolicy, ServeRun
+from inferbench.serve.run import NO_BATCHING, BatchPolicy, ServeRun, rate_text
 from inferbench.serve.schedule import make_schedule
 from inferbench.serve.verdict import HARNESS_LIMITED, UNDECIDED, RateVerdict, judge
 from inferbench.store.record import CellRecord, as_record
@@ -315,11 +315,10 @@ def _policy_entry(
 ) -> dict[str, Any]:
     at_peak = next((run for rate, _, run in verdicts if rate == peak.max_qps_at_slo), None)
     if peak.max_qps_at_slo is not None:
-        reason = (
-            f"p{100 * verdicts[0][1].percentile:g} within the SLO up to {peak.max_qps_at_slo:.4g} requests/s"
-        )
+        percentile = f"p{100 * verdicts[0][1].percentile:g}"
+        reason = f"{percentile} within the SLO up to {rate_text(peak.max_qps_at_slo)} requests/s"
     elif verdicts:
-        reason = f"no rate tried met the SLO (lowest {min(r for r, _, _ in verdicts):.4g} requests/s)"
+        reason = f"no rate tried met the SLO (lowest {rate_text(min(r for r, _, _ in verdicts))} requests/s)"
     else:
         reason = "no rate tried"
     if peak.cut_short:

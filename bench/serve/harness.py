@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inferbench.serve.run import ServeRun
+from inferbench.serve.run import ServeRun, rate_text
 
 #: The dispatch lag's p99 may be at most this share of the SLO.
 LAG_FRACTION = 0.05
@@ -83,7 +83,7 @@ def check_harness(
         )
     if rate_short:
         reasons.append(
-            f"sent {sent:.4g} requests/s, short of the scheduled {scheduled:.4g} by more than "
+            f"sent {rate_text(sent)} requests/s, short of the scheduled {rate_text(scheduled)} by more than "
             f"{rate_tolerance:.0%}"
         )
     return HarnessCheck(

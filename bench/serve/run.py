@@ -148,3 +148,9 @@ def _rate(instants: tuple[int, ...]) -> float | None:
         return None
     span = max(instants) - min(instants)
     return (len(instants) - 1) / (span / 1e9) if span > 0 else None
+
+
+def rate_text(qps: float) -> str:
+    """A rate in requests/s for a reason line: 4 significant digits, whole numbers grouped from
+    1,000 up (16,306 requests/s, never 1.631e+04)."""
+    return f"{qps:,.0f}" if abs(qps) >= 1000 else f"{qps:.4g}"
