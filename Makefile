@@ -80,8 +80,8 @@ merge: setup
 # base's tree) are the base's, and the head is only the code measured; HEAD_PYTHON runs it with
 # the head's own packages when its dependency list differs.
 # Calibration: each cell's noise on this runner, what the run can decide (printed up front and
-# in compare.md), and the statistic each cell gates on (GATE_ON=auto: the steadier of p50 and
-# each process's fastest call; GATE_ON=min or p50 fixes it). Read from CALIBRATION when that
+# in compare.md), and the statistic each cell gates on (GATE_ON=auto: each process's fastest
+# call, or p50 where the calibration shows it clearly steadier; GATE_ON=min or p50 fixes it). Read from CALIBRATION when that
 # file is of this machine class, profile and cells; else CALIBRATE A/A rounds of the base
 # against itself are run first, inside the budget, and written there for the next gate
 # (README, "The gate"). CI keeps the file between jobs (perf.yml's cache).

@@ -46,13 +46,33 @@ def test_noise_is_the_gate_estimators_spread_per_round_and_the_processes_p50_spr
 
 def test_each_cell_gates_on_its_steadier_statistic() -> None:
     steady_min = CellNoise({"min": 1.0, "p50": 4.0}, 2.0, 4, 3.0)
-    steady_p50 = CellNoise({"min": 6.0, "p50": 2.0}, 2.0, 4, 3.0)
+    steady_p50 = CellNoise({"min": 8.0, "p50": 2.0}, 2.0, 4, 3.0)
     calibration = Calibration("abc", "a machine", "gate-cpu", {"a": steady_min, "b": steady_p50})
     assert calibration.gate_on("a", "p50") == "min"
     assert calibration.gate_on("b", "min") == "p50"
     assert calibration.gate_on("not calibrated", "p50") == "p50"
     tie = CellNoise({"min": 2.0, "p50": 2.0}, 2.0, 4, 3.0)
     assert tie.steadiest == "min"
+
+
+@pytest.mark.parametrize(
+    ("sigma_min", "sigma_p50", "rounds", "chosen"),
+    [
+        (11.1, 9.7, 4, "min"),  # the campaign's tiny-cnn/openvino: a 13% edge is chance at 4 rounds
+        (6.0, 2.0, 4, "min"),  # 3x, but F(3, 3) needs 3.05x at 5%
+        (6.0, 2.0, 12, "p50"),  # the same 3x over 12 rounds is evidence
+        (3.0, 2.0, 30, "p50"),  # 1.5x: evidence only with many rounds
+        (3.0, 2.0, 8, "min"),
+        (2.0, 6.0, 30, "min"),
+    ],
+)
+def test_p50_replaces_the_minimum_only_on_evidence(
+    sigma_min: float, sigma_p50: float, rounds: int, chosen: str
+) -> None:
+    """Few A/A rounds estimate a spread within a factor of about 2: the smaller of two such
+    estimates is often the worse statistic, so the default (min) stands unless p50 is steadier
+    beyond what chance gives at these rounds."""
+    assert CellNoise({"min": sigma_min, "p50": sigma_p50}, 2.0, rounds, 3.0).steadiest == chosen
     assert Calibration("abc", "m", "p", {"c": CellNoise({}, 0.0, 0, 1.0)}).gate_on("c", "p50") == "p50"
 
 

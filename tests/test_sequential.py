@@ -195,3 +195,23 @@ def test_an_early_look_needs_far_stronger_evidence_than_the_last() -> None:
     assert early.mde_pct > last.mde_pct
     assert (early.verdict, last.verdict) == (INCONCLUSIVE, REGRESSION)
     assert early.q_value >= 0.05 > last.q_value
+
+
+def test_an_interval_past_the_threshold_that_is_no_regression_says_why() -> None:
+    """Three gating cells, one 10% slower: its 95% interval lies wholly above 1.05, but a
+    regression must hold at alpha over the three tests at once (Holm: alpha / 3 for the
+    smallest p-value), which it does not yet. The row says so instead of leaving a reader to
+    square `inconclusive` with [1.052, ...]."""
+    from inferbench.compare.core import CompareOptions, judge
+
+    slower = Estimate(math.log(1.10), 0.02, 10, 11)
+    steady = Estimate(0.0, 0.02, 10, 11)
+    rows = [{"metric": "p50", "mode": "latency", "note": ""} for _ in range(3)]
+    frame = judge(rows, [slower, steady, steady], CompareOptions())
+    assert frame["verdict"].tolist() == [INCONCLUSIVE, NO_CHANGE, NO_CHANGE]
+    assert frame["ci_low"][0] > 1.05
+    assert "short of the alpha 0.05 over 3 gating tests" in frame["note"][0]
+    assert frame["note"][1] == ""
+    # The same cell alone (one gating test) is a regression, with nothing to explain.
+    alone = judge(rows[:1], [slower], CompareOptions())
+    assert alone["verdict"][0] == REGRESSION and alone["note"][0] == ""

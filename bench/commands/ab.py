@@ -70,8 +70,8 @@ class Ab(Command):
             choices=("p50", "min", "auto"),
             default="p50",
             help="the latency statistic that gates: p50, each process's fastest call (min; the "
-            "steadiest on a shared machine), or auto: per cell, the steadier one in the calibration's "
-            "A/A rounds (`make gate`); the other is shown, advisory",
+            "steadiest on a shared machine), or auto: per cell, min unless the calibration's A/A "
+            "rounds show p50 steadier beyond chance (`make gate`); the other is shown, advisory",
         )
         parser.add_argument(
             "--processes",

@@ -454,8 +454,10 @@ def judge(
             if looks is None
             else decide_sequential(family_estimates, thresholds, [looks[i] for i in family], **levels)
         )
-        for i, d in zip(family, decisions, strict=True):
+        for i, d, threshold in zip(family, decisions, thresholds, strict=True):
             rows[i].update(decision_columns(d, higher_is_better=rows[i]["metric"] in HIGHER_IS_BETTER))
+            if d.verdict == INCONCLUSIVE and d.ci_low > 1 + threshold and len(family) > 1:
+                rows[i]["note"] = _short_of_regression(rows[i].get("note"), options, len(family))
     frame = pd.DataFrame(rows)
     for column in ("ratio", "ci_low", "ci_high", "mde_pct", "p_value", "q_value"):
         if column not in frame:
@@ -468,6 +470,17 @@ def judge(
         frame["verdict"] == INCONCLUSIVE
     )
     return frame
+
+
+def _short_of_regression(note: str | None, options: CompareOptions, tests: int) -> str:
+    """Why a row whose interval lies wholly past the threshold is not a regression: the interval
+    is at the stated confidence, one cell at a time, while a regression must hold at alpha over
+    all the gating tests at once (Holm; `ab`: alpha / tests at the sequential boundary)."""
+    why = (
+        f"worse than the threshold at {options.confidence:.0%}, short of the alpha {options.alpha:g} "
+        f"over {tests} gating tests a regression needs: more rounds decide it"
+    )
+    return f"{note}; {why}" if note else why
 
 
 def decision_columns(d: Decision, higher_is_better: bool) -> dict[str, Any]:

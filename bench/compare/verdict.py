@@ -80,6 +80,12 @@ def t_quantile(q: float, df: float) -> float:
     return float(ndtri(q) if not math.isfinite(df) else stdtrit(df, q))
 
 
+def f_quantile(q: float, dfn: float, dfd: float) -> float:
+    from scipy.special import fdtri
+
+    return float(fdtri(dfn, dfd, q))
+
+
 def t_isf(level: float, df: float) -> float:
     """The critical value a one-sided test at `level` needs (by symmetry, exact for tiny levels)."""
     return -t_quantile(level, df)

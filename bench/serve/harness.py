@@ -81,7 +81,7 @@ def check_harness(
             f"dispatch lag p99 {lag_p99:.3g} ms exceeds {lag_fraction:.0%} of the {slo_ms:g} ms SLO "
             f"({lag_limit:.3g} ms)"
         )
-    if rate_short:
+    if rate_short and sent is not None and scheduled is not None:  # (both are, when short)
         reasons.append(
             f"sent {rate_text(sent)} requests/s, short of the scheduled {rate_text(scheduled)} by more than "
             f"{rate_tolerance:.0%}"
