@@ -24,6 +24,7 @@ from inferbench.backends.base import Backend, PrepareInfo, ThroughputRun
 from inferbench.backends.lowp import OV_LOW, openvino_share
 from inferbench.backends.onnx_export import derived_dir, onnx_file
 from inferbench.errors import BackendError, UnsupportedError
+from inferbench.machine.capability import this_cpu
 from inferbench.store.artifacts import arrays_digest, file_digest, obtain
 
 if TYPE_CHECKING:
@@ -94,7 +95,19 @@ class OpenVinoBackend(Backend):
                 config["NUM_STREAMS"] = self.streams
         else:
             config.update({"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
-        compiled = core.compile_model(ov_model, "CPU", config)
+        try:
+            compiled = core.compile_model(ov_model, "CPU", config)
+        except RuntimeError as exc:
+            # The plugin picks bf16 from the CPU's own flags, not from ONEDNN_MAX_CPU_ISA: on a
+            # bf16 CPU capped below it (acting as an AVX2 one), it asks the capped oneDNN for
+            # bf16 kernels it no longer has, and compiling fails. That is this CPU's missing
+            # bf16, said as the capability model says it, not a broken engine.
+            support = self.cpu_support(this_cpu(), precision)
+            if precision != "bf16" or support is None or support.runs:
+                raise
+            first = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+            why = f"{support.why} (OpenVINO failed to compile under the cap: {first})"
+            raise UnsupportedError(why) from exc
         self.compiled = compiled
         self.request = compiled.create_infer_request()
         self.infer_requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
