@@ -64,6 +64,8 @@ def test_each_cell_gates_on_its_steadier_statistic() -> None:
         (3.0, 2.0, 30, "p50"),  # 1.5x: evidence only with many rounds
         (3.0, 2.0, 8, "min"),
         (2.0, 6.0, 30, "min"),
+        (2.0, 0.0, 4, "p50"),  # p50 did not move at all
+        (0.0, 0.0, 4, "min"),
     ],
 )
 def test_p50_replaces_the_minimum_only_on_evidence(

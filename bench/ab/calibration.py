@@ -77,8 +77,10 @@ class CellNoise:
         statistic that then spread 18.7% against the minimum's 10.3%
         (docs/measurements/2026-12-02-gate-trials-zen5.md)."""
         low, high = self.sigma_pct.get("min"), self.sigma_pct.get("p50")
-        if low is None or high is None or high <= 0:
+        if low is None or high is None:  # only one was estimated: that one
             return "p50" if low is None and high is not None else "min"
+        if high == 0:  # p50 did not move at all: steadier unless min did not either
+            return "p50" if low > 0 else "min"
         df = max(self.rounds - 1, 1)
         return "p50" if (low / high) ** 2 > f_quantile(1 - SWITCH_LEVEL, df, df) else "min"
 
