@@ -8,7 +8,9 @@ setting alike and the settings compare side by side. The settings:
 - `as-is`: the profile (the gate today);
 - `pinned`: both workers pinned to the same cores (`pin = true`: the first THREADS cores);
 - `longer-loops`: 4x the timed window (`min_seconds` 2, `max_seconds` 4);
-- `bigger-calls`: batch 16, so that the microsecond-scale cells' calls take a millisecond or more.
+- `bigger-calls`: batch 16, so that the microsecond-scale cells' calls take a millisecond or more;
+- `three-processes`: three fresh processes per side per round, pooled by the side's runner (`ab
+  --processes 3`: the fastest call of all, the median of all calls), each round costing three.
 
 And two read from the `as-is` rounds afterwards, at no extra cost:
 
@@ -52,7 +54,10 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "pinned": {"sweep": {"pin": True}},
     "longer-loops": {"measure": {"min_seconds": 2.0, "max_seconds": 4.0}},
     "bigger-calls": {"sweep": {"batch_sizes": [16]}},
+    "three-processes": {},
 }
+#: Fresh processes per side per round (`ab --processes`), where a setting is not one.
+PROCESSES = {"three-processes": 3}
 #: Processes per side per round read from `as-is` afterwards (`median-of-3`).
 GROUP = 3
 
@@ -169,7 +174,12 @@ def measure(
         data, name = profile_data(profile, sides[0])
         running = {}
         for setting in settings:
-            setup = {"profile": with_setting(data, SETTINGS[setting]), "name": name, "overrides": {}}
+            setup = {
+                "profile": with_setting(data, SETTINGS[setting]),
+                "name": name,
+                "overrides": {},
+                "processes": PROCESSES.get(setting, 1),
+            }
             running[setting] = stack.enter_context(agents(sides, setup, out / setting))
             keys = [c["key"] for c in running[setting]["head"].info["cells"]]
             records[setting] = {k: {s: [] for s in SIDES} for k in keys}
