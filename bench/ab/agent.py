@@ -48,6 +48,7 @@ def _setup(request: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     # The rounds are the repeats: one fresh process per side per round, or `ab --processes N`.
     config = replace(config, measure=replace(config.measure, repeats=int(request.get("processes", 1))))
     threads = sorted({c.threads for c in config.cells()})
+    forking = _fork_workers(threads) if request.get("fork_workers") else None
     answer = {
         "cells": [{**asdict(c), "key": c.key} for c in config.cells()],
         "dropped": dropped,
@@ -55,7 +56,23 @@ def _setup(request: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         "env": env.capture(threads),
         "inferbench": str(Path(sys.modules["inferbench"].__file__ or "").resolve().parent),
     }
+    if forking is not None:
+        answer["forking"] = forking
     return config, answer
+
+
+def _fork_workers(threads: list[int]) -> dict[str, Any]:
+    """`ab --fork-workers`: import the engines here once and fork every worker from this
+    process (`inferbench.sweep.forked`). Needs one thread count for all cells (the engines read
+    it as they load). A side whose code predates this never answers `forking`; the parent then
+    refuses the option for both sides."""
+    if len(threads) != 1 or threads[0] < 1:
+        return {"ok": False, "reason": f"the cells have thread counts {threads}: forking needs one for all"}
+    try:
+        forked = _side_module("sweep", "forked")
+    except ImportError:
+        return {"ok": False, "reason": "its code cannot fork its workers (it is from before --fork-workers)"}
+    return {"ok": True, "preloaded": forked.preload(threads[0])}
 
 
 def round_config(config: Any, round_index: int) -> Any:

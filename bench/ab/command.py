@@ -133,10 +133,19 @@ def _measure(
         "overrides": selection.overrides(),
         "processes": options.processes,
     }
+    if options.fork_workers:
+        setup["fork_workers"] = True
     with agents(sides, setup, out_dir) as running:
         matched = _matched_cells(running)
         options, plan_notes = _calibrated(
-            options, running, matched.common, name, out_dir, events.on_result, events.on_plan, started=started
+            options,
+            running,
+            matched.common,
+            _calibration_profile(name, options),
+            out_dir,
+            events.on_result,
+            events.on_plan,
+            started=started,
         )
         # Counted before the rounds: its time is inside the budget, like the checkouts.
         counted, count_notes, counts = count_instructions(
@@ -320,12 +329,26 @@ def _read_calibration(options: AbOptions, machine: Any, profile: str, keys: list
 
 
 def _process_words(options: AbOptions) -> str:
+    kind = "forked" if options.fork_workers else "fresh"
     if options.processes == 1:
-        return "one fresh process per side per round"
-    return (
-        f"{options.processes} fresh processes per side per round (pooled: the fastest call of all, "
-        "the median of all calls)"
-    )
+        words = f"one {kind} process per side per round"
+    else:
+        words = (
+            f"{options.processes} {kind} processes per side per round (pooled: the fastest call of "
+            "all, the median of all calls)"
+        )
+    if options.fork_workers:
+        words += ", forked from a parent that imported the engines, started again every round"
+    return words
+
+
+def _calibration_profile(name: str, options: AbOptions) -> str:
+    """What a calibration is of: the profile, and how the workers are started where that is not
+    one fresh process per side and round (a round's noise depends on both)."""
+    if options.processes == 1 and not options.fork_workers:
+        return name
+    kind = "forked" if options.fork_workers else "fresh"
+    return f"{name} ({options.processes} {kind} processes per side and round)"
 
 
 def _budget_words(options: AbOptions) -> str:

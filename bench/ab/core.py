@@ -68,6 +68,9 @@ class AbOptions:
     # Fresh processes per side and round, pooled into the round's value (the fastest call of
     # all, the median of all calls): a process that lands slow weighs less than in a round of one.
     processes: int = 1
+    # Workers forked from each side's agent, which imported the engines once and is started
+    # again every round (`inferbench.sweep.forked`): a round costs about half.
+    fork_workers: bool = False
     # A runner's calibration file: read when it is of this machine class, profile and cells;
     # otherwise, with `calibrate`, measured again and written there.
     calibration: Path | None = None
@@ -271,22 +274,42 @@ def paired_rows(
 
 class Agent:
     """One side's agent process (`inferbench/ab_agent.py` run with the side's interpreter and
-    code): the parent sends cell keys, the agent runs each in a fresh worker."""
+    code): the parent sends cell keys, the agent runs each in a fresh worker.
+
+    With `fork_workers` in the setup (`ab --fork-workers`) the agent imports the engines once
+    and forks its workers (`inferbench.sweep.forked`); it is then started again at every new
+    round, so that its side's workers share one parent's memory for a round, never for the run.
+    A side whose code cannot fork is refused before any worker runs."""
 
     def __init__(self, side: Side, setup: dict[str, Any], log_path: Path) -> None:
-        script = Path(__file__).resolve().parent / "agent.py"
         self.side = side
-        self._log = log_path.open("w")
+        self._setup = setup
+        self._log_path = log_path
+        self._log_mode = "w"
+        self._round: int | None = None
+        self.fresh_per_round = bool(setup.get("fork_workers"))
+        self._start()
+
+    def _start(self) -> None:
+        script = Path(__file__).resolve().parent / "agent.py"
+        self._log = self._log_path.open(self._log_mode)
+        self._log_mode = "a"  # a restarted agent adds to the log
         self.proc = subprocess.Popen(
-            [side.python, "-P", str(script)],
+            [self.side.python, "-P", str(script)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,
-            env=side.environ(),
+            env=self.side.environ(),
             start_new_session=True,
         )
-        self.info = self._ask(setup, starting=True)
+        self.info = self._ask(self._setup, starting=True)
+        if self.fresh_per_round:
+            forking = self.info.get("forking") or {}
+            if not forking.get("ok"):
+                self.close()
+                why = forking.get("reason") or "its agent did not answer whether it forks"
+                raise UserError(f"--fork-workers: the {self.side.label} side ({self.side.described}): {why}")
 
     def _ask(self, message: dict[str, Any], starting: bool = False) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -315,6 +338,10 @@ class Agent:
     def run(self, key: str, round_index: int = 0) -> dict[str, Any]:
         from inferbench.sweep.cellkeys import record_key
 
+        if self.fresh_per_round and self._round not in (None, round_index):
+            self.close()
+            self._start()
+        self._round = round_index
         record = self._ask({"cell": key, "round": round_index})
         # The side's code answers: its record must be the cell asked for, keyed by its axes.
         where = f"the {self.side.label} side's agent"

@@ -82,6 +82,12 @@ class Ab(Command):
             "lands slow weighs less; each round costs N times as much)",
         )
         parser.add_argument(
+            "--fork-workers",
+            action="store_true",
+            help="fork each worker from its side's agent, which imported the engines once and is "
+            "started again every round (a round costs about half; both sides' code must know it)",
+        )
+        parser.add_argument(
             "--calibrate",
             type=int,
             default=0,
@@ -152,6 +158,7 @@ def _options(args: argparse.Namespace, thresholds: list[tuple[str, str]]) -> Any
         instructions=args.instructions,
         calibrate=args.calibrate,
         processes=args.processes,
+        fork_workers=args.fork_workers,
         calibration=args.calibration,
         gate_auto=auto,
         compare=compare,

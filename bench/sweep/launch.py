@@ -25,6 +25,7 @@ from inferbench.cell.spec import WorkerSpec
 from inferbench.config import Cell, SweepConfig
 from inferbench.models import ModelRef
 from inferbench.status import ERROR, TIMEOUT
+from inferbench.sweep import forked
 from inferbench.sweep.procs import kill_group, python_command, worker_env
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,11 @@ def run_in_worker(
     spec_path, out_path, log_path = _write_spec(cell, ref, config, run_dir, cache_dir)
     timeout = config.measure.timeout_seconds
     started = time.perf_counter()
+    if forked.enabled():  # `ab --fork-workers`: this process has the engines imported
+        returncode = forked.run_forked(spec_path, out_path, log_path, cell.threads, timeout)
+        if returncode is None:
+            return timed_out(timeout, time.perf_counter() - started)
+        return _finished(spec_path, out_path, log_path, returncode, time.perf_counter() - started)
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(
             python_command("inferbench.cell.worker", str(spec_path), str(out_path)),
@@ -172,7 +178,13 @@ def run_in_worker(
         except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: do not leave an orphan worker behind
             kill_group(proc)
             raise
-    wall = time.perf_counter() - started
+    return _finished(spec_path, out_path, log_path, returncode, time.perf_counter() - started)
+
+
+def _finished(
+    spec_path: Path, out_path: Path, log_path: Path, returncode: int, wall: float
+) -> dict[str, Any]:
+    """The record of a worker that ended (fresh or forked): its result, or why it gave none."""
     if out_path.is_file():
         return collect(spec_path, out_path, wall)
     return {"status": ERROR, "reason": death_reason(returncode, log_path), "wall_s": wall}

@@ -10,7 +10,9 @@ setting alike and the settings compare side by side. The settings:
 - `longer-loops`: 4x the timed window (`min_seconds` 2, `max_seconds` 4);
 - `bigger-calls`: batch 16, so that the microsecond-scale cells' calls take a millisecond or more;
 - `three-processes`: three fresh processes per side per round, pooled by the side's runner (`ab
-  --processes 3`: the fastest call of all, the median of all calls), each round costing three.
+  --processes 3`: the fastest call of all, the median of all calls), each round costing three;
+- `forked`: workers forked from each side's agent, which imported the engines once and starts
+  again every round (`ab --fork-workers`); `forked-3`: three of them per side per round.
 
 And two read from the `as-is` rounds afterwards, at no extra cost:
 
@@ -55,9 +57,11 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "longer-loops": {"measure": {"min_seconds": 2.0, "max_seconds": 4.0}},
     "bigger-calls": {"sweep": {"batch_sizes": [16]}},
     "three-processes": {},
+    "forked": {},
+    "forked-3": {},
 }
 #: Fresh processes per side per round (`ab --processes`), where a setting is not one.
-PROCESSES = {"three-processes": 3}
+PROCESSES = {"three-processes": 3, "forked-3": 3}
 #: Processes per side per round read from `as-is` afterwards (`median-of-3`).
 GROUP = 3
 
@@ -179,6 +183,7 @@ def measure(
                 "name": name,
                 "overrides": {},
                 "processes": PROCESSES.get(setting, 1),
+                "fork_workers": setting.startswith("forked"),
             }
             running[setting] = stack.enter_context(agents(sides, setup, out / setting))
             keys = [c["key"] for c in running[setting]["head"].info["cells"]]
