@@ -70,8 +70,11 @@ class PidBackend(FakeBackend):
             os.kill(os.getpid(), signal.SIGSEGV)
         if batch_size == 3:
             time.sleep(3600)
+        from inferbench.sweep import forked
+
         info = super().prepare(model, precision, batch_size)
         info.details["pid"] = os.getpid()
+        info.details["forked"] = forked.enabled()  # inherited from a forking parent only
         return info
 
 

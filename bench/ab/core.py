@@ -281,12 +281,14 @@ class Agent:
     round, so that its side's workers share one parent's memory for a round, never for the run.
     A side whose code cannot fork is refused before any worker runs."""
 
+    fresh_per_round = False  # set from the setup's `fork_workers`
+    _round: int | None = None  # the round of the last cell asked for
+
     def __init__(self, side: Side, setup: dict[str, Any], log_path: Path) -> None:
         self.side = side
         self._setup = setup
         self._log_path = log_path
         self._log_mode = "w"
-        self._round: int | None = None
         self.fresh_per_round = bool(setup.get("fork_workers"))
         self._start()
 
