@@ -328,8 +328,12 @@ def _read_calibration(options: AbOptions, machine: Any, profile: str, keys: list
     )
 
 
+def _worker_kind(options: AbOptions) -> str:
+    return "forked" if options.fork_workers else "fresh"
+
+
 def _process_words(options: AbOptions) -> str:
-    kind = "forked" if options.fork_workers else "fresh"
+    kind = _worker_kind(options)
     if options.processes == 1:
         words = f"one {kind} process per side per round"
     else:
@@ -347,8 +351,7 @@ def _calibration_profile(name: str, options: AbOptions) -> str:
     one fresh process per side and round (a round's noise depends on both)."""
     if options.processes == 1 and not options.fork_workers:
         return name
-    kind = "forked" if options.fork_workers else "fresh"
-    return f"{name} ({options.processes} {kind} processes per side and round)"
+    return f"{name} ({options.processes} {_worker_kind(options)} processes per side and round)"
 
 
 def _budget_words(options: AbOptions) -> str:

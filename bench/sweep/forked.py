@@ -22,7 +22,6 @@ the imports (`preload`).
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import select
 import signal
@@ -32,8 +31,6 @@ import traceback
 from pathlib import Path
 
 from inferbench.sweep.procs import THREAD_ENV, worker_env
-
-log = logging.getLogger(__name__)
 
 #: Imported by the parent before it forks, where installed: what a worker would import anyway.
 ENGINES = ("numpy", "torch", "onnxruntime", "openvino")
