@@ -87,6 +87,9 @@ merge: setup
 # (README, "The gate"). CI keeps the file between jobs (perf.yml's cache).
 # Each cell stops once decided; the rounds left go to the open cells, up to ROUNDS per cell and
 # within BUDGET for the whole run (README, "Adaptive rounds").
+# Each round runs PROCESSES workers per side, pooled, forked from a parent that imported the
+# engines (FORK=auto: fresh processes on both sides where a side's code cannot fork, said in the
+# notes; FORK=no: always fresh). See README, "Forked workers".
 # INSTRUCTIONS=auto also counts instructions per call (perf, else callgrind) and gates on the count
 # at 1% (README, "Instructions per call"); off by default: under Valgrind the count takes minutes
 # of the budget.
@@ -95,6 +98,8 @@ BUDGET ?= 10m
 GATE_ON ?= auto
 CALIBRATE ?= 4
 CALIBRATION ?= results/calibration-$(HW).json
+PROCESSES ?= 3
+FORK ?= auto
 INSTRUCTIONS ?= off
 HEAD_SRC ?=
 HEAD_PYTHON ?=
@@ -104,6 +109,7 @@ gate: setup $(if $(filter-out off,$(INSTRUCTIONS)),valgrind)
 	  $(if $(HEAD_SRC),--head "$(HEAD_SRC)") $(if $(HEAD_PYTHON),--head-python "$(HEAD_PYTHON)") \
 	  --profile gate-$(HW) --rounds $(ROUNDS) --budget $(BUDGET) --gate-on $(GATE_ON) \
 	  --calibrate $(CALIBRATE) --calibration "$(CALIBRATION)" \
+	  --processes $(PROCESSES) --fork-workers $(FORK) \
 	  --instructions $(INSTRUCTIONS) --out results/gate-$(HW) $(ARGS); \
 	  code=$$?; mkdir -p results/gate-$(HW) && echo $$code > results/gate-$(HW)/exit-code; exit $$code
 

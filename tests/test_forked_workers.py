@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
-from inferbench.ab.core import Agent
+from inferbench.ab.command import _worker_kind, _workers_started
+from inferbench.ab.core import AbOptions, Agent, agents
 from inferbench.ab.sides import Side
+from inferbench.cli import build_parser
+from inferbench.commands.ab import _options
 from inferbench.errors import UserError
 from inferbench.layout import PROJECT_ROOT
 from tests.conftest import NUMPY_MODEL
@@ -116,3 +119,33 @@ def test_forking_is_refused_where_the_cells_have_several_thread_counts(tmp_path:
         UserError, match=r"--fork-workers: the head side \(working tree\): .*thread counts \[1, 2\]"
     ):
         Agent(Side("head", "working tree", sys.executable), _setup(tmp_path, [1, 2]), tmp_path / "agent.log")
+
+
+def test_fork_or_fresh_starts_both_sides_fresh_where_one_cannot_fork(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--fork-workers auto`: no refusal; both sides' workers are fresh processes, and the
+    notes say why (here the cells' thread counts, which forking cannot serve)."""
+    monkeypatch.setenv("INFERBENCH_USER_PATH", str(PROJECT_ROOT))
+    setup = {k: v for k, v in _setup(tmp_path, [1, 2]).items() if k not in ("run_dir", "cache_dir")}
+    sides = (Side("base", "working tree", sys.executable), Side("head", "working tree", sys.executable))
+    options = AbOptions(fork_workers=True, fork_or_fresh=True)
+    with agents(sides, setup, tmp_path / "out", must_fork=False) as running:
+        started, notes = _workers_started(options, running)
+        assert not any(agent.fresh_per_round for agent in running.values())
+        record = running["head"].run(running["head"].info["cells"][0]["key"], 0)
+    assert record["status"] == "ok" and not record["details"]["forked"]
+    assert not started.fork_workers and _worker_kind(started) == "fresh"
+    assert len(notes) == 1 and "fresh processes on both sides" in notes[0]
+    assert "the base side (working tree)" in notes[0] and "the head side (working tree)" in notes[0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "forked", "or_fresh"),
+    [([], False, False), (["--fork-workers"], True, False), (["--fork-workers", "auto"], True, True)],
+)
+def test_fork_workers_alone_must_fork_and_auto_may_fall_back(
+    flags: list[str], forked: bool, or_fresh: bool
+) -> None:
+    options = _options(build_parser().parse_args(["ab", *flags, "--processes", "3"]), [])
+    assert (options.fork_workers, options.fork_or_fresh, options.processes) == (forked, or_fresh, 3)

@@ -135,7 +135,8 @@ def _measure(
     }
     if options.fork_workers:
         setup["fork_workers"] = True
-    with agents(sides, setup, out_dir) as running:
+    with agents(sides, setup, out_dir, must_fork=not options.fork_or_fresh) as running:
+        options, fork_notes = _workers_started(options, running)
         matched = _matched_cells(running)
         options, plan_notes = _calibrated(
             options,
@@ -168,7 +169,19 @@ def _measure(
             started=started,
         )
         infos = {label: agent.info for label, agent in running.items()}
-    return _Measured(sides, infos, matched, options, [*plan_notes, *count_notes], counted, counts, run)
+    notes = [*fork_notes, *plan_notes, *count_notes]
+    return _Measured(sides, infos, matched, options, notes, counted, counts, run)
+
+
+def _workers_started(options: AbOptions, running: dict[str, Any]) -> tuple[AbOptions, list[str]]:
+    """The options as the agents started the workers: with `--fork-workers auto` and a side that
+    cannot fork, fresh processes on both sides, and a note saying why."""
+    refused = [agent.fork_refused for agent in running.values() if agent.fork_refused]
+    if not options.fork_workers or not refused:
+        return options, []
+    note = f"Workers: fresh processes on both sides, not forked (--fork-workers auto): {'; '.join(refused)}."
+    log.warning("%s", note)
+    return replace(options, fork_workers=False), [note]
 
 
 def _matched_cells(running: dict[str, Any]) -> _Matched:
@@ -227,6 +240,7 @@ def _ab_json(m: _Measured, minutes: float) -> dict[str, Any]:
         "stopped": m.run.stopped,
         "instructions": m.counts,
         "gate_on_by_cell": dict(m.options.gate_on_by_cell),
+        "workers": {"started": _worker_kind(m.options), "processes": m.options.processes},
     }
 
 
@@ -334,15 +348,12 @@ def _worker_kind(options: AbOptions) -> str:
 
 def _process_words(options: AbOptions) -> str:
     kind = _worker_kind(options)
-    if options.processes == 1:
-        words = f"one {kind} process per side per round"
-    else:
-        words = (
-            f"{options.processes} {kind} processes per side per round (pooled: the fastest call of "
-            "all, the median of all calls)"
-        )
+    count = f"one {kind} process" if options.processes == 1 else f"{options.processes} {kind} processes"
+    words = f"{count} per side per round"
     if options.fork_workers:
-        words += ", forked from a parent that imported the engines, started again every round"
+        words += " (their parent imported the engines once and was started again every round)"
+    if options.processes > 1:
+        words += ", pooled: the fastest call of all, the median of all calls"
     return words
 
 

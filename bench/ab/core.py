@@ -71,6 +71,9 @@ class AbOptions:
     # Workers forked from each side's agent, which imported the engines once and is started
     # again every round (`inferbench.sweep.forked`): a round costs about half.
     fork_workers: bool = False
+    # `--fork-workers auto`: where a side cannot fork, both sides' workers are fresh processes
+    # (said in the notes) instead of the run being refused.
+    fork_or_fresh: bool = False
     # A runner's calibration file: read when it is of this machine class, profile and cells;
     # otherwise, with `calibrate`, measured again and written there.
     calibration: Path | None = None
@@ -279,17 +282,20 @@ class Agent:
     With `fork_workers` in the setup (`ab --fork-workers`) the agent imports the engines once
     and forks its workers (`inferbench.sweep.forked`); it is then started again at every new
     round, so that its side's workers share one parent's memory for a round, never for the run.
-    A side whose code cannot fork is refused before any worker runs."""
+    A side whose code cannot fork is refused before any worker runs, unless `must_fork` is false
+    (`--fork-workers auto`: `fork_refused` says why, and `agents` starts both sides fresh)."""
 
     fresh_per_round = False  # set from the setup's `fork_workers`
     _round: int | None = None  # the round of the last cell asked for
+    fork_refused: str | None = None  # why this side cannot fork (`--fork-workers auto`)
 
-    def __init__(self, side: Side, setup: dict[str, Any], log_path: Path) -> None:
+    def __init__(self, side: Side, setup: dict[str, Any], log_path: Path, must_fork: bool = True) -> None:
         self.side = side
         self._setup = setup
         self._log_path = log_path
         self._log_mode = "w"
         self.fresh_per_round = bool(setup.get("fork_workers"))
+        self._must_fork = must_fork
         self._start()
 
     def _start(self) -> None:
@@ -309,9 +315,18 @@ class Agent:
         if self.fresh_per_round:
             forking = self.info.get("forking") or {}
             if not forking.get("ok"):
-                self.close()
                 why = forking.get("reason") or "its agent did not answer whether it forks"
-                raise UserError(f"--fork-workers: the {self.side.label} side ({self.side.described}): {why}")
+                self.fork_refused = f"the {self.side.label} side ({self.side.described}): {why}"
+                if self._must_fork:
+                    self.close()
+                    raise UserError(f"--fork-workers: {self.fork_refused}")
+
+    def start_fresh(self) -> None:
+        """Start this side's agent again without forking: its workers are fresh processes."""
+        self._setup = {k: v for k, v in self._setup.items() if k != "fork_workers"}
+        self.fresh_per_round = False
+        self.close()
+        self._start()
 
     def _ask(self, message: dict[str, Any], starting: bool = False) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -378,14 +393,22 @@ def _close_quietly(stream: IO[Any] | None) -> None:
 
 
 @contextmanager
-def agents(sides: tuple[Side, Side], setup: dict[str, Any], out_dir: Path) -> Iterator[dict[str, Agent]]:
+def agents(
+    sides: tuple[Side, Side], setup: dict[str, Any], out_dir: Path, must_fork: bool = True
+) -> Iterator[dict[str, Agent]]:
+    """Both sides' agents. With `fork_workers` in the setup, a side that cannot fork is refused
+    (UserError), or with `must_fork=False` (`--fork-workers auto`) both sides' workers are fresh
+    processes, the agents' `fork_refused` saying why."""
     started: dict[str, Agent] = {}
     try:
         for side in sides:
             side_dir = out_dir / side.label
             side_dir.mkdir(parents=True, exist_ok=True)
             message = {**setup, "run_dir": str(side_dir), "cache_dir": str(out_dir / "cache" / side.label)}
-            started[side.label] = Agent(side, message, side_dir / "agent.log")
+            started[side.label] = Agent(side, message, side_dir / "agent.log", must_fork)
+        if any(agent.fork_refused for agent in started.values()):
+            for agent in started.values():  # both sides start their workers the same way
+                agent.start_fresh()
         yield started
     finally:
         for agent in started.values():

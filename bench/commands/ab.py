@@ -83,9 +83,14 @@ class Ab(Command):
         )
         parser.add_argument(
             "--fork-workers",
-            action="store_true",
+            nargs="?",
+            const="always",
+            default="no",
+            choices=("no", "auto", "always"),
             help="fork each worker from its side's agent, which imported the engines once and is "
-            "started again every round (a round costs about half; both sides' code must know it)",
+            "started again every round (a round costs about half). Both sides' code must know it: "
+            "'always' (the flag alone) refuses the run where a side cannot fork, 'auto' then starts "
+            "fresh workers on both sides and says so",
         )
         parser.add_argument(
             "--calibrate",
@@ -158,7 +163,8 @@ def _options(args: argparse.Namespace, thresholds: list[tuple[str, str]]) -> Any
         instructions=args.instructions,
         calibrate=args.calibrate,
         processes=args.processes,
-        fork_workers=args.fork_workers,
+        fork_workers=args.fork_workers != "no",
+        fork_or_fresh=args.fork_workers == "auto",
         calibration=args.calibration,
         gate_auto=auto,
         compare=compare,

@@ -30,7 +30,7 @@ import time
 import traceback
 from pathlib import Path
 
-from inferbench.sweep.procs import THREAD_ENV, worker_env
+from inferbench.sweep.procs import THREAD_ENV, kill_session, worker_env
 
 #: Imported by the parent before it forks, where installed: what a worker would import anyway.
 ENGINES = ("numpy", "torch", "onnxruntime", "openvino")
@@ -141,11 +141,7 @@ def _pidfd(pid: int) -> int | None:
 
 
 def _kill(pid: int) -> None:
-    for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
-        try:
-            target()
-        except (ProcessLookupError, PermissionError):
-            continue
+    kill_session(pid)
     try:
         os.waitpid(pid, 0)
     except ChildProcessError:

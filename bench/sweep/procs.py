@@ -61,12 +61,19 @@ def add_user_path(folder: str | None = None) -> None:
         sys.path.insert(0, path)
 
 
+def kill_session(pid: int) -> None:
+    """SIGKILL a child that leads its own session and everything it started; the child itself
+    too, should it not have left this process's group yet. The caller reaps it."""
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
 def kill_group(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
     """Kill a child started with `start_new_session=True` and everything it started."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    kill_session(proc.pid)
     proc.wait()
 
 
