@@ -143,9 +143,12 @@ nightly: setup
 	tput=$$?; exit $$(( latency > tput ? latency : tput ))
 
 # How often the gate is wrong on this machine: A/A runs (some with a CPU hog) and A/B runs
-# against a branch that makes one backend slower. See bench/tools/gate_trials.py.
+# against a branch that makes one backend slower, each run with the gate's settings above (ROUNDS,
+# BUDGET, GATE_ON, CALIBRATE, PROCESSES, FORK); the runs share one calibration file in the
+# trials' folder, as CI's cache shares CALIBRATION. See bench/tools/gate_trials.py.
 gate-trials: setup
-	$(PY) -m inferbench.tools.gate_trials $(ARGS)
+	$(PY) -m inferbench.tools.gate_trials --profile gate-$(HW) --rounds $(ROUNDS) --budget $(BUDGET) \
+	  --gate-on $(GATE_ON) --calibrate $(CALIBRATE) --processes $(PROCESSES) --fork-workers $(FORK) $(ARGS)
 
 # Our numbers beside OpenVINO's benchmark_app and ORT's own IO-binding loop, same files/settings.
 crosscheck: setup

@@ -261,6 +261,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--budget", help="each run's budget, e.g. 10m (`make gate`: BUDGET)")
     parser.add_argument(
+        "--calibration",
+        type=Path,
+        help="the calibration file all runs share, as CI's cache keeps it (`make gate`: CALIBRATION; "
+        "default with --calibrate: calibration.json in --out, so the first run measures it)",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="processes per side and round (`make gate`: PROCESSES)"
+    )
+    parser.add_argument(
+        "--fork-workers", default="no", choices=("no", "auto", "always"), help="as `make gate` (FORK)"
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("results") / f"gate-trials-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     parser.add_argument("extra", nargs="*", help="more `ab`/`run` flags after --, e.g. -- -m lstm")
@@ -269,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     head = _git(repo, "rev-parse", "HEAD")
     out: Path = args.out.resolve()
     common = ["--profile", args.profile, "--gate-on", args.gate_on, "--calibrate", str(args.calibrate)]
+    common += ["--processes", str(args.processes), "--fork-workers", args.fork_workers]
+    calibration = args.calibration or (out / "calibration.json" if args.calibrate else None)
+    common += [*(["--calibration", str(calibration)] if calibration else [])]
     common += [*(["--budget", args.budget] if args.budget else []), *args.extra]
     journal = Journal(out, head, args.rounds)
     for i in range(args.aa):
