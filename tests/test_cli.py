@@ -140,6 +140,17 @@ def test_doctor_prints_the_precision_matrix(capsys: pytest.CaptureFixture[str]) 
     assert "NOT_IMPLEMENTED" in out  # the onnxruntime bf16 gap, with its reason
 
 
+def test_doctor_says_what_each_cap_reaches(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "capped by ONEDNN_MAX_CPU_ISA=AVX2 (honoured by torch, openvino)" in out
+    assert "capped by ATEN_CPU_CAPABILITY=avx2 (torch's own ATen kernels only)" in out
+
+
 @pytest.mark.slow
 def test_real_a_a_two_smoke_runs_do_not_regress(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """Two runs of the same code, each cell in 3 processes, compared: no regression (exit 0).

@@ -62,7 +62,9 @@ def _print_cpu(out: Any, cpu: Any, described: dict[str, Any]) -> None:
         honoured = capability.CAPS_HONOURED_BY.get(
             variable, capability.CAPS_HONOURED_BY["ONEDNN_MAX_CPU_ISA"]
         )
-        out.print(f"capped by {variable}={value} (honoured by {', '.join(honoured)})", markup=False)
+        # ATEN_CPU_CAPABILITY caps ATen's elementwise kernels and moves no engine's precision.
+        where = f"honoured by {', '.join(honoured)}" if honoured else "torch's own ATen kernels only"
+        out.print(f"capped by {variable}={value} ({where})", markup=False)
     for problem in cpu.problems:
         out.print(problem, markup=False)
     natives = (
