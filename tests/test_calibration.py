@@ -13,7 +13,7 @@ import pytest
 
 from inferbench.ab.calibration import Calibration, CellNoise, cell_noise, plan, rounds_allowed
 from inferbench.ab.core import AbOptions, paired_rows
-from inferbench.ab.rounds import aa_rounds, run_rounds
+from inferbench.ab.rounds import aa_rounds, pair_processes, run_rounds
 from inferbench.compare.core import CompareOptions
 from inferbench.compare.verdict import paired_estimate
 from inferbench.errors import UserError
@@ -283,9 +283,45 @@ def test_a_calibration_file_is_read_when_it_fits_and_measured_again_when_it_does
         _run_calibrated(tmp_path, AbOptions(calibration=tmp_path / "nowhere.json"), machine)
 
 
+def test_a_rounds_processes_alternate_the_sides_and_pool_per_side() -> None:
+    """`ab --processes 3`: A B B A A B in an even round (B A A B B A in an odd one), each side's
+    three processes pooled (the fastest call of all); a side whose process failed runs no more
+    that round. A slow stretch of the machine two processes long reaches both sides."""
+    calls: list[tuple[str, int]] = []
+
+    def launch(side: str, key: str, r: int) -> dict[str, Any]:
+        calls.append((side, r))
+        slow = 1.5 if len(calls) in (3, 4) else 1.0  # the third and fourth process: one per side
+        latencies = [int(slow * (100_000 + 1000 * len(calls) + i)) for i in range(50)]
+        if key == "broken" and side == "head":
+            return {"status": "error", "reason": "crashed", "batch_size": 1}
+        return {
+            "status": "ok",
+            "batch_size": 1,
+            "latencies_ns": latencies,
+            "latency_min_ms": min(latencies) / 1e6,
+            "latency_p50_ms": float(np.median(latencies)) / 1e6,
+            "throughput_sps": 1e9 / float(np.mean(latencies)),
+            "interfered": False,
+        }
+
+    pooled = pair_processes("m", 0, launch, processes=3)
+    assert [side for side, _ in calls] == ["base", "head", "head", "base", "base", "head"]
+    assert pooled["base"]["repeats"] == pooled["head"]["repeats"] == 3
+    assert pooled["base"]["latency_min_ms"] == pytest.approx(0.101)  # its first process
+    assert pooled["head"]["latency_min_ms"] == pytest.approx(0.102)
+    calls.clear()
+    pair_processes("m", 1, launch, processes=3)
+    assert [side for side, _ in calls] == ["head", "base", "base", "head", "head", "base"]
+    calls.clear()
+    broken = pair_processes("broken", 0, launch, processes=3)
+    assert [side for side, _ in calls] == ["base", "head", "base", "base"]
+    assert broken["head"]["status"] == "error" and broken["base"]["repeats"] == 3
+
+
 def test_processes_per_round_reach_the_agents_sweep() -> None:
-    """`ab --processes N`: each side's agent runs N fresh processes per round (its repeats),
-    pooled by the side's runner; the default stays one."""
+    """An agent asked for N processes per request runs them as its repeats, pooled by the side's
+    runner (variance_sources' `three-processes`; `ab` asks for one and alternates them itself)."""
     import tomllib
 
     from inferbench.ab.agent import _setup

@@ -45,7 +45,8 @@ def _setup(request: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     dropped = sorted(set(measure) - known)
     data["measure"] = {k: v for k, v in measure.items() if k in known}
     config = profile_from_dict(data, request["name"]).with_overrides(**request["overrides"])
-    # The rounds are the repeats: one fresh process per side per round, or `ab --processes N`.
+    # One process per request (`ab` runs a round's `--processes N` itself, alternating the sides);
+    # variance_sources' `three-processes` asks for N, pooled here by the side's runner.
     config = replace(config, measure=replace(config.measure, repeats=int(request.get("processes", 1))))
     threads = sorted({c.threads for c in config.cells()})
     forking = _fork_workers(threads) if request.get("fork_workers") else None

@@ -131,7 +131,8 @@ def _measure(
         "profile": data,
         "name": name,
         "overrides": selection.overrides(),
-        "processes": options.processes,
+        # The parent runs a round's processes, alternating the sides (`rounds.pair_processes`).
+        "processes": 1,
     }
     if options.fork_workers:
         setup["fork_workers"] = True
@@ -294,7 +295,13 @@ def _calibrated(
     machine = machine_from_env(running["base"].info["env"])
     calibration = _read_calibration(options, machine, profile, keys)
     if calibration is None:
-        noise = aa_rounds(keys, options.calibrate, lambda _, key, r: running["base"].run(key, r), on_result)
+        noise = aa_rounds(
+            keys,
+            options.calibrate,
+            lambda _, key, r: running["base"].run(key, r),
+            on_result,
+            processes=options.processes,
+        )
         calibration = Calibration(machine.fingerprint, machine.label, profile, noise)
         calibration.save(out_dir / "calibration.json")
         if options.calibration is not None:
@@ -353,7 +360,10 @@ def _process_words(options: AbOptions) -> str:
     if options.fork_workers:
         words += " (their parent imported the engines once and was started again every round)"
     if options.processes > 1:
-        words += ", pooled: the fastest call of all, the median of all calls"
+        words += (
+            ", the sides alternating process by process, each side's pooled: the fastest call of "
+            "all, the median of all calls"
+        )
     return words
 
 
@@ -362,7 +372,8 @@ def _calibration_profile(name: str, options: AbOptions) -> str:
     one fresh process per side and round (a round's noise depends on both)."""
     if options.processes == 1 and not options.fork_workers:
         return name
-    return f"{name} ({options.processes} {_worker_kind(options)} processes per side and round)"
+    alternating = ", the sides alternating" if options.processes > 1 else ""
+    return f"{name} ({options.processes} {_worker_kind(options)} processes per side and round{alternating})"
 
 
 def _budget_words(options: AbOptions) -> str:

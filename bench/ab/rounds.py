@@ -1,5 +1,6 @@
-"""Which rounds `inferbench ab` runs: over every open cell, one fresh worker per side, until
-each cell is decided, has run the most rounds or the budget has no room for another round.
+"""Which rounds `inferbench ab` runs: over every open cell, one worker per side (or
+`--processes N`, the sides alternating process by process), until each cell is decided, has run
+the most rounds or the budget has no room for another round.
 
 A cell is looked at after the rounds of its sequential design (`inferbench.compare.sequential`) and
 judged there as the final table judges it (`inferbench.ab.core.paired_rows`), with every cell in the
@@ -21,7 +22,8 @@ from inferbench.ab.core import SIDES, AbOptions, Events, Launch, clean_pairs, ro
 from inferbench.compare.core import judge
 from inferbench.compare.sequential import Looks, add_look, look_due
 from inferbench.compare.verdict import INCONCLUSIVE
-from inferbench.status import OK
+from inferbench.status import MEASURED, OK
+from inferbench.sweep.repeats import merge_repeats
 
 #: Why a cell stopped (`Rounds.stopped`).
 DECIDED, NOT_OK, MOST_ROUNDS, BUDGET = "decided", "a side not ok", "most rounds", "budget"
@@ -79,7 +81,7 @@ def run_rounds(
     for r in range(options.rounds):
         for key in open_keys:
             before = clock()
-            _run_pair(run.results[key], key, r, launch, on_result)
+            _run_pair(run.results[key], key, r, launch, on_result, options.processes)
             pair_s[key] = clock() - before
         broken = [k for k in open_keys if any(run.results[k][s][-1]["status"] != OK for s in SIDES)]
         stop(broken, NOT_OK, r + 1)
@@ -101,13 +103,40 @@ def run_rounds(
 
 
 def _run_pair(
-    by_side: dict[str, list[dict[str, Any]]], key: str, r: int, launch: Launch, on_result: Events | None
+    by_side: dict[str, list[dict[str, Any]]],
+    key: str,
+    r: int,
+    launch: Launch,
+    on_result: Events | None,
+    processes: int = 1,
 ) -> None:
+    pooled = pair_processes(key, r, launch, processes)
     for side in round_order(r):
-        record = launch(side, key, r)
-        by_side[side].append(record)
+        by_side[side].append(pooled[side])
         if on_result is not None:
-            on_result(side, key, r, record)
+            on_result(side, key, r, pooled[side])
+
+
+def pair_processes(key: str, r: int, launch: Launch, processes: int = 1) -> dict[str, dict[str, Any]]:
+    """One round of a cell: `processes` workers per side, the sides alternating process by
+    process (the round's order, then the other: AB BA AB ...), each side's pooled into one record
+    (`merge_repeats`: the fastest call of all, the median of all calls). Alternating puts a slow
+    stretch of the machine, seconds long, on both sides: run back to back, one side's three
+    processes could share it whole (a round's fastest call 50% off on one side, seen on a 2-vCPU
+    VM). A side whose process did not measure runs no more processes that round."""
+    records: dict[str, list[dict[str, Any]]] = {s: [] for s in SIDES}
+    for p in range(processes):
+        for side in round_order(r + p):
+            done = records[side]
+            if not done or done[-1]["status"] in MEASURED:
+                done.append(launch(side, key, r))
+    return {side: _pooled(done) for side, done in records.items()}
+
+
+def _pooled(records: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(records) == 1:
+        return records[0]
+    return merge_repeats(records, int(records[0].get("batch_size") or 1))
 
 
 def _look(run: Rounds, keys: list[str], tau: float, final: bool = False) -> None:
@@ -137,20 +166,26 @@ def aa_rounds(
     launch: Launch,
     on_result: Events | None = None,
     clock: Callable[[], float] = time.monotonic,
+    processes: int = 1,
 ) -> dict[str, CellNoise]:
-    """The A/A pre-run (`ab --calibrate`): every cell `rounds` times, two fresh workers of the
-    base side per round, then each cell's noise (`inferbench.ab.calibration.cell_noise`) from the
-    rounds neither process was disturbed in. Rounds go over all cells, as the A/B rounds do.
-    They are numbered from 1, so no process repeats round 0's full accuracy check."""
+    """The A/A pre-run (`ab --calibrate`): every cell `rounds` times, each round a pair of the
+    base side against itself as the A/B rounds run it (`processes` workers a side, alternating),
+    then each cell's noise (`inferbench.ab.calibration.cell_noise`) from the rounds neither side
+    was disturbed in. Rounds go over all cells, as the A/B rounds do. They are numbered from 1,
+    so no process repeats round 0's full accuracy check."""
     results: dict[str, dict[str, list[dict[str, Any]]]] = {k: {s: [] for s in SIDES} for k in cell_keys}
     seconds = dict.fromkeys(cell_keys, 0.0)
+
+    def base_only(_label: str, key: str, r: int) -> dict[str, Any]:  # both "sides" are the base
+        return launch("base", key, r)
+
     for r in range(1, rounds + 1):
         for key in cell_keys:
             before = clock()
-            for side in SIDES:  # labels only: both processes are the base side's code
-                record = launch("base", key, r)
-                results[key][side].append(record)
+            pooled = pair_processes(key, r, base_only, processes)
+            for side in SIDES:
+                results[key][side].append(pooled[side])
                 if on_result is not None:
-                    on_result(f"A/A {side}", key, r - 1, record)
+                    on_result(f"A/A {side}", key, r - 1, pooled[side])
             seconds[key] += clock() - before
     return {k: cell_noise(clean_pairs(results[k]), seconds[k] / rounds) for k in cell_keys}
