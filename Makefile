@@ -87,9 +87,10 @@ merge: setup
 # (README, "The gate"). CI keeps the file between jobs (perf.yml's cache).
 # Each cell stops once decided; the rounds left go to the open cells, up to ROUNDS per cell and
 # within BUDGET for the whole run (README, "Adaptive rounds").
-# Each round runs PROCESSES workers per side, pooled, forked from a parent that imported the
-# engines (FORK=auto: fresh processes on both sides where a side's code cannot fork, said in the
-# notes; FORK=no: always fresh). See README, "Forked workers".
+# Each round runs PROCESSES workers per side (the sides alternating: A B B A A B), each side's
+# pooled, forked from a parent that imported the engines (FORK=auto: fresh processes on both
+# sides where a side's code cannot fork, said in the notes; FORK=no: always fresh). See README,
+# "Processes per round" and "Forked workers".
 # INSTRUCTIONS=auto also counts instructions per call (perf, else callgrind) and gates on the count
 # at 1% (README, "Instructions per call"); off by default: under Valgrind the count takes minutes
 # of the budget.
