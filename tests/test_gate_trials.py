@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from inferbench.tools.gate_trials import Hog, Journal, Trial, _outcome, summary
+from inferbench.tools.gate_trials import Hog, Journal, Trial, _outcome, cells_table, summary
 
 
 @pytest.mark.parametrize(
@@ -57,3 +57,25 @@ def test_the_hog_runs_one_busy_process_per_cpu_and_a_late_timer_starts_none() ->
     assert all(p.poll() is not None for p in procs)
     hog.start()  # a start timer that fires after the run ended
     assert hog.procs == []
+
+
+def test_the_cells_table_gives_each_runs_gating_verdicts(tmp_path: Path) -> None:
+    """From each run's compare.csv: the gating rows only, one column per cell."""
+    import pandas as pd
+
+    row = {"model": "lstm", "batch_size": 1, "n_base": 8, "ci_low": 0.98, "ci_high": 1.02, "ratio": 1.0}
+    (tmp_path / "aa-0").mkdir()
+    pd.DataFrame(
+        [
+            {**row, "backend": "torch", "gating": True, "verdict": "no change"},
+            {**row, "backend": "torch", "gating": False, "verdict": "regression", "metric": "p99"},
+            {**row, "backend": "onnxruntime", "gating": True, "verdict": "inconclusive", "ci_high": 1.08},
+        ]
+    ).to_csv(tmp_path / "aa-0" / "compare.csv", index=False)
+    trials = [Trial("A/A", 3, 9.8, run="aa-0"), Trial("A/A", 4, 0.1, run="aa-1")]  # aa-1 wrote nothing
+    lines = cells_table(tmp_path, trials).splitlines()
+    assert lines[0] == "| run | kind | exit | min | lstm torch b1 | lstm onnxruntime b1 |"
+    assert lines[2] == (
+        "| aa-0 | A/A | 3 | 9.8 | pass 1.000 [0.980, 1.020] n8 | open 1.000 [0.980, 1.080] n8 |"
+    )
+    assert lines[3] == "| aa-1 | A/A | 4 | 0.1 | - | - |"

@@ -69,6 +69,7 @@ class Trial:
     flagged: list[str] = field(default_factory=list)
     inconclusive: int = 0
     outcome: str = ""
+    run: str = ""  # its folder in --out (compare.csv: `cells_table`)
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -189,7 +190,8 @@ def baseline_trials(args: argparse.Namespace, out: Path, journal: Journal) -> No
         cmd = [sys.executable, "-m", "inferbench", "compare", str(base_run), str(new), "--out", str(new)]
         code = subprocess.run(cmd, capture_output=True, check=False).returncode
         flagged, undecided = _read_verdict(new)
-        trial = Trial("baseline", code, (time.perf_counter() - started) / 60, flagged, undecided)
+        minutes = (time.perf_counter() - started) / 60
+        trial = Trial("baseline", code, minutes, flagged, undecided, run=f"baseline/{new.name}")
         trial.outcome = _outcome(trial, None)
         journal.add(trial, i)
 
@@ -235,6 +237,41 @@ def summary(trials: list[Trial]) -> str:
             f"| {kind} | {len(group)} | {count['pass']} | {count['false']} | {count['caught']} | "
             f"{count['missed']} | {count['undecided']} | {count['errors']} | {group['minutes'].mean():.1f} |"
         )
+    return "\n".join(lines)
+
+
+#: How `cells_table` writes a gating verdict.
+VERDICT_WORDS = {
+    "no change": "pass",
+    "improvement": "pass (faster)",
+    "regression": "**REGRESSION**",
+    "inconclusive": "open",
+}
+
+
+def cells_table(out: Path, trials: list[Trial]) -> str:
+    """Per run, each cell's gating verdict, its ratio head/base with the interval it was decided
+    on, and its clean rounds (from the run's compare.csv): e.g. `pass 1.004 [0.981, 1.027] n8`;
+    `open` where the run ended with the cell undecided."""
+    rows: list[tuple[Trial, dict[str, str]]] = []
+    for trial in trials:
+        path = out / trial.run / "compare.csv"
+        frame = pd.read_csv(path) if trial.run and path.is_file() else pd.DataFrame()
+        words: dict[str, list[str]] = {}
+        if not frame.empty:
+            for r in frame[frame["gating"].astype(bool)].itertuples():
+                verdict = VERDICT_WORDS.get(
+                    str(r.verdict), "open" if r.verdict == "inconclusive" else r.verdict
+                )
+                words.setdefault(f"{r.model} {r.backend} b{r.batch_size}", []).append(
+                    f"{verdict} {r.ratio:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] n{r.n_base}"
+                )
+        rows.append((trial, {cell: "; ".join(w) for cell, w in words.items()}))
+    cells = list(dict.fromkeys(cell for _, words in rows for cell in words))
+    lines = ["| run | kind | exit | min | " + " | ".join(cells) + " |", "|---" * (4 + len(cells)) + "|"]
+    for trial, words in rows:
+        values = " | ".join(words.get(cell, "-") for cell in cells)
+        lines.append(f"| {trial.run} | {trial.kind} | {trial.exit_code} | {trial.minutes:.1f} | {values} |")
     return "\n".join(lines)
 
 
@@ -290,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hog = (args.hog_at, args.hog_for) if i >= args.aa - args.hog else None
         target = out / f"aa-{i}"
         code, minutes = run_ab(["--base", head, "--head", head, *common], target, args.rounds, hog)
-        trial = Trial("A/A + hog" if hog else "A/A", code, minutes, *_read_verdict(target))
+        trial = Trial("A/A + hog" if hog else "A/A", code, minutes, *_read_verdict(target), run=target.name)
         trial.outcome = _outcome(trial, None)
         journal.add(trial, i)
     for pct in args.slowdown or [10.0]:
@@ -301,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i in range(args.ab):
                 target = out / f"ab-{pct:g}-{i}"
                 code, minutes = run_ab(["--base", head, "--head", branch, *common], target, args.rounds, None)
-                trial = Trial(f"A/B +{pct:g}%", code, minutes, *_read_verdict(target))
+                trial = Trial(f"A/B +{pct:g}%", code, minutes, *_read_verdict(target), run=target.name)
                 trial.outcome = _outcome(trial, args.slow_backend)
                 journal.add(trial, i)
         finally:
@@ -310,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         baseline_trials(args, out, journal)
     if not journal.trials:
         parser.error("nothing to do: give --aa, --ab and/or --baseline")
-    table = summary(journal.trials)
+    table = f"{summary(journal.trials)}\n\n{cells_table(out, journal.trials)}"
     print(table)
     atomic_write_text(out / "trials.md", table + "\n")
     return 0
