@@ -4,12 +4,15 @@ interrupted campaign keeps the trials it ran."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
-from inferbench.tools.gate_trials import Hog, Journal, Trial, _outcome, cells_table, summary
+from inferbench.tools.gate_trials import Hog, Journal, Trial, _outcome, cells_table, noise_table, summary
 
 
 @pytest.mark.parametrize(
@@ -79,3 +82,31 @@ def test_the_cells_table_gives_each_runs_gating_verdicts(tmp_path: Path) -> None
         "| aa-0 | A/A | 3 | 9.8 | pass 1.000 [0.980, 1.020] n8 | open 1.000 [0.980, 1.080] n8 |"
     )
     assert lines[3] == "| aa-1 | A/A | 4 | 0.1 | - | - |"
+
+
+def test_the_noise_table_pools_the_aa_runs_each_centred_and_leaves_interfered_rounds_out(
+    tmp_path: Path,
+) -> None:
+    def rounds(ratios: list[float], interfered: int | None = None) -> dict[str, Any]:
+        base = [{"status": "ok", "latency_min_ms": 1.0, "latency_p50_ms": 2.0} for _ in ratios]
+        head = [
+            {"status": "ok", "latency_min_ms": r, "latency_p50_ms": 2.0, "interfered": i == interfered}
+            for i, r in enumerate(ratios)
+        ]
+        return {"rounds_per_cell": {"c": {"base": base, "head": head}}}
+
+    for run, data in (("aa-0", rounds([1.0, 1.02, 0.98])), ("aa-1", rounds([1.1, 1.12, 1.08, 3.0], 3))):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "ab.json").write_text(json.dumps(data))
+    (tmp_path / "ab-0").mkdir()  # an A/B run: not noise
+    (tmp_path / "ab-0" / "ab.json").write_text(json.dumps(rounds([1.5, 1.0, 0.5])))
+    trials = [
+        Trial("A/A", 3, 9, run="aa-0"),
+        Trial("A/A + hog", 3, 9, run="aa-1"),
+        Trial("A/B +10%", 1, 9, run="ab-0"),
+    ]
+    line = noise_table(tmp_path, trials).splitlines()[2]
+    deviations = [np.log(x) - np.log([1.0, 1.02, 0.98]).mean() for x in (1.0, 1.02, 0.98)]
+    deviations += [np.log(x) - np.log([1.1, 1.12, 1.08]).mean() for x in (1.1, 1.12, 1.08)]
+    spread = 100 * math.sqrt(sum(d**2 for d in deviations) / 4)  # 6 clean rounds in 2 runs
+    assert line == f"| c | {spread:.1f} | 0.0 | 6 | 2 |"

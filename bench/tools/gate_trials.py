@@ -18,7 +18,9 @@ Prints one line per trial and the counts; writes trials.json and trials.md into 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -29,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from inferbench.util import atomic_write_json, atomic_write_text
@@ -275,6 +278,38 @@ def cells_table(out: Path, trials: list[Trial]) -> str:
     return "\n".join(lines)
 
 
+def noise_table(out: Path, trials: list[Trial]) -> str:
+    """Over the A/A runs: each cell's spread of one round's log ratio head/base, in %, for the
+    fastest call (min) and p50, from the runs' ab.json. Each run is centred on its own mean (an
+    A/A run's level may sit off 1 as a whole) and the interfered rounds are left out, as the
+    gate leaves them out; the spread pools the runs (degrees of freedom: rounds - runs)."""
+    squares: dict[tuple[str, str], list[float]] = {}
+    counts: dict[str, list[int]] = {}
+    for trial in trials:
+        path = out / trial.run / "ab.json"
+        if not trial.kind.startswith("A/A") or not trial.run or not path.is_file():
+            continue
+        rounds_per_cell = json.loads(path.read_text())["rounds_per_cell"]
+        for key, by_side in rounds_per_cell.items():
+            pairs = [
+                (b, h)
+                for b, h in zip(by_side["base"], by_side["head"], strict=False)
+                if b["status"] == h["status"] == "ok" and not (b.get("interfered") or h.get("interfered"))
+            ]
+            if len(pairs) < 2:
+                continue
+            counts.setdefault(key, []).append(len(pairs))
+            for stat in ("min", "p50"):
+                logs = np.log([h[f"latency_{stat}_ms"] / b[f"latency_{stat}_ms"] for b, h in pairs])
+                squares.setdefault((key, stat), []).extend((logs - logs.mean()) ** 2)
+    lines = ["| cell | spread min (%) | spread p50 (%) | clean rounds | runs |", "|---|---|---|---|---|"]
+    for key, runs in sorted(counts.items()):
+        df = sum(runs) - len(runs)
+        sigma = {stat: 100 * math.sqrt(sum(squares[key, stat]) / df) for stat in ("min", "p50")}
+        lines.append(f"| {key} | {sigma['min']:.1f} | {sigma['p50']:.1f} | {sum(runs)} | {len(runs)} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gate_trials", description=__doc__.split("\n\n")[0])
     parser.add_argument("--aa", type=int, default=0, help="A/A runs (same commit both sides)")
@@ -347,7 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         baseline_trials(args, out, journal)
     if not journal.trials:
         parser.error("nothing to do: give --aa, --ab and/or --baseline")
-    table = f"{summary(journal.trials)}\n\n{cells_table(out, journal.trials)}"
+    tables = [summary(journal.trials), cells_table(out, journal.trials), noise_table(out, journal.trials)]
+    table = "\n\n".join(tables)
     print(table)
     atomic_write_text(out / "trials.md", table + "\n")
     return 0
