@@ -263,17 +263,15 @@ def cells_table(out: Path, trials: list[Trial]) -> str:
         words: dict[str, list[str]] = {}
         if not frame.empty:
             for r in frame[frame["gating"].astype(bool)].itertuples():
-                verdict = VERDICT_WORDS.get(
-                    str(r.verdict), "open" if r.verdict == "inconclusive" else r.verdict
-                )
+                verdict = VERDICT_WORDS.get(str(r.verdict), str(r.verdict))
                 words.setdefault(f"{r.model} {r.backend} b{r.batch_size}", []).append(
                     f"{verdict} {r.ratio:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] n{r.n_base}"
                 )
         rows.append((trial, {cell: "; ".join(w) for cell, w in words.items()}))
-    cells = list(dict.fromkeys(cell for _, words in rows for cell in words))
+    cells = list(dict.fromkeys(cell for _, by_cell in rows for cell in by_cell))
     lines = ["| run | kind | exit | min | " + " | ".join(cells) + " |", "|---" * (4 + len(cells)) + "|"]
-    for trial, words in rows:
-        values = " | ".join(words.get(cell, "-") for cell in cells)
+    for trial, by_cell in rows:
+        values = " | ".join(by_cell.get(cell, "-") for cell in cells)
         lines.append(f"| {trial.run} | {trial.kind} | {trial.exit_code} | {trial.minutes:.1f} | {values} |")
     return "\n".join(lines)
 
