@@ -9,10 +9,12 @@ setting alike and the settings compare side by side. The settings:
 - `pinned`: both workers pinned to the same cores (`pin = true`: the first THREADS cores);
 - `longer-loops`: 4x the timed window (`min_seconds` 2, `max_seconds` 4);
 - `bigger-calls`: batch 16, so that the microsecond-scale cells' calls take a millisecond or more;
-- `three-processes`: three fresh processes per side per round, pooled by the side's runner (`ab
-  --processes 3`: the fastest call of all, the median of all calls), each round costing three;
+- `three-processes`: three fresh processes per side per round, back to back (A A A B B B) and
+  pooled by the side's runner (the fastest call of all, the median of all calls), each round
+  costing three; `ab --processes 3` alternates the sides instead (A B B A A B);
 - `forked`: workers forked from each side's agent, which imported the engines once and starts
-  again every round (`ab --fork-workers`); `forked-3`: three of them per side per round.
+  again every round (`ab --fork-workers`); `forked-3`: three of them per side per round, back
+  to back.
 
 And two read from the `as-is` rounds afterwards, at no extra cost:
 
