@@ -130,13 +130,7 @@ def pair_processes(key: str, r: int, launch: Launch, processes: int = 1) -> dict
             done = records[side]
             if not done or done[-1]["status"] in MEASURED:
                 done.append(launch(side, key, r))
-    return {side: _pooled(done) for side, done in records.items()}
-
-
-def _pooled(records: list[dict[str, Any]]) -> dict[str, Any]:
-    if len(records) == 1:
-        return records[0]
-    return merge_repeats(records, int(records[0].get("batch_size") or 1))
+    return {side: merge_repeats(done, int(done[0].get("batch_size") or 1)) for side, done in records.items()}
 
 
 def _look(run: Rounds, keys: list[str], tau: float, final: bool = False) -> None:

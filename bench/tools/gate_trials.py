@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from inferbench.ab.core import clean_pairs
 from inferbench.util import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("inferbench.tools.gate_trials")
@@ -289,11 +290,7 @@ def noise_table(out: Path, trials: list[Trial]) -> str:
             continue
         rounds_per_cell = json.loads(path.read_text())["rounds_per_cell"]
         for key, by_side in rounds_per_cell.items():
-            pairs = [
-                (b, h)
-                for b, h in zip(by_side["base"], by_side["head"], strict=False)
-                if b["status"] == h["status"] == "ok" and not (b.get("interfered") or h.get("interfered"))
-            ]
+            pairs = clean_pairs(by_side)
             if len(pairs) < 2:
                 continue
             counts.setdefault(key, []).append(len(pairs))
