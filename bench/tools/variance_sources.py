@@ -14,7 +14,11 @@ setting alike and the settings compare side by side. The settings:
   costing three; `ab --processes 3` alternates the sides instead (A B B A A B);
 - `forked`: workers forked from each side's agent, which imported the engines once and starts
   again every round (`ab --fork-workers`); `forked-3`: three of them per side per round, back
-  to back.
+  to back;
+- `gate`: what `make gate` runs: three forked workers per side per round, the sides
+  alternating process by process (A B B A A B) and pooled by the parent
+  (`inferbench.ab.rounds.pair_processes`); `gate-longer`: the same with the timed window of
+  `longer-loops`.
 
 And two read from the `as-is` rounds afterwards, at no extra cost:
 
@@ -46,7 +50,8 @@ import numpy as np
 
 from inferbench.ab.calibration import STATISTICS, CellNoise, cell_noise, plan, rounds_allowed
 from inferbench.ab.command import profile_data
-from inferbench.ab.core import SIDES, Pair, agents, clean_pairs, round_order
+from inferbench.ab.core import SIDES, Agent, Launch, Pair, agents, clean_pairs, round_order
+from inferbench.ab.rounds import pair_processes
 from inferbench.ab.sides import prepared_sides
 from inferbench.util import atomic_write_json, atomic_write_text
 
@@ -61,9 +66,15 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "three-processes": {},
     "forked": {},
     "forked-3": {},
+    "gate": {},
+    "gate-longer": {"measure": {"min_seconds": 2.0, "max_seconds": 4.0}},
 }
 #: Fresh processes per side per round (`ab --processes`), where a setting is not one.
 PROCESSES = {"three-processes": 3, "forked-3": 3}
+#: Settings whose processes the parent runs, alternating the sides, as `ab` does, and how many.
+ALTERNATING = {"gate": 3, "gate-longer": 3}
+#: Settings whose workers are forked from their side's agent.
+FORKED = {"forked", "forked-3", *ALTERNATING}
 #: Processes per side per round read from `as-is` afterwards (`median-of-3`).
 GROUP = 3
 
@@ -185,7 +196,7 @@ def measure(
                 "name": name,
                 "overrides": {},
                 "processes": PROCESSES.get(setting, 1),
-                "fork_workers": setting.startswith("forked"),
+                "fork_workers": setting in FORKED,
             }
             running[setting] = stack.enter_context(agents(sides, setup, out / setting))
             keys = [c["key"] for c in running[setting]["head"].info["cells"]]
@@ -195,13 +206,25 @@ def measure(
             for setting in settings:
                 for key in records[setting]:
                     before = time.perf_counter()
-                    for side in round_order(r):
-                        # Round numbers from 1: no worker repeats round 0's full accuracy check.
-                        records[setting][key][side].append(running[setting][side].run(key, r + 1))
+                    # Round numbers from 1: no worker repeats round 0's full accuracy check.
+                    if setting in ALTERNATING:
+                        pooled = pair_processes(key, r + 1, launcher(running[setting]), ALTERNATING[setting])
+                        for side in SIDES:
+                            records[setting][key][side].append(pooled[side])
+                    else:
+                        for side in round_order(r):
+                            records[setting][key][side].append(running[setting][side].run(key, r + 1))
                     seconds[setting][key] += (time.perf_counter() - before) / rounds
             atomic_write_json(out / "records.json", {"rounds_done": r + 1, "records": records})
             log.info("round %d/%d done", r + 1, rounds)
     return records, seconds
+
+
+def launcher(sides: Mapping[str, Agent]) -> Launch:
+    def launch(side: str, key: str, round_index: int) -> dict[str, Any]:
+        return sides[side].run(key, round_index)
+
+    return launch
 
 
 def main(argv: Sequence[str] | None = None) -> int:
