@@ -91,6 +91,10 @@ merge: setup
 # pooled, forked from a parent that imported the engines (FORK=auto: fresh processes on both
 # sides where a side's code cannot fork, said in the notes; FORK=no: always fresh). See README,
 # "Processes per round" and "Forked workers".
+# A cell passes when the upper end of its repeated CONFIDENCE interval is below 1 + the threshold:
+# a cell exactly the threshold (5%) slower passes about (1 - CONFIDENCE) / 2 = 10% of the time,
+# one 7.5% slower or more almost never; a regression still needs alpha (5%) over all cells. See
+# README, "Two error rates".
 # INSTRUCTIONS=auto also counts instructions per call (perf, else callgrind) and gates on the count
 # at 1% (README, "Instructions per call"); off by default: under Valgrind the count takes minutes
 # of the budget.
@@ -101,6 +105,7 @@ CALIBRATE ?= 4
 CALIBRATION ?= results/calibration-$(HW).json
 PROCESSES ?= 3
 FORK ?= auto
+CONFIDENCE ?= 0.8
 INSTRUCTIONS ?= off
 HEAD_SRC ?=
 HEAD_PYTHON ?=
@@ -110,7 +115,7 @@ gate: setup $(if $(filter-out off,$(INSTRUCTIONS)),valgrind)
 	  $(if $(HEAD_SRC),--head "$(HEAD_SRC)") $(if $(HEAD_PYTHON),--head-python "$(HEAD_PYTHON)") \
 	  --profile gate-$(HW) --rounds $(ROUNDS) --budget $(BUDGET) --gate-on $(GATE_ON) \
 	  --calibrate $(CALIBRATE) --calibration "$(CALIBRATION)" \
-	  --processes $(PROCESSES) --fork-workers $(FORK) \
+	  --processes $(PROCESSES) --fork-workers $(FORK) --confidence $(CONFIDENCE) \
 	  --instructions $(INSTRUCTIONS) --out results/gate-$(HW) $(ARGS); \
 	  code=$$?; mkdir -p results/gate-$(HW) && echo $$code > results/gate-$(HW)/exit-code; exit $$code
 
@@ -149,7 +154,8 @@ nightly: setup
 # trials' folder, as CI's cache shares CALIBRATION. See bench/tools/gate_trials.py.
 gate-trials: setup
 	$(PY) -m inferbench.tools.gate_trials --profile gate-$(HW) --rounds $(ROUNDS) --budget $(BUDGET) \
-	  --gate-on $(GATE_ON) --calibrate $(CALIBRATE) --processes $(PROCESSES) --fork-workers $(FORK) $(ARGS)
+	  --gate-on $(GATE_ON) --calibrate $(CALIBRATE) --processes $(PROCESSES) --fork-workers $(FORK) \
+	  --confidence $(CONFIDENCE) $(ARGS)
 
 # Our numbers beside OpenVINO's benchmark_app and ORT's own IO-binding loop, same files/settings.
 crosscheck: setup

@@ -461,6 +461,7 @@ def test_make_gate_leaves_the_gates_own_exit_code_for_ci(tmp_path: Path) -> None
     called = (tmp_path / "args").read_text()
     expected = "-m inferbench ab --base abc123 --profile gate-cpu --rounds 30 --budget 10m"
     expected += " --gate-on auto --calibrate 4 --calibration results/calibration-cpu.json"
+    expected += " --processes 3 --fork-workers auto --confidence 0.8"
     assert called.startswith(expected), called
 
 

@@ -7,7 +7,19 @@ from typing import Any
 import numpy as np
 
 from inferbench.ab.core import clean_pairs
-from inferbench.tools.variance_sources import GROUP, grouped, markdown, noises, table, with_setting
+from inferbench.ab.rounds import pair_processes
+from inferbench.tools.variance_sources import (
+    ALTERNATING,
+    FORKED,
+    GROUP,
+    SETTINGS,
+    grouped,
+    launcher,
+    markdown,
+    noises,
+    table,
+    with_setting,
+)
 
 
 def _record(value: float, interfered: bool = False, status: str = "ok") -> dict[str, Any]:
@@ -73,3 +85,32 @@ def test_the_table_compares_settings_in_one_budget() -> None:
     assert rows[f"median-of-{GROUP}", "min"]["clean_rounds"] == 4
     text = markdown(list(rows.values()), 300, 0.05)
     assert "| pinned | c | min |" in text and "5 min budget" in text
+
+
+def test_the_gate_settings_fork_and_alternate_the_sides_as_ab_does() -> None:
+    """`gate` and `gate-longer` are `make gate`'s rounds: forked workers, three a side, run by the
+    parent in ab's alternating order through each side's agent."""
+    asked: list[tuple[str, str, int]] = []
+
+    class FakeAgent:
+        def __init__(self, side: str) -> None:
+            self.side = side
+
+        def run(self, key: str, round_index: int) -> dict[str, Any]:
+            asked.append((self.side, key, round_index))
+            latencies = [1_000_000, 1_100_000]
+            return {
+                "status": "ok",
+                "batch_size": 1,
+                "latencies_ns": latencies,
+                "latency_p50_ms": 1.05,
+                "throughput_sps": 950.0,
+            }
+
+    assert {"gate", "gate-longer"} <= FORKED and ALTERNATING == {"gate": 3, "gate-longer": 3}
+    assert SETTINGS["gate-longer"]["measure"] == SETTINGS["longer-loops"]["measure"]
+    launch = launcher({side: FakeAgent(side) for side in ("base", "head")})  # type: ignore[dict-item]
+    pooled = pair_processes("c", 1, launch, ALTERNATING["gate"])
+    assert pooled["base"]["repeats"] == pooled["head"]["repeats"] == 3
+    assert [side for side, _, _ in asked] == ["head", "base", "base", "head", "head", "base"]
+    assert {(key, r) for _, key, r in asked} == {("c", 1)}

@@ -19,6 +19,7 @@ from inferbench.ab.core import AbOptions, agents, paired_rows
 from inferbench.ab.instructions import METRIC, count_instructions
 from inferbench.ab.rounds import BUDGET, DECIDED, MOST_ROUNDS, NOT_OK, Rounds, aa_rounds, run_rounds
 from inferbench.ab.sides import Side, prepared_sides
+from inferbench.compare.core import CompareOptions
 from inferbench.compare.env import load_view
 from inferbench.compare.report import write_outputs
 from inferbench.config import CELL_AXES, Selection, cell_axes, load_profile
@@ -227,6 +228,8 @@ def _ab_json(m: _Measured, minutes: float) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "rounds": m.options.rounds,
         "budget_s": m.options.budget_s,
+        "alpha": m.options.compare.alpha,
+        "confidence": m.options.compare.confidence,
         "minutes": minutes,
         "sides": {
             s.label: {"described": s.described, "python": s.python, "commit": s.commit} for s in m.sides
@@ -254,7 +257,7 @@ def _notes(m: _Measured, minutes: float) -> list[str]:
         f"at most {options.rounds} rounds per cell{_budget_words(options)}, {_process_words(options)} "
         f"(order AB, BA, ...), compared round by round; {len(m.matched.common)} cells in {minutes:.1f} min"
         f"{_stopping_words(m.run)}.",
-        SEQUENTIAL_NOTE,
+        sequential_note(options.compare),
         *m.notes,
     ]
     for label, info in m.infos.items():
@@ -265,13 +268,22 @@ def _notes(m: _Measured, minutes: float) -> list[str]:
     return notes
 
 
-SEQUENTIAL_NOTE = (
+def sequential_note(compare: CompareOptions) -> str:
+    """How the looks decided: the two error rates, each at its own level."""
+    miss = (1 - compare.confidence) / 2
+    return (
+        f"{_SEQUENTIAL} A cell passes when the upper bound of its repeated {compare.confidence:.0%} "
+        f"interval is below 1 + threshold (faster cells pass too): a cell exactly the threshold "
+        f"slower passes about {miss:.1%} of the time, and one clearly slower almost never."
+    )
+
+
+_SEQUENTIAL = (
     "Each cell was looked at after 3, 5, 8, 12, 18, 27, ... clean rounds and when the run ended, and "
     "stopped once decided (group-sequential, O'Brien-Fleming-type alpha spending, Lan & DeMets "
     "1983): the intervals are repeated confidence intervals, which hold at whichever look a cell "
     "stopped at, and a regression "
-    "spends alpha / (gating tests) per cell (Bonferroni). A cell passes when the upper bound of its "
-    "interval is below 1 + threshold (faster cells pass too)."
+    "spends alpha / (gating tests) per cell (Bonferroni)."
 )
 
 

@@ -66,6 +66,14 @@ class Ab(Command):
             help="family-wise rate of false regressions, over all cells and looks",
         )
         parser.add_argument(
+            "--confidence",
+            type=finite_float,
+            default=0.95,
+            help="of the repeated interval whose upper end must lie below 1 + threshold for a cell "
+            "to pass: a cell exactly the threshold slower passes about (1 - confidence) / 2 of "
+            "the time (`make gate`: 0.8, about a 10%% miss rate at the threshold)",
+        )
+        parser.add_argument(
             "--gate-on",
             choices=("p50", "min", "auto"),
             default="p50",
@@ -155,6 +163,7 @@ def _options(args: argparse.Namespace, thresholds: list[tuple[str, str]]) -> Any
         max_regression=fraction(args.max_regression),
         thresholds={metric: fraction(text) for metric, text in thresholds},
         alpha=args.alpha,
+        confidence=args.confidence,
         gate_on="min" if auto else args.gate_on,
     )
     return AbOptions(

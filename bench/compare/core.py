@@ -169,6 +169,8 @@ class CompareOptions:
                 raise UserError(f"regression threshold must be between 0% and 100%; got {value:.0%}")
         if not 0 < self.alpha < 1:
             raise UserError(f"alpha must be between 0 and 1; got {self.alpha}")
+        if not 0 < self.confidence < 1:
+            raise UserError(f"confidence must be between 0 and 1; got {self.confidence}")
 
     def threshold(self, metric: str) -> float:
         return self.thresholds.get(metric, COUNTED.get(metric, self.max_regression))

@@ -340,6 +340,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--fork-workers", default="no", choices=("no", "auto", "always"), help="as `make gate` (FORK)"
     )
     parser.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="of the interval a pass needs (`make gate`: CONFIDENCE)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("results") / f"gate-trials-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     parser.add_argument("extra", nargs="*", help="more `ab`/`run` flags after --, e.g. -- -m lstm")
@@ -349,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out: Path = args.out.resolve()
     common = ["--profile", args.profile, "--gate-on", args.gate_on, "--calibrate", str(args.calibrate)]
     common += ["--processes", str(args.processes), "--fork-workers", args.fork_workers]
+    common += ["--confidence", str(args.confidence)]
     calibration = args.calibration or (out / "calibration.json" if args.calibrate else None)
     common += [*(["--calibration", str(calibration)] if calibration else [])]
     common += [*(["--budget", args.budget] if args.budget else []), *args.extra]
