@@ -12,7 +12,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from inferbench.tools.gate_trials import Hog, Journal, Trial, _outcome, cells_table, noise_table, summary
+from inferbench.tools.gate_trials import (
+    Hog,
+    Journal,
+    Trial,
+    _outcome,
+    _read_verdict,
+    cells_table,
+    main,
+    noise_table,
+    summary,
+)
 
 
 @pytest.mark.parametrize(
@@ -110,3 +120,40 @@ def test_the_noise_table_pools_the_aa_runs_each_centred_and_leaves_interfered_ro
     deviations += [np.log(x) - np.log([1.1, 1.12, 1.08]).mean() for x in (1.1, 1.12, 1.08)]
     spread = 100 * math.sqrt(sum(d**2 for d in deviations) / 4)  # 6 clean rounds in 2 runs
     assert line == f"| c | {spread:.1f} | 0.0 | 6 | 2 |"
+
+
+def test_an_errored_run_reads_no_verdict_from_its_folder(tmp_path: Path) -> None:
+    """A run that ended in an error (exit 2 or 4) may have left another run's compare.csv in
+    its folder: it flags nothing and leaves nothing undecided."""
+    import pandas as pd
+
+    pd.DataFrame(
+        [
+            {
+                "model": "lstm",
+                "backend": "torch",
+                "batch_size": 1,
+                "mode": "latency",
+                "regression": True,
+                "inconclusive": True,
+            }
+        ]
+    ).to_csv(tmp_path / "compare.csv", index=False)
+    assert _read_verdict(tmp_path, 1) == (["lstm/torch/b1"], 1)
+    assert _read_verdict(tmp_path, 2) == ([], 0)
+    assert _read_verdict(tmp_path, 4) == ([], 0)
+
+
+def test_a_campaign_refuses_a_folder_that_holds_one_before_any_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "aa-0").mkdir()
+    with pytest.raises(SystemExit) as stopped:
+        main(["--aa", "1", "--out", str(tmp_path)])
+    assert stopped.value.code == 2
+    assert f"{tmp_path} already holds a campaign; pass another --out" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aa-0"]
+    with pytest.raises(SystemExit) as stopped:
+        main(["--out", str(tmp_path / "new")])
+    assert stopped.value.code == 2
+    assert "nothing to do" in capsys.readouterr().err

@@ -150,9 +150,11 @@ def run_ab(argv: list[str], out: Path, rounds: int, hog: tuple[float, float] | N
     return code, (time.perf_counter() - started) / 60
 
 
-def _read_verdict(out: Path) -> tuple[list[str], int]:
+def _read_verdict(out: Path, code: int) -> tuple[list[str], int]:
+    """The cells a run flagged and how many it left undecided; nothing for a run that ended in
+    an error (its folder may hold no comparison, or another run's)."""
     path = out / "compare.csv"
-    if not path.is_file():
+    if code not in (0, 1, 3) or not path.is_file():
         return [], 0
     frame = pd.read_csv(path)
     flagged = frame[frame["regression"].astype(bool)]
@@ -193,7 +195,7 @@ def baseline_trials(args: argparse.Namespace, out: Path, journal: Journal) -> No
         subprocess.run([*run, *extra, "--results-dir", str(new.parent), "--run-id", new.name], check=True)
         cmd = [sys.executable, "-m", "inferbench", "compare", str(base_run), str(new), "--out", str(new)]
         code = subprocess.run(cmd, capture_output=True, check=False).returncode
-        flagged, undecided = _read_verdict(new)
+        flagged, undecided = _read_verdict(new, code)
         minutes = (time.perf_counter() - started) / 60
         trial = Trial("baseline", code, minutes, flagged, undecided, run=f"baseline/{new.name}")
         trial.outcome = _outcome(trial, None)
@@ -350,9 +352,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("extra", nargs="*", help="more `ab`/`run` flags after --, e.g. -- -m lstm")
     args = parser.parse_args(argv)
+    out: Path = args.out.resolve()
+    if not (args.aa or args.ab or args.baseline):
+        parser.error("nothing to do: give --aa, --ab and/or --baseline")
+    if out.is_dir() and any(out.iterdir()):
+        # Every run would refuse its folder, and a stale compare.csv would read as a verdict.
+        parser.error(f"{out} already holds a campaign; pass another --out")
     repo = Path(_git(Path.cwd(), "rev-parse", "--show-toplevel"))
     head = _git(repo, "rev-parse", "HEAD")
-    out: Path = args.out.resolve()
     common = ["--profile", args.profile, "--gate-on", args.gate_on, "--calibrate", str(args.calibrate)]
     common += ["--processes", str(args.processes), "--fork-workers", args.fork_workers]
     common += ["--confidence", str(args.confidence)]
@@ -364,7 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         hog = (args.hog_at, args.hog_for) if i >= args.aa - args.hog else None
         target = out / f"aa-{i}"
         code, minutes = run_ab(["--base", head, "--head", head, *common], target, args.rounds, hog)
-        trial = Trial("A/A + hog" if hog else "A/A", code, minutes, *_read_verdict(target), run=target.name)
+        trial = Trial(
+            "A/A + hog" if hog else "A/A", code, minutes, *_read_verdict(target, code), run=target.name
+        )
         trial.outcome = _outcome(trial, None)
         journal.add(trial, i)
     for pct in args.slowdown or [10.0]:
@@ -375,15 +384,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i in range(args.ab):
                 target = out / f"ab-{pct:g}-{i}"
                 code, minutes = run_ab(["--base", head, "--head", branch, *common], target, args.rounds, None)
-                trial = Trial(f"A/B +{pct:g}%", code, minutes, *_read_verdict(target), run=target.name)
+                trial = Trial(f"A/B +{pct:g}%", code, minutes, *_read_verdict(target, code), run=target.name)
                 trial.outcome = _outcome(trial, args.slow_backend)
                 journal.add(trial, i)
         finally:
             _git(repo, "branch", "-D", branch)
     if args.baseline:
         baseline_trials(args, out, journal)
-    if not journal.trials:
-        parser.error("nothing to do: give --aa, --ab and/or --baseline")
     tables = [summary(journal.trials), cells_table(out, journal.trials), noise_table(out, journal.trials)]
     table = "\n\n".join(tables)
     print(table)
