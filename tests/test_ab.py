@@ -21,7 +21,7 @@ from inferbench.ab.agent import round_config
 from inferbench.ab.calibration import CellNoise
 from inferbench.ab.command import profile_data
 from inferbench.ab.core import AbOptions, Agent, paired_rows, round_order
-from inferbench.ab.rounds import BUDGET, DECIDED, MOST_ROUNDS, Rounds, interleave, run_rounds
+from inferbench.ab.rounds import BUDGET, BUDGET_RESERVE, DECIDED, MOST_ROUNDS, Rounds, interleave, run_rounds
 from inferbench.ab.sides import Side
 from inferbench.cli import main
 from inferbench.compare.core import CompareOptions, exit_code
@@ -362,18 +362,19 @@ def test_a_clear_slowdown_fails_early_and_a_drifting_a_a_passes() -> None:
 
 
 def test_the_budget_ends_the_rounds_and_frees_time_for_open_cells() -> None:
-    """A fake clock, one tick per worker: with a budget of 40 ticks no round starts that would
-    not fit it. Two noisy cells share it (10 rounds each); when a quiet cell stops early, its
-    rounds go to the noisy one. Cells still open get a last look at tau = 1."""
+    """A fake clock, one tick per worker: with a budget of 41 ticks (40.18 once the outputs'
+    reserve is kept) no round starts that would not fit it. Two noisy cells share it (10 rounds
+    each); when a quiet cell stops early, its rounds go to the noisy one. Cells still open get
+    a last look at tau = 1."""
     machine = NoisePerCell({"a": 0.3, "b": 0.3}, seed=10)
-    options = AbOptions(rounds=30, budget_s=40)
+    options = AbOptions(rounds=30, budget_s=41)
     run, _ = _sequential(machine, ["a", "b"], options, clock=lambda: machine.now, started=0)
-    assert machine.now <= 40 and run.stopped == {"a": BUDGET, "b": BUDGET}
+    assert machine.now <= 41 * (1 - BUDGET_RESERVE) and run.stopped == {"a": BUDGET, "b": BUDGET}
     assert [len(run.results[k]["base"]) for k in "ab"] == [10, 10]
     assert all(run.looks[k][-1] == (10, 1.0) for k in "ab")
     machine = NoisePerCell({"quiet": 0.005, "noisy": 0.3}, seed=11)
     run, _ = _sequential(machine, ["quiet", "noisy"], options, clock=lambda: machine.now, started=0)
-    assert machine.now <= 40 and run.stopped == {"quiet": DECIDED, "noisy": BUDGET}
+    assert machine.now <= 41 * (1 - BUDGET_RESERVE) and run.stopped == {"quiet": DECIDED, "noisy": BUDGET}
     assert len(run.results["noisy"]["base"]) > 10
     with pytest.raises(UserError, match="--budget must be positive"):
         AbOptions(budget_s=0)

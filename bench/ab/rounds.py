@@ -25,6 +25,11 @@ from inferbench.compare.verdict import INCONCLUSIVE
 from inferbench.status import MEASURED, OK
 from inferbench.sweep.repeats import merge_repeats
 
+#: The share of `--budget` no round may use: kept for the last look and the outputs (compare.md,
+#: the HTML page, each side's run folder) and for a last round slower than the one before. Without
+#: it a 10-minute gate on a 2-vCPU VM ended at 10.1-10.2 minutes.
+BUDGET_RESERVE = 0.02
+
 #: Why a cell stopped (`Rounds.stopped`).
 DECIDED, NOT_OK, MOST_ROUNDS, BUDGET = "decided", "a side not ok", "most rounds", "budget"
 
@@ -62,13 +67,13 @@ def run_rounds(
     started: float | None = None,
 ) -> Rounds:
     """Rounds over the open cells, one fresh worker per side per cell, until none is open, the
-    most rounds are run or the next round would not fit the budget (counted from `started`,
-    default now). A cell stops once either side is not ok (unavailable, unsupported, error,
-    accuracy-fail, ...: its verdict is the status change) and, when `cells` are given, once
-    `paired_rows` decides its gating metrics at its latest look. A cell still open at the end
-    gets a last look that spends what is left of alpha."""
+    most rounds are run or the next round would not fit the budget less BUDGET_RESERVE
+    (counted from `started`, default now). A cell stops once either side is not ok
+    (unavailable, unsupported, error, accuracy-fail, ...: its verdict is the status change)
+    and, when `cells` are given, once `paired_rows` decides its gating metrics at its latest
+    look. A cell still open at the end gets a last look that spends what is left of alpha."""
     start = clock() if started is None else started
-    deadline = start + options.budget_s if options.budget_s else math.inf
+    deadline = start + options.budget_s * (1 - BUDGET_RESERVE) if options.budget_s else math.inf
     run = Rounds({k: {s: [] for s in SIDES} for k in cell_keys}, {k: () for k in cell_keys})
     open_keys, pair_s = list(cell_keys), dict.fromkeys(cell_keys, 0.0)
 

@@ -126,7 +126,7 @@ def noises(records: Records, seconds: Mapping[str, Mapping[str, float]]) -> dict
 
 
 def table(
-    found: Mapping[str, Mapping[str, CellNoise]], budget_s: float, threshold: float
+    found: Mapping[str, Mapping[str, CellNoise]], budget_s: float, threshold: float, confidence: float = 0.95
 ) -> list[dict[str, Any]]:
     """One row per setting, cell and statistic: the spread, a round's cost, and the gate's plan
     when every cell of the setting shares `budget_s` (at most 30 rounds)."""
@@ -140,6 +140,7 @@ def table(
                     statistic,
                     noise,
                     threshold=threshold,
+                    confidence=confidence,
                     alpha=0.05,
                     tests=len(cells),
                     rounds_allowed=allowed,
@@ -235,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=600.0, help="seconds the plan's rounds share")
     parser.add_argument("--threshold", type=float, default=0.05)
     parser.add_argument(
+        "--confidence", type=float, default=0.8, help="of the interval a pass needs (`make gate`: CONFIDENCE)"
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("results") / f"variance-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     args = parser.parse_args(argv)
@@ -242,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     records, seconds = measure(args.profile, args.setting or list(SETTINGS), args.rounds, out)
-    rows = table(noises(records, seconds), args.budget, args.threshold)
+    rows = table(noises(records, seconds), args.budget, args.threshold, args.confidence)
     atomic_write_json(out / "variance.json", {"rounds": args.rounds, "rows": rows})
     text = markdown(rows, args.budget, args.threshold)
     atomic_write_text(out / "variance.md", text)
