@@ -156,10 +156,10 @@ def test_a_slowdown_at_the_threshold_rarely_passes(confidence: float) -> None:
     assert clearly_slower / TRIALS <= 0.005
 
 
-def test_a_lower_confidence_passes_unchanged_cells_sooner_and_alarms_no_more() -> None:
-    """`make gate`'s 80% against 95%, on the same simulated A/A rounds (3% noise, a budget of
-    8 rounds): more unchanged cells pass within the budget, and the false-alarm rate, set by
-    alpha alone, is the same."""
+def test_a_lower_confidence_passes_more_unchanged_cells_and_alarms_no_more() -> None:
+    """`make gate`'s 80% against 95%, on the same simulated A/A rounds (4% noise, a budget of
+    8 rounds): more unchanged cells pass within the budget, and no more false alarms (the FAIL
+    boundary is alpha's alone)."""
     rng = np.random.default_rng(3)
     verdicts: dict[float, list[str]] = {0.95: [], 0.8: []}
     for _ in range(TRIALS // 3):
@@ -169,7 +169,7 @@ def test_a_lower_confidence_passes_unchanged_cells_sooner_and_alarms_no_more() -
     passes = {c: sum(v in (NO_CHANGE, IMPROVEMENT) for v in found) for c, found in verdicts.items()}
     assert passes[0.8] > passes[0.95] + len(verdicts[0.8]) // 10
     alarms = {c: found.count(REGRESSION) for c, found in verdicts.items()}
-    assert alarms[0.8] == alarms[0.95]
+    assert alarms[0.8] <= alarms[0.95]  # a pass ends a path: it can only alarm less
 
 
 def test_clear_answers_stop_early_and_unclear_ones_do_not() -> None:
