@@ -150,11 +150,15 @@ def run_ab(argv: list[str], out: Path, rounds: int, hog: tuple[float, float] | N
     return code, (time.perf_counter() - started) / 60
 
 
+#: The exit codes of a run that judged (no regression, regression, undecided); others are errors.
+JUDGED = (0, 1, 3)
+
+
 def _read_verdict(out: Path, code: int) -> tuple[list[str], int]:
     """The cells a run flagged and how many it left undecided; nothing for a run that ended in
     an error (its folder may hold no comparison, or another run's)."""
     path = out / "compare.csv"
-    if code not in (0, 1, 3) or not path.is_file():
+    if code not in JUDGED or not path.is_file():
         return [], 0
     frame = pd.read_csv(path)
     flagged = frame[frame["regression"].astype(bool)]
@@ -164,7 +168,7 @@ def _read_verdict(out: Path, code: int) -> tuple[list[str], int]:
 
 
 def _outcome(trial: Trial, slow_backend: str | None) -> str:
-    if trial.exit_code not in (0, 1, 3):
+    if trial.exit_code not in JUDGED:
         return f"error (exit {trial.exit_code})"
     if slow_backend is None:
         return "FALSE ALARM" if trial.exit_code == 1 else ("undecided" if trial.exit_code == 3 else "pass")
