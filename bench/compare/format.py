@@ -86,7 +86,9 @@ def legend(options: CompareOptions, frame: pd.DataFrame | None = None) -> str:
         "significant; **inconclusive**: neither (too noisy to decide, or disturbed; for a status row, "
         "a side that failed in some rounds only). Ratios are NEW/BASE; an interval marked "
         f"{WITHIN_PROCESS} covers the noise inside one process per side only; "
-        "**MDE**: the slowdown this cell would catch 80% of the time at its measured noise."
+        "**MDE**: the slowdown this cell would catch 80% of the time at its measured noise "
+        "(`ab`: at the look where the cell stopped, whose boundary is strict early on, so a cell "
+        "that passed after a few rounds shows a large one)."
     ) + (
         SERVE_LEGEND
         if frame is not None and "metric" in frame and (frame["metric"] == SERVE_METRIC).any()
