@@ -78,7 +78,8 @@ def test_the_table_compares_settings_in_one_budget() -> None:
     seconds = {"as-is": {"c": 10.0}, "pinned": {"c": 10.0}}
     found = noises(records, seconds)
     assert set(found) == {"as-is", "pinned", "all-rounds", f"median-of-{GROUP}"}
-    rows = {(r["setting"], r["statistic"]): r for r in table(found, budget_s=300, threshold=0.05)}
+    planned = table(found, budget_s=300, threshold=0.05, confidence=0.95)
+    rows = {(r["setting"], r["statistic"]): r for r in planned}
     assert rows["pinned", "min"]["detects_pct"] < rows["as-is", "min"]["detects_pct"]
     assert rows["as-is", "min"]["rounds_in_budget"] == 30
     assert rows[f"median-of-{GROUP}", "min"]["rounds_in_budget"] == 10

@@ -126,7 +126,7 @@ def noises(records: Records, seconds: Mapping[str, Mapping[str, float]]) -> dict
 
 
 def table(
-    found: Mapping[str, Mapping[str, CellNoise]], budget_s: float, threshold: float, confidence: float = 0.95
+    found: Mapping[str, Mapping[str, CellNoise]], budget_s: float, threshold: float, confidence: float
 ) -> list[dict[str, Any]]:
     """One row per setting, cell and statistic: the spread, a round's cost, and the gate's plan
     when every cell of the setting shares `budget_s` (at most 30 rounds)."""
