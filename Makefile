@@ -83,8 +83,9 @@ merge: setup
 # in compare.md), and the statistic each cell gates on (GATE_ON=auto: each process's fastest
 # call, or p50 where the calibration shows it clearly steadier; GATE_ON=min or p50 fixes it). Read from CALIBRATION when that
 # file is of this machine class, profile and cells; else CALIBRATE A/A rounds of the base
-# against itself are run first, inside the budget, and written there for the next gate
-# (README, "The gate"). CI keeps the file between jobs (perf.yml's cache).
+# against itself are run first, inside the budget, and written there for the next gate; each
+# gate writes it back with its own rounds' spread pooled in (README, "The gate"). CI keeps the
+# file between jobs (perf.yml's cache).
 # Each cell stops once decided; the rounds left go to the open cells, up to ROUNDS per cell and
 # within BUDGET for the whole run (README, "Adaptive rounds").
 # Each round runs PROCESSES workers per side (the sides alternating: A B B A A B), each side's

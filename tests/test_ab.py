@@ -20,7 +20,7 @@ import pytest
 from inferbench.ab.agent import round_config
 from inferbench.ab.calibration import CellNoise
 from inferbench.ab.command import profile_data
-from inferbench.ab.core import AbOptions, Agent, paired_rows, round_order
+from inferbench.ab.core import AbOptions, Agent, clean_pairs, paired_rows, round_order
 from inferbench.ab.rounds import BUDGET, BUDGET_RESERVE, DECIDED, MOST_ROUNDS, Rounds, interleave, run_rounds
 from inferbench.ab.sides import Side
 from inferbench.cli import main
@@ -604,12 +604,18 @@ def test_a_a_exits_0_and_each_side_runs_its_own_code(
     profile.write_text(AA_PROFILE)
     out = tmp_path / "ab"
     argv = ["ab", "--base", str(base), "--profile", str(profile), "-k", "3", "--max-regression", "50%"]
-    code = main([*argv, "--calibrate", "2", "--gate-on", "auto", "--out", str(out)])
+    runner = tmp_path / "runner-calibration.json"
+    options = ["--calibrate", "2", "--calibration", str(runner), "--gate-on", "auto"]
+    code = main([*argv, *options, "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     # Two A/A rounds of the base side first: the cell's noise, the statistic it gates on, the plan.
     calibration = json.loads((out / "calibration.json").read_text())
     ((key, noise),) = calibration["cells"].items()
     assert noise["rounds"] <= 2 and set(noise["sigma_pct"]) <= {"min", "p50"}
+    # The runner's file, for the next run, also pools the A/B rounds' spread (3, unless disturbed).
+    clean = len(clean_pairs(json.loads((out / "ab.json").read_text())["rounds_per_cell"][key]))
+    refreshed = json.loads(runner.read_text())["cells"][key]
+    assert refreshed["rounds"] == noise["rounds"] + (clean if clean >= 2 else 0)
     chosen = json.loads((out / "ab.json").read_text())["gate_on_by_cell"]
     expected = CellNoise(noise["sigma_pct"], noise["spread_pct"], noise["rounds"], noise["round_s"]).steadiest
     assert chosen == {key: expected}  # the calibration's own rule (min unless p50 is clearly steadier)
@@ -621,6 +627,7 @@ def test_a_a_exits_0_and_each_side_runs_its_own_code(
     md = (out / "compare.md").read_text()
     assert "**PASS**" in md and "3 rounds" in md and "What this runner" in md
     assert "per cell, the statistic its calibration found steadier" in md
+    assert f"The calibration {runner}" in md
     page = (out / "compare.html").read_text()  # the same verdicts, both sides named
     assert "<b>PASS</b>" in page and "head (working tree)" in page and 'class="chart-spec"' in page
 

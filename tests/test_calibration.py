@@ -104,6 +104,50 @@ def test_a_serve_cells_noise_is_its_peak_rates_and_it_gates_on_nothing_else() ->
     assert Calibration.from_dict(calibration.to_dict(), "file").cells["s"] == noise  # the file keeps it
 
 
+def test_a_gate_runs_rounds_refresh_the_spread_pooled_by_degrees_of_freedom() -> None:
+    """4 A/A rounds that read 9% and a run's 10 clean rounds at 3%: (3 * 81 + 9 * 9) / 12 = 27,
+    so 5.2% over 14 rounds; p50, which the A/A rounds did not estimate, takes the run's. The
+    process spread and round time stay the A/A's; a cell with under 2 rounds, or not in the
+    calibration, changes nothing."""
+    cells = {"a": CellNoise({"min": 9.0}, 2.0, 4, 3.0), "b": CellNoise({"min": 1.0}, 1.0, 4, 2.0)}
+    old = Calibration("f", "m", "gate-cpu", cells)
+    run = {
+        "a": CellNoise({"min": 3.0, "p50": 4.0}, 7.0, 10, 1.0),
+        "b": CellNoise({}, 0.0, 1, 1.0),
+        "new": CellNoise({"min": 1.0}, 1.0, 10, 1.0),
+    }
+    new = old.refreshed(run)
+    assert new.cells["a"] == CellNoise({"min": pytest.approx(math.sqrt(27)), "p50": 4.0}, 2.0, 14, 3.0)
+    assert new.cells["b"] == old.cells["b"] and set(new.cells) == {"a", "b"}
+    assert old.cells["a"].sigma_pct == {"min": 9.0}  # the old one is left as it was
+    assert (new.machine, new.machine_label, new.profile) == ("f", "m", "gate-cpu")
+
+
+def test_refreshes_count_at_most_memory_rounds_so_a_drift_is_followed() -> None:
+    """A runner whose spread fell from 10% to 2%: the old rounds weigh at most MEMORY_ROUNDS
+    less the run's, so ten 30-round runs bring the file to 2.02% (a plain pool over all 360
+    rounds would still read 4.5%)."""
+    from inferbench.ab.calibration import MEMORY_ROUNDS
+
+    calibration = Calibration("f", "m", "p", {"c": CellNoise({"min": 10.0}, 2.0, MEMORY_ROUNDS, 3.0)})
+    for _ in range(10):
+        calibration = calibration.refreshed({"c": CellNoise({"min": 2.0}, 1.0, 30, 1.0)})
+        assert calibration.cells["c"].rounds == MEMORY_ROUNDS
+    assert 2.0 < calibration.cells["c"].sigma_pct["min"] < 2.05
+
+
+def test_a_constant_change_leaves_the_spread_a_run_adds() -> None:
+    """The refresh reads A/B rounds: head 10% slower in every round moves each log ratio alike,
+    so the spread is the same as with no change."""
+    rng = np.random.default_rng(3)
+    first = list(10 * np.exp(rng.normal(0, 0.03, 12)))
+    second = list(10 * np.exp(rng.normal(0, 0.03, 12)))
+    unchanged = cell_noise(_pairs(first, second), 1.0)
+    slower = cell_noise(_pairs(first, [1.1 * b for b in second]), 1.0)
+    assert slower.sigma_pct["min"] == pytest.approx(unchanged.sigma_pct["min"])
+    assert unchanged.sigma_pct["min"] > 0
+
+
 def test_the_plan_says_what_a_quiet_and_a_noisy_cell_can_decide() -> None:
     quiet = CellNoise({"min": 1.0}, 1.0, 4, 2.0)
     noisy = CellNoise({"min": 30.0}, 1.0, 4, 2.0)
@@ -246,7 +290,11 @@ def _run_calibrated(tmp_path: Path, options: AbOptions, machine: FakeMachine) ->
     from inferbench.ab.command import _calibrated
 
     running = {"base": SimpleNamespace(info={"env": ENV}, run=lambda key, r: machine.launch("base", key, r))}
-    return _calibrated(options, running, ["x"], "gate-cpu", tmp_path, None, None, started=0.0)
+    options, lines, calibration = _calibrated(
+        options, running, ["x"], "gate-cpu", tmp_path, None, None, started=0.0
+    )
+    assert calibration is not None
+    return options, lines
 
 
 def test_a_calibration_file_is_read_when_it_fits_and_measured_again_when_it_does_not(tmp_path: Path) -> None:
@@ -265,7 +313,7 @@ def test_a_calibration_file_is_read_when_it_fits_and_measured_again_when_it_does
         tmp_path, AbOptions(calibrate=3, calibration=path, gate_auto=True), machine
     )
     assert machine.calls == [] and options.gate_on_by_cell == {"x": "p50"}  # read, not measured
-    assert "from 4 A/A rounds" in lines[0]
+    assert "from 4 rounds measured here" in lines[0]
     Calibration("elsewhere", "Intel Xeon", "gate-cpu", {"x": CellNoise({"min": 1.0}, 2.0, 4, 3.0)}).save(path)
     with pytest.raises(UserError, match="calibrated on Intel Xeon, not this machine"):
         _run_calibrated(tmp_path, AbOptions(calibration=path), machine)

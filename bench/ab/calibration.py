@@ -14,6 +14,11 @@ it, and the spread of the processes' p50s. From that:
 - `run --calibration FILE` puts the runner's process-to-process spread on a one-process run's
   rows (`calibrated_spread_pct`), which the answer's "within noise" reads.
 
+A gate run with `--calibration FILE` writes FILE back with each cell's per-round spread pooled
+with the spread of its own clean A/B rounds (`Calibration.refreshed`), so the next run's choice
+of statistic and its plan rest on more rounds than the few A/A ones: 4 A/A rounds had read some
+cells' spread 2-10x off (docs/measurements/2026-12-03-gate-trials-20.md).
+
 A serve cell gates on `max_qps_at_slo` alone (inferbench.compare.core), so its calibration
 measures that metric's spread (a drop is the slowdown), under that name, and it has no choice
 of statistic to make.
@@ -33,7 +38,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +56,10 @@ CALIBRATION_VERSION = 1
 STATISTICS = ("min", "p50")
 #: How sure the A/A rounds must be that p50 is steadier before a cell gates on it.
 SWITCH_LEVEL = 0.05
+#: The most rounds a cell's pooled spread stands for (`Calibration.refreshed`): past it, older
+#: rounds weigh less, so the file follows a runner class whose noise drifts (other tenants,
+#: another host generation) instead of averaging it away.
+MEMORY_ROUNDS = 60
 _COLUMN = {"min": "latency_min_ms", "p50": "latency_p50_ms"}
 
 
@@ -108,6 +117,20 @@ class Calibration:
             return measured[key]
         return float(np.median(list(measured.values()))) if measured else None
 
+    def refreshed(self, runs: Mapping[str, CellNoise]) -> Calibration:
+        """This calibration with each cell's spread per round pooled with `runs`, one gate run's
+        noise per cell from its clean (base, head) rounds (`cell_noise`). A change between the
+        sides shifts every round's log ratio alike, so the spread around the mean is the
+        runner's noise whatever the verdict; a change that adds noise widens it, which makes the
+        next plan more cautious, not bolder. Pooled by degrees of freedom, the older rounds
+        capped so that at most MEMORY_ROUNDS are counted. The process-to-process spread and the
+        round's seconds stay the A/A rounds' (a range grows with the values it spans)."""
+        cells = dict(self.cells)
+        for key, run in runs.items():
+            if key in cells and run.rounds >= 2:
+                cells[key] = _pooled(cells[key], run)
+        return replace(self, cells=cells)
+
     def to_dict(self) -> dict[str, Any]:
         return {"calibration_version": CALIBRATION_VERSION, **asdict(self)}
 
@@ -145,6 +168,19 @@ class Calibration:
                 f"{source} was calibrated on {self.machine_label}, not this machine ({label}); "
                 "calibrate here (`inferbench ab --calibrate 4`)"
             )
+
+
+def _pooled(old: CellNoise, run: CellNoise) -> CellNoise:
+    kept = min(old.rounds, max(MEMORY_ROUNDS - run.rounds, 2))
+    sigma = dict(old.sigma_pct)
+    for statistic, s in run.sigma_pct.items():
+        before = sigma.get(statistic)
+        if before is None or kept < 2:
+            sigma[statistic] = s
+            continue
+        a, b = kept - 1, run.rounds - 1
+        sigma[statistic] = math.sqrt((a * before**2 + b * s**2) / (a + b))
+    return CellNoise(sigma, old.spread_pct, kept + run.rounds, old.round_s)
 
 
 def _cell_noise(value: Any) -> CellNoise:
@@ -269,7 +305,8 @@ def plan_lines(plans: Sequence[Plan], threshold: float, calibration: Calibration
     aa = f"{min(rounds.values())}" if rounds and min(rounds.values()) == max(rounds.values()) else "a few"
     lines = [
         f"What this runner ({calibration.machine_label}) can decide at {threshold:.0%}, from {aa} "
-        "A/A rounds (a guide: few rounds estimate a spread loosely):"
+        "rounds measured here (A/A, and earlier gate runs'; a guide: few rounds estimate a spread "
+        "loosely):"
     ]
     for p in plans:
         if p.sigma_pct is None:

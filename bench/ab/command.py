@@ -14,8 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from inferbench.ab.calibration import Calibration, plan, plan_lines, rounds_allowed
-from inferbench.ab.core import AbOptions, agents, paired_rows
+from inferbench.ab.calibration import Calibration, cell_noise, plan, plan_lines, rounds_allowed
+from inferbench.ab.core import AbOptions, agents, clean_pairs, paired_rows
 from inferbench.ab.instructions import METRIC, count_instructions
 from inferbench.ab.rounds import BUDGET, DECIDED, MOST_ROUNDS, NOT_OK, Rounds, aa_rounds, run_rounds
 from inferbench.ab.sides import Side, prepared_sides
@@ -140,7 +140,7 @@ def _measure(
     with agents(sides, setup, out_dir, must_fork=not options.fork_or_fresh) as running:
         options, fork_notes = _workers_started(options, running)
         matched = _matched_cells(running)
-        options, plan_notes = _calibrated(
+        options, plan_notes, calibration = _calibrated(
             options,
             running,
             matched.common,
@@ -172,6 +172,8 @@ def _measure(
         )
         infos = {label: agent.info for label, agent in running.items()}
     notes = [*fork_notes, *plan_notes, *count_notes]
+    if calibration is not None and options.calibration is not None:
+        notes.append(_refresh_calibration(calibration, run, options.calibration))
     return _Measured(sides, infos, matched, options, notes, counted, counts, run)
 
 
@@ -297,13 +299,14 @@ def _calibrated(
     on_plan: Any,
     *,
     started: float,
-) -> tuple[AbOptions, list[str]]:
-    """The options with each cell's gating statistic (`--gate-on auto`), and the plan's lines.
-    The noise comes from `--calibration FILE` when that file is of this machine class, profile
-    and cells; else from `--calibrate N` A/A rounds run here, saved as calibration.json (and to
-    FILE, for the next run). A FILE that does not fit, with no rounds to measure, is refused."""
+) -> tuple[AbOptions, list[str], Calibration | None]:
+    """The options with each cell's gating statistic (`--gate-on auto`), the plan's lines and
+    the calibration (None: neither --calibrate nor --calibration). The noise comes from
+    `--calibration FILE` when that file is of this machine class, profile and cells; else from
+    `--calibrate N` A/A rounds run here, saved as calibration.json (and to FILE, for the next
+    run). A FILE that does not fit, with no rounds to measure, is refused."""
     if not options.calibrate and options.calibration is None:
-        return options, []
+        return options, [], None
     machine = machine_from_env(running["base"].info["env"])
     calibration = _read_calibration(options, machine, profile, keys)
     if calibration is None:
@@ -341,7 +344,32 @@ def _calibrated(
     lines = plan_lines(plans, threshold, calibration)
     if on_plan is not None:
         on_plan(lines)
-    return options, ["\n".join(lines)]
+    return options, ["\n".join(lines)], calibration
+
+
+def _refresh_calibration(calibration: Calibration, run: Rounds, path: Path) -> str:
+    """Write `path` back with each cell's spread pooled with this run's clean rounds
+    (`Calibration.refreshed`), for the next run's choice and plan; the note saying so. A file
+    that cannot be written costs the refresh, never the run's verdicts."""
+    noise = {
+        key: cell_noise(clean_pairs(run.results[key]), calibration.cells[key].round_s)
+        for key in run.results
+        if key in calibration.cells
+    }
+    refreshed = calibration.refreshed(noise)
+    try:
+        refreshed.save(path)
+    except OSError as exc:
+        log.warning("could not write the refreshed calibration to %s: %s", path, exc)
+        return f"The calibration {path} was not refreshed with this run's rounds: {exc}."
+    rounds = sorted({n.rounds for n in noise.values() if n.rounds >= 2})
+    if not rounds:
+        return f"The calibration {path} was left as it was: no cell had 2 clean rounds to add."
+    counted = f"{rounds[0]}" if len(rounds) == 1 else f"{rounds[0]}-{rounds[-1]}"
+    return (
+        f"The calibration {path} now pools each cell's spread per round with this run's {counted} "
+        "clean rounds, for the next run's choice of statistic and plan."
+    )
 
 
 def _read_calibration(options: AbOptions, machine: Any, profile: str, keys: list[str]) -> Calibration | None:

@@ -113,7 +113,8 @@ class Ab(Command):
             type=Path,
             metavar="FILE",
             help="read the noise from FILE when it is of this machine class, profile and cells; with "
-            "--calibrate, a FILE that does not fit (or is missing) is measured again and written there",
+            "--calibrate, a FILE that does not fit (or is missing) is measured again and written there; "
+            "the run then writes FILE back with its own rounds' spread pooled in, for the next run",
         )
         parser.add_argument(
             "--instructions",
