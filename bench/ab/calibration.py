@@ -125,8 +125,9 @@ class Calibration:
         (the gate trials' +10% busy-wait steadied tiny-cnn/onnxruntime: 0.8% against 2.4%), as
         it will move the next runs' once merged; the plan and the choice of statistic read it,
         the verdicts never do (each run judges by its own spread). Pooled by degrees of freedom,
-        the older rounds capped so that at most MEMORY_ROUNDS are counted. The process-to-process spread and the
-        round's seconds stay the A/A rounds' (a range grows with the values it spans)."""
+        the older rounds capped so that at most MEMORY_ROUNDS are counted. The process-to-process
+        spread and the round's seconds stay the A/A rounds' (a range grows with the values it
+        spans)."""
         cells = dict(self.cells)
         for key, run in runs.items():
             if key in cells and run.rounds >= 2:
