@@ -136,6 +136,28 @@ def test_refreshes_count_at_most_memory_rounds_so_a_drift_is_followed() -> None:
     assert 2.0 < calibration.cells["c"].sigma_pct["min"] < 2.05
 
 
+def test_a_run_that_cannot_refresh_its_file_says_so_and_keeps_its_verdicts(tmp_path: Path) -> None:
+    """The refresh after the A/B rounds: a file that cannot be written, or a run with no cell of
+    2 clean rounds, leaves a note instead of a traceback (the run's outputs come after it)."""
+    from inferbench.ab.command import _refresh_calibration
+    from inferbench.ab.rounds import Rounds
+
+    calibration = Calibration("f", "m", "gate-cpu", {"x": CellNoise({"min": 3.0}, 2.0, 4, 3.0)})
+    ok = {"status": "ok", "latency_min_ms": 1.0, "latency_p50_ms": 1.1}
+    one_round = Rounds({"x": {"base": [ok], "head": [ok]}}, {"x": ()})
+    path = tmp_path / "calibration.json"
+    assert "left as it was" in _refresh_calibration(calibration, one_round, path)
+    assert Calibration.load(path) == calibration
+    blocked = tmp_path / "a-folder"
+    blocked.mkdir()
+    (blocked / "inside").write_text("keeps the folder from being replaced")
+    note = _refresh_calibration(calibration, one_round, blocked)
+    assert note.startswith(f"The calibration {blocked} was not refreshed")
+    rounds = Rounds({"x": {"base": [ok, ok, ok], "head": [ok, {**ok, "latency_min_ms": 1.1}, ok]}}, {"x": ()})
+    assert "this run's 3 clean rounds" in _refresh_calibration(calibration, rounds, path)
+    assert Calibration.load(path).cells["x"].rounds == 7
+
+
 def test_a_constant_change_leaves_the_spread_a_run_adds() -> None:
     """The refresh reads A/B rounds: head 10% slower in every round moves each log ratio alike,
     so the spread is the same as with no change."""

@@ -16,8 +16,9 @@ it, and the spread of the processes' p50s. From that:
 
 A gate run with `--calibration FILE` writes FILE back with each cell's per-round spread pooled
 with the spread of its own clean A/B rounds (`Calibration.refreshed`), so the next run's choice
-of statistic and its plan rest on more rounds than the few A/A ones: 4 A/A rounds had read some
-cells' spread 2-10x off (docs/measurements/2026-12-03-gate-trials-20.md).
+of statistic and its plan rest on more rounds than the few A/A ones: 4 A/A rounds had read one
+cell's spread at 0.3% where 20 A/A runs read 2.4%, and another's at 6.8% against 3.5%
+(docs/measurements/2026-12-03-gate-trials-ab-20.md).
 
 A serve cell gates on `max_qps_at_slo` alone (inferbench.compare.core), so its calibration
 measures that metric's spread (a drop is the slowdown), under that name, and it has no choice
