@@ -309,8 +309,8 @@ def plan_lines(plans: Sequence[Plan], threshold: float, calibration: Calibration
     aa = f"{min(rounds.values())}" if rounds and min(rounds.values()) == max(rounds.values()) else "a few"
     lines = [
         f"What this runner ({calibration.machine_label}) can decide at {threshold:.0%}, from {aa} "
-        "rounds measured here (A/A, and earlier gate runs'; a guide: few rounds estimate a spread "
-        "loosely):"
+        "rounds measured here (A/A rounds, and any earlier gate runs' pooled in; a guide: few "
+        "rounds estimate a spread loosely):"
     ]
     for p in plans:
         if p.sigma_pct is None:
